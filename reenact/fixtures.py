@@ -1,0 +1,37 @@
+"""Locating the shared test fixtures (real videos, photos and small models).
+
+The fixtures are third-party, test-only material that is never part of the package; they
+are found at run time through ``REENACT_FIXTURES`` or ``../shared/fixtures`` next to the
+repository root.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def fixtures_dir() -> Path | None:
+    """Return the fixtures folder, or ``None`` when it cannot be found."""
+    env = os.environ.get("REENACT_FIXTURES")
+    candidates = [Path(env)] if env else []
+    candidates.append(_REPO_ROOT.parent / "shared" / "fixtures")
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def reference_dir() -> Path | None:
+    """Return ``shared/reference`` (StyleGAN2 parameter names and test vectors), if present."""
+    fixtures = fixtures_dir()
+    candidates = []
+    if fixtures is not None:
+        candidates.append(fixtures.parent / "reference")
+    candidates.append(_REPO_ROOT.parent / "shared" / "reference")
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate
+    return None
