@@ -1,0 +1,183 @@
+"""Temporal smoothing of per-track values (W codes, alignment transforms) over a video.
+
+Two filters behind one streaming interface, :class:`TrackSmoother`:
+
+* ``one_euro`` (default): the causal One-Euro filter (Casiez et al., CHI 2012), applied
+  element-wise. Its cut-off frequency rises with the speed of the signal, so slow drift
+  is smoothed strongly and fast motion follows with little lag. No delay.
+* ``gaussian``: a centred Gaussian over ``window`` frames on each side. A value is
+  released once ``window`` later frames of its track have been seen (or the track
+  ends), so the stream is delayed by ``window`` frames and memory stays bounded.
+
+Conventions: values are float tensors of any fixed shape per track (``[D]`` for a W
+code, ``[2,3]`` for an affine matrix); time is the frame's presentation time in seconds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+from reenact.errors import ConfigError, ShapeError
+
+
+@dataclass(frozen=True)
+class SmoothingSettings:
+    """How values are smoothed along each track.
+
+    ``min_cutoff`` (Hz) and ``beta`` are the One-Euro parameters: a lower ``min_cutoff``
+    smooths more when still, a higher ``beta`` lags less in motion. ``window`` and
+    ``sigma`` (frames) define the centred Gaussian.
+    """
+
+    method: Literal["one_euro", "gaussian", "none"] = "one_euro"
+    min_cutoff: float = 0.5
+    beta: float = 0.5
+    d_cutoff: float = 1.0
+    window: int = 4
+    sigma: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.min_cutoff <= 0 or self.d_cutoff <= 0 or self.beta < 0:
+            raise ConfigError(
+                f"smoothing: min_cutoff and d_cutoff must be > 0 and beta >= 0, got "
+                f"min_cutoff={self.min_cutoff}, d_cutoff={self.d_cutoff}, beta={self.beta}"
+            )
+        if self.window < 0 or self.sigma <= 0:
+            raise ConfigError(
+                f"smoothing: window must be >= 0 and sigma > 0, got window={self.window}, sigma={self.sigma}"
+            )
+
+    @property
+    def delay(self) -> int:
+        """Frames by which the filter delays its output (0 for causal filters)."""
+        return self.window if self.method == "gaussian" else 0
+
+
+def _alpha(cutoff: torch.Tensor | float, dt: float) -> torch.Tensor | float:
+    """Smoothing factor of an exponential filter with ``cutoff`` Hz sampled every ``dt`` s."""
+    tau = 1.0 / (2.0 * math.pi * cutoff)
+    return 1.0 / (1.0 + tau / dt)
+
+
+@dataclass
+class _OneEuroState:
+    value: torch.Tensor
+    speed: torch.Tensor
+    time: float
+
+
+@dataclass
+class _GaussianState:
+    pending: deque[tuple[int, float, torch.Tensor]] = field(default_factory=deque)
+    history: deque[torch.Tensor] = field(default_factory=deque)
+
+
+Released = tuple[int, int, torch.Tensor]
+"""(track id, frame index, smoothed value)."""
+
+
+class TrackSmoother:
+    """Streaming smoother of one kind of per-track value.
+
+    ``push`` returns the values that are ready, as ``(track_id, frame_index, value)``
+    tuples, in push order per track; ``end_track`` and ``flush`` release what a
+    Gaussian filter still holds.
+    """
+
+    def __init__(self, settings: SmoothingSettings, fps: float) -> None:
+        if fps <= 0 or not math.isfinite(fps):
+            raise ConfigError(f"smoothing needs a positive frame rate, got {fps}")
+        self.settings = settings
+        self.fps = float(fps)
+        self._euro: dict[int, _OneEuroState] = {}
+        self._gauss: dict[int, _GaussianState] = {}
+        self._shapes: dict[int, torch.Size] = {}
+        radius = settings.window
+        offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
+        self._kernel = torch.exp(-0.5 * (offsets / settings.sigma) ** 2)
+
+    def push(self, track_id: int, frame_index: int, value: torch.Tensor, time: float | None = None) -> list[Released]:
+        """Add the value of ``track_id`` at ``frame_index``; return the released values."""
+        shape = self._shapes.setdefault(track_id, value.shape)
+        if value.shape != shape:
+            raise ShapeError(f"track {track_id}: value shape {tuple(value.shape)} differs from {tuple(shape)}")
+        if time is None:
+            time = frame_index / self.fps
+        method = self.settings.method
+        if method == "none":
+            return [(track_id, frame_index, value)]
+        if method == "one_euro":
+            return [(track_id, frame_index, self._one_euro(track_id, value, time))]
+        state = self._gauss.setdefault(track_id, _GaussianState())
+        state.pending.append((frame_index, time, value))
+        state.history.append(value)
+        return self._release_gaussian(track_id, final=False)
+
+    def end_track(self, track_id: int) -> list[Released]:
+        """The track has ended: release all its held values and forget its state."""
+        self._euro.pop(track_id, None)
+        self._shapes.pop(track_id, None)
+        if track_id not in self._gauss:
+            return []
+        released = self._release_gaussian(track_id, final=True)
+        del self._gauss[track_id]
+        return released
+
+    def flush(self) -> list[Released]:
+        """End of the video: release everything still held, for every track."""
+        released: list[Released] = []
+        for track_id in list(self._gauss):
+            released.extend(self.end_track(track_id))
+        self._euro.clear()
+        self._shapes.clear()
+        return released
+
+    @property
+    def held(self) -> int:
+        """How many values are held back (bounded by tracks x window)."""
+        return sum(len(s.pending) for s in self._gauss.values())
+
+    def _one_euro(self, track_id: int, value: torch.Tensor, time: float) -> torch.Tensor:
+        s = self.settings
+        state = self._euro.get(track_id)
+        if state is None:
+            self._euro[track_id] = _OneEuroState(value.clone(), torch.zeros_like(value), time)
+            return value
+        dt = time - state.time
+        if dt <= 0:
+            dt = 1.0 / self.fps
+        speed = (value - state.value) / dt
+        a_d = _alpha(s.d_cutoff, dt)
+        speed = a_d * speed + (1 - a_d) * state.speed
+        cutoff = s.min_cutoff + s.beta * speed.abs()
+        a = _alpha(cutoff, dt)
+        smoothed = a * value + (1 - a) * state.value
+        self._euro[track_id] = _OneEuroState(smoothed, speed, time)
+        return smoothed
+
+    def _release_gaussian(self, track_id: int, final: bool) -> list[Released]:
+        state = self._gauss[track_id]
+        radius = self.settings.window
+        released: list[Released] = []
+        # history holds, in order, up to `radius` values before the oldest pending one,
+        # then every pending value.
+        while state.pending:
+            before = len(state.history) - len(state.pending)
+            after = len(state.pending) - 1
+            if after < radius and not final:
+                break
+            frame_index, _time, _value = state.pending.popleft()
+            lo, hi = max(0, before - radius), min(len(state.history), before + radius + 1)
+            window = torch.stack(list(state.history)[lo:hi]).to(torch.float64)
+            weights = self._kernel[radius - (before - lo): radius + (hi - before)]
+            weights = (weights / weights.sum()).reshape(-1, *([1] * (window.dim() - 1)))
+            smoothed = (window * weights).sum(0).to(_value.dtype)
+            released.append((track_id, frame_index, smoothed))
+            while len(state.history) - len(state.pending) > radius:
+                state.history.popleft()
+        return released
