@@ -1,0 +1,208 @@
+"""Folder jobs: one video in, one video out, run locally or on a Ray cluster.
+
+:func:`plan_folder` mirrors an input tree into an output tree; :func:`run_jobs` runs a
+task on every job with a local process pool (``workers``) or one Ray task per video
+(``ray_address``), and gathers results and failures the same way: one failing file never
+stops the rest, finished outputs are skipped on a re-run, and a Ctrl-C keeps every
+finished file (the writer of the file in progress removes its temporary file).
+
+A task is a picklable callable ``task(job) -> dict`` (a module-level function or a
+``functools.partial`` of one) that writes ``job.output`` atomically and returns what it
+wants to report; it raises on failure.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as futures
+import logging
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from reenact.errors import InputError, ReenactError
+
+log = logging.getLogger(__name__)
+
+VIDEO_SUFFIXES = frozenset(
+    {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".wmv", ".flv", ".3gp"}
+)
+
+Status = Literal["done", "skipped", "failed", "ignored"]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One video to process: where it is and where its output goes."""
+
+    source: Path
+    output: Path
+
+
+@dataclass
+class JobResult:
+    """What happened to one file of a folder run."""
+
+    source: Path
+    output: Path | None
+    status: Status
+    seconds: float = 0.0
+    error: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class FolderPlan:
+    """Jobs to run, plus results already known (existing outputs, non-video files)."""
+
+    jobs: list[Job]
+    known: list[JobResult]
+
+
+Task = Callable[[Job], dict[str, Any]]
+
+
+def plan_folder(input_dir: Path, output_dir: Path, *, overwrite: bool = False, suffix: str = ".mp4") -> FolderPlan:
+    """Mirror ``input_dir`` into ``output_dir``: every video becomes a job.
+
+    Files whose output already exists are reported ``skipped`` unless ``overwrite``;
+    files that are not videos (by extension) are reported ``ignored``, never dropped
+    silently. An output folder inside the input folder is refused (a re-run would take
+    its own outputs as inputs).
+    """
+    input_dir, output_dir = Path(input_dir).resolve(), Path(output_dir).resolve()
+    if not input_dir.is_dir():
+        raise InputError(f"{input_dir} is not a folder")
+    if output_dir == input_dir or input_dir in output_dir.parents:
+        raise InputError(
+            f"output folder {output_dir} is inside the input folder {input_dir}: "
+            "choose an output folder outside it"
+        )
+    jobs: list[Job] = []
+    known: list[JobResult] = []
+    for source in sorted(p for p in input_dir.rglob("*") if p.is_file()):
+        relative = source.relative_to(input_dir)
+        if source.suffix.lower() not in VIDEO_SUFFIXES:
+            known.append(JobResult(source, None, "ignored", error="not a video file extension"))
+            continue
+        output = (output_dir / relative).with_suffix(suffix)
+        if output.exists() and not overwrite:
+            known.append(JobResult(source, output, "skipped", error="output exists (use --overwrite)"))
+            continue
+        jobs.append(Job(source, output))
+    return FolderPlan(jobs, known)
+
+
+def _run_one(task: Task, job: Job) -> JobResult:
+    start = time.perf_counter()
+    try:
+        job.output.parent.mkdir(parents=True, exist_ok=True)
+        details = task(job)
+        return JobResult(job.source, job.output, "done", time.perf_counter() - start, details=details or {})
+    except ReenactError as exc:
+        return JobResult(job.source, job.output, "failed", time.perf_counter() - start, error=str(exc))
+    except Exception as exc:  # one bad file must never stop the rest: report it with its cause
+        log.debug("job %s failed:\n%s", job.source, traceback.format_exc())
+        return JobResult(
+            job.source, job.output, "failed", time.perf_counter() - start, error=f"{type(exc).__name__}: {exc}"
+        )
+
+
+def run_jobs(
+    jobs: Sequence[Job],
+    task: Task,
+    *,
+    workers: int = 1,
+    ray_address: str | None = None,
+    gpus_per_task: float = 0.0,
+    on_result: Callable[[JobResult], None] | None = None,
+) -> list[JobResult]:
+    """Run ``task`` on every job; return one result per job in the order given.
+
+    ``workers > 1`` uses a local process pool; ``ray_address`` (an address or ``"auto"``;
+    ``"local"`` starts a local instance) runs one Ray task per job, each asking for
+    ``gpus_per_task`` GPUs. ``on_result`` is called as each job finishes (progress).
+    """
+    if workers < 1:
+        raise InputError(f"--workers must be at least 1, got {workers}")
+    if ray_address is not None:
+        return _run_ray(jobs, task, ray_address, gpus_per_task, on_result)
+    results: dict[int, JobResult] = {}
+    if workers == 1:
+        for i, job in enumerate(jobs):
+            results[i] = _run_one(task, job)
+            if on_result:
+                on_result(results[i])
+    else:
+        with futures.ProcessPoolExecutor(max_workers=workers) as pool:
+            pending = {pool.submit(_run_one, task, job): i for i, job in enumerate(jobs)}
+            try:
+                for done in futures.as_completed(pending):
+                    results[pending[done]] = done.result()
+                    if on_result:
+                        on_result(results[pending[done]])
+            except KeyboardInterrupt:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+    return [results[i] for i in range(len(jobs))]
+
+
+def _run_ray(
+    jobs: Sequence[Job],
+    task: Task,
+    address: str,
+    gpus_per_task: float,
+    on_result: Callable[[JobResult], None] | None,
+) -> list[JobResult]:
+    try:
+        import ray
+    except ImportError as exc:
+        raise InputError("--ray needs the ray extra: pip install 'reenact[ray]'") from exc
+    started_here = False
+    if not ray.is_initialized():
+        try:
+            if address == "local":
+                ray.init(include_dashboard=False, log_to_driver=False)
+            else:
+                ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise InputError(f"cannot connect to the Ray cluster at {address!r}: {exc}") from exc
+        started_here = True
+    try:
+        remote = ray.remote(num_gpus=gpus_per_task, max_retries=0)(_run_one)
+        refs = [remote.remote(task, job) for job in jobs]
+        index = {ref: i for i, ref in enumerate(refs)}
+        results: dict[int, JobResult] = {}
+        remaining = list(refs)
+        try:
+            while remaining:
+                ready, remaining = ray.wait(remaining, num_returns=1)
+                for ref in ready:
+                    i = index[ref]
+                    try:
+                        results[i] = ray.get(ref)
+                    except Exception as exc:  # the worker itself died: report it like a failure
+                        results[i] = JobResult(jobs[i].source, jobs[i].output, "failed", error=f"Ray task failed: {exc}")
+                    if on_result:
+                        on_result(results[i])
+        except KeyboardInterrupt:
+            for ref in remaining:
+                ray.cancel(ref, force=True)
+            raise
+        return [results[i] for i in range(len(jobs))]
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def summary_table(results: Sequence[JobResult]) -> str:
+    """A plain-text table of a folder run: one line per file, then the counts."""
+    width = max([len(str(r.source)) for r in results] + [4])
+    lines = [f"{'file':<{width}}  {'status':<8}  {'seconds':>8}  note"]
+    for r in results:
+        lines.append(f"{str(r.source):<{width}}  {r.status:<8}  {r.seconds:>8.1f}  {r.error or ''}")
+    counts = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed", "ignored")}
+    lines.append(", ".join(f"{n} {s}" for s, n in counts.items()))
+    return "\n".join(lines)
