@@ -1,0 +1,220 @@
+"""The streaming engine: a reader thread, the compute loop and a writer thread.
+
+Decoding, compute and encoding overlap; they are joined by bounded queues, so memory is
+set by ``queue_size`` and the chunk size, never by the length of the video. The compute
+step is an *iterator transformer* (chunks in, chunks out), so it may hold chunks back
+for look-ahead smoothing and release them later.
+
+Errors: the first failure in any stage stops the other two (nobody hangs on a full or
+empty queue) and is raised once from :func:`run_stream`: a ReenactError as it is, any
+other exception wrapped in a PipelineError naming the stage. A KeyboardInterrupt stops
+all stages and is re-raised, so the writer's context manager removes its temporary file.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from reenact.errors import ConfigError, PipelineError, ReenactError
+from reenact.io.reader import FrameChunk
+
+_POLL = 0.05  # seconds between checks of the stop flag while blocked on a queue
+_END = object()
+
+Transform = Callable[[Iterator[FrameChunk]], Iterator[FrameChunk]]
+
+
+class ChunkSink(Protocol):
+    """What the engine writes to (a VideoWriter or anything with ``write``)."""
+
+    def write(self, chunk: FrameChunk) -> None: ...
+
+
+@dataclass(frozen=True)
+class StreamStats:
+    """What a run did: frames in/out and seconds each stage was busy (not waiting)."""
+
+    frames_read: int
+    frames: int
+    read_s: float
+    compute_s: float
+    write_s: float
+    wall_s: float
+
+    @property
+    def fps(self) -> float:
+        """Frames written per wall-clock second."""
+        return self.frames / self.wall_s if self.wall_s > 0 else 0.0
+
+
+class _Stopped(BaseException):
+    """Raised inside a stage when another stage failed; BaseException so that a
+    transform's ``except Exception`` cannot swallow it."""
+
+
+class _Run:
+    def __init__(self, queue_size: int) -> None:
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.error: BaseException | None = None
+        self.stage: str = ""
+        self.in_q: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
+        self.out_q: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
+
+    def fail(self, stage: str, exc: BaseException) -> None:
+        with self.lock:
+            if self.error is None:
+                self.error = exc
+                self.stage = stage
+        self.stop.set()
+
+    def put(self, q: queue.Queue[Any], item: Any) -> None:
+        while True:
+            if self.stop.is_set():
+                raise _Stopped
+            try:
+                q.put(item, timeout=_POLL)
+                return
+            except queue.Full:
+                continue
+
+    def get(self, q: queue.Queue[Any]) -> Any:
+        while True:
+            if self.stop.is_set():
+                raise _Stopped
+            try:
+                return q.get(timeout=_POLL)
+            except queue.Empty:
+                continue
+
+
+def run_stream(
+    reader: Iterable[FrameChunk],
+    transform: Transform,
+    writer: ChunkSink,
+    *,
+    queue_size: int = 4,
+) -> StreamStats:
+    """Decode ``reader`` in a thread, run ``transform`` here, write in a thread.
+
+    Conventions:
+        chunks are FrameChunk (frames uint8 ``[T,H,W,3]``, pts int64 ``[T]``); the
+        transform must yield chunks in order; it may yield fewer/more/delayed chunks.
+
+    ``queue_size`` bounds each of the two queues (chunks). Returns :class:`StreamStats`.
+    Raises the first stage's ReenactError, or PipelineError("<stage> stage failed: ...").
+    """
+    if not isinstance(queue_size, int) or queue_size < 1:
+        raise ConfigError(f"queue_size must be a positive integer, got {queue_size!r}")
+    run = _Run(queue_size)
+    busy = {"read": 0.0, "compute": 0.0, "write": 0.0}
+    counts = {"read": 0, "write": 0}
+    t_start = time.perf_counter()
+
+    def read_loop() -> None:
+        try:
+            it = iter(reader)
+            while not run.stop.is_set():
+                t0 = time.perf_counter()
+                try:
+                    chunk = next(it)
+                except StopIteration:
+                    busy["read"] += time.perf_counter() - t0
+                    break
+                busy["read"] += time.perf_counter() - t0
+                counts["read"] += len(chunk)
+                run.put(run.in_q, chunk)
+            run.put(run.in_q, _END)
+        except _Stopped:
+            pass
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller by run_stream
+            run.fail("read", exc)
+
+    def write_loop() -> None:
+        try:
+            while True:
+                item = run.get(run.out_q)
+                if item is _END:
+                    return
+                t0 = time.perf_counter()
+                writer.write(item)
+                busy["write"] += time.perf_counter() - t0
+                counts["write"] += len(item)
+        except _Stopped:
+            pass
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller by run_stream
+            run.fail("write", exc)
+
+    waited = [0.0]
+
+    def source() -> Iterator[FrameChunk]:
+        while True:
+            t0 = time.perf_counter()
+            item = run.get(run.in_q)
+            waited[0] += time.perf_counter() - t0
+            if item is _END:
+                return
+            yield item
+
+    threads = [
+        threading.Thread(target=read_loop, name="reenact-read", daemon=True),
+        threading.Thread(target=write_loop, name="reenact-write", daemon=True),
+    ]
+    for t in threads:
+        t.start()
+    t_compute = time.perf_counter()
+    interrupted: BaseException | None = None
+    try:
+        for chunk in transform(source()):
+            if not isinstance(chunk, FrameChunk):
+                raise PipelineError(
+                    f"compute stage yielded {type(chunk).__name__}, expected FrameChunk"
+                )
+            t0 = time.perf_counter()
+            run.put(run.out_q, chunk)
+            waited[0] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        run.put(run.out_q, _END)
+        waited[0] += time.perf_counter() - t0
+    except _Stopped:
+        pass
+    except KeyboardInterrupt as exc:
+        interrupted = exc
+        run.stop.set()
+    except BaseException as exc:  # noqa: BLE001 - re-raised below, once
+        run.fail("compute", exc)
+    busy["compute"] = time.perf_counter() - t_compute - waited[0]
+    for t in threads:
+        while t.is_alive():
+            try:
+                t.join(timeout=_POLL)
+            except KeyboardInterrupt as exc:  # a second Ctrl-C while stopping
+                interrupted = interrupted or exc
+                run.stop.set()
+    if interrupted is not None:
+        raise interrupted
+    if run.error is not None:
+        error = run.error
+        if isinstance(error, (ReenactError, KeyboardInterrupt)):
+            raise error
+        raise PipelineError(
+            f"{run.stage} stage failed: {type(error).__name__}: {error}"
+        ) from error
+    return StreamStats(
+        frames_read=counts["read"],
+        frames=counts["write"],
+        read_s=busy["read"],
+        compute_s=max(0.0, busy["compute"]),
+        write_s=busy["write"],
+        wall_s=time.perf_counter() - t_start,
+    )
+
+
+def passthrough(chunks: Iterator[FrameChunk]) -> Iterator[FrameChunk]:
+    """The identity transform (round trips, benchmarks)."""
+    yield from chunks

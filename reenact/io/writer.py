@@ -1,0 +1,334 @@
+"""Writing video: H.264 by default, source timestamps, rotation, colour and audio kept.
+
+The writer encodes RGB frames with PyAV into a temporary file beside the destination and
+renames it into place only when everything was written and the file closed cleanly; on
+any error or Ctrl-C the temporary file is removed and an existing destination is left
+untouched.
+
+What is kept from the source: each frame's presentation timestamp in the source time base
+(so a variable frame rate stays variable), the display-matrix rotation, the colour
+matrix/range/primaries/transfer tags (frames are converted RGB->YUV with the same matrix
+the reader used for YUV->RGB), every audio stream packet for packet (no re-encoding, bytes
+untouched, interleaved with the video as it is written so memory stays bounded), subtitle
+streams where the output container accepts them, and the container and stream metadata.
+
+Odd frame sizes: 4:2:0 needs even dimensions, so a video with an odd width or height (and
+any 4:4:4 source) is encoded as yuv444p (H.264 High 4:4:4), which keeps every pixel: no
+cropping and no padding. Even-sized 4:2:0/4:2:2 sources are encoded as yuv420p.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+
+from reenact.errors import OutputExistsError, ShapeError, VideoWriteError
+from reenact.io.probe import VideoInfo
+from reenact.io.reader import FrameChunk
+
+log = logging.getLogger(__name__)
+
+# Container keys the muxer writes itself; copying them would lie about the new file.
+_MUXER_KEYS = {"major_brand", "minor_version", "compatible_brands", "encoder"}
+# Seconds of source audio muxed ahead of the video written so far.
+_AUDIO_LEAD = 0.5
+
+
+@dataclass(frozen=True)
+class EncodeSettings:
+    """Settings of the video encoder (composable into the pipeline's config)."""
+
+    codec: str = "libx264"
+    crf: int = 18
+    preset: str = "medium"
+    pix_fmt: str | None = None
+
+
+def check_output_path(
+    src: str | os.PathLike[str] | None, dst: str | os.PathLike[str], overwrite: bool = False
+) -> Path:
+    """Check that ``dst`` can be written before any work starts; return it as a Path.
+
+    Raises OutputExistsError when ``dst`` is the input ``src`` (always, even with
+    ``overwrite``) or exists and ``overwrite`` is false; VideoWriteError when ``dst`` is a
+    folder, has no file suffix, or its folder is missing or not writable.
+    """
+    d = Path(dst)
+    if src is not None:
+        s = Path(src)
+        same = d.exists() and s.exists() and os.path.samefile(s, d)
+        if same or d.resolve() == s.resolve():
+            raise OutputExistsError(
+                f"{d}: is the input video; write the result to a different file"
+            )
+    if d.is_dir():
+        raise VideoWriteError(f"{d}: is a folder; give an output file name such as {d / 'out.mp4'}")
+    if not d.suffix:
+        raise VideoWriteError(f"{d}: has no file suffix; use e.g. .mp4 or .mkv so the format is known")
+    if d.exists() and not overwrite:
+        raise OutputExistsError(f"{d}: already exists; pass --overwrite to replace it")
+    parent = d.parent
+    if not parent.is_dir():
+        raise VideoWriteError(f"{d}: folder {parent} does not exist; create it first")
+    probe_file = parent / f".reenact-write-test-{uuid.uuid4().hex}"
+    try:
+        with open(probe_file, "wb"):
+            pass
+    except OSError as exc:
+        raise VideoWriteError(
+            f"{d}: cannot write in folder {parent} ({exc.strerror}); choose a writable folder"
+        ) from exc
+    probe_file.unlink(missing_ok=True)
+    return d
+
+
+def _pick_pix_fmt(info: VideoInfo, requested: str | None) -> str:
+    if requested:
+        return requested
+    odd = info.width % 2 or info.height % 2
+    if odd or info.pix_fmt.startswith(("yuv444", "yuvj444", "gbr", "rgb", "bgr")):
+        return "yuv444p"
+    return "yuv420p"
+
+
+class VideoWriter:
+    """Encode FrameChunks to ``dst``; a context manager that commits only on clean exit.
+
+    ``info`` describes the frames (size, time base, rotation, colour); ``source``, when
+    given, is the file whose audio/subtitle streams and metadata are copied.
+    """
+
+    def __init__(
+        self,
+        dst: str | os.PathLike[str],
+        info: VideoInfo,
+        *,
+        source: str | os.PathLike[str] | None = None,
+        overwrite: bool = False,
+        codec: str = "libx264",
+        crf: int = 18,
+        preset: str = "medium",
+        pix_fmt: str | None = None,
+    ) -> None:
+        self.dst = check_output_path(source if source is not None else info.path, dst, overwrite)
+        self.info = info
+        self.source = Path(source) if source is not None else None
+        self.temp = self.dst.parent / f".{self.dst.stem}.partial-{uuid.uuid4().hex[:8]}{self.dst.suffix}"
+        self.frames_written = 0
+        self._last_pts: int | None = None
+        self._done = False
+        self._src: Any = None
+        self._copy_iter: Any = None
+        self._pending: Any = None
+        self._copy_map: dict[int, Any] = {}
+        try:
+            self._out = av.open(str(self.temp), mode="w")
+        except (av.error.FFmpegError, ValueError) as exc:
+            self._remove_temp()
+            raise VideoWriteError(
+                f"{self.dst}: cannot create output ({exc}); use a known suffix such as .mp4"
+            ) from exc
+        try:
+            self._setup_video(codec, crf, preset, _pick_pix_fmt(info, pix_fmt))
+            if self.source is not None:
+                self._setup_copies()
+        except BaseException:
+            self._abort()
+            raise
+
+    # ----------------------------------------------------------------- set-up
+    def _setup_video(self, codec: str, crf: int, preset: str, pix_fmt: str) -> None:
+        info = self.info
+        rate = Fraction(info.avg_fps or info.real_fps or 25).limit_denominator(1_000_000)
+        try:
+            stream: Any = self._out.add_stream(codec, rate=rate)
+        except (av.error.FFmpegError, ValueError) as exc:
+            raise VideoWriteError(f"{self.dst}: encoder {codec!r} is not available ({exc})") from exc
+        stream.width = info.width
+        stream.height = info.height
+        stream.pix_fmt = pix_fmt
+        stream.time_base = info.time_base
+        ctx = stream.codec_context
+        ctx.time_base = info.time_base
+        ctx.colorspace = info.colorspace
+        ctx.color_range = info.color_range
+        ctx.color_primaries = info.color_primaries
+        ctx.color_trc = info.color_trc
+        if codec in ("libx264", "libx265"):
+            stream.options = {"crf": str(crf), "preset": preset}
+        if info.rotation:
+            stream.set_display_rotation(info.rotation)
+        self._video: Any = stream
+        self._pix_fmt = pix_fmt
+
+    def _setup_copies(self) -> None:
+        assert self.source is not None
+        try:
+            src = av.open(str(self.source), mode="r")
+        except av.error.FFmpegError as exc:
+            raise VideoWriteError(f"{self.source}: cannot open source to copy its audio ({exc})") from exc
+        self._src = src
+        meta = {k: v for k, v in src.metadata.items() if k not in _MUXER_KEYS}
+        self._out.metadata.update(meta)
+        if src.streams.video:
+            vmeta = {k: v for k, v in src.streams.video[0].metadata.items() if k not in _MUXER_KEYS}
+            self._video.metadata.update(vmeta)
+        copies = []
+        for s in src.streams:
+            if s.type not in ("audio", "subtitle"):
+                continue
+            try:
+                out_stream = self._out.add_stream_from_template(s)
+            except (av.error.FFmpegError, ValueError) as exc:
+                if s.type == "audio":
+                    raise VideoWriteError(
+                        f"{self.dst}: cannot copy audio stream {s.index} ({s.codec_context.name}) "
+                        f"into this container ({exc}); use .mp4 or .mkv"
+                    ) from exc
+                log.warning(
+                    "%s: subtitle stream %d (%s) cannot be stored in %s; not copied",
+                    self.source, s.index, s.codec_context.name, self.dst.suffix,
+                )
+                continue
+            out_stream.metadata.update(dict(s.metadata))
+            self._copy_map[s.index] = out_stream
+            copies.append(s)
+        if copies:
+            self._copy_iter = src.demux(*copies)
+
+    # ---------------------------------------------------------------- writing
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._abort()
+
+    def write(self, chunk: FrameChunk) -> None:
+        """Encode the frames of ``chunk`` with their timestamps.
+
+        Conventions:
+            chunk.frames: uint8 ``[T,H,W,3]`` RGB with H, W = info.height, info.width (any
+            device); chunk.pts: int64 ``[T]`` in info.time_base, strictly increasing across
+            all chunks written.
+        """
+        if self._done:
+            raise VideoWriteError(f"{self.dst}: writer is already closed")
+        frames = chunk.frames
+        if tuple(frames.shape[1:]) != (self.info.height, self.info.width, 3):
+            raise ShapeError(
+                f"VideoWriter({self.dst}) expects frames [T,{self.info.height},{self.info.width},3], "
+                f"got {tuple(frames.shape)}"
+            )
+        pts = chunk.pts.tolist()
+        array = frames.detach().to("cpu").contiguous().numpy()
+        tb = self.info.time_base
+        for i, p in enumerate(pts):
+            if self._last_pts is not None and p <= self._last_pts:
+                raise VideoWriteError(
+                    f"{self.dst}: frame {chunk.start_index + i} has pts {p}, not after the "
+                    f"previous {self._last_pts}; timestamps must increase"
+                )
+            self._last_pts = p
+            rgb = av.VideoFrame.from_ndarray(array[i], format="rgb24")
+            yuv = rgb.reformat(
+                format=self._pix_fmt,
+                dst_colorspace=self.info.colorspace,
+                dst_color_range=self.info.color_range,
+            )
+            yuv.colorspace = self.info.colorspace
+            yuv.color_range = self.info.color_range
+            yuv.pts = int(p)
+            yuv.time_base = tb
+            self._encode(yuv)
+            self.frames_written += 1
+
+    def _encode(self, frame: Any) -> None:
+        try:
+            packets = self._video.encode(frame)
+            for packet in packets:
+                self._out.mux(packet)
+                if packet.dts is not None and self._copy_iter is not None:
+                    self._copy_until(float(packet.dts * packet.time_base) + _AUDIO_LEAD)
+        except av.error.FFmpegError as exc:
+            raise VideoWriteError(f"{self.dst}: encoding failed ({exc})") from exc
+
+    def _copy_until(self, seconds: float | None) -> None:
+        """Mux source audio/subtitle packets up to ``seconds`` (all of them for None)."""
+        while True:
+            packet = self._pending
+            if packet is None:
+                if self._copy_iter is None:
+                    return
+                try:
+                    packet = next(self._copy_iter)
+                except StopIteration:
+                    self._copy_iter = None
+                    return
+                except av.error.FFmpegError as exc:
+                    raise VideoWriteError(f"{self.source}: reading audio to copy failed ({exc})") from exc
+                if packet.dts is None or packet.size == 0:
+                    continue
+            ts = packet.dts * packet.time_base
+            if seconds is not None and ts > seconds:
+                self._pending = packet
+                return
+            self._pending = None
+            packet.stream = self._copy_map[packet.stream.index]
+            self._out.mux(packet)
+
+    def close(self) -> None:
+        """Flush the encoder, copy remaining audio, close and rename into place."""
+        if self._done:
+            return
+        try:
+            if self.frames_written == 0:
+                raise VideoWriteError(f"{self.dst}: no frames were written; nothing to save")
+            self._encode(None)
+            self._copy_until(None)
+            try:
+                self._out.close()
+            except av.error.FFmpegError as exc:
+                raise VideoWriteError(f"{self.dst}: finishing the file failed ({exc})") from exc
+            self._close_source()
+            os.replace(self.temp, self.dst)
+            self._done = True
+        except BaseException:
+            self._abort()
+            raise
+
+    def _close_source(self) -> None:
+        if self._src is not None:
+            self._src.close()
+            self._src = None
+
+    def _abort(self) -> None:
+        """Drop everything written so far; the destination is not touched."""
+        self._done = True
+        self._copy_iter = None
+        self._pending = None
+        try:
+            self._out.close()
+        except Exception as exc:  # the original error is what matters; keep a trace
+            log.debug("closing the aborted output %s failed: %s", self.temp, exc)
+        try:
+            self._close_source()
+        except Exception as exc:
+            log.debug("closing source %s failed: %s", self.source, exc)
+        self._remove_temp()
+
+    def _remove_temp(self) -> None:
+        try:
+            self.temp.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("could not remove temporary file %s: %s", self.temp, exc)
+
