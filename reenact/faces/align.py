@@ -1,0 +1,233 @@
+"""Five-point face alignment: similarity transforms, batched crops and the inverse warp.
+
+Conventions (all functions here):
+    * Points are (x, y) pixel coordinates with **pixel centres at integer coordinates**:
+      pixel (i, j) of an image covers [j-0.5, j+0.5] x [i-0.5, i+0.5] and its centre is
+      (x=j, y=i). This is OpenCV's ``warpAffine`` convention and kornia's
+      ``align_corners=True``; the ArcFace template is defined in it.
+    * An affine matrix ``M`` [F,2,3] maps SOURCE (frame) pixels to CROP pixels:
+      ``crop_xy = M[:, :, :2] @ frame_xy + M[:, :, 2]``. :func:`warp_to_crop` samples the
+      crop through ``M``; :func:`warp_from_crop` pastes a crop back into the frame through
+      the same ``M`` (it inverts it internally), so one matrix serves both directions.
+    * Crops are float [F,3,S,S] RGB in [-1, 1]; frames uint8 [T,H,W,3] RGB.
+All work is batched and runs on the device of the tensors given.
+"""
+
+from __future__ import annotations
+
+import torch
+from kornia.geometry.transform import warp_affine
+
+from reenact.errors import ShapeError
+
+# ArcFace (insightface) 112x112 template: left eye, right eye, nose, left mouth, right mouth.
+_ARCFACE_112 = (
+    (38.2946, 51.6963),
+    (73.5318, 51.5014),
+    (56.0252, 71.7366),
+    (41.5493, 92.3655),
+    (70.7299, 92.2041),
+)
+
+# Mean five-point positions of FFHQ-aligned faces (the StyleGAN training crops), as a
+# fraction of the crop side: eye centres, nose tip, mouth corners. FFHQ's alignment puts
+# the eye midpoint slightly above the centre and the eye-to-eye distance at about a
+# quarter of the crop; these are the dataset means at 512 px divided by 512.
+_FFHQ_UNIT = (
+    (192.98138 / 512, 239.94708 / 512),
+    (318.90277 / 512, 240.19360 / 512),
+    (256.63416 / 512, 314.01935 / 512),
+    (201.26117 / 512, 371.41043 / 512),
+    (313.08905 / 512, 371.15118 / 512),
+)
+
+
+def arcface_template(size: int = 112, device: torch.device | str | None = None) -> torch.Tensor:
+    """The ArcFace five-point template for a ``size`` x ``size`` crop.
+
+    Conventions:
+        returns float32 [5,2] crop pixels (x, y), pixel centres at integer coordinates.
+        For ``size`` != 112 the 112 template is scaled by ``size / 112``.
+    """
+    if size < 8:
+        raise ShapeError(f"template size must be >= 8 pixels, got {size}")
+    t = torch.tensor(_ARCFACE_112, dtype=torch.float32, device=device)
+    return t * (size / 112.0)
+
+
+def ffhq_template(size: int = 1024, device: torch.device | str | None = None) -> torch.Tensor:
+    """Five-point template of an FFHQ-style crop (as fed to the StyleGAN FFHQ generator).
+
+    Conventions:
+        returns float32 [5,2] crop pixels (x, y) for a ``size`` x ``size`` crop, pixel
+        centres at integer coordinates.
+    """
+    if size < 8:
+        raise ShapeError(f"template size must be >= 8 pixels, got {size}")
+    unit = torch.tensor(_FFHQ_UNIT, dtype=torch.float32, device=device)
+    # unit coordinates cover the crop edge to edge: edge 0 -> -0.5, edge 1 -> size - 0.5
+    return unit * size - 0.5
+
+
+def _check_points(points: torch.Tensor, name: str) -> None:
+    if not isinstance(points, torch.Tensor) or points.ndim != 3 or points.shape[1:] != (5, 2):
+        shape = tuple(points.shape) if isinstance(points, torch.Tensor) else type(points).__name__
+        raise ShapeError(f"{name} must be a float tensor [F,5,2], got {shape}")
+    if not points.is_floating_point():
+        raise ShapeError(f"{name} must be floating point, got {points.dtype}")
+
+
+def _check_affine(M: torch.Tensor) -> None:
+    if not isinstance(M, torch.Tensor) or M.ndim != 3 or M.shape[1:] != (2, 3) or not M.is_floating_point():
+        shape = tuple(M.shape) if isinstance(M, torch.Tensor) else type(M).__name__
+        raise ShapeError(f"affine matrices must be float [F,2,3], got {shape}")
+
+
+def similarity_from_points(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+    """Least-squares similarity transforms (rotation, uniform scale, translation).
+
+    Finds, for each face, the similarity that maps its points ``src`` closest (in the
+    least-squares sense) to the template ``dst`` (Umeyama's closed form, no reflection).
+
+    Conventions:
+        src float [F,5,2] frame pixels; dst float [5,2] crop pixels (a template)
+        returns M float32 [F,2,3] mapping frame pixels -> crop pixels, on src's device
+    """
+    _check_points(src, "src")
+    if not isinstance(dst, torch.Tensor) or dst.shape != (5, 2):
+        raise ShapeError(f"dst must be a template [5,2], got {getattr(dst, 'shape', dst)}")
+    if not torch.isfinite(src).all():
+        raise ShapeError("src points contain NaN or infinity")
+    s = src.to(torch.float64)
+    d = dst.to(device=src.device, dtype=torch.float64).expand_as(s)
+    mu_s = s.mean(dim=1, keepdim=True)
+    mu_d = d.mean(dim=1, keepdim=True)
+    sc = s - mu_s
+    dc = d - mu_d
+    var_s = (sc**2).sum(dim=(1, 2)) / s.shape[1]
+    cov = dc.transpose(1, 2) @ sc / s.shape[1]  # [F,2,2]
+    U, S, Vh = torch.linalg.svd(cov)
+    det = torch.det(U) * torch.det(Vh)
+    sign = torch.ones_like(S)
+    sign[:, 1] = torch.where(det < 0, -1.0, 1.0)
+    R = U @ torch.diag_embed(sign) @ Vh
+    scale = (S * sign).sum(dim=1) / var_s.clamp_min(1e-12)
+    A = scale[:, None, None] * R
+    t = mu_d.squeeze(1) - (A @ mu_s.transpose(1, 2)).squeeze(2)
+    M = torch.cat([A, t[:, :, None]], dim=2)
+    return M.to(torch.float32)
+
+
+def invert_affine(M: torch.Tensor) -> torch.Tensor:
+    """Invert affine matrices.
+
+    Conventions:
+        M float [F,2,3] (e.g. frame -> crop); returns float [F,2,3] (crop -> frame)
+    """
+    _check_affine(M)
+    A = M[:, :, :2].to(torch.float64)
+    t = M[:, :, 2:].to(torch.float64)
+    det = torch.det(A)
+    if (det.abs() < 1e-12).any():
+        raise ShapeError("an affine matrix is singular (zero scale) and cannot be inverted")
+    Ai = torch.linalg.inv(A)
+    return torch.cat([Ai, -Ai @ t], dim=2).to(M.dtype)
+
+
+def transform_points(points: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
+    """Apply affine matrices to points.
+
+    Conventions:
+        points float [F,K,2] (x, y); M float [F,2,3]; returns float [F,K,2]
+    """
+    _check_affine(M)
+    if points.ndim != 3 or points.shape[-1] != 2 or points.shape[0] != M.shape[0]:
+        raise ShapeError(f"points must be [F,K,2] with F={M.shape[0]}, got {tuple(points.shape)}")
+    M = M.to(points.dtype)
+    return points @ M[:, :, :2].transpose(1, 2) + M[:, None, :, 2]
+
+
+def warp_to_crop(
+    frames: torch.Tensor,
+    frame_index: torch.Tensor,
+    M: torch.Tensor,
+    size: int,
+    chunk: int = 16,
+) -> torch.Tensor:
+    """Cut aligned face crops out of frames (bilinear, zeros outside the frame).
+
+    Conventions:
+        frames uint8 [T,H,W,3] RGB; frame_index long [F] (which frame each face is in);
+        M float [F,2,3] frame pixels -> crop pixels; returns float32 [F,3,size,size] in
+        [-1, 1] on the frames' device. Faces are processed ``chunk`` at a time so memory
+        stays bounded for large frames.
+    """
+    if not isinstance(frames, torch.Tensor) or frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ShapeError(f"frames must be uint8 [T,H,W,3], got {getattr(frames, 'dtype', type(frames))} "
+                         f"{tuple(getattr(frames, 'shape', ()))}")
+    _check_affine(M)
+    frame_index = torch.as_tensor(frame_index, device=frames.device)
+    if frame_index.ndim != 1 or frame_index.shape[0] != M.shape[0] or frame_index.is_floating_point():
+        raise ShapeError(f"frame_index must be integer [F] with F={M.shape[0]}, got {tuple(frame_index.shape)}")
+    if size < 8:
+        raise ShapeError(f"crop size must be >= 8, got {size}")
+    n = M.shape[0]
+    if n and (int(frame_index.min()) < 0 or int(frame_index.max()) >= frames.shape[0]):
+        raise ShapeError(f"frame_index out of range for {frames.shape[0]} frames: {frame_index.tolist()}")
+    out = torch.empty((n, 3, size, size), dtype=torch.float32, device=frames.device)
+    M = M.to(device=frames.device, dtype=torch.float32)
+    for start in range(0, n, chunk):
+        idx = frame_index[start : start + chunk].long()
+        src = frames.index_select(0, idx).permute(0, 3, 1, 2).float()
+        crop = warp_affine(src, M[start : start + chunk], (size, size), mode="bilinear",
+                           padding_mode="zeros", align_corners=True)
+        out[start : start + chunk] = crop / 127.5 - 1.0
+    return out
+
+
+def warp_from_crop(
+    crops: torch.Tensor, M: torch.Tensor, frame_size: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Warp crops back into frame geometry (the inverse of :func:`warp_to_crop`).
+
+    Conventions:
+        crops float [F,C,S,S]; M float [F,2,3] frame pixels -> crop pixels (the same
+        matrix given to :func:`warp_to_crop`); frame_size (H, W).
+        returns (images float [F,C,H,W], coverage float [F,1,H,W] in [0,1], 1 where the
+        frame pixel maps inside the crop), on the crops' device.
+    """
+    _check_affine(M)
+    if crops.ndim != 4 or crops.shape[0] != M.shape[0] or not crops.is_floating_point():
+        raise ShapeError(f"crops must be float [F,C,S,S] with F={M.shape[0]}, got {tuple(crops.shape)}")
+    h, w = int(frame_size[0]), int(frame_size[1])
+    Minv = invert_affine(M.to(device=crops.device, dtype=torch.float32))
+    images = warp_affine(crops, Minv, (h, w), mode="bilinear", padding_mode="zeros", align_corners=True)
+    ones = torch.ones_like(crops[:, :1])
+    coverage = warp_affine(ones, Minv, (h, w), mode="bilinear", padding_mode="zeros", align_corners=True)
+    return images, coverage
+
+
+def align_faces(
+    frames: torch.Tensor, frame_index: torch.Tensor, points: torch.Tensor, template: torch.Tensor, size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Similarity-align faces to ``template`` and crop them.
+
+    Conventions:
+        frames uint8 [T,H,W,3]; frame_index long [F]; points float [F,5,2] frame pixels;
+        template float [5,2] crop pixels. Returns (crops float32 [F,3,size,size] in
+        [-1,1], M float32 [F,2,3] frame -> crop).
+    """
+    M = similarity_from_points(points.to(frames.device), template)
+    return warp_to_crop(frames, frame_index, M, size), M
+
+
+__all__ = [
+    "align_faces",
+    "arcface_template",
+    "ffhq_template",
+    "invert_affine",
+    "similarity_from_points",
+    "transform_points",
+    "warp_from_crop",
+    "warp_to_crop",
+]

