@@ -60,6 +60,8 @@ class _Stopped(BaseException):
 class _Run:
     def __init__(self, queue_size: int) -> None:
         self.stop = threading.Event()
+        # Set when compute is done with its input (it may stop early): the reader ends.
+        self.input_closed = threading.Event()
         self.lock = threading.Lock()
         self.error: BaseException | None = None
         self.stage: str = ""
@@ -73,9 +75,9 @@ class _Run:
                 self.stage = stage
         self.stop.set()
 
-    def put(self, q: queue.Queue[Any], item: Any) -> None:
+    def put(self, q: queue.Queue[Any], item: Any, closed: threading.Event | None = None) -> None:
         while True:
-            if self.stop.is_set():
+            if self.stop.is_set() or (closed is not None and closed.is_set()):
                 raise _Stopped
             try:
                 q.put(item, timeout=_POLL)
@@ -117,9 +119,10 @@ def run_stream(
     t_start = time.perf_counter()
 
     def read_loop() -> None:
+        it: Iterator[FrameChunk] | None = None
         try:
             it = iter(reader)
-            while not run.stop.is_set():
+            while not (run.stop.is_set() or run.input_closed.is_set()):
                 t0 = time.perf_counter()
                 try:
                     chunk = next(it)
@@ -128,12 +131,19 @@ def run_stream(
                     break
                 busy["read"] += time.perf_counter() - t0
                 counts["read"] += len(chunk)
-                run.put(run.in_q, chunk)
-            run.put(run.in_q, _END)
+                run.put(run.in_q, chunk, run.input_closed)
+            run.put(run.in_q, _END, run.input_closed)
         except _Stopped:
             pass
         except BaseException as exc:  # noqa: BLE001 - handed to the caller by run_stream
             run.fail("read", exc)
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                try:
+                    close()  # release the decoder now, in this thread
+                except BaseException as exc:  # noqa: BLE001
+                    run.fail("read", exc)
 
     def write_loop() -> None:
         try:
@@ -178,6 +188,7 @@ def run_stream(
             t0 = time.perf_counter()
             run.put(run.out_q, chunk)
             waited[0] += time.perf_counter() - t0
+        run.input_closed.set()
         t0 = time.perf_counter()
         run.put(run.out_q, _END)
         waited[0] += time.perf_counter() - t0

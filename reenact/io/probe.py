@@ -55,9 +55,9 @@ class VideoInfo:
     stream's base ("real") frame rate, the smallest rate that represents every timestamp.
     ``rotation`` is the display-matrix rotation in degrees (PyAV's ``frame.rotation``
     convention, counter-clockwise; 0 when absent). ``is_vfr`` is true when frame
-    durations differ by more than one tick and 0.5 %. ``frame_count`` counts the video
-    packets that carry a timestamp; ``duration`` is last pts - first pts + one frame, in
-    seconds. ``colorspace``/``color_range``/``color_primaries``/``color_trc`` are the
+    durations differ by more than rounding explains (1 tick, 1 ms or 0.5 %). ``frame_count`` counts the video
+    packets that carry a timestamp; ``duration`` is last pts - first pts + the last
+    frame's duration (the mean frame step where the file does not say), in seconds. ``colorspace``/``color_range``/``color_primaries``/``color_trc`` are the
     FFmpeg enum values of the first frame (2 = unspecified), which the reader uses for
     YUV->RGB and the writer re-uses for RGB->YUV and tags.
     """
@@ -133,18 +133,21 @@ def _rate(value: Fraction | None) -> float:
     return float(value) if value else 0.0
 
 
-def _scan(container: Any, stream: Any, path: Path) -> tuple[list[int], Any]:
+def _scan(container: Any, stream: Any, path: Path) -> tuple[list[int], Any, int]:
     """Demux the video packets (decoding only until the first frame appears).
 
-    Returns the sorted presentation timestamps of the packets and the first decoded frame
-    (None when no packet decodes).
+    Returns the sorted presentation timestamps of the packets, the first decoded frame
+    (None when no packet decodes) and the duration of the last frame (0 if unknown).
     """
     pts: list[int] = []
     first = None
+    last_pts, last_dur = None, 0
     try:
         for packet in container.demux(stream):
             if packet.pts is not None:
                 pts.append(int(packet.pts))
+                if last_pts is None or packet.pts > last_pts:
+                    last_pts, last_dur = int(packet.pts), int(packet.duration or 0)
             if first is None and packet.size:
                 try:
                     frames = stream.decode(packet)
@@ -164,15 +167,21 @@ def _scan(container: Any, stream: Any, path: Path) -> tuple[list[int], Any]:
             frames = []
         first = frames[0] if frames else None
     pts.sort()
-    return pts, first
+    return pts, first, last_dur
 
 
-def _is_vfr(pts: list[int]) -> bool:
+def _is_vfr(pts: list[int], time_base: Fraction) -> bool:
+    """Whether frame steps vary by more than rounding (1 tick, 1 ms or 0.5 %) explains.
+
+    Containers that store milliseconds (Matroska/WebM, or MP4 re-timed from them) round
+    a constant 29.97 fps to alternating 33/34 ms steps; that is still a constant rate.
+    """
     if len(pts) < 3:
         return False
     diffs = sorted(b - a for a, b in zip(pts[:-1], pts[1:], strict=True))
     median = diffs[len(diffs) // 2]
-    tol = max(1, median // 200)
+    one_ms = int(Fraction(1, 1000) / time_base) + 1
+    tol = max(1, median // 200, one_ms)
     return diffs[0] < median - tol or diffs[-1] > median + tol
 
 
@@ -208,7 +217,7 @@ def probe(path: str | os.PathLike[str]) -> VideoInfo:
             )
             for s in container.streams.subtitles
         )
-        pts, first = _scan(container, stream, p)
+        pts, first, last_dur = _scan(container, stream, p)
         if not pts:
             raise VideoReadError(f"{p}: the video stream holds no frames; give a video with frames")
         if first is None:
@@ -225,6 +234,8 @@ def probe(path: str | os.PathLike[str]) -> VideoInfo:
                 fps_avg = 1.0 / frame_dur if frame_dur > 0 else 0.0
         else:
             frame_dur = 1.0 / fps_avg if fps_avg else 0.0
+        if last_dur > 0:
+            frame_dur = float(last_dur * tb)
         duration = float((pts[-1] - pts[0]) * tb) + frame_dur
         return VideoInfo(
             path=p,
@@ -237,7 +248,7 @@ def probe(path: str | os.PathLike[str]) -> VideoInfo:
             duration=duration,
             rotation=int(first.rotation) % 360,
             pix_fmt=str(stream.codec_context.pix_fmt or first.format.name),
-            is_vfr=_is_vfr(pts),
+            is_vfr=_is_vfr(pts, Fraction(tb)),
             codec=stream.codec_context.name,
             start_pts=pts[0],
             audio_streams=audio,

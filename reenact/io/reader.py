@@ -139,9 +139,9 @@ class VideoReader:
         self.info: VideoInfo = probe(path)
         self.path: Path = self.info.path
         self.chunk_size = chunk_size
-        self.backend: Literal["av", "decord"] = self._choose(backend)
         self._decord_vr: Any = None
         self._closed = False
+        self.backend: Literal["av", "decord"] = self._choose(backend)
 
     def _choose(self, requested: Backend) -> Literal["av", "decord"]:
         want = DEFAULT_BACKEND if requested == "auto" else requested
