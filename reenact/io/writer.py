@@ -12,9 +12,10 @@ the reader used for YUV->RGB), every audio stream packet for packet (no re-encod
 untouched, interleaved with the video as it is written so memory stays bounded), subtitle
 streams where the output container accepts them, and the container and stream metadata.
 
-Odd frame sizes: 4:2:0 needs even dimensions, so a video with an odd width or height (and
-any 4:4:4 source) is encoded as yuv444p (H.264 High 4:4:4), which keeps every pixel: no
-cropping and no padding. Even-sized 4:2:0/4:2:2 sources are encoded as yuv420p.
+Pixel format: the source's chroma layout and bit depth where H.264 has them (yuv420p,
+yuv422p, yuv444p and their 10-bit forms), else yuv420p. Odd frame sizes: 4:2:0 and 4:2:2
+need even dimensions, so a video with an odd width or height is encoded as 4:4:4 (H.264
+High 4:4:4), which keeps every pixel: no cropping and no padding.
 """
 
 from __future__ import annotations
@@ -89,13 +90,26 @@ def check_output_path(
     return d
 
 
-def _pick_pix_fmt(info: VideoInfo, requested: str | None) -> str:
+# Source pixel formats libx264 encodes as they are (chroma layout and bit depth kept).
+_KEEP_PIX_FMTS = {
+    "yuv420p", "yuv422p", "yuv444p", "yuv420p10le", "yuv422p10le", "yuv444p10le",
+}
+_ALIASES = {"yuvj420p": "yuv420p", "yuvj422p": "yuv422p", "yuvj444p": "yuv444p", "nv12": "yuv420p"}
+
+
+def pick_pix_fmt(info: VideoInfo, requested: str | None = None, codec: str = "libx264") -> str:
+    """The encoder pixel format: the source's chroma layout and bit depth where H.264
+    has them, yuv420p otherwise; 4:4:4 when the width or height is odd (4:2:0 and 4:2:2
+    need even sizes), so no picture is cropped or padded."""
     if requested:
         return requested
-    odd = info.width % 2 or info.height % 2
-    if odd or info.pix_fmt.startswith(("yuv444", "yuvj444", "gbr", "rgb", "bgr")):
-        return "yuv444p"
-    return "yuv420p"
+    src = _ALIASES.get(info.pix_fmt, info.pix_fmt)
+    fmt = src if codec == "libx264" and src in _KEEP_PIX_FMTS else "yuv420p"
+    if src.startswith(("gbr", "rgb", "bgr")):
+        fmt = "yuv444p"
+    if info.width % 2 or info.height % 2:
+        fmt = "yuv444p10le" if fmt.endswith("10le") else "yuv444p"
+    return fmt
 
 
 class VideoWriter:
@@ -136,7 +150,7 @@ class VideoWriter:
                 f"{self.dst}: cannot create output ({exc}); use a known suffix such as .mp4"
             ) from exc
         try:
-            self._setup_video(codec, crf, preset, _pick_pix_fmt(info, pix_fmt))
+            self._setup_video(codec, crf, preset, pick_pix_fmt(info, pix_fmt, codec))
             if self.source is not None:
                 self._setup_copies()
         except BaseException:
