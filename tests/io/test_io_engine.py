@@ -1,0 +1,231 @@
+"""The streaming engine: pass-through, look-ahead transforms, bounded memory, one clear
+error from any stage, Ctrl-C leaving no partial output."""
+
+from __future__ import annotations
+
+import _thread
+import itertools
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from io_media import decode_all, write_video
+
+from reenact.errors import PipelineError, VideoReadError, VideoWriteError
+from reenact.io import FrameChunk, VideoWriter, open_video, passthrough, probe, run_stream
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def chunk(i: int, t: int = 2, h: int = 8, w: int = 8) -> FrameChunk:
+    frames = torch.full((t, h, w, 3), i % 256, dtype=torch.uint8)
+    return FrameChunk(frames, torch.arange(i * t, i * t + t, dtype=torch.int64), i * t)
+
+
+def endless() -> Iterator[FrameChunk]:
+    for i in itertools.count():
+        yield chunk(i)
+
+
+class Sink:
+    def __init__(self, fail_at: int | None = None, delay: float = 0.0) -> None:
+        self.chunks: list[FrameChunk] = []
+        self.fail_at = fail_at
+        self.delay = delay
+
+    def write(self, c: FrameChunk) -> None:
+        if self.fail_at is not None and len(self.chunks) == self.fail_at:
+            raise RuntimeError("disk on fire")
+        time.sleep(self.delay)
+        self.chunks.append(c)
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if ".partial-" in p.name)
+
+
+def test_passthrough_round_trip_through_writer(tmp_path: Path) -> None:
+    src = write_video(tmp_path / "in.mp4", frames=10, audio=True)
+    out = tmp_path / "out.mp4"
+    with open_video(src, chunk_size=3) as r, VideoWriter(out, r.info, source=src) as w:
+        stats = run_stream(r, passthrough, w, queue_size=2)
+    assert stats.frames == stats.frames_read == 10
+    assert stats.wall_s > 0 and min(stats.read_s, stats.compute_s, stats.write_s) >= 0
+    _, t_in, _ = decode_all(src)
+    _, t_out, _ = decode_all(out)
+    assert t_out == t_in and leftovers(tmp_path) == []
+
+
+def test_lookahead_transform_can_hold_chunks_back() -> None:
+    def delay_two(chunks: Iterator[FrameChunk]) -> Iterator[FrameChunk]:
+        held: list[FrameChunk] = []
+        for c in chunks:
+            held.append(c)
+            if len(held) > 2:
+                yield held.pop(0)
+        yield from held
+
+    source = [chunk(i) for i in range(7)]
+    sink = Sink()
+    stats = run_stream(source, delay_two, sink, queue_size=1)
+    assert [c.start_index for c in sink.chunks] == [c.start_index for c in source]
+    assert all(torch.equal(a.frames, b.frames) for a, b in zip(sink.chunks, source, strict=True))
+    assert stats.frames == 14
+
+
+def test_transform_may_stop_early_and_reader_is_released() -> None:
+    def first_three(chunks: Iterator[FrameChunk]) -> Iterator[FrameChunk]:
+        return itertools.islice(chunks, 3)
+
+    sink = Sink()
+    stats = run_stream(endless(), first_three, sink, queue_size=2)  # must not hang
+    assert stats.frames == 6 and len(sink.chunks) == 3
+
+
+def test_memory_is_bounded_by_the_queues() -> None:
+    alive = {"now": 0, "max": 0}
+    lock = threading.Lock()
+
+    def counted() -> Iterator[FrameChunk]:
+        for i in range(60):
+            with lock:
+                alive["now"] += 1
+                alive["max"] = max(alive["max"], alive["now"])
+            yield chunk(i)
+
+    class CountingSink(Sink):
+        def write(self, c: FrameChunk) -> None:
+            time.sleep(0.002)  # the slowest stage
+            with lock:
+                alive["now"] -= 1
+
+    run_stream(counted(), passthrough, CountingSink(), queue_size=3)
+    # two queues of 3, plus one chunk in each stage's hands
+    assert alive["max"] <= 2 * 3 + 3
+    assert alive["now"] == 0
+
+
+def test_reader_error_surfaces_once_as_itself() -> None:
+    boom = VideoReadError("clip.mp4: decoding failed at frame 6")
+
+    def failing() -> Iterator[FrameChunk]:
+        yield from (chunk(i) for i in range(3))
+        raise boom
+
+    sink = Sink()
+    with pytest.raises(VideoReadError) as info:
+        run_stream(failing(), passthrough, sink)
+    assert info.value is boom
+
+
+def test_compute_error_is_a_pipeline_error_naming_the_stage() -> None:
+    def broken(chunks: Iterator[FrameChunk]) -> Iterator[FrameChunk]:
+        for c in chunks:
+            if c.start_index >= 4:
+                raise ValueError("bad landmark")
+            yield c
+
+    with pytest.raises(PipelineError, match="compute stage failed: ValueError: bad landmark") as info:
+        run_stream(endless(), broken, Sink())  # endless reader: must stop, not hang
+    assert isinstance(info.value.__cause__, ValueError)
+
+
+def test_compute_that_swallows_exceptions_still_stops_on_writer_failure() -> None:
+    def stubborn(chunks: Iterator[FrameChunk]) -> Iterator[FrameChunk]:
+        for c in chunks:
+            try:
+                yield c
+            except Exception:  # a careless transform must not keep the engine alive
+                continue
+
+    with pytest.raises(PipelineError, match="write stage failed: RuntimeError: disk on fire"):
+        run_stream(endless(), stubborn, Sink(fail_at=2))
+
+
+def test_transform_yielding_wrong_type_is_refused() -> None:
+    def wrong(chunks: Iterator[FrameChunk]) -> Iterator[FrameChunk]:
+        for c in chunks:
+            yield c.frames  # type: ignore[misc]
+
+    with pytest.raises(PipelineError, match="yielded Tensor, expected FrameChunk"):
+        run_stream([chunk(0)], wrong, Sink())
+
+
+def test_error_mid_stream_leaves_existing_output_untouched(tmp_path: Path) -> None:
+    src = write_video(tmp_path / "in.mp4", frames=12)
+    out = tmp_path / "out.mp4"
+    out.write_bytes(b"previous result")
+
+    def fail_late(chunks: Iterator[FrameChunk]) -> Iterator[FrameChunk]:
+        for c in chunks:
+            if c.start_index >= 8:
+                raise RuntimeError("model exploded")
+            yield c
+
+    with pytest.raises(PipelineError, match="model exploded"):
+        with open_video(src, chunk_size=4) as r, VideoWriter(out, r.info, source=src, overwrite=True) as w:
+            run_stream(r, fail_late, w)
+    assert out.read_bytes() == b"previous result"
+    assert leftovers(tmp_path) == []
+
+
+def test_writer_error_leaves_no_output(tmp_path: Path) -> None:
+    src = write_video(tmp_path / "in.mp4", frames=6)
+    out = tmp_path / "out.mp4"
+
+    def wrong_size(chunks: Iterator[FrameChunk]) -> Iterator[FrameChunk]:
+        for c in chunks:
+            yield FrameChunk(c.frames[:, :-2], c.pts, c.start_index)
+
+    with pytest.raises(Exception, match="expects frames"):
+        with open_video(src) as r, VideoWriter(out, r.info, source=src) as w:
+            run_stream(r, wrong_size, w)
+    assert not out.exists() and leftovers(tmp_path) == []
+
+
+def test_nothing_written_is_an_error_not_an_empty_file(tmp_path: Path) -> None:
+    src = write_video(tmp_path / "in.mp4", frames=3)
+    out = tmp_path / "out.mp4"
+    with pytest.raises(VideoWriteError, match="no frames were written"):
+        with open_video(src) as r, VideoWriter(out, r.info, source=src) as w:
+            run_stream(r, lambda chunks: iter(()), w)
+    assert not out.exists() and leftovers(tmp_path) == []
+
+
+def test_ctrl_c_leaves_no_partial_output(tmp_path: Path) -> None:
+    src = write_video(tmp_path / "in.mp4", frames=40, audio=True)
+    out = tmp_path / "out.mp4"
+    out.write_bytes(b"previous result")
+    started = threading.Event()
+
+    def slow(chunks: Iterator[FrameChunk]) -> Iterator[FrameChunk]:
+        for c in chunks:
+            started.set()
+            time.sleep(0.05)
+            yield c
+
+    def press_ctrl_c() -> None:
+        started.wait(10)
+        time.sleep(0.2)
+        _thread.interrupt_main()  # the same KeyboardInterrupt a terminal's Ctrl-C raises
+
+    presser = threading.Thread(target=press_ctrl_c)
+    presser.start()
+    with pytest.raises(KeyboardInterrupt):
+        with open_video(src, chunk_size=2) as r, VideoWriter(out, r.info, source=src, overwrite=True) as w:
+            run_stream(r, slow, w)
+    presser.join()
+    assert out.read_bytes() == b"previous result"
+    assert leftovers(tmp_path) == []
+    assert threading.active_count() == 1  # reader and writer threads are gone
+
+
+def test_same_input_is_refused_before_any_work(tmp_path: Path) -> None:
+    src = write_video(tmp_path / "in.mp4", frames=2)
+    before = src.read_bytes()
+    with pytest.raises(Exception, match="is the input"):
+        VideoWriter(src, probe(src), source=src, overwrite=True)
+    assert src.read_bytes() == before
