@@ -1,0 +1,499 @@
+"""Face tracking: one identity per track, no gaps, no track across scene cuts, smooth points.
+
+:class:`FaceTracker` is streaming with a bounded delay: frames are pushed in chunks and
+the faces of frame ``t`` are released once frame ``t + tracker.delay`` has been pushed
+(or on :meth:`FaceTracker.flush`), so memory does not grow with the video.
+:func:`track_video` is the convenience over a whole clip.
+
+Per frame, in order:
+
+1. **Scene cuts** are detected from the frames: the total-variation distance between
+   8x8x8-bin RGB histograms of consecutive (downsampled) frames above
+   ``scene_cut_threshold`` starts a new shot; every open track ends there.
+2. **Detection** runs on every ``detect_every``-th frame, on the first frame of each shot
+   and on the last frame before a cut (so each shot is bracketed by detections).
+3. **Association** (scipy's Hungarian solver): cost ``(1-w)(1-IoU) + w(1-cos)/2`` between
+   each open track's constant-velocity prediction and each detection, ``w`` =
+   ``appearance_weight`` when identity embeddings are available (else 0); pairs with
+   IoU below ``iou_threshold`` are never matched. Unmatched detections start tracks.
+4. **Gaps** of up to ``max(max_gap, detect_every - 1)`` frames between two observations
+   of a track are filled by linear interpolation of box, points and score (flagged
+   ``interpolated``); that is also how ``detect_every > 1`` propagates faces between
+   detections. A track unseen for longer is closed.
+5. **Birth**: a track's faces are only released once it has ``min_hits`` detections.
+6. **Smoothing**: box corners and points go through a causal One-Euro filter per track
+   whose speed term is measured in face heights per second (scale-invariant).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+
+from reenact.errors import ConfigError, ShapeError
+from reenact.faces.detect import FaceDetections, FaceDetector, check_frames
+from reenact.faces.identity import IdentityEncoder
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrackerSettings:
+    """Tracker settings (see the module docstring for what each does).
+
+    ``iou_threshold``: least IoU between a track's predicted box and a detection to match.
+    ``appearance_weight``: weight of identity distance in the matching cost (0..1; used
+    only with an identity encoder or given embeddings). ``max_gap``: longest run of
+    frames without detection that is filled. ``min_hits``: detections before a track's
+    faces are released (at most ``1 + delay // detect_every``). ``scene_cut_threshold``:
+    histogram distance (0..1) that marks a cut. ``smooth_min_cutoff`` (Hz),
+    ``smooth_beta`` (per face-height/s), ``smooth_d_cutoff`` (Hz): One-Euro parameters
+    (``smooth_min_cutoff <= 0`` disables smoothing). ``detect_every``: run the detector
+    on every k-th frame only.
+    """
+
+    iou_threshold: float = 0.3
+    appearance_weight: float = 0.3
+    max_gap: int = 5
+    min_hits: int = 2
+    scene_cut_threshold: float = 0.12
+    smooth_min_cutoff: float = 1.5
+    smooth_beta: float = 5.0
+    smooth_d_cutoff: float = 1.0
+    detect_every: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.iou_threshold < 1.0:
+            raise ConfigError(f"iou_threshold must be in [0, 1), got {self.iou_threshold}")
+        if not 0.0 <= self.appearance_weight <= 1.0:
+            raise ConfigError(f"appearance_weight must be in [0, 1], got {self.appearance_weight}")
+        if self.max_gap < 0:
+            raise ConfigError(f"max_gap must be >= 0, got {self.max_gap}")
+        if self.detect_every < 1:
+            raise ConfigError(f"detect_every must be >= 1, got {self.detect_every}")
+        if not 0.0 < self.scene_cut_threshold <= 1.0:
+            raise ConfigError(f"scene_cut_threshold must be in (0, 1], got {self.scene_cut_threshold}")
+        most = 1 + self.delay // self.detect_every
+        if not 1 <= self.min_hits <= most:
+            raise ConfigError(
+                f"min_hits must be between 1 and {most} (1 + delay // detect_every, with delay "
+                f"{self.delay}), got {self.min_hits}; lower min_hits or raise max_gap"
+            )
+        if self.smooth_beta < 0 or self.smooth_d_cutoff <= 0:
+            raise ConfigError("smooth_beta must be >= 0 and smooth_d_cutoff > 0")
+
+    @property
+    def fill_gap(self) -> int:
+        """Longest run of undetected frames that is filled by interpolation."""
+        return max(self.max_gap, self.detect_every - 1)
+
+    @property
+    def delay(self) -> int:
+        """Frames between pushing frame t and the release of its faces."""
+        return self.fill_gap
+
+
+@dataclass(frozen=True)
+class TrackedFaces:
+    """The tracked faces of one frame.
+
+    Conventions:
+        frame_index  int, index of the frame in the video (0-based)
+        track_ids    int64 [N] (stable per person within a shot)
+        boxes        float32 [N,4] (x1,y1,x2,y2) frame pixels, smoothed
+        points       float32 [N,5,2] frame pixels, ArcFace order, smoothed
+        scores       float32 [N] detector confidence (interpolated for filled frames)
+        interpolated bool [N] True where the face was not detected in this frame
+    """
+
+    frame_index: int
+    track_ids: np.ndarray
+    boxes: np.ndarray
+    points: np.ndarray
+    scores: np.ndarray
+    interpolated: np.ndarray
+
+    def __post_init__(self) -> None:
+        n = self.track_ids.shape[0]
+        if (
+            self.track_ids.shape != (n,) or self.track_ids.dtype != np.int64
+            or self.boxes.shape != (n, 4) or self.points.shape != (n, 5, 2)
+            or self.scores.shape != (n,) or self.interpolated.shape != (n,)
+            or self.interpolated.dtype != np.bool_
+        ):
+            raise ShapeError(
+                "TrackedFaces wants track_ids int64 [N], boxes [N,4], points [N,5,2], scores [N], "
+                f"interpolated bool [N]; got {self.track_ids.shape}/{self.track_ids.dtype}, "
+                f"{self.boxes.shape}, {self.points.shape}, {self.scores.shape}, {self.interpolated.shape}"
+            )
+
+    def __len__(self) -> int:
+        return int(self.track_ids.shape[0])
+
+
+class OneEuro:
+    """Causal One-Euro filter over an array of coordinates, speed normalised by a scale."""
+
+    def __init__(self, fps: float, min_cutoff: float, beta: float, d_cutoff: float):
+        self.fps, self.min_cutoff, self.beta, self.d_cutoff = fps, min_cutoff, beta, d_cutoff
+        self._x: np.ndarray | None = None
+        self._dx: np.ndarray | None = None
+
+    def _alpha(self, cutoff: float) -> float:
+        tau = 1.0 / (2.0 * math.pi * cutoff)
+        return 1.0 / (1.0 + tau * self.fps)
+
+    def __call__(self, x: np.ndarray, scale: float) -> np.ndarray:
+        if self._x is None or self._dx is None:
+            self._x, self._dx = x.copy(), np.zeros_like(x)
+            return x
+        dx = (x - self._x) * self.fps
+        self._dx = self._dx + self._alpha(self.d_cutoff) * (dx - self._dx)
+        speed = float(np.linalg.norm(self._dx.reshape(-1, 2), axis=1).max()) / max(scale, 1.0)
+        cutoff = self.min_cutoff + self.beta * speed
+        self._x = self._x + self._alpha(cutoff) * (x - self._x)
+        return self._x.copy()
+
+
+@dataclass
+class _Obs:
+    box: np.ndarray
+    points: np.ndarray
+    score: float
+    interpolated: bool
+
+
+@dataclass
+class _Track:
+    track_id: int
+    obs: dict[int, _Obs] = field(default_factory=dict)
+    last: int = -1  # last detected frame
+    prev: int = -1  # detected frame before that
+    hits: int = 0
+    embedding: torch.Tensor | None = None
+    open: bool = True
+    smoother: OneEuro | None = None
+    last_obs: _Obs | None = None  # kept after release, for prediction and gap filling
+    prev_box: np.ndarray | None = None
+
+    def predict(self, t: int) -> np.ndarray:
+        assert self.last_obs is not None
+        box = self.last_obs.box
+        if self.prev_box is not None and self.prev >= 0:
+            velocity = (box - self.prev_box) / (self.last - self.prev)
+            return box + velocity * (t - self.last)
+        return box
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU between boxes a [N,4] and b [M,4] -> [N,M]."""
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(axis=2)
+    area_a = np.clip(a[:, 2:] - a[:, :2], 0, None).prod(axis=1)
+    area_b = np.clip(b[:, 2:] - b[:, :2], 0, None).prod(axis=1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
+
+
+def frame_histograms(frames: torch.Tensor) -> torch.Tensor:
+    """Normalised 8x8x8-bin RGB histograms of frames (downsampled to ~160 px wide).
+
+    Conventions:
+        frames uint8 [T,H,W,3]; returns float32 [T,512] on the frames' device, rows sum to 1
+    """
+    frames = check_frames(frames)
+    step = max(1, frames.shape[2] // 160)
+    small = frames[:, ::step, ::step].long() // 32
+    index = (small[..., 0] * 64 + small[..., 1] * 8 + small[..., 2]).reshape(frames.shape[0], -1)
+    hist = torch.zeros((frames.shape[0], 512), dtype=torch.float32, device=frames.device)
+    hist.scatter_add_(1, index, torch.ones_like(index, dtype=torch.float32))
+    return hist / index.shape[1]
+
+
+class FaceTracker:
+    """Streaming face tracker with bounded delay (see the module docstring).
+
+    Give a ``detector`` to let the tracker detect (honouring ``detect_every``), or pass
+    the detections of every frame to :meth:`push` yourself. An ``encoder`` adds
+    appearance to the matching cost.
+    """
+
+    def __init__(
+        self,
+        settings: TrackerSettings = TrackerSettings(),
+        detector: FaceDetector | None = None,
+        encoder: IdentityEncoder | None = None,
+        fps: float = 25.0,
+    ):
+        if fps <= 0 or not math.isfinite(fps):
+            raise ConfigError(f"fps must be a positive number, got {fps}")
+        self.settings = settings
+        self.detector = detector
+        self.encoder = encoder
+        self.fps = float(fps)
+        self._tracks: dict[int, _Track] = {}
+        self._next_id = 0
+        self._next_frame = 0
+        self._next_release = 0
+        self._prev_frame: torch.Tensor | None = None
+        self._prev_detected = False
+        self._prev_hist: torch.Tensor | None = None
+        self._frame_size: tuple[int, int] | None = None
+        self.scene_cuts: list[int] = []
+        self.detector_calls = 0
+
+    @property
+    def delay(self) -> int:
+        """Frames between pushing frame t and the release of its faces."""
+        return self.settings.delay
+
+    # -- public -----------------------------------------------------------------------
+    def push(
+        self,
+        frames: torch.Tensor | np.ndarray,
+        detections: list[FaceDetections] | None = None,
+        embeddings: list[torch.Tensor] | None = None,
+    ) -> list[TrackedFaces]:
+        """Add consecutive frames; return the frames whose faces are now final.
+
+        Conventions:
+            frames uint8 [T,H,W,3] RGB; detections (optional) one FaceDetections per
+            frame; embeddings (optional) one float [N_t,D] per frame matching detections.
+            Returns TrackedFaces for frames in increasing frame_index, without gaps.
+        """
+        frames = check_frames(frames)
+        t_count = frames.shape[0]
+        size = (int(frames.shape[1]), int(frames.shape[2]))
+        if self._frame_size is not None and size != self._frame_size:
+            raise ShapeError(f"frame size changed from {self._frame_size} to {size} within one video")
+        self._frame_size = size
+        if detections is None and self.detector is None:
+            raise ConfigError("FaceTracker.push needs detections, or a detector given to the tracker")
+        if detections is not None and len(detections) != t_count:
+            raise ShapeError(f"got {len(detections)} detections for {t_count} frames")
+        if embeddings is not None and (detections is None or len(embeddings) != t_count):
+            raise ShapeError("embeddings need detections, one [N,D] tensor per frame")
+        if t_count == 0:
+            return []
+
+        hist = frame_histograms(frames)
+        prev = torch.cat([self._prev_hist[None], hist[:-1]]) if self._prev_hist is not None else None
+        cut = torch.zeros(t_count, dtype=torch.bool)
+        if prev is not None:
+            cut = (0.5 * (hist - prev).abs().sum(dim=1) > self.settings.scene_cut_threshold).cpu()
+        elif t_count > 1:
+            cut[1:] = (0.5 * (hist[1:] - hist[:-1]).abs().sum(dim=1) > self.settings.scene_cut_threshold).cpu()
+        base = self._next_frame
+
+        dets: dict[int, FaceDetections] = {}
+        embs: dict[int, torch.Tensor | None] = {}
+        if detections is not None:
+            for i, d in enumerate(detections):
+                dets[base + i] = d
+                embs[base + i] = embeddings[i] if embeddings is not None else None
+        else:
+            k = self.settings.detect_every
+            need = [
+                i for i in range(t_count)
+                if (base + i) % k == 0 or bool(cut[i]) or (i + 1 < t_count and bool(cut[i + 1]))
+                or (base + i) == 0
+            ]
+            # a cut on the first frame of this chunk: the previous frame closes its shot
+            if bool(cut[0]) and self._prev_frame is not None and not self._prev_detected:
+                d_prev, e_prev = self._run_detector(self._prev_frame[None], [0])
+                self._observe(base - 1, d_prev[0], e_prev[0], self._prev_frame[None], 0)
+            found, found_emb = self._run_detector(frames, need)
+            for i, d, e in zip(need, found, found_emb):
+                dets[base + i] = d
+                embs[base + i] = e
+
+        released: list[TrackedFaces] = []
+        for i in range(t_count):
+            t = base + i
+            if bool(cut[i]):
+                self.scene_cuts.append(t)
+                for track in self._tracks.values():
+                    track.open = False
+            if t in dets:
+                self._observe(t, dets[t], embs.get(t), frames, i)
+            self._next_frame = t + 1
+            released.extend(self._release_upto(t - self.delay))
+        self._prev_frame = frames[-1].clone()
+        self._prev_detected = (base + t_count - 1) in dets
+        self._prev_hist = hist[-1].clone()
+        return released
+
+    def flush(self) -> list[TrackedFaces]:
+        """End of video: detect the last frame if it was skipped and release everything."""
+        if self._prev_frame is not None and not self._prev_detected and self.detector is not None:
+            d, e = self._run_detector(self._prev_frame[None], [0])
+            self._observe(self._next_frame - 1, d[0], e[0], self._prev_frame[None], 0)
+            self._prev_detected = True
+        return self._release_upto(self._next_frame - 1)
+
+    # -- internals --------------------------------------------------------------------
+    def _run_detector(
+        self, frames: torch.Tensor, which: list[int]
+    ) -> tuple[list[FaceDetections], list[torch.Tensor | None]]:
+        if not which:
+            return [], []
+        assert self.detector is not None
+        subset = frames[torch.as_tensor(which, dtype=torch.long, device=frames.device)]
+        found = self.detector.detect(subset)
+        self.detector_calls += len(which)
+        embs: list[torch.Tensor | None] = [None] * len(which)
+        if self.encoder is not None and self.settings.appearance_weight > 0:
+            counts = [len(d) for d in found]
+            if sum(counts):
+                index = torch.repeat_interleave(torch.arange(len(which)), torch.tensor(counts))
+                points = torch.from_numpy(np.concatenate([d.points for d in found]))
+                all_e = self.encoder.embed(subset, index, points).cpu()
+                embs = list(torch.split(all_e, counts))
+        return found, embs
+
+    def _observe(
+        self, t: int, dets: FaceDetections, embs: torch.Tensor | None, frames: torch.Tensor, i: int
+    ) -> None:
+        s = self.settings
+        for track in self._tracks.values():
+            if track.open and t - track.last - 1 > s.fill_gap:
+                track.open = False
+        candidates = [tr for tr in self._tracks.values() if tr.open and tr.last < t]
+        matched_det: set[int] = set()
+        if candidates and len(dets):
+            pred = np.stack([tr.predict(t) for tr in candidates])
+            iou = _iou(pred, dets.boxes)
+            cost = 1.0 - iou
+            use_app = embs is not None and s.appearance_weight > 0 and all(
+                tr.embedding is not None for tr in candidates
+            )
+            if use_app:
+                assert embs is not None
+                track_e = torch.stack([tr.embedding for tr in candidates if tr.embedding is not None])
+                sim = (torch.nn.functional.normalize(track_e, dim=1) @ embs.float().T).numpy()
+                cost = (1 - s.appearance_weight) * cost + s.appearance_weight * (1.0 - sim) / 2.0
+            cost = np.where(iou >= max(s.iou_threshold, 1e-6), cost, 1e6)
+            rows, cols = linear_sum_assignment(cost)
+            for r, c in zip(rows, cols):
+                if cost[r, c] >= 1e6:
+                    continue
+                self._extend(candidates[r], t, dets, int(c), embs)
+                matched_det.add(int(c))
+        for c in range(len(dets)):
+            if c in matched_det:
+                continue
+            track = _Track(track_id=self._next_id)
+            self._next_id += 1
+            self._tracks[track.track_id] = track
+            self._extend(track, t, dets, c, embs)
+
+    def _extend(self, track: _Track, t: int, dets: FaceDetections, c: int, embs: torch.Tensor | None) -> None:
+        new = _Obs(dets.boxes[c].astype(np.float64), dets.points[c].astype(np.float64), float(dets.scores[c]), False)
+        if track.last_obs is not None:
+            old = track.last_obs
+            span = t - track.last
+            for j in range(1, span):
+                a = j / span
+                track.obs[track.last + j] = _Obs(
+                    (1 - a) * old.box + a * new.box,
+                    (1 - a) * old.points + a * new.points,
+                    (1 - a) * old.score + a * new.score,
+                    True,
+                )
+        track.obs[t] = new
+        track.prev_box = track.last_obs.box if track.last_obs is not None else None
+        track.last_obs = new
+        track.prev, track.last = track.last, t
+        track.hits += 1
+        if embs is not None and len(embs) > c:
+            e = embs[c].float().cpu()
+            track.embedding = e if track.embedding is None else torch.nn.functional.normalize(
+                0.8 * track.embedding + 0.2 * e, dim=0
+            )
+
+    def _release_upto(self, upto: int) -> list[TrackedFaces]:
+        out = []
+        s = self.settings
+        while self._next_release <= upto:
+            t = self._next_release
+            ids, boxes, points, scores, interp = [], [], [], [], []
+            for track in self._tracks.values():
+                obs = track.obs.pop(t, None)
+                if obs is None or track.hits < s.min_hits:
+                    continue
+                if s.smooth_min_cutoff > 0:
+                    if track.smoother is None:
+                        track.smoother = OneEuro(self.fps, s.smooth_min_cutoff, s.smooth_beta, s.smooth_d_cutoff)
+                    height = float(obs.box[3] - obs.box[1])
+                    packed = np.concatenate([obs.box.reshape(2, 2), obs.points])
+                    packed = track.smoother(packed, height)
+                    box, pts = packed[:2].reshape(4), packed[2:]
+                else:
+                    box, pts = obs.box, obs.points
+                ids.append(track.track_id)
+                boxes.append(box)
+                points.append(pts)
+                scores.append(obs.score)
+                interp.append(obs.interpolated)
+            # forget tracks that can produce nothing more
+            for tid in [tid for tid, tr in self._tracks.items() if not tr.open and not tr.obs]:
+                del self._tracks[tid]
+            for tr in self._tracks.values():
+                for old in [f for f in tr.obs if f < t]:
+                    del tr.obs[old]
+            n = len(ids)
+            out.append(
+                TrackedFaces(
+                    frame_index=t,
+                    track_ids=np.asarray(ids, dtype=np.int64).reshape(n),
+                    boxes=np.asarray(boxes, dtype=np.float32).reshape(n, 4),
+                    points=np.asarray(points, dtype=np.float32).reshape(n, 5, 2),
+                    scores=np.asarray(scores, dtype=np.float32).reshape(n),
+                    interpolated=np.asarray(interp, dtype=bool).reshape(n),
+                )
+            )
+            self._next_release = t + 1
+        return out
+
+
+def track_video(
+    frames: torch.Tensor | np.ndarray | Iterable[torch.Tensor | np.ndarray],
+    detector: FaceDetector | None = None,
+    settings: TrackerSettings = TrackerSettings(),
+    encoder: IdentityEncoder | None = None,
+    fps: float = 25.0,
+    detections: list[FaceDetections] | None = None,
+    chunk_size: int = 32,
+) -> list[TrackedFaces]:
+    """Track the faces of a whole clip (convenience over :class:`FaceTracker`).
+
+    Conventions:
+        frames uint8 [T,H,W,3] RGB (or an iterable of such chunks); detections
+        (optional) one FaceDetections per frame instead of a detector.
+        Returns one TrackedFaces per frame, frame_index 0..T-1.
+    """
+    tracker = FaceTracker(settings, detector=detector, encoder=encoder, fps=fps)
+    out: list[TrackedFaces] = []
+    if isinstance(frames, (torch.Tensor, np.ndarray)):
+        whole = check_frames(frames)
+        chunks: Iterable[torch.Tensor | np.ndarray] = [whole[i : i + chunk_size] for i in range(0, whole.shape[0], chunk_size)]
+    else:
+        chunks = frames
+    start = 0
+    for chunk in chunks:
+        chunk_t = check_frames(chunk)
+        dets = detections[start : start + chunk_t.shape[0]] if detections is not None else None
+        out.extend(tracker.push(chunk_t, dets))
+        start += chunk_t.shape[0]
+    out.extend(tracker.flush())
+    return out
+
+
+__all__ = ["FaceTracker", "OneEuro", "TrackedFaces", "TrackerSettings", "frame_histograms", "track_video"]
