@@ -25,6 +25,7 @@ from reenact.faces.identity import (
     cosine_similarity,
     identity_from_photo,
 )
+from reenact.faces.track import FaceTracker, TrackedFaces, TrackerSettings, track_video
 
 __all__ = [
     "CenterFaceDetector",
@@ -32,10 +33,13 @@ __all__ = [
     "DlibFaceEncoder",
     "FaceDetections",
     "FaceDetector",
+    "FaceTracker",
     "IdentityEncoder",
     "IdentityPhoto",
     "InsightFaceDetector",
     "OnnxArcFaceEncoder",
+    "TrackedFaces",
+    "TrackerSettings",
     "arcface_template",
     "cosine_similarity",
     "ffhq_template",
@@ -43,6 +47,7 @@ __all__ = [
     "invert_affine",
     "make_detector",
     "similarity_from_points",
+    "track_video",
     "transform_points",
     "warp_from_crop",
     "warp_to_crop",

@@ -92,13 +92,13 @@ class FaceDetections:
         return int(self.boxes.shape[0])
 
     @staticmethod
-    def empty() -> "FaceDetections":
+    def empty() -> FaceDetections:
         """No faces."""
         return FaceDetections(
             np.zeros((0, 4), np.float32), np.zeros((0, 5, 2), np.float32), np.zeros((0,), np.float32)
         )
 
-    def select(self, keep: np.ndarray) -> "FaceDetections":
+    def select(self, keep: np.ndarray) -> FaceDetections:
         """The faces at the indices (or boolean mask) ``keep``."""
         return FaceDetections(self.boxes[keep], self.points[keep], self.scores[keep])
 

@@ -8,8 +8,9 @@ execution provider of onnxruntime is used whenever it is present.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from reenact.errors import ModelError
 

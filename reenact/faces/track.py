@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 import numpy as np
 import torch
@@ -310,7 +310,7 @@ class FaceTracker:
                 d_prev, e_prev = self._run_detector(self._prev_frame[None], [0])
                 self._observe(base - 1, d_prev[0], e_prev[0], self._prev_frame[None], 0)
             found, found_emb = self._run_detector(frames, need)
-            for i, d, e in zip(need, found, found_emb):
+            for i, d, e in zip(need, found, found_emb, strict=True):
                 dets[base + i] = d
                 embs[base + i] = e
 
@@ -381,7 +381,7 @@ class FaceTracker:
                 cost = (1 - s.appearance_weight) * cost + s.appearance_weight * (1.0 - sim) / 2.0
             cost = np.where(iou >= max(s.iou_threshold, 1e-6), cost, 1e6)
             rows, cols = linear_sum_assignment(cost)
-            for r, c in zip(rows, cols):
+            for r, c in zip(rows, cols, strict=True):
                 if cost[r, c] >= 1e6:
                     continue
                 self._extend(candidates[r], t, dets, int(c), embs)
