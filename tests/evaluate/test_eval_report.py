@@ -8,12 +8,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from eval_media import D0, KATIE, edit_faces, erase, flicker, load_models, read_frames, strong_blur, write_clip
+from eval_media import (
+    D0,
+    KATIE,
+    edit_faces,
+    erase,
+    flicker,
+    load_models,
+    read_frames,
+    strong_blur,
+    write_clip,
+)
 
 from reenact.errors import InputError, NoFaceError, VideoReadError
 from reenact.evaluate.report import EvalSettings, evaluate_videos
 
-N = 10  # frames per evaluation: keeps each run a few seconds on 2 CPU cores
+N = 8  # frames per evaluation: keeps each run a few seconds on 2 CPU cores
 
 
 @pytest.fixture(scope="module")
