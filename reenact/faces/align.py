@@ -176,13 +176,38 @@ def warp_to_crop(
         raise ShapeError(f"frame_index out of range for {frames.shape[0]} frames: {frame_index.tolist()}")
     out = torch.empty((n, 3, size, size), dtype=torch.float32, device=frames.device)
     M = M.to(device=frames.device, dtype=torch.float32)
+    regions, offsets = _source_regions(M, size, frames.shape[1], frames.shape[2])
     for start in range(0, n, chunk):
-        idx = frame_index[start : start + chunk].long()
-        src = frames.index_select(0, idx).permute(0, 3, 1, 2).float()
-        crop = warp_affine(src, M[start : start + chunk], (size, size), mode="bilinear",
+        stop = min(start + chunk, n)
+        idx = frame_index[start:stop].long()
+        # only the part of each frame that the crop sees is converted to float
+        rh = int((regions[start:stop, 3] - regions[start:stop, 1]).max())
+        rw = int((regions[start:stop, 2] - regions[start:stop, 0]).max())
+        src = torch.zeros((stop - start, rh, rw, 3), dtype=torch.uint8, device=frames.device)
+        for j in range(stop - start):
+            x0, y0, x1, y1 = (int(v) for v in regions[start + j])
+            src[j, : y1 - y0, : x1 - x0] = frames[idx[j], y0:y1, x0:x1]
+        shifted = M[start:stop].clone()
+        shifted[:, :, 2] += (shifted[:, :, :2] @ offsets[start:stop, :, None]).squeeze(2)
+        crop = warp_affine(src.permute(0, 3, 1, 2).float(), shifted, (size, size), mode="bilinear",
                            padding_mode="zeros", align_corners=True)
-        out[start : start + chunk] = crop / 127.5 - 1.0
+        out[start:stop] = crop / 127.5 - 1.0
     return out
+
+
+def _source_regions(M: torch.Tensor, size: int, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frame-pixel boxes [F,4] (x0,y0,x1,y1, clipped) each crop samples from, and their offsets [F,2]."""
+    corners = torch.tensor([[0.0, 0.0], [size - 1.0, 0.0], [0.0, size - 1.0], [size - 1.0, size - 1.0]],
+                           device=M.device).expand(M.shape[0], 4, 2)
+    src = transform_points(corners, invert_affine(M))
+    lo = torch.floor(src.min(dim=1).values) - 1
+    hi = torch.ceil(src.max(dim=1).values) + 2
+    x0 = lo[:, 0].clamp(0, width - 1)
+    y0 = lo[:, 1].clamp(0, height - 1)
+    x1 = torch.maximum(hi[:, 0].clamp(1, width), x0 + 1)
+    y1 = torch.maximum(hi[:, 1].clamp(1, height), y0 + 1)
+    regions = torch.stack([x0, y0, x1, y1], dim=1).long().cpu()
+    return regions, torch.stack([x0, y0], dim=1)
 
 
 def warp_from_crop(

@@ -1,0 +1,84 @@
+"""Shared helpers for the face tests: fixture clips, photos and models (session-cached)."""
+
+from __future__ import annotations
+
+import csv
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from reenact.faces.detect import DetectorSettings, FaceDetections, make_detector
+from reenact.faces.identity import DlibFaceEncoder, OnnxArcFaceEncoder
+
+SCRFD = "models/scrfd/scrfd_500m_kps.onnx"
+MOBILEFACE = "models/mobileface_recognition_onnx/mobileface_V2.onnx"
+
+
+@lru_cache(maxsize=8)
+def _read_clip(path: str, count: int | None) -> torch.Tensor:
+    import av
+
+    frames = []
+    with av.open(path) as container:
+        for frame in container.decode(video=0):
+            frames.append(frame.to_ndarray(format="rgb24"))
+            if count is not None and len(frames) >= count:
+                break
+    return torch.from_numpy(np.stack(frames))
+
+
+@pytest.fixture(scope="session")
+def read_clip(fixtures: Path):
+    """``read_clip(name, count=None)`` -> uint8 [T,H,W,3] of the first ``count`` frames."""
+
+    def read(name: str, count: int | None = None) -> torch.Tensor:
+        return _read_clip(str(fixtures / "videos" / name), count)
+
+    return read
+
+
+def _load_photo(path: Path) -> torch.Tensor:
+    with Image.open(path) as im:
+        return torch.from_numpy(np.asarray(im.convert("RGB")).copy())
+
+
+@pytest.fixture(scope="session")
+def load_photo():
+    """``load_photo(path)`` -> uint8 [H,W,3] RGB."""
+    return _load_photo
+
+
+@pytest.fixture(scope="session")
+def scrfd(fixtures: Path):
+    return make_detector("insightface", fixtures / SCRFD)
+
+
+@pytest.fixture(scope="session")
+def centerface():
+    return make_detector("offline", settings=DetectorSettings(working_size=512))
+
+
+@pytest.fixture(scope="session")
+def mobileface(fixtures: Path) -> OnnxArcFaceEncoder:
+    return OnnxArcFaceEncoder(fixtures / MOBILEFACE, input_mean=0.0, input_std=1.0)
+
+
+@pytest.fixture(scope="session")
+def dlib_encoder() -> DlibFaceEncoder:
+    return DlibFaceEncoder()
+
+
+@pytest.fixture(scope="session")
+def labelled_photos(fixtures: Path, scrfd) -> list[tuple[str, str, torch.Tensor, FaceDetections]]:
+    """(relative path, identity label, image uint8 [H,W,3], SCRFD detections) per labelled photo."""
+    with open(fixtures / "identities.tsv", newline="") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    out = []
+    for row in rows:
+        image = _load_photo(fixtures / row["image"])
+        out.append((row["image"], row["identity"], image, scrfd.detect(image[None])[0]))
+    return out
