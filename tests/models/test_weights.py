@@ -1,0 +1,304 @@
+"""Weight management: pack registry, checked/resumable downloads, pull/import/verify."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import torch
+
+from reenact.errors import (
+    ChecksumError,
+    ConfigError,
+    DownloadError,
+    ModelError,
+    WeightsMissingError,
+)
+from reenact.models import weights
+from reenact.models.stylegan2 import save_generator, tiny_generator
+
+PAYLOAD = os.urandom(300_000)
+SHA = hashlib.sha256(PAYLOAD).hexdigest()
+
+
+@dataclass
+class _Server:
+    url: str
+    files: dict[str, bytes]
+    cut_once: set[str] = field(default_factory=set)
+    requests: list[tuple[str, str | None]] = field(default_factory=list)
+
+
+def _handler(state: _Server) -> type[http.server.BaseHTTPRequestHandler]:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server API
+            rng = self.headers.get("Range")
+            state.requests.append((self.path, rng))
+            body = state.files.get(self.path)
+            if body is None:
+                self.send_error(404)
+                return
+            start = 0
+            if rng and not self.path.startswith("/norange"):
+                start = int(rng.split("=")[1].split("-")[0])
+                if start >= len(body):
+                    self.send_error(416)
+                    return
+                self.send_response(206)
+                self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+            else:
+                self.send_response(200)
+            self.send_header("Content-Length", str(len(body) - start))
+            self.end_headers()
+            if self.path in state.cut_once:
+                state.cut_once.discard(self.path)
+                self.wfile.write(body[start : start + (len(body) - start) // 2])
+                self.wfile.flush()
+                self.close_connection = True
+                return
+            self.wfile.write(body[start:])
+
+    return Handler
+
+
+@pytest.fixture()
+def server() -> Iterator[_Server]:
+    state = _Server(url="", files={})
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
+    state.url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(5)
+
+
+@pytest.fixture()
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "home"
+    monkeypatch.setenv("REENACT_HOME", str(folder))
+    return folder
+
+
+def test_download_good_file(server: _Server, tmp_path: Path) -> None:
+    server.files["/good.bin"] = PAYLOAD
+    dest = tmp_path / "cache" / "good.bin"
+    assert weights.download(f"{server.url}/good.bin", dest, sha256=SHA, progress=False) == SHA
+    assert dest.read_bytes() == PAYLOAD
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["good.bin"]
+
+
+def test_download_unknown_hash_is_recorded_and_said(
+    server: _Server, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    server.files["/good.bin"] = PAYLOAD
+    with caplog.at_level(logging.WARNING):
+        digest = weights.download(f"{server.url}/good.bin", tmp_path / "g.bin", progress=False)
+    assert digest == SHA
+    assert "no sha256 was known" in caplog.text and SHA in caplog.text
+
+
+def test_download_corrupted_file_leaves_nothing(server: _Server, tmp_path: Path) -> None:
+    server.files["/bad.bin"] = PAYLOAD[:-1] + bytes([PAYLOAD[-1] ^ 1])
+    dest = tmp_path / "cache" / "bad.bin"
+    with pytest.raises(ChecksumError, match=SHA):
+        weights.download(f"{server.url}/bad.bin", dest, sha256=SHA, progress=False)
+    assert list(dest.parent.iterdir()) == []
+
+
+def test_download_interrupted_then_resumed(server: _Server, tmp_path: Path) -> None:
+    server.files["/big.bin"] = PAYLOAD
+    server.cut_once.add("/big.bin")
+    dest = tmp_path / "cache" / "big.bin"
+    with pytest.raises(DownloadError, match="cut off.*run the same command again"):
+        weights.download(f"{server.url}/big.bin", dest, sha256=SHA, progress=False)
+    assert not dest.exists()
+    part = dest.with_name("big.bin.part")
+    assert 0 < part.stat().st_size < len(PAYLOAD)
+    have = part.stat().st_size
+    assert weights.download(f"{server.url}/big.bin", dest, sha256=SHA, progress=False) == SHA
+    assert dest.read_bytes() == PAYLOAD and not part.exists()
+    assert server.requests[-1] == ("/big.bin", f"bytes={have}-")  # really resumed
+
+
+def test_download_server_without_range_restarts(server: _Server, tmp_path: Path) -> None:
+    server.files["/norange.bin"] = PAYLOAD
+    dest = tmp_path / "norange.bin"
+    dest.with_name("norange.bin.part").write_bytes(b"stale partial content")
+    assert weights.download(f"{server.url}/norange.bin", dest, sha256=SHA, progress=False) == SHA
+    assert dest.read_bytes() == PAYLOAD
+
+
+def test_download_errors(server: _Server, tmp_path: Path) -> None:
+    with pytest.raises(DownloadError, match="404"):
+        weights.download(f"{server.url}/missing.bin", tmp_path / "m.bin", progress=False)
+    with pytest.raises(DownloadError, match="only http"):
+        weights.download("ftp://example.com/x", tmp_path / "x", progress=False)
+    assert not (tmp_path / "m.bin").exists()
+
+
+def test_read_only_cache_dir(server: _Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    server.files["/good.bin"] = PAYLOAD
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the cache folder should be")
+    with pytest.raises(DownloadError, match="not writable.*REENACT_HOME"):
+        weights.download(f"{server.url}/good.bin", blocker / "models" / "g.bin", progress=False)
+    monkeypatch.setenv("REENACT_HOME", str(blocker))
+    with pytest.raises(ModelError, match="not writable"):
+        weights.import_file(_tiny_file(tmp_path), "full/mapper")
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root ignores permissions")
+def test_read_only_cache_dir_permissions(server: _Server, tmp_path: Path) -> None:
+    server.files["/good.bin"] = PAYLOAD
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        with pytest.raises(DownloadError, match="not writable"):
+            weights.download(f"{server.url}/good.bin", ro / "g.bin", progress=False)
+        assert list(ro.iterdir()) == []
+    finally:
+        ro.chmod(0o755)
+
+
+# --- packs ----------------------------------------------------------------------------------
+
+
+def test_shipped_packs_parse_and_describe_their_models() -> None:
+    assert {"full", "tiny"} <= set(weights.list_packs())
+    full = weights.get_pack("full")
+    assert {"generator", "detector", "identity", "attribute_encoder", "mapper"} <= set(full.components)
+    gen = full.components["generator"]
+    assert gen.kind == "stylegan2" and gen.source_format == "nvlabs-pkl" and gen.licence
+    assert gen.architecture and gen.architecture["img_resolution"] == 1024
+    ident = full.components["identity"]
+    assert ident.scheme == "insightface" and ident.normalisation is not None
+    assert ident.input_size == 112 and ident.template == "arcface"
+    tiny = weights.get_pack("tiny")
+    for comp in tiny.components.values():
+        assert comp.scheme in ("builtin", "package", "trained")  # nothing to download
+
+
+def test_tiny_pack_models_are_present_and_verified() -> None:
+    results = {r.component: r for r in weights.verify("tiny")}
+    for name in ("generator", "detector", "identity", "landmarks"):
+        assert results[name].ok, results[name].message
+    G = weights.pack_generator("tiny")
+    assert G.img_resolution == 64 and not G.training
+
+
+def test_full_pack_points_at_insightface(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("INSIGHTFACE_HOME", str(tmp_path / "if"))
+    monkeypatch.setenv("REENACT_HOME", str(tmp_path / "home"))
+    with pytest.raises(WeightsMissingError, match=r"insightface downloads itself"):
+        weights.resolve("full", "detector")
+    model = tmp_path / "if" / "models" / "buffalo_l" / "w600k_r50.onnx"
+    model.parent.mkdir(parents=True)
+    model.write_bytes(b"x")
+    assert weights.resolve("full", "identity") == model
+    with pytest.raises(WeightsMissingError, match=r"`reenact models pull full`"):
+        weights.resolve("full", "generator")
+    with pytest.raises(WeightsMissingError, match="reenact-train"):
+        weights.resolve("full", "mapper")
+
+
+def _write_pack(folder: Path, url: str, sha: str | None = None, resolution: int = 32) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "test.yaml").write_text(
+        f"""name: test
+description: a pack served from 127.0.0.1
+components:
+  generator:
+    kind: stylegan2
+    source: {url}
+    source_format: reenact
+    sha256: {sha or 'null'}
+    licence: MIT
+    file: test-generator.safetensors
+    architecture: {{z_dim: 64, w_dim: 64, img_resolution: {resolution}}}
+""",
+        encoding="utf-8",
+    )
+
+
+def _tiny_file(folder: Path, seed: int = 5, resolution: int = 32) -> Path:
+    return save_generator(tiny_generator(seed, resolution), folder / f"tiny{seed}_{resolution}.safetensors")
+
+
+def test_pull_verify_and_load(server: _Server, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = _tiny_file(tmp_path)
+    server.files["/g.safetensors"] = src.read_bytes()
+    monkeypatch.setenv("REENACT_PACKS", str(tmp_path / "packs"))
+    _write_pack(tmp_path / "packs", f"{server.url}/g.safetensors")
+    with pytest.raises(WeightsMissingError, match="reenact models pull test"):
+        weights.pack_generator("test")
+    paths = weights.pull("test", progress=False)
+    assert paths["generator"] == home / "models" / "test-generator.safetensors"
+    assert (home / "hashes.json").read_text().count(hashlib.sha256(src.read_bytes()).hexdigest()) == 1
+    assert not any((home / "downloads").iterdir())  # the raw download is gone after conversion
+    G = weights.pack_generator("test")
+    z = torch.randn([1, 64])
+    with torch.no_grad():
+        assert torch.equal(G(z), tiny_generator(5, 32)(z))
+    assert all(r.ok for r in weights.verify("test"))
+    n = len(server.requests)
+    weights.pull("test", progress=False)  # already there: no new request
+    assert len(server.requests) == n
+
+    # A cached file that changed on disk fails verification.
+    cached = paths["generator"]
+    assert cached is not None
+    data = bytearray(cached.read_bytes())
+    data[-1] ^= 0xFF
+    cached.write_bytes(bytes(data))
+    (result,) = weights.verify("test")
+    assert not result.ok and "sha256" in result.message
+
+    # The hash recorded on the first download protects later downloads.
+    cached.unlink()
+    server.files["/g.safetensors"] = _tiny_file(tmp_path, seed=6).read_bytes()
+    with pytest.raises(ChecksumError):
+        weights.pull("test", progress=False)
+    assert not cached.exists()
+
+
+def test_import_checks_architecture(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REENACT_PACKS", str(tmp_path / "packs"))
+    _write_pack(tmp_path / "packs", "https://example.invalid/g.safetensors")
+    with pytest.raises(ModelError, match="img_resolution is 64, the pack needs 32"):
+        weights.import_file(_tiny_file(tmp_path, resolution=64), "test/generator")
+    assert not (home / "models" / "test-generator.safetensors").exists()
+    path = weights.import_file(_tiny_file(tmp_path), "test/generator")
+    assert path.is_file() and all(r.ok for r in weights.verify("test"))
+    with pytest.raises(ConfigError, match="no component 'nope'"):
+        weights.import_file(_tiny_file(tmp_path), "test/nope")
+
+
+def test_bad_pack_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REENACT_PACKS", str(tmp_path))
+    (tmp_path / "a.yaml").write_text(
+        "name: a\ndescription: x\ncomponents:\n  g: {kind: stylegan2, licence: MIT, colour: red}\n"
+    )
+    with pytest.raises(ConfigError, match="colour"):
+        weights.get_pack("a")
+    (tmp_path / "b.yaml").write_text(
+        "name: b\ndescription: x\ncomponents:\n  g: {kind: stylegan2, licence: MIT, sha256: abc}\n"
+    )
+    with pytest.raises(ConfigError, match="64 hex"):
+        weights.get_pack("b")
+    with pytest.raises(ConfigError, match="unknown model pack 'zzz'"):
+        weights.get_pack("zzz")
