@@ -24,7 +24,12 @@ import torch
 import torch.nn.functional as F
 
 from reenact.errors import ConfigError, ModelError, ShapeError
-from reenact.faces.onnx_session import available_providers, load_onnx_model, open_session
+from reenact.faces.onnx_session import (
+    available_providers,
+    load_onnx_model,
+    open_session,
+    session_options,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -256,7 +261,9 @@ class InsightFaceDetector:
         try:
             from insightface.model_zoo import get_model
 
-            model = get_model(str(self.model_path), providers=available_providers())
+            model = get_model(
+                str(self.model_path), providers=available_providers(), sess_options=session_options()
+            )
         except Exception as exc:
             raise ModelError(
                 f"insightface cannot load the detector {self.model_path} ({type(exc).__name__}: {exc})"

@@ -82,3 +82,13 @@ def labelled_photos(fixtures: Path, scrfd) -> list[tuple[str, str, torch.Tensor,
         image = _load_photo(fixtures / row["image"])
         out.append((row["image"], row["identity"], image, scrfd.detect(image[None])[0]))
     return out
+
+
+@pytest.fixture(autouse=True, scope="package")
+def _one_torch_thread():
+    """Small tensor ops stall on a loaded 2-core machine with several OpenMP threads; the
+    face tests use one torch thread (restored afterwards)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
