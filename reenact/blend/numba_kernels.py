@@ -153,15 +153,15 @@ def _hist_map(
     return lo + (nz[ch, j] + fo) / scale
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def _down(x: np.ndarray) -> np.ndarray:
     ch, h, w = x.shape
     hn = (h + 1) // 2
     wn = (w + 1) // 2
     taps = np.array([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0
     tmp = np.empty((ch, hn, w))
-    for i in prange(hn):
-        for c in range(ch):
+    for c in range(ch):
+        for i in range(hn):
             for xx in range(w):
                 acc = 0.0
                 for k in range(5):
@@ -169,8 +169,8 @@ def _down(x: np.ndarray) -> np.ndarray:
                     acc += taps[k] * x[c, yy, xx]
                 tmp[c, i, xx] = acc
     out = np.empty((ch, hn, wn))
-    for i in prange(hn):
-        for c in range(ch):
+    for c in range(ch):
+        for i in range(hn):
             for j in range(wn):
                 acc = 0.0
                 for k in range(5):
@@ -180,23 +180,23 @@ def _down(x: np.ndarray) -> np.ndarray:
     return out
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def _up(x: np.ndarray, h: int, w: int) -> np.ndarray:
     ch, hs, ws = x.shape
     tmp = np.empty((ch, h, ws))
-    for o in prange(h):
-        i = o // 2
-        a = max(i - 1, 0)
-        c1 = min(i + 1, hs - 1)
-        for c in range(ch):
+    for c in range(ch):
+        for o in range(h):
+            i = o // 2
+            a = max(i - 1, 0)
+            c1 = min(i + 1, hs - 1)
             for xx in range(ws):
                 if o % 2 == 0:
                     tmp[c, o, xx] = (x[c, a, xx] + 6.0 * x[c, i, xx] + x[c, c1, xx]) / 8.0
                 else:
                     tmp[c, o, xx] = (x[c, i, xx] + x[c, c1, xx]) / 2.0
     out = np.empty((ch, h, w))
-    for yy in prange(h):
-        for c in range(ch):
+    for c in range(ch):
+        for yy in range(h):
             for o in range(w):
                 i = o // 2
                 a = max(i - 1, 0)
@@ -210,6 +210,7 @@ def _up(x: np.ndarray, h: int, w: int) -> np.ndarray:
 
 @njit(cache=True)
 def _pyramid_delta(delta: np.ndarray, alpha: np.ndarray, levels: int) -> np.ndarray:
+    """Collapse of Gaussian(alpha) x Laplacian(delta) (serial; faces run in parallel)."""
     gauss_a = [alpha]
     gauss_d = [delta]
     for _ in range(1, levels):
@@ -225,190 +226,256 @@ def _pyramid_delta(delta: np.ndarray, alpha: np.ndarray, levels: int) -> np.ndar
 
 
 @njit(cache=True, parallel=True)
-def _paste_all(
-    out: np.ndarray, frames: np.ndarray, faces: np.ndarray, masks: np.ndarray,
-    M: np.ndarray, roi: np.ndarray, status: np.ndarray, mask_of: np.ndarray,
-    fidx: np.ndarray, levels: np.ndarray, match: int, space: int, max_gain: float,
-    bins: int, laplacian: bool, ranges: np.ndarray,
+def _sample_pass(
+    frames: np.ndarray, faces: np.ndarray, masks: np.ndarray, M: np.ndarray, roi: np.ndarray,
+    fidx: np.ndarray, mask_of: np.ndarray, offsets: np.ndarray, items: np.ndarray,
+    alpha_buf: np.ndarray, gen_buf: np.ndarray, sums: np.ndarray, hist: np.ndarray,
+    match: int, space: int, bins: int, ranges: np.ndarray,
 ) -> None:
+    """Pass 1, all faces at once: sample mask and face over each ROI, convert to the colour
+    space, accumulate alpha-weighted statistics (or histograms) per work item."""
     size = faces.shape[2]
-    nfaces = faces.shape[0]
-    for f in range(nfaces):
-        if status[f] != 0:
-            continue
+    for it in prange(items.shape[0]):
+        f = items[it, 0]
         x0 = roi[f, 0]
         y0 = roi[f, 1]
-        x1 = roi[f, 2]
-        y1 = roi[f, 3]
-        h = y1 - y0 + 1
-        w = x1 - x0 + 1
+        w = roi[f, 2] - x0 + 1
         t = fidx[f]
         km = mask_of[f]
+        base = offsets[f]
         m00 = M[f, 0, 0]
         m01 = M[f, 0, 1]
         m02 = M[f, 0, 2]
         m10 = M[f, 1, 0]
         m11 = M[f, 1, 1]
         m12 = M[f, 1, 2]
-        alpha = np.zeros((h, w))
-        gen = np.zeros((3, h, w))
-        nchunk = min(h, 64)
-        sums = np.zeros((nchunk, 13))
-        hist = np.zeros((nchunk, 2, 3, bins))
-        # Pass 1: sample, convert, accumulate (per chunk of rows, no races).
-        for chunk in prange(nchunk):
-            r_start = chunk * h // nchunk
-            r_end = (chunk + 1) * h // nchunk
-            for r in range(r_start, r_end):
-                yy = y0 + r
-                for cidx in range(w):
-                    xx = x0 + cidx
-                    u = m00 * xx + m01 * yy + m02
-                    v = m10 * xx + m11 * yy + m12
-                    a = _sample_mask(masks, km, size, u, v)
-                    alpha[r, cidx] = a
-                    if a <= 0.0:
-                        continue
-                    gr = _sample_face(faces, f, 0, size, u, v)
-                    gg = _sample_face(faces, f, 1, size, u, v)
-                    gb = _sample_face(faces, f, 2, size, u, v)
-                    if match == 0:
-                        gen[0, r, cidx] = gr
-                        gen[1, r, cidx] = gg
-                        gen[2, r, cidx] = gb
-                        continue
-                    g0, g1, g2 = _to_space(gr, gg, gb, space)
-                    gen[0, r, cidx] = g0
-                    gen[1, r, cidx] = g1
-                    gen[2, r, cidx] = g2
-                    o0, o1, o2 = _to_space(
-                        float(frames[t, yy, xx, 0]), float(frames[t, yy, xx, 1]), float(frames[t, yy, xx, 2]), space
-                    )
-                    if match == 1:
-                        sums[chunk, 0] += a
-                        sums[chunk, 1] += a * g0
-                        sums[chunk, 2] += a * g1
-                        sums[chunk, 3] += a * g2
-                        sums[chunk, 4] += a * g0 * g0
-                        sums[chunk, 5] += a * g1 * g1
-                        sums[chunk, 6] += a * g2 * g2
-                        sums[chunk, 7] += a * o0
-                        sums[chunk, 8] += a * o1
-                        sums[chunk, 9] += a * o2
-                        sums[chunk, 10] += a * o0 * o0
-                        sums[chunk, 11] += a * o1 * o1
-                        sums[chunk, 12] += a * o2 * o2
-                    else:
-                        sums[chunk, 0] += a
-                        for ch in range(3):
-                            lo = ranges[ch, 0]
-                            scale = bins / (ranges[ch, 1] - lo)
-                            gv = g0 if ch == 0 else (g1 if ch == 1 else g2)
-                            ov = o0 if ch == 0 else (o1 if ch == 1 else o2)
-                            bg = min(max(math.floor((gv - lo) * scale), 0.0), bins - 1.0)
-                            bo = min(max(math.floor((ov - lo) * scale), 0.0), bins - 1.0)
-                            hist[chunk, 0, ch, int(bg)] += a
-                            hist[chunk, 1, ch, int(bo)] += a
-        total_s = sums.sum(axis=0)
-        total = total_s[0]
-        # Colour mapping parameters.
-        mu_g = np.zeros(3)
-        mu_o = np.zeros(3)
-        gain = np.ones(3)
-        p_g = np.zeros((3, bins))
-        left_g = np.zeros((3, bins))
-        nz = np.zeros((3, bins))
-        nz_n = np.zeros(3, dtype=np.int64)
-        right = np.zeros((3, bins))
-        left = np.zeros((3, bins))
-        p_nz = np.zeros((3, bins))
-        do_match = match != 0 and total > 0.0
-        if do_match and match == 1:
-            for ch in range(3):
-                mg = total_s[1 + ch] / total
-                mo = total_s[7 + ch] / total
-                sg = math.sqrt(max(total_s[4 + ch] / total - mg * mg, 0.0))
-                so = math.sqrt(max(total_s[10 + ch] / total - mo * mo, 0.0))
-                mu_g[ch] = mg
-                mu_o[ch] = mo
-                gain[ch] = min(max(so / max(sg, 1e-6), 1.0 / max_gain), max_gain)
-        elif do_match:
-            htot = hist.sum(axis=0) / total
-            for ch in range(3):
-                acc = 0.0
-                for k in range(bins):
-                    p_g[ch, k] = htot[0, ch, k]
-                    acc += htot[0, ch, k]
-                    left_g[ch, k] = acc - htot[0, ch, k]
-                n = 0
-                acc = 0.0
-                for k in range(bins):
-                    p = htot[1, ch, k]
-                    if p > 0.0:
-                        acc += p
-                        nz[ch, n] = k
-                        right[ch, n] = acc
-                        left[ch, n] = acc - p
-                        p_nz[ch, n] = p
-                        n += 1
-                nz_n[ch] = n
-        # Pass 2: correct, blend, write.
-        delta = np.zeros((3, h, w)) if laplacian else np.zeros((3, 1, 1))
-        for r in prange(h):
+        for r in range(items[it, 1], items[it, 2]):
             yy = y0 + r
             for cidx in range(w):
-                a = alpha[r, cidx]
+                p = base + r * w + cidx
+                xx = x0 + cidx
+                u = m00 * xx + m01 * yy + m02
+                v = m10 * xx + m11 * yy + m12
+                a = _sample_mask(masks, km, size, u, v)
+                alpha_buf[p] = a
+                if a <= 0.0:
+                    continue
+                gr = _sample_face(faces, f, 0, size, u, v)
+                gg = _sample_face(faces, f, 1, size, u, v)
+                gb = _sample_face(faces, f, 2, size, u, v)
+                if match == 0:
+                    gen_buf[0, p] = gr
+                    gen_buf[1, p] = gg
+                    gen_buf[2, p] = gb
+                    continue
+                g0, g1, g2 = _to_space(gr, gg, gb, space)
+                gen_buf[0, p] = g0
+                gen_buf[1, p] = g1
+                gen_buf[2, p] = g2
+                o0, o1, o2 = _to_space(
+                    float(frames[t, yy, xx, 0]), float(frames[t, yy, xx, 1]), float(frames[t, yy, xx, 2]), space
+                )
+                sums[it, 0] += a
+                if match == 1:
+                    sums[it, 1] += a * g0
+                    sums[it, 2] += a * g1
+                    sums[it, 3] += a * g2
+                    sums[it, 4] += a * g0 * g0
+                    sums[it, 5] += a * g1 * g1
+                    sums[it, 6] += a * g2 * g2
+                    sums[it, 7] += a * o0
+                    sums[it, 8] += a * o1
+                    sums[it, 9] += a * o2
+                    sums[it, 10] += a * o0 * o0
+                    sums[it, 11] += a * o1 * o1
+                    sums[it, 12] += a * o2 * o2
+                else:
+                    for ch in range(3):
+                        lo = ranges[ch, 0]
+                        scale = bins / (ranges[ch, 1] - lo)
+                        gv = g0 if ch == 0 else (g1 if ch == 1 else g2)
+                        ov = o0 if ch == 0 else (o1 if ch == 1 else o2)
+                        bg = min(max(math.floor((gv - lo) * scale), 0.0), bins - 1.0)
+                        bo = min(max(math.floor((ov - lo) * scale), 0.0), bins - 1.0)
+                        hist[it, 0, ch, int(bg)] += a
+                        hist[it, 1, ch, int(bo)] += a
+
+
+@njit(cache=True)
+def _colour_params(
+    nfaces: int, items: np.ndarray, sums: np.ndarray, hist: np.ndarray, match: int, bins: int,
+    max_gain: float, mu_g: np.ndarray, mu_o: np.ndarray, gain: np.ndarray, do_match: np.ndarray,
+    p_g: np.ndarray, left_g: np.ndarray, nz: np.ndarray, nz_n: np.ndarray, right: np.ndarray,
+    left: np.ndarray, p_nz: np.ndarray,
+) -> None:
+    """Per face: reduce the work items' partial sums into the colour mapping parameters."""
+    fsums = np.zeros((nfaces, 13))
+    fhist = np.zeros((nfaces, 2, 3, hist.shape[3]))
+    for it in range(items.shape[0]):
+        f = items[it, 0]
+        fsums[f] += sums[it]
+        if match == 2:
+            fhist[f] += hist[it]
+    for f in range(nfaces):
+        total = fsums[f, 0]
+        do_match[f] = match != 0 and total > 0.0
+        if not do_match[f]:
+            continue
+        if match == 1:
+            for ch in range(3):
+                mg = fsums[f, 1 + ch] / total
+                mo = fsums[f, 7 + ch] / total
+                sg = math.sqrt(max(fsums[f, 4 + ch] / total - mg * mg, 0.0))
+                so = math.sqrt(max(fsums[f, 10 + ch] / total - mo * mo, 0.0))
+                mu_g[f, ch] = mg
+                mu_o[f, ch] = mo
+                gain[f, ch] = min(max(so / max(sg, 1e-6), 1.0 / max_gain), max_gain)
+            continue
+        for ch in range(3):
+            acc = 0.0
+            for k in range(bins):
+                pg = fhist[f, 0, ch, k] / total
+                p_g[f, ch, k] = pg
+                acc += pg
+                left_g[f, ch, k] = acc - pg
+            n = 0
+            acc = 0.0
+            for k in range(bins):
+                po = fhist[f, 1, ch, k] / total
+                if po > 0.0:
+                    acc += po
+                    nz[f, ch, n] = k
+                    right[f, ch, n] = acc
+                    left[f, ch, n] = acc - po
+                    p_nz[f, ch, n] = po
+                    n += 1
+            nz_n[f, ch] = n
+
+
+@njit(cache=True, parallel=True)
+def _composite_pass(
+    out: np.ndarray, roi: np.ndarray, fidx: np.ndarray, offsets: np.ndarray, items: np.ndarray,
+    alpha_buf: np.ndarray, gen_buf: np.ndarray, delta_buf: np.ndarray,
+    mu_g: np.ndarray, mu_o: np.ndarray, gain: np.ndarray, do_match: np.ndarray,
+    p_g: np.ndarray, left_g: np.ndarray, nz: np.ndarray, nz_n: np.ndarray, right: np.ndarray,
+    left: np.ndarray, p_nz: np.ndarray,
+    match: int, space: int, bins: int, ranges: np.ndarray, laplacian: bool,
+) -> None:
+    """Pass 2, the faces of one layer (disjoint ROIs): correct colours, blend, write (or,
+    with the pyramid, store ``corrected - current`` for :func:`_pyramid_pass`)."""
+    for it in prange(items.shape[0]):
+        f = items[it, 0]
+        x0 = roi[f, 0]
+        y0 = roi[f, 1]
+        w = roi[f, 2] - x0 + 1
+        t = fidx[f]
+        base = offsets[f]
+        matched = do_match[f]
+        for r in range(items[it, 1], items[it, 2]):
+            yy = y0 + r
+            for cidx in range(w):
+                p = base + r * w + cidx
+                a = alpha_buf[p]
                 if a <= 0.0:
                     continue
                 xx = x0 + cidx
-                c0 = gen[0, r, cidx]
-                c1 = gen[1, r, cidx]
-                c2 = gen[2, r, cidx]
+                c0 = float(gen_buf[0, p])
+                c1 = float(gen_buf[1, p])
+                c2 = float(gen_buf[2, p])
                 if match == 0:
                     cr, cg, cb = c0, c1, c2
-                elif not do_match:
+                elif not matched:
                     cr, cg, cb = _from_space(c0, c1, c2, space)
                 elif match == 1:
                     cr, cg, cb = _from_space(
-                        (c0 - mu_g[0]) * gain[0] + mu_o[0],
-                        (c1 - mu_g[1]) * gain[1] + mu_o[1],
-                        (c2 - mu_g[2]) * gain[2] + mu_o[2],
+                        (c0 - mu_g[f, 0]) * gain[f, 0] + mu_o[f, 0],
+                        (c1 - mu_g[f, 1]) * gain[f, 1] + mu_o[f, 1],
+                        (c2 - mu_g[f, 2]) * gain[f, 2] + mu_o[f, 2],
                         space,
                     )
                 else:
                     s0 = _hist_map(c0, 0, ranges[0, 0], bins / (ranges[0, 1] - ranges[0, 0]), bins,
-                                   p_g, left_g, nz, nz_n, right, left, p_nz)
+                                   p_g[f], left_g[f], nz[f], nz_n[f], right[f], left[f], p_nz[f])
                     s1 = _hist_map(c1, 1, ranges[1, 0], bins / (ranges[1, 1] - ranges[1, 0]), bins,
-                                   p_g, left_g, nz, nz_n, right, left, p_nz)
+                                   p_g[f], left_g[f], nz[f], nz_n[f], right[f], left[f], p_nz[f])
                     s2 = _hist_map(c2, 2, ranges[2, 0], bins / (ranges[2, 1] - ranges[2, 0]), bins,
-                                   p_g, left_g, nz, nz_n, right, left, p_nz)
+                                   p_g[f], left_g[f], nz[f], nz_n[f], right[f], left[f], p_nz[f])
                     cr, cg, cb = _from_space(s0, s1, s2, space)
                 cur0 = float(out[t, yy, xx, 0])
                 cur1 = float(out[t, yy, xx, 1])
                 cur2 = float(out[t, yy, xx, 2])
                 if laplacian:
-                    delta[0, r, cidx] = cr - cur0
-                    delta[1, r, cidx] = cg - cur1
-                    delta[2, r, cidx] = cb - cur2
+                    delta_buf[0, p] = cr - cur0
+                    delta_buf[1, p] = cg - cur1
+                    delta_buf[2, p] = cb - cur2
                 else:
                     out[t, yy, xx, 0] = np.uint8(_clamp255(math.floor(cur0 + a * (cr - cur0) + 0.5)))
                     out[t, yy, xx, 1] = np.uint8(_clamp255(math.floor(cur1 + a * (cg - cur1) + 0.5)))
                     out[t, yy, xx, 2] = np.uint8(_clamp255(math.floor(cur2 + a * (cb - cur2) + 0.5)))
-        if laplacian:
-            nlev = levels[f]
-            if nlev > 1:
-                res = _pyramid_delta(delta, alpha.reshape((1, h, w)), nlev)
-            else:
-                res = delta * alpha.reshape((1, h, w))
-            for r in prange(h):
-                yy = y0 + r
-                for cidx in range(w):
-                    if alpha[r, cidx] <= 0.0:
-                        continue
-                    xx = x0 + cidx
-                    for ch in range(3):
-                        cur = float(out[t, yy, xx, ch])
-                        out[t, yy, xx, ch] = np.uint8(_clamp255(math.floor(cur + res[ch, r, cidx] + 0.5)))
+
+
+@njit(cache=True, parallel=True)
+def _pyramid_pass(
+    out: np.ndarray, roi: np.ndarray, fidx: np.ndarray, offsets: np.ndarray, layer: np.ndarray,
+    levels: np.ndarray, alpha_buf: np.ndarray, delta_buf: np.ndarray,
+) -> None:
+    """Laplacian-pyramid blend of the faces of one layer, one face per thread."""
+    for k in prange(layer.shape[0]):
+        f = layer[k]
+        x0 = roi[f, 0]
+        y0 = roi[f, 1]
+        w = roi[f, 2] - x0 + 1
+        h = roi[f, 3] - y0 + 1
+        t = fidx[f]
+        base = offsets[f]
+        alpha = alpha_buf[base : base + h * w].astype(np.float64).reshape((1, h, w))
+        delta = np.empty((3, h, w))
+        for ch in range(3):
+            delta[ch] = delta_buf[ch, base : base + h * w].reshape((h, w))
+        if levels[f] > 1:
+            res = _pyramid_delta(delta, alpha, levels[f])
+        else:
+            res = delta * alpha
+        for r in range(h):
+            yy = y0 + r
+            for cidx in range(w):
+                if alpha[0, r, cidx] <= 0.0:
+                    continue
+                xx = x0 + cidx
+                for ch in range(3):
+                    cur = float(out[t, yy, xx, ch])
+                    out[t, yy, xx, ch] = np.uint8(_clamp255(math.floor(cur + res[ch, r, cidx] + 0.5)))
+
+
+_ROWS_PER_ITEM = 8
+
+
+def _layers(plan: Plan, faces: np.ndarray) -> list[np.ndarray]:
+    """Split the pasted faces into layers of disjoint ROIs, keeping the compositing order:
+    a face goes one layer above the last earlier face of its frame that it overlaps."""
+    layer_of: dict[int, int] = {}
+    for f in faces:
+        x0, y0, x1, y1 = plan.roi[f]
+        above = -1
+        for g, lg in layer_of.items():
+            if plan.frame_index[g] != plan.frame_index[f]:
+                continue
+            gx0, gy0, gx1, gy1 = plan.roi[g]
+            if gx0 <= x1 and x0 <= gx1 and gy0 <= y1 and y0 <= gy1:
+                above = max(above, lg)
+        layer_of[int(f)] = above + 1
+    count = max(layer_of.values()) + 1
+    return [np.array([f for f, lg in layer_of.items() if lg == k], dtype=np.int64) for k in range(count)]
+
+
+def _items(plan: Plan, faces: np.ndarray) -> np.ndarray:
+    """Work items (face, first row, end row) over the ROIs of ``faces``."""
+    rows = []
+    for f in faces:
+        h = int(plan.roi[f, 3] - plan.roi[f, 1] + 1)
+        for r in range(0, h, _ROWS_PER_ITEM):
+            rows.append((int(f), r, min(h, r + _ROWS_PER_ITEM)))
+    return np.array(rows, dtype=np.int64).reshape(-1, 3)
 
 
 def paste_faces_numba(
@@ -423,19 +490,61 @@ def paste_faces_numba(
     Conventions: frames uint8 [T,H,W,3]; faces float [F,3,R,R] in [-1,1]; masks float
     [K,R,R]. Returns a new uint8 [T,H,W,3] on the CPU.
     """
-    out = frames.contiguous().clone()
-    if not bool((plan.status == PASTE).any()):
-        return out
     frames_np = frames.contiguous().numpy()
+    out = torch.empty_like(frames, memory_format=torch.contiguous_format)
+    out_np = out.numpy()
+    np.copyto(out_np, frames_np)  # one memcpy: cheaper than a threaded clone
+    pasted = np.flatnonzero(plan.status == PASTE)
+    if pasted.size == 0:
+        return out
+    nfaces = faces.shape[0]
     faces_np = faces.detach().to(torch.float32).contiguous().numpy()
     masks_np = masks.detach().to(torch.float32).contiguous().numpy()
     ranges = np.asarray(SPACE_RANGES[settings.colour_space], dtype=np.float64)
-    _paste_all(
-        out.numpy(), frames_np, faces_np, masks_np,
-        np.ascontiguousarray(plan.M), np.ascontiguousarray(plan.roi), np.ascontiguousarray(plan.status),
-        np.ascontiguousarray(plan.mask_of), np.ascontiguousarray(plan.frame_index),
-        np.ascontiguousarray(plan.levels),
-        MATCH_CODES[settings.colour_match], SPACE_CODES[settings.colour_space],
-        float(settings.max_gain), int(settings.histogram_bins), bool(settings.laplacian), ranges,
+    match = MATCH_CODES[settings.colour_match]
+    space = SPACE_CODES[settings.colour_space]
+    bins = int(settings.histogram_bins)
+    roi = np.ascontiguousarray(plan.roi)
+    areas = np.zeros(nfaces, dtype=np.int64)
+    areas[pasted] = (roi[pasted, 2] - roi[pasted, 0] + 1) * (roi[pasted, 3] - roi[pasted, 1] + 1)
+    offsets = np.concatenate([[0], np.cumsum(areas)[:-1]]).astype(np.int64)
+    total = int(areas.sum())
+    items = _items(plan, pasted)
+    alpha_buf = np.empty(total, dtype=np.float32)
+    gen_buf = np.empty((3, total), dtype=np.float32)
+    sums = np.zeros((items.shape[0], 13))
+    hist = np.zeros((items.shape[0], 2, 3, bins if match == 2 else 1))
+    fidx = np.ascontiguousarray(plan.frame_index)
+    _sample_pass(
+        frames_np, faces_np, masks_np, np.ascontiguousarray(plan.M), roi, fidx,
+        np.ascontiguousarray(plan.mask_of), offsets, items, alpha_buf, gen_buf, sums, hist,
+        match, space, bins, ranges,
     )
+    nb = bins if match == 2 else 1
+    mu_g = np.zeros((nfaces, 3))
+    mu_o = np.zeros((nfaces, 3))
+    gain = np.ones((nfaces, 3))
+    do_match = np.zeros(nfaces, dtype=np.bool_)
+    p_g = np.zeros((nfaces, 3, nb))
+    left_g = np.zeros((nfaces, 3, nb))
+    nz = np.zeros((nfaces, 3, nb))
+    nz_n = np.zeros((nfaces, 3), dtype=np.int64)
+    right = np.zeros((nfaces, 3, nb))
+    left = np.zeros((nfaces, 3, nb))
+    p_nz = np.zeros((nfaces, 3, nb))
+    _colour_params(
+        nfaces, items, sums, hist, match, bins, float(settings.max_gain),
+        mu_g, mu_o, gain, do_match, p_g, left_g, nz, nz_n, right, left, p_nz,
+    )
+    laplacian = bool(settings.laplacian)
+    delta_buf = np.zeros((3, total if laplacian else 1), dtype=np.float64)
+    levels = np.ascontiguousarray(plan.levels)
+    for layer in _layers(plan, pasted):
+        _composite_pass(
+            out_np, roi, fidx, offsets, _items(plan, layer), alpha_buf, gen_buf, delta_buf,
+            mu_g, mu_o, gain, do_match, p_g, left_g, nz, nz_n, right, left, p_nz,
+            match, space, bins, ranges, laplacian,
+        )
+        if laplacian:
+            _pyramid_pass(out_np, roi, fidx, offsets, layer, levels, alpha_buf, delta_buf)
     return out
