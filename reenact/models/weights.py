@@ -69,12 +69,13 @@ __all__ = [
     "verify",
     "VerifyResult",
     "resolve",
+    "component_path",
     "pack_generator",
 ]
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 _CHUNK = 1 << 20
-ComponentKind = Literal["stylegan2", "onnx", "insightface", "dlib", "attribute_encoder", "mapper"]
+ComponentKind = Literal["stylegan2", "onnx", "insightface", "dlib", "identity_model"]
 SourceFormat = Literal["nvlabs-pkl", "rosinality-pt", "reenact", "raw"]
 
 
@@ -238,7 +239,15 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file, streamed."""
+    """Hex sha256 of a file, streamed; for a folder, of its sorted (name, file hash) list."""
+    path = Path(path)
+    if path.is_dir():
+        listing = "".join(
+            f"{p.relative_to(path).as_posix()}\0{sha256_file(p)}\n"
+            for p in sorted(path.rglob("*"))
+            if p.is_file()
+        )
+        return hashlib.sha256(listing.encode()).hexdigest()
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(_CHUNK):
@@ -394,6 +403,17 @@ def _store(
             G = load_generator(src_file)
         _check_architecture(comp, G.config, f"{pack}/{name}", src_file)
         save_generator(G, target)
+    elif src_file.is_dir():
+        if comp.kind == "identity_model":
+            from reenact.models.mapper import load_identity_model
+
+            load_identity_model(src_file)  # refuse a folder that does not load
+        tmp = target.with_name(target.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(src_file, tmp)
+        if target.exists():
+            shutil.rmtree(target) if target.is_dir() else target.unlink()
+        tmp.replace(target)
     else:
         tmp = target.with_name(target.name + ".partial")
         shutil.copyfile(src_file, tmp)
@@ -479,8 +499,8 @@ def import_file(path: str | Path, target: str) -> Path:
     the cached path.
     """
     src = Path(path)
-    if not src.is_file():
-        raise ModelError(f"cannot import {src}: no such file")
+    if not src.exists():
+        raise ModelError(f"cannot import {src}: no such file or folder")
     pack, _, name = target.partition("/")
     comp_name = name or "generator"
     comp = _component(pack, comp_name)
@@ -541,7 +561,7 @@ def resolve(pack: str, component: str) -> Path:
     if comp.file is None:
         raise ConfigError(f"{pack}/{component} has neither a source nor a file name")
     path = models_dir() / comp.file
-    if not path.is_file():
+    if not path.exists():
         if scheme == "trained":
             raise WeightsMissingError(
                 f"{pack}/{component} ({path}) is made by training: run `reenact-train` and then "
@@ -552,6 +572,21 @@ def resolve(pack: str, component: str) -> Path:
             f"or, with a local copy, `reenact models import {pack}/{component} <file>`"
         )
     return path
+
+
+def component_path(pack: str, component: str) -> Path:
+    """Where ``pack/component`` lives on this machine.
+
+    Like :func:`resolve` (which raises :class:`WeightsMissingError` with the command that
+    gets a missing file), except for components made by training (no source): their cache
+    path is returned even before it exists, so ``reenact-train`` can export into it.
+    """
+    comp = _component(pack, component)
+    if comp.scheme == "trained":
+        if comp.file is None:
+            raise ConfigError(f"{pack}/{component} has neither a source nor a file name")
+        return models_dir() / comp.file
+    return resolve(pack, component)
 
 
 # --- verify -------------------------------------------------------------------------------
@@ -572,6 +607,10 @@ def _reload(comp: Component, path: Path) -> None:
         from reenact.models.stylegan2 import load_generator
 
         load_generator(path)
+    elif comp.kind == "identity_model":
+        from reenact.models.mapper import load_identity_model
+
+        load_identity_model(path)
     elif path.suffix == ".onnx":
         import onnx
 

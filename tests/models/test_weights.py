@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import json
 import logging
 import os
 import threading
@@ -158,7 +159,7 @@ def test_read_only_cache_dir(server: _Server, tmp_path: Path, monkeypatch: pytes
         weights.download(f"{server.url}/good.bin", blocker / "models" / "g.bin", progress=False)
     monkeypatch.setenv("REENACT_HOME", str(blocker))
     with pytest.raises(ModelError, match="not writable"):
-        weights.import_file(_tiny_file(tmp_path), "full/mapper")
+        weights.import_file(_tiny_file(tmp_path), "full/identity_model")
 
 
 @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root ignores permissions")
@@ -181,7 +182,7 @@ def test_read_only_cache_dir_permissions(server: _Server, tmp_path: Path) -> Non
 def test_shipped_packs_parse_and_describe_their_models() -> None:
     assert {"full", "tiny"} <= set(weights.list_packs())
     full = weights.get_pack("full")
-    assert {"generator", "detector", "identity", "attribute_encoder", "mapper"} <= set(full.components)
+    assert {"generator", "detector", "identity", "identity_model"} <= set(full.components)
     gen = full.components["generator"]
     assert gen.kind == "stylegan2" and gen.source_format == "nvlabs-pkl" and gen.licence
     assert gen.architecture and gen.architecture["img_resolution"] == 1024
@@ -213,7 +214,31 @@ def test_full_pack_points_at_insightface(monkeypatch: pytest.MonkeyPatch, tmp_pa
     with pytest.raises(WeightsMissingError, match=r"`reenact models pull full`"):
         weights.resolve("full", "generator")
     with pytest.raises(WeightsMissingError, match="reenact-train"):
-        weights.resolve("full", "mapper")
+        weights.resolve("full", "identity_model")
+    # trained components: the path training exports into, even before it exists
+    assert weights.component_path("full", "identity_model") == tmp_path / "home" / "models" / "full-identity-model"
+    with pytest.raises(WeightsMissingError, match="reenact models pull full"):
+        weights.component_path("full", "generator")
+
+
+def test_import_identity_model_folder(home: Path, tmp_path: Path) -> None:
+    mapper = pytest.importorskip("reenact.models.mapper")
+    packs = pytest.importorskip("reenact.packs")
+    G, enc, mp = packs.tiny_models(id_dim=128)
+    config = mapper.IdentityModelConfig(attribute_encoder=enc.config, mapper=mp.config, image_size=64, num_ws=G.num_ws)
+    folder = mapper.save_identity_model(enc, mp, config, tmp_path / "export")
+    path = weights.import_file(folder, "full/identity_model")
+    assert path == weights.component_path("full", "identity_model") and path.is_dir()
+    (result,) = [r for r in weights.verify("full") if r.component == "identity_model"]
+    assert result.ok, result.message
+    (path / "mapper.safetensors").write_bytes(b"broken")
+    (result,) = [r for r in weights.verify("full") if r.component == "identity_model"]
+    assert not result.ok and "sha256" in result.message
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "identity_model.json").write_text("{}")
+    with pytest.raises(ModelError):
+        weights.import_file(broken, "full/identity_model")
 
 
 def _write_pack(folder: Path, url: str, sha: str | None = None, resolution: int = 32) -> None:
@@ -302,3 +327,25 @@ def test_bad_pack_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
         weights.get_pack("b")
     with pytest.raises(ConfigError, match="unknown model pack 'zzz'"):
         weights.get_pack("zzz")
+
+
+def test_cli_models_commands(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from reenact.cli import main
+
+    assert main(["models", "verify", "tiny", "--json"]) == 0
+    rows = {r["component"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["detector"]["ok"] and rows["generator"]["ok"]
+    monkeypatch.setenv("REENACT_PACKS", str(tmp_path / "packs"))
+    _write_pack(tmp_path / "packs", "https://example.invalid/g.safetensors")
+    assert main(["models", "verify", "test"]) == 1
+    assert "reenact models pull test" in capsys.readouterr().out
+    assert main(["models", "import", "test/generator", str(_tiny_file(tmp_path))]) == 0
+    assert main(["models", "verify", "test"]) == 0
+    capsys.readouterr()
+    assert main(["models", "list", "test", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed["components"][0]["path"].endswith("test-generator.safetensors")
+    assert main(["models", "import", "test/generator", str(tmp_path / "nope.pkl")]) == 1
+    assert "no such file" in capsys.readouterr().err
