@@ -10,6 +10,7 @@ import numpy as np
 
 D0 = "videos/liveportrait_d0.mp4"  # 512x512, 25 fps, one frontal face
 KATIE = "videos/sadtalker_WDA_KatieHill_000.mp4"  # 512x512, 25 fps, another person
+FRIENDS = "videos/mobileface_friends1.mp4"  # 1280x720, 25 fps, 5-7 people
 
 
 def load_models(fixtures: Path):

@@ -10,6 +10,7 @@ import pytest
 import torch
 from eval_media import (
     D0,
+    FRIENDS,
     KATIE,
     edit_faces,
     erase,
@@ -43,7 +44,8 @@ def d0(fixtures: Path, models) -> tuple[Path, np.ndarray, list[np.ndarray]]:
 
 def _eval(a: Path, b: Path, models, **kw) -> dict:
     identity_image = kw.pop("identity_image", None)
-    return evaluate_videos(a, b, *models, identity_image=identity_image,
+    detector, identity, landmarks = models
+    return evaluate_videos(a, b, detector, identity, landmarks, identity_image=identity_image,
                            settings=EvalSettings(max_frames=kw.pop("max_frames", N), **kw))
 
 
@@ -129,6 +131,7 @@ def test_no_face_in_output_is_measured_at_input_positions(d0, models, tmp_path: 
     report = _eval(path, erased, models, max_frames=6)
     s = report["summary"]
     assert s["output_face_detected_rate"] == 0.0 and s["faces_evaluated"] == 6
+    assert s["privacy"]["reidentification_rate"] == 0.0
     assert any("no face in any evaluated frame" in w for w in report["warnings"])
 
 
@@ -161,3 +164,23 @@ def test_different_size_or_too_short_output_is_refused(d0, models, tmp_path: Pat
 def test_reenact_mode_needs_the_target_identity(d0, models) -> None:
     with pytest.raises(InputError, match="--identity"):
         _eval(d0[0], d0[0], models, mode="reenact")
+
+
+def test_privacy_is_reported_per_person(fixtures: Path, models, tmp_path: Path) -> None:
+    """A crowd clip with one person's face erased: only that person stops being re-identified."""
+    path = fixtures / FRIENDS
+    frames = read_frames(path, 3)
+    boxes = [d.boxes for d in models[0].detect(torch.from_numpy(frames))]
+    first = boxes[0][int(np.argmax(boxes[0][:, 0]))]  # the right-most face of frame 0
+
+    def same_person(b: np.ndarray) -> np.ndarray:  # that face's box in each frame
+        ious = [np.prod(np.clip(np.minimum(b[2:], first[2:]) - np.maximum(b[:2], first[:2]), 0, None)) for b in b]
+        return b[int(np.argmax(ious))][None]
+
+    erased = write_clip(tmp_path / "one_erased.mp4", edit_faces(frames, [same_person(b) for b in boxes], erase, 0.3))
+    report = _eval(path, erased, models, max_frames=3)
+    p = report["summary"]["privacy"]
+    assert p["gallery_size"] >= 3 and "nearest of the input's people" in p["rule"]
+    rates = sorted(p["per_track"].values())
+    assert rates[0] == 0.0 and all(r == 1.0 for r in rates[1:])
+    assert p["reidentification_rate"] == pytest.approx((len(rates) - 1) / len(rates))
