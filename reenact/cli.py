@@ -13,10 +13,15 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Literal
 
 from reenact import __version__
 from reenact.errors import ReenactError
 
+if TYPE_CHECKING:
+    from reenact.pipeline import PipelineConfig
+
+Mode = Literal["reenact", "deidentify"]
 AddArgs = Callable[[argparse.ArgumentParser], None]
 Run = Callable[[argparse.Namespace], int]
 
@@ -60,10 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in SUBCOMMANDS:
         return _subcommand_main(args)
-    if args and args[0] in ("--version",):
-        print(f"reenact {__version__}")
-        return 0
-    return _subcommand_main(args)
+    return _video_main(args, "reenact")
 
 
 # --- subcommands ---------------------------------------------------------------------------
@@ -95,7 +97,6 @@ def _eval_add_args(p: argparse.ArgumentParser) -> None:
 
 def _eval_run(args: argparse.Namespace) -> int:
     import json
-    from typing import Literal
 
     from reenact.evaluate.models import EvalModelSettings, load_models
     from reenact.evaluate.report import EvalSettings, evaluate_videos, save_report
@@ -208,6 +209,174 @@ def _models_run(args: argparse.Namespace) -> int:
 
 
 SUBCOMMANDS["models"] = ("list, pull, import and verify model weights", _models_add_args, _models_run)
+
+
+# reenact VIDEO --identity FACE / deidentify VIDEO: the pipeline on a file or a folder
+def _video_add_args(p: argparse.ArgumentParser, mode: Mode) -> None:
+    from pathlib import Path
+
+    p.add_argument("input", type=Path, help="a video file, or a folder of videos")
+    if mode == "reenact":
+        p.add_argument("--identity", type=Path, required=True, help="photo of the face to put on the video")
+    p.add_argument("-o", "--output", type=Path, default=None,
+                   help=f"output file (or folder for a folder input); default: INPUT_{mode}ed next to the input")
+    p.add_argument("--faces", default=None, help="which faces: all (default), largest, or reference:IMAGE")
+    p.add_argument("--seed", type=int, default=None, help="seed of the synthetic identities (deidentify)")
+    p.add_argument("--pack", default=None, help="model pack: tiny (default, untrained) or full")
+    p.add_argument("--faces-backend", choices=["pack", "offline", "insightface"], default=None,
+                   help="face detector and identity models: the pack's, the offline ones, or insightface's")
+    p.add_argument("--detector-model", default=None, help="SCRFD/RetinaFace ONNX file to detect faces with")
+    p.add_argument("--identity-model", default=None, help="ArcFace-style ONNX identity model")
+    p.add_argument("--identity-mean", type=float, default=None, help="identity model input mean (0..255 scale)")
+    p.add_argument("--identity-std", type=float, default=None, help="identity model input std (0..255 scale)")
+    p.add_argument("--mapper", choices=["trained", "optimize"], default=None,
+                   help="trained mapping network (fast) or per-frame optimisation in W (needs no training)")
+    p.add_argument("--smooth", choices=["one_euro", "gaussian"], default=None, help="temporal filter in W")
+    p.add_argument("--no-smooth", action="store_true", help="no temporal smoothing (for comparison)")
+    p.add_argument("--device", default=None, help="auto (default), cpu or cuda[:N]")
+    p.add_argument("--config", type=Path, default=None, help="pipeline settings (YAML)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one setting, e.g. --set blend.feather=0.1 (YAML value)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--preview", action="store_true", help="also write a PNG sheet of before/after frames")
+    p.add_argument("--json", action="store_true", help="print the report(s) as JSON")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved plan and exit")
+    p.add_argument("--workers", type=int, default=1, help="videos processed at once (folder input)")
+    p.add_argument("--ray", default=None, metavar="ADDRESS",
+                   help="run one task per video on a Ray cluster (address, or auto)")
+    p.add_argument("--gpus-per-task", type=float, default=None, help="GPUs per Ray task (default 1 with CUDA, else 0)")
+
+
+def _video_config(args: argparse.Namespace, mode: str) -> PipelineConfig:
+    import yaml
+
+    from reenact.config import from_dict, load_yaml, replace, to_dict
+    from reenact.errors import ConfigError
+    from reenact.pipeline import PipelineConfig
+
+    config = load_yaml(PipelineConfig, args.config) if args.config else PipelineConfig()
+    overrides: dict[str, object] = {}
+    flags = {
+        "faces": args.faces, "seed": getattr(args, "seed", None), "device": args.device, "mapper": args.mapper,
+        "models.pack": args.pack, "models.faces_backend": args.faces_backend,
+        "models.detector_model": args.detector_model, "models.identity_model": args.identity_model,
+        "models.identity_model_mean": args.identity_mean, "models.identity_model_std": args.identity_std,
+        "smoothing.method": "none" if args.no_smooth else args.smooth,
+    }
+    overrides.update({k: v for k, v in flags.items() if v is not None})
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set wants KEY=VALUE, got {item!r}")
+        overrides[key.strip()] = yaml.safe_load(value)
+    config = replace(config, overrides, where="settings")
+    return from_dict(PipelineConfig, to_dict(config), where="settings")
+
+
+def _video_run(args: argparse.Namespace, mode: Mode) -> int:
+    import functools
+    import json
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from reenact.batch import plan_folder, run_jobs, summary_table
+    from reenact.config import to_dict
+    from reenact.errors import InputError
+    from reenact.pipeline import process_video, video_job
+
+    config = _video_config(args, mode)
+    identity = getattr(args, "identity", None)
+    source: Path = args.input
+    if not source.exists():
+        raise InputError(f"{source}: no such file or folder")
+    suffix = "reenacted" if mode == "reenact" else "deidentified"
+    if source.is_dir():
+        output = args.output or source.with_name(f"{source.name}_{suffix}")
+    else:
+        output = args.output or source.with_name(f"{source.stem}_{suffix}.mp4")
+    quiet = args.quiet or args.json
+    if args.dry_run:
+        plan = {"mode": mode, "input": str(source), "output": str(output), "identity": str(identity) if identity else None,
+                "config": to_dict(config)}
+        if source.is_dir():
+            folder = plan_folder(source, Path(output), overwrite=args.overwrite)
+            plan["jobs"] = [[str(j.source), str(j.output)] for j in folder.jobs]
+            plan["skipped"] = [[str(r.source), r.status, r.error] for r in folder.known]
+        print(json.dumps(plan, indent=1))
+        return 0
+    if not source.is_dir():
+        bar = tqdm(total=None, unit="frame", disable=quiet, desc=source.name)
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        try:
+            report = process_video(source, output, mode, config, identity=identity,
+                                   overwrite=args.overwrite, preview=args.preview, progress=progress)
+        finally:
+            bar.close()
+        if args.json:
+            print(json.dumps(report, indent=1))
+        elif not args.quiet:
+            c = report["counts"]
+            print(f"wrote {output} ({report['frames']} frames, {len(report['tracks'])} tracks, "
+                  f"{c['faces_replaced']} faces replaced, {c['faces_blurred']} blurred, "
+                  f"{report['fps_processed']:.2f} fps)")
+            for warning in report["warnings"]:
+                print(f"warning: {warning}")
+        return 0
+    folder = plan_folder(source, Path(output), overwrite=args.overwrite)
+    task = functools.partial(video_job, mode=mode, config=config, identity=identity, overwrite=args.overwrite,
+                             preview=args.preview)
+    bar = tqdm(total=len(folder.jobs), unit="video", disable=quiet)
+    gpus = args.gpus_per_task if args.gpus_per_task is not None else (1.0 if _has_cuda() else 0.0)
+    try:
+        results = run_jobs(folder.jobs, task, workers=args.workers, ray_address=args.ray, gpus_per_task=gpus,
+                           on_result=lambda _r: _tick(bar))
+    finally:
+        bar.close()
+    everything = folder.known + results
+    if args.json:
+        print(json.dumps([{"source": str(r.source), "output": str(r.output) if r.output else None,
+                           "status": r.status, "error": r.error, "seconds": r.seconds} for r in everything], indent=1))
+    elif not args.quiet:
+        print(summary_table(everything))
+    return 1 if any(r.status == "failed" for r in everything) else 0
+
+
+def _tick(bar: object) -> None:
+    bar.update(1)  # type: ignore[attr-defined]
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def _video_main(argv: list[str], mode: Mode) -> int:
+    prog = "reenact" if mode == "reenact" else "deidentify"
+    description = (
+        "Put the identity of a photo on the faces of a video (or of every video in a folder)."
+        if mode == "reenact"
+        else "Give every person in a video (or folder) a consistent synthetic identity."
+    )
+    epilog = f"other tools: reenact {{{','.join(SUBCOMMANDS)}}} --help" if mode == "reenact" else None
+    parser = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog)
+    parser.add_argument("--version", action="version", version=f"reenact {__version__}")
+    parser.add_argument("--quiet", action="store_true", help="only print errors")
+    _video_add_args(parser, mode)
+    args = parser.parse_args(argv)
+    _setup_logging(args.quiet or args.json)
+    return _run_guarded(lambda a: _video_run(a, mode), args)
+
+
+def deidentify_main(argv: Sequence[str] | None = None) -> int:
+    """``deidentify VIDEO``: synthetic, consistent identities for everyone in a video."""
+    return _video_main(list(sys.argv[1:] if argv is None else argv), "deidentify")
+
 
 # Keep this block last: subcommands registered below it are missing under `python -m reenact.cli`.
 if __name__ == "__main__":

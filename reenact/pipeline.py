@@ -37,6 +37,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import torch
 
+from reenact.batch import Job
 from reenact.blend import BlendSettings, paste_faces
 from reenact.config import dump_yaml, to_dict
 from reenact.errors import ConfigError, InputError, PipelineError
@@ -254,8 +255,10 @@ class TrackReport:
             "max": float(np.max(sims)) if sims else None,
         }
         if self.identity is not None and mode == "deidentify":
+            code = self.identity.code
             out["synthetic_identity"] = {
                 "draws": self.identity.draws,
+                "code": [round(float(v), 5) for v in code.tolist()] if code is not None else None,
                 "similarity_to_original": self.identity.similarity_to_original,
                 "failed": self.identity.failed,
             }
@@ -683,3 +686,12 @@ def _write_preview(kept: dict[int, tuple[torch.Tensor, torch.Tensor]], path: Pat
     tmp = path.with_name(f".{path.name}.partial.png")
     image.save(tmp)
     tmp.replace(path)
+
+
+def video_job(
+    job: Job, *, mode: Mode, config: PipelineConfig, identity: str | Path | None, overwrite: bool, preview: bool
+) -> dict[str, Any]:
+    """Folder runs: one video as a batch task (picklable through functools.partial)."""
+    report = process_video(job.source, job.output, mode, config, identity=identity, overwrite=overwrite,
+                           preview=preview)
+    return {"frames": report["frames"], "tracks": len(report["tracks"]), "counts": report["counts"]}

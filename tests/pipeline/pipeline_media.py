@@ -1,0 +1,57 @@
+"""Short test clips cut from the fixture videos (video re-encoded, audio packets copied)."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+
+def trim_clip(src: Path, dst: Path, frames: int) -> Path:
+    """Write the first ``frames`` frames of ``src`` to ``dst`` with the audio of that span."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        vin = inp.streams.video[0]
+        rate = vin.average_rate or Fraction(25)
+        vout = out.add_stream("libx264", rate=rate)
+        vout.width, vout.height, vout.pix_fmt = vin.codec_context.width, vin.codec_context.height, "yuv420p"
+        vout.options = {"crf": "12"}
+        ain = inp.streams.audio[0] if inp.streams.audio else None
+        aout = out.add_stream_from_template(ain) if ain is not None else None
+        seconds = frames / float(rate)
+        for i, frame in enumerate(inp.decode(vin)):
+            if i >= frames:
+                break
+            for packet in vout.encode(av.VideoFrame.from_ndarray(frame.to_ndarray(format="rgb24"), format="rgb24")):
+                out.mux(packet)
+        for packet in vout.encode():
+            out.mux(packet)
+        if ain is not None and aout is not None:
+            inp.seek(0)
+            for packet in inp.demux(ain):
+                if packet.dts is None or packet.size == 0:
+                    continue
+                if float(packet.dts * packet.time_base) >= seconds:
+                    break
+                packet.stream = aout
+                out.mux(packet)
+    return dst
+
+
+def audio_packets(path: Path) -> list[bytes]:
+    """The bytes of every audio packet, in order."""
+    with av.open(str(path)) as c:
+        if not c.streams.audio:
+            return []
+        return [bytes(p) for p in c.demux(c.streams.audio[0]) if p.size]
+
+
+def decode(path: Path) -> tuple[np.ndarray, list[int]]:
+    """All frames uint8 [T,H,W,3] and their pts."""
+    with av.open(str(path)) as c:
+        frames, pts = [], []
+        for f in c.decode(video=0):
+            frames.append(f.to_ndarray(format="rgb24"))
+            pts.append(int(f.pts))
+    return np.stack(frames), pts
