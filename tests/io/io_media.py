@@ -117,6 +117,8 @@ def audio_packets(path: Path) -> list[list[tuple[bytes, Fraction]]]:
     """Per audio stream: (payload bytes, presentation time) of every packet."""
     with av.open(str(path)) as c:
         streams = list(c.streams.audio)
+        if not streams:
+            return []
         out: list[list[tuple[bytes, Fraction]]] = [[] for _ in streams]
         where = {s.index: i for i, s in enumerate(streams)}
         for p in c.demux(*streams):
