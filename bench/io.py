@@ -40,8 +40,8 @@ def make_clip(path: Path, seconds: float, width: int = 1280, height: int = 720, 
     rng = np.random.default_rng(0)
     y, x = np.mgrid[0:height, 0:width]
     grad = np.stack([x * 255 // width, y * 255 // height, (x + y) * 127 // (width + height)], -1)
-    noisy = grad.astype(np.float64) + rng.normal(0.0, 12.0, grad.shape)
-    base = np.minimum(np.maximum(noisy, 0.0), 255.0).astype(np.uint8)
+    noisy: Any = grad.astype(np.float64) + rng.normal(0.0, 12.0, grad.shape)
+    base = noisy.clip(0, 255).astype(np.uint8)
     with av.open(str(path), "w") as out:
         stream: Any = out.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
