@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import concurrent.futures as futures
 import logging
+import multiprocessing
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -136,7 +137,8 @@ def run_jobs(
             if on_result:
                 on_result(results[i])
     else:
-        with futures.ProcessPoolExecutor(max_workers=workers) as pool:
+        # spawn, not fork: forking a process that already runs torch/onnxruntime threads can hang
+        with futures.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             pending = {pool.submit(_run_one, task, job): i for i, job in enumerate(jobs)}
             try:
                 for done in futures.as_completed(pending):
