@@ -13,7 +13,8 @@ Per frame, in order:
 2. **Detection** runs on every ``detect_every``-th frame, on the first frame of each shot
    and on the last frame before a cut (so each shot is bracketed by detections).
 3. **Association** (scipy's Hungarian solver): cost ``(1-w)(1-IoU) + w(1-cos)/2`` between
-   each open track's constant-velocity prediction and each detection, ``w`` =
+   each open track and each detection (IoU: the better of the track's last box and its
+   constant-velocity prediction), ``w`` =
    ``appearance_weight`` when identity embeddings are available (else 0); pairs with
    IoU below ``iou_threshold`` are never matched. Unmatched detections start tracks.
 4. **Gaps** of up to ``max(max_gap, detect_every - 1)`` frames between two observations
@@ -368,8 +369,11 @@ class FaceTracker:
         candidates = [tr for tr in self._tracks.values() if tr.open and tr.last < t]
         matched_det: set[int] = set()
         if candidates and len(dets):
+            # the better of the constant-velocity prediction and the last box: heads that
+            # turn back (or detector jitter) make the prediction overshoot
             pred = np.stack([tr.predict(t) for tr in candidates])
-            iou = _iou(pred, dets.boxes)
+            last = np.stack([tr.last_obs.box for tr in candidates if tr.last_obs is not None])
+            iou = np.maximum(_iou(pred, dets.boxes), _iou(last, dets.boxes))
             cost = 1.0 - iou
             use_app = embs is not None and s.appearance_weight > 0 and all(
                 tr.embedding is not None for tr in candidates

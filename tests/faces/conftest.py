@@ -92,3 +92,19 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+_DETECTION_CACHE: dict[tuple[str, int], list[FaceDetections]] = {}
+
+
+@pytest.fixture(scope="session")
+def clip_detections(read_clip, scrfd):
+    """``clip_detections(name, count)`` -> SCRFD detections of the first ``count`` frames (cached)."""
+
+    def detect(name: str, count: int) -> list[FaceDetections]:
+        key = (name, count)
+        if key not in _DETECTION_CACHE:
+            _DETECTION_CACHE[key] = scrfd.detect(read_clip(name, count))
+        return _DETECTION_CACHE[key]
+
+    return detect

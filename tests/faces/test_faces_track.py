@@ -1,0 +1,197 @@
+"""Tracking on the fixture clips: coverage, identity within tracks, scene cuts, streaming."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from reenact.errors import ConfigError, ShapeError
+from reenact.faces.detect import FaceDetections
+from reenact.faces.identity import cosine_similarity
+from reenact.faces.track import FaceTracker, TrackerSettings, track_video
+
+SINGLE_FACE_CLIPS = ["liveportrait_d0.mp4", "liveportrait_d12.mp4", "sadtalker_WDA_KatieHill_000.mp4"]
+
+
+def _frames_per_track(tracked) -> dict[int, list[int]]:
+    out: dict[int, list[int]] = {}
+    for faces in tracked:
+        for tid in faces.track_ids:
+            out.setdefault(int(tid), []).append(faces.frame_index)
+    return out
+
+
+def _coverage_single(tracked, count: int) -> tuple[int, float]:
+    per_track = _frames_per_track(tracked)
+    assert [f.frame_index for f in tracked] == list(range(count))
+    longest = max((len(v) for v in per_track.values()), default=0)
+    return len(per_track), longest / count
+
+
+@pytest.mark.parametrize("clip", SINGLE_FACE_CLIPS)
+def test_single_face_clip_is_one_track(clip, read_clip, clip_detections):
+    frames = read_clip(clip, 40)
+    tracked = track_video(frames, detections=clip_detections(clip, 40))
+    tracks, coverage = _coverage_single(tracked, 40)
+    assert tracks == 1
+    assert coverage >= 0.99
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("clip", SINGLE_FACE_CLIPS)
+def test_single_face_clip_is_one_track_full_length(clip, read_clip, scrfd):
+    frames = read_clip(clip)
+    for k in (1, 3):
+        tracked = track_video(frames, detector=scrfd, settings=TrackerSettings(detect_every=k))
+        tracks, coverage = _coverage_single(tracked, frames.shape[0])
+        assert tracks == 1 and coverage >= 0.99, (k, tracks, coverage)
+
+
+def _identity_within_tracks(frames, tracked, encoder) -> list[tuple[int, int, float, float, float]]:
+    index = torch.tensor([f.frame_index for f in tracked for _ in range(len(f))], dtype=torch.long)
+    points = torch.from_numpy(np.concatenate([f.points for f in tracked]))
+    ids = np.concatenate([f.track_ids for f in tracked])
+    emb = encoder.embed(frames, index, points)
+    tids = [t for t in np.unique(ids) if (ids == t).sum() >= 5]
+    means = torch.nn.functional.normalize(torch.stack([emb[torch.from_numpy(ids == t)].mean(0) for t in tids]), dim=1)
+    nearest = cosine_similarity(emb, means).argmax(dim=1).numpy()
+    rows = []
+    for j, t in enumerate(tids):
+        sel = ids == t
+        sim = (emb[torch.from_numpy(sel)] @ means[j]).numpy()
+        own = float((nearest[sel] == j).mean())
+        rows.append((int(t), int(sel.sum()), float(sim.mean()), float(sim.min()), own))
+    return rows
+
+
+@pytest.mark.parametrize("clip,count", [("mobileface_friends1.mp4", 40), ("facenet_pytorch_video.mp4", 20)])
+def test_identity_stays_within_each_track(clip, count, read_clip, clip_detections, mobileface):
+    frames = read_clip(clip, count)
+    tracked = track_video(frames, detections=clip_detections(clip, count), encoder=mobileface)
+    rows = _identity_within_tracks(frames, tracked, mobileface)
+    assert len(rows) >= 4  # several people followed
+    for tid, n, mean, low, own in rows:
+        print(f"{clip} track {tid}: {n} faces, similarity to track mean {mean:.3f} (min {low:.3f}), "
+              f"nearest to own track {own:.0%}")
+    assert min(r[2] for r in rows) >= 0.7  # every track is one person on average
+    faces = sum(r[1] for r in rows)
+    assert sum(r[1] * r[4] for r in rows) / faces >= 0.95  # no swaps: faces are nearest their own track
+
+
+def test_no_track_continues_across_scene_cuts(read_clip, scrfd):
+    frames = read_clip("face_recognition_short_hamilton_clip.mp4", 90)
+    tracker = FaceTracker(TrackerSettings(detect_every=3), detector=scrfd, fps=29.97)
+    tracked = []
+    for start in range(0, 90, 16):
+        tracked += tracker.push(frames[start : start + 16])
+    tracked += tracker.flush()
+    assert tracker.scene_cuts == [20, 82]  # the two cuts in these frames, checked by eye
+    assert tracker.detector_calls <= 90 // 3 + 6
+    per_track = _frames_per_track(tracked)
+    assert len(per_track) >= 3
+    for frames_of_track in per_track.values():
+        for cut in tracker.scene_cuts:
+            assert max(frames_of_track) < cut or min(frames_of_track) >= cut
+
+
+def test_scene_cut_every_frame_detection(read_clip, clip_detections):
+    frames = read_clip("face_recognition_short_hamilton_clip.mp4", 30)
+    tracked = track_video(frames, detections=clip_detections("face_recognition_short_hamilton_clip.mp4", 30), fps=29.97)
+    per_track = _frames_per_track(tracked)
+    before = [t for t, f in per_track.items() if min(f) < 20]
+    after = [t for t, f in per_track.items() if max(f) >= 20]
+    assert before and after and not set(before) & set(after)
+
+
+def test_detect_every_3_covers_what_every_frame_detection_finds(read_clip, clip_detections, scrfd):
+    clip = "liveportrait_d12.mp4"
+    frames = read_clip(clip, 40)
+    every = clip_detections(clip, 40)
+    tracker = FaceTracker(TrackerSettings(detect_every=3), detector=scrfd)
+    tracked = tracker.push(frames) + tracker.flush()
+    assert tracker.detector_calls <= 15
+    found = sum(len(d) for d in every)
+    covered = 0
+    for dets, faces in zip(every, tracked, strict=True):
+        for box in dets.boxes:
+            if len(faces) and _best_iou(box, faces.boxes) >= 0.5:
+                covered += 1
+    assert covered / found >= 0.98
+    assert any(f.interpolated.any() for f in tracked)
+
+
+def _best_iou(box: np.ndarray, boxes: np.ndarray) -> float:
+    lt = np.maximum(box[:2], boxes[:, :2])
+    rb = np.minimum(box[2:], boxes[:, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(axis=1)
+    union = (box[2:] - box[:2]).prod() + (boxes[:, 2:] - boxes[:, :2]).prod(axis=1) - inter
+    return float((inter / union).max())
+
+
+def test_short_gaps_are_filled_long_gaps_split(read_clip, clip_detections):
+    clip = "liveportrait_d0.mp4"
+    frames = read_clip(clip, 40)
+    dets = list(clip_detections(clip, 40))
+    holed = [FaceDetections.empty() if 10 <= i <= 12 else d for i, d in enumerate(dets)]
+    settings = TrackerSettings(smooth_min_cutoff=0.0)
+    tracked = track_video(frames, detections=holed, settings=settings)
+    assert len(_frames_per_track(tracked)) == 1
+    for i in (10, 11, 12):
+        assert tracked[i].interpolated.tolist() == [True]
+        assert np.abs(tracked[i].points[0] - dets[i].points[0]).mean() < 4.0  # close to the real face
+    long_hole = [FaceDetections.empty() if 10 <= i <= 19 else d for i, d in enumerate(dets)]
+    tracked = track_video(frames, detections=long_hole, settings=settings)
+    assert len(_frames_per_track(tracked)) == 2
+    assert all(len(tracked[i]) == 0 for i in range(10, 20))
+
+
+def test_streaming_has_bounded_delay_and_matches_one_shot(read_clip, clip_detections):
+    clip = "liveportrait_d0.mp4"
+    frames = read_clip(clip, 40)
+    dets = clip_detections(clip, 40)
+    settings = TrackerSettings(max_gap=4)
+    tracker = FaceTracker(settings)
+    streamed = []
+    for start in range(0, 40, 7):
+        streamed += tracker.push(frames[start : start + 7], dets[start : start + 7])
+        seen = min(start + 7, 40)
+        assert len(streamed) == max(0, seen - tracker.delay)
+    streamed += tracker.flush()
+    one_shot = track_video(frames, detections=dets, settings=settings, chunk_size=40)
+    assert len(streamed) == len(one_shot) == 40
+    for a, b in zip(streamed, one_shot, strict=True):
+        assert np.allclose(a.points, b.points) and (a.track_ids == b.track_ids).all()
+
+
+def test_smoothing_reduces_jitter_without_drifting(read_clip, clip_detections):
+    clip = "liveportrait_d0.mp4"
+    frames = read_clip(clip, 40)
+    dets = clip_detections(clip, 40)
+    raw = np.stack([f.points[0] for f in track_video(frames, detections=dets, settings=TrackerSettings(smooth_min_cutoff=0.0))])
+    smooth = np.stack([f.points[0] for f in track_video(frames, detections=dets)])
+    jitter_raw = np.abs(np.diff(raw, n=2, axis=0)).mean()
+    jitter_smooth = np.abs(np.diff(smooth, n=2, axis=0)).mean()
+    print(f"point jitter (mean |2nd difference|): raw {jitter_raw:.2f} px, smoothed {jitter_smooth:.2f} px")
+    assert jitter_smooth < 0.7 * jitter_raw
+    assert np.abs(smooth - raw).mean() < 2.0
+
+
+def test_black_frames_give_empty_tracks(scrfd):
+    frames = torch.zeros(4, 120, 160, 3, dtype=torch.uint8)
+    tracked = track_video(frames, detector=scrfd)
+    assert [len(f) for f in tracked] == [0, 0, 0, 0]
+
+
+def test_bad_settings_and_inputs():
+    with pytest.raises(ConfigError, match="min_hits"):
+        TrackerSettings(min_hits=5, max_gap=2)
+    with pytest.raises(ConfigError):
+        TrackerSettings(detect_every=0)
+    with pytest.raises(ConfigError):
+        FaceTracker(TrackerSettings()).push(torch.zeros(2, 8, 8, 3, dtype=torch.uint8))
+    tracker = FaceTracker(TrackerSettings())
+    with pytest.raises(ShapeError):
+        tracker.push(torch.zeros(2, 8, 8, 3, dtype=torch.uint8), [FaceDetections.empty()])
+    with pytest.raises(ShapeError):
+        tracker.push(torch.zeros(2, 8, 8, 3))
