@@ -1,0 +1,120 @@
+"""Training on the tiny configuration: losses fall, grids are written, exact resume, NaN
+stop, refused architecture change, export that the model loader reads."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from reenact.errors import ConfigError, TrainingError
+
+STEPS = 48
+
+
+def _mean(values: list[float]) -> float:
+    values = [v for v in values if not math.isnan(v)]
+    return sum(values) / len(values)
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory: pytest.TempPathFactory, make_trainer: Callable[..., Any]) -> tuple[Any, list[Any], Path]:
+    results = tmp_path_factory.mktemp("fit")
+    trainer = make_trainer(results, **{"run.steps": STEPS, "run.train_data_size": 4,
+                                       "run.eval_every": STEPS // 2, "run.checkpoint_every": STEPS // 2})
+    history = trainer.fit()
+    return trainer, history, results
+
+
+def test_losses_fall_and_discriminator_beats_chance(fitted: tuple[Any, list[Any], Path]) -> None:
+    trainer, history, _ = fitted
+    assert len(history) == STEPS and trainer.step == STEPS
+    k = 8
+    same = [r for r in history if not r.cross]
+    cross = [r for r in history if r.cross]
+    first_pix, last_pix = _mean([r.pixel for r in same[:k]]), _mean([r.pixel for r in same[-k:]])
+    first_id, last_id = _mean([r.identity for r in history[:k]]), _mean([r.identity for r in history[-k:]])
+    assert last_pix < 0.8 * first_pix, (first_pix, last_pix)
+    assert last_id < 0.85 * first_id, (first_id, last_id)
+    assert _mean([r.identity for r in cross[-4:]]) < _mean([r.identity for r in cross[:4]])
+    d_acc = [r.d_acc for r in history[-k:] if not math.isnan(r.d_acc)]
+    assert d_acc and _mean(d_acc) > 0.5, d_acc
+
+
+def test_run_writes_grids_logs_and_checkpoints(fitted: tuple[Any, list[Any], Path]) -> None:
+    from PIL import Image
+
+    trainer, _, results = fitted
+    grids = sorted((results / "grids").glob("step_*.png"))
+    assert [g.name for g in grids] == [f"step_{STEPS // 2:07d}.png", f"step_{STEPS:07d}.png"]
+    with Image.open(grids[-1]) as im:
+        assert im.size == (5 * 32, 5 * 32)  # 4 identities x 4 attribute images + headers
+    rows = (results / "log.csv").read_text().strip().splitlines()
+    assert len(rows) == STEPS + 1 and rows[0].startswith("step,cross,loss")
+    assert len((results / "eval.csv").read_text().strip().splitlines()) == 3
+    for name in ("last.safetensors", "best_identity.safetensors", "best_landmark.safetensors", "config.yaml"):
+        assert (results / name).is_file(), name
+
+
+def test_export_loads_in_model_loader(fitted: tuple[Any, list[Any], Path], tmp_path: Path) -> None:
+    from reenact.models.mapper import load_identity_model
+    from train.export import export_identity_model
+
+    trainer, _, results = fitted
+    out = export_identity_model(results / "last.safetensors", tmp_path / "pack")
+    encoder, mapper, config = load_identity_model(out)
+    assert config.num_ws == trainer.num_ws and config.image_size == 32 and config.step == STEPS
+    assert config.identity.path == "mobileface_V2.onnx" and config.identity.input_scale == 255.0
+    x = trainer._images(torch.stack([trainer.dataset[i][0] for i in trainer.eval_indices]))
+    trainer.attr.eval()
+    trainer.mapper.eval()
+    with torch.no_grad():
+        emb = trainer.critics.embed(x)
+        w_loaded = mapper(torch.cat([emb, encoder(x)], 1))
+        w_trained = trainer.mapper(torch.cat([emb, trainer.attr(x)], 1))
+    trainer.attr.train()
+    trainer.mapper.train()
+    torch.testing.assert_close(w_loaded, w_trained)
+
+
+def test_resume_gives_same_losses(make_trainer: Callable[..., Any], tmp_path: Path) -> None:
+    common = {"run.steps": 6, "run.eval_every": 100, "run.checkpoint_every": 3}
+    straight = make_trainer(tmp_path / "a", **common).fit()
+    first = make_trainer(tmp_path / "b", **common)
+    first.fit(steps=3)
+    resumed = make_trainer(tmp_path / "b", **common, **{"run.resume": "auto"})
+    assert resumed.step == 3
+    rest = resumed.fit()
+    assert [r.step for r in rest] == [3, 4, 5]
+    for a, b in zip(straight[3:], rest):
+        for field in ("loss", "identity", "landmarks", "d_loss", "g_adv"):
+            x, y = getattr(a, field), getattr(b, field)
+            assert (math.isnan(x) and math.isnan(y)) or x == pytest.approx(y, rel=1e-5, abs=1e-7), (field, a.step, x, y)
+
+
+def test_resume_with_other_architecture_is_refused(make_trainer: Callable[..., Any], tmp_path: Path) -> None:
+    trainer = make_trainer(tmp_path, **{"run.steps": 1})
+    ckpt = trainer.save_checkpoint(tmp_path / "ckpt.safetensors")
+    with pytest.raises(TrainingError, match="different architecture.*mapper"):
+        make_trainer(tmp_path / "other", **{"mapper.hidden": [128, 64], "run.resume": str(ckpt)})
+
+
+def test_nan_loss_stops_with_step_and_keeps_checkpoint(make_trainer: Callable[..., Any], tmp_path: Path) -> None:
+    trainer = make_trainer(tmp_path, **{"run.steps": 4, "run.checkpoint_every": 2, "run.eval_every": 100})
+    trainer.fit(steps=2)
+    ckpt = tmp_path / "last.safetensors"
+    before = ckpt.read_bytes()
+    with torch.no_grad():
+        trainer.mapper.net[0].weight.fill_(float("nan"))
+    with pytest.raises(TrainingError, match=r"at step 2.*last good checkpoint is .*last\.safetensors"):
+        trainer.fit()
+    assert ckpt.read_bytes() == before
+
+
+def test_config_mismatch_with_generator_is_refused(make_trainer: Callable[..., Any], tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="id_dim"):
+        make_trainer(tmp_path, **{"mapper.id_dim": 512})
