@@ -1,0 +1,689 @@
+"""The ``optimize`` mapping backend: per-frame optimisation in W, warm-started over time.
+
+A mapping that needs no training (Nitzan et al. 2020 train a mapper; here each face-frame's
+latent is found directly by gradient descent against the same kind of losses):
+
+* identity: ``1 - cos(E_id(G(w)), target)`` with a frozen, differentiable identity network
+  on the generated face warped to its template (ArcFace 112 for MobileFace/ArcFace);
+* landmarks: mean squared distance of the 51 inner (non-jaw) points of the 68-point model
+  between the generated face and the input crop, in units of the landmark crop's side;
+* pixels outside the inner face (a fixed ellipse in the aligned crop): masked L1 and
+  ``1 - MS-SSIM`` (pytorch_msssim) against the input crop;
+* prior: squared distance of ``w`` to ``G.mapping.w_avg`` (per dimension);
+* temporal: squared distance of ``w`` to the previous frame's latent of the same track.
+
+The first frame of a track starts from the best of a few random ``z`` mapped by ``G``
+(or from a trained mapper's latent given as ``initial``); later frames start from the
+previous frame's answer with fewer steps. Faces of a chunk are optimised together (one
+batch per time step of the chunk), each with its own Adam state, step budget and early
+stop. A face whose loss turns NaN or rises well above its starting loss is stopped and
+gets the previous frame's latent (or its starting latent); it is counted in the report.
+
+Conventions:
+    crops float ``[F,3,R,R]`` in [-1,1], RGB, aligned to the generator's FFHQ-style crop
+    (:func:`reenact.faces.align.ffhq_template` at ``R = G.img_resolution``); target
+    identities float ``[F,D]`` with unit L2 norm; track ids int64 ``[F]``; latents float
+    ``[F,K,w_dim]`` with ``K = 1`` (W) or ``K = G.num_ws`` (W+). Faces of one track must
+    be given in time order (within and across calls).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import torch
+import torch.nn.functional as F
+from kornia.geometry.transform import warp_affine
+from pytorch_msssim import ms_ssim
+from torch import nn
+
+from reenact.errors import ConfigError, ShapeError
+from reenact.faces.align import arcface_template, ffhq_template, similarity_from_points
+
+log = logging.getLogger(__name__)
+
+# Where the detector's five points fall inside the square crop that the PFLD landmark
+# model is fed (reenact.faces.landmarks with its default LandmarkSettings), as a fraction
+# of the crop side. Measured once with the offline CenterFace detector on 30 single-face
+# fixture photos (spread about 0.02-0.03), then made left/right symmetric.
+_LANDMARK_CROP_UNIT = (
+    (0.341, 0.417),
+    (0.659, 0.417),
+    (0.500, 0.597),
+    (0.364, 0.723),
+    (0.636, 0.723),
+)
+
+INNER_POINTS = tuple(range(17, 68))
+"""The 51 non-jaw points of the 68-point (iBUG 300-W) layout: brows, nose, eyes, mouth."""
+
+LOSS_TERMS = ("identity", "landmarks", "l1", "ms_ssim", "prior", "temporal")
+"""Names of the loss terms, as used in weights and reports."""
+
+
+@dataclass(frozen=True)
+class OptimizeLossWeights:
+    """Weight of each loss term in the objective (0 switches a term off)."""
+
+    identity: float = 1.0
+    landmarks: float = 100.0
+    l1: float = 1.0
+    ms_ssim: float = 1.0
+    prior: float = 0.01
+    temporal: float = 0.5
+
+    def __post_init__(self) -> None:
+        for name in LOSS_TERMS:
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise ConfigError(f"optimize.weights.{name} must be a finite number >= 0, got {value}")
+
+
+@dataclass(frozen=True)
+class OptimizeSettings:
+    """Settings of the optimisation mapping backend.
+
+    ``space``: optimise one ``w`` (``w``) or one per generator layer (``w+``).
+    ``steps_first``/``lr_first``: budget and Adam learning rate of a track's first frame;
+    ``steps_warm``/``lr_warm``: of later frames (warm-started from the previous one).
+    ``init_candidates`` random ``z`` (mapped with ``init_truncation_psi``) are scored by the
+    losses and the best starts a new track. Early stop: a face stops once its loss has not
+    improved by ``early_stop_rel_tol`` (relative) for ``early_stop_patience`` steps.
+    Divergence: loss NaN/inf, or above ``divergence_factor`` x its starting loss.
+    ``inner_face_scale``: size of the inner-face ellipse excluded from the pixel losses, in
+    eye-to-mouth distances. ``batch_size``: faces optimised together at most.
+    ``min_target_score``: a target identity photo detected with a lower score is warned
+    about. ``seed``: seeds the random starts (per track, so chunking does not matter).
+    """
+
+    space: Literal["w", "w+"] = "w"
+    steps_first: int = 100
+    steps_warm: int = 20
+    lr_first: float = 0.1
+    lr_warm: float = 0.02
+    init_candidates: int = 8
+    init_truncation_psi: float = 0.7
+    early_stop_patience: int = 5
+    early_stop_rel_tol: float = 1e-3
+    divergence_factor: float = 1.5
+    inner_face_scale: float = 1.0
+    batch_size: int = 16
+    min_target_score: float = 0.6
+    seed: int = 0
+    weights: OptimizeLossWeights = field(default_factory=OptimizeLossWeights)
+
+    def __post_init__(self) -> None:
+        if self.space not in ("w", "w+"):
+            raise ConfigError(f"optimize.space must be 'w' or 'w+', got {self.space!r}")
+        for name in ("steps_first", "steps_warm", "init_candidates", "early_stop_patience", "batch_size"):
+            value = getattr(self, name)
+            if value < 1:
+                raise ConfigError(f"optimize.{name} must be >= 1, got {value}")
+        for name in ("lr_first", "lr_warm", "inner_face_scale"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value <= 0:
+                raise ConfigError(f"optimize.{name} must be a finite number > 0, got {value}")
+        if not 0 < self.init_truncation_psi <= 1:
+            raise ConfigError(f"optimize.init_truncation_psi must be in (0, 1], got {self.init_truncation_psi}")
+        if not 0 <= self.early_stop_rel_tol < 1:
+            raise ConfigError(f"optimize.early_stop_rel_tol must be in [0, 1), got {self.early_stop_rel_tol}")
+        if not self.divergence_factor > 1:
+            raise ConfigError(f"optimize.divergence_factor must be > 1, got {self.divergence_factor}")
+        if not 0 <= self.min_target_score <= 1:
+            raise ConfigError(f"optimize.min_target_score must be in [0, 1], got {self.min_target_score}")
+
+
+class GeneratorLike(Protocol):
+    """What the backend needs of a StyleGAN2 generator (see reenact.models.stylegan2)."""
+
+    num_ws: int
+    w_dim: int
+    z_dim: int
+    img_resolution: int
+    mapping: Any
+    synthesis: Any
+
+
+@dataclass(frozen=True)
+class CropGeometry:
+    """Fixed geometry of the generator's aligned crop.
+
+    Conventions:
+        ``identity_matrix`` / ``landmark_matrix`` float ``[1,2,3]`` map crop pixels (of the
+        ``R x R`` FFHQ-style crop) to the identity network's / landmark network's input
+        pixels; ``mask`` float ``[1,1,R,R]`` is 1 outside the inner face, 0 inside (soft edge).
+    """
+
+    resolution: int
+    identity_size: int
+    landmark_size: int
+    identity_matrix: torch.Tensor
+    landmark_matrix: torch.Tensor
+    mask: torch.Tensor
+
+
+def crop_geometry(
+    resolution: int, identity_size: int = 112, landmark_size: int = 112, inner_face_scale: float = 1.0
+) -> CropGeometry:
+    """Geometry of an FFHQ-style ``resolution`` crop: warps to the ArcFace and landmark crops
+    and the outer-face mask (an ellipse around eyes, nose and mouth, 0 inside).
+
+    Conventions: see :class:`CropGeometry`.
+    """
+    if resolution < 16:
+        raise ShapeError(f"crop resolution must be >= 16 pixels, got {resolution}")
+    src = ffhq_template(resolution)[None]
+    id_m = similarity_from_points(src, arcface_template(identity_size))
+    lnd_template = torch.tensor(_LANDMARK_CROP_UNIT) * landmark_size - 0.5
+    lnd_m = similarity_from_points(src, lnd_template)
+    t = src[0]
+    eyes = (t[0] + t[1]) / 2
+    mouth = (t[3] + t[4]) / 2
+    centre = (eyes + mouth) / 2
+    em = float((mouth - eyes).norm())
+    # semi-axes: from brows to chin vertically, cheek to cheek horizontally
+    ax, ay = 0.95 * em * inner_face_scale, 1.25 * em * inner_face_scale
+    ys, xs = torch.meshgrid(torch.arange(resolution, dtype=torch.float32),
+                            torch.arange(resolution, dtype=torch.float32), indexing="ij")
+    r = torch.sqrt(((xs - centre[0]) / ax) ** 2 + ((ys - centre[1]) / ay) ** 2)
+    edge = max(2.0 / resolution * 8, 0.05)
+    mask = ((r - 1.0) / edge + 0.5).clamp(0.0, 1.0)
+    return CropGeometry(resolution, identity_size, landmark_size, id_m, lnd_m, mask[None, None])
+
+
+def _repeat(x: torch.Tensor, i: int, n: int) -> torch.Tensor:
+    return x[i : i + 1].expand(n, *x.shape[1:])
+
+
+@dataclass
+class FrameStats:
+    """What one :meth:`OptimizingMapper.map` call did, per face-frame.
+
+    ``steps`` int64 ``[F]`` optimisation steps taken; ``warm`` bool ``[F]`` started from the
+    previous frame; ``diverged`` bool ``[F]`` fell back; ``initial``/``final``: per-term
+    losses (unweighted, float ``[F]``) at the start latent and at the returned latent, plus
+    ``total`` (weighted sum) and ``task`` (total without the temporal term). ``history``:
+    the total loss after each step, per face, when asked for.
+    """
+
+    track_ids: torch.Tensor
+    steps: torch.Tensor
+    warm: torch.Tensor
+    diverged: torch.Tensor
+    initial: dict[str, torch.Tensor]
+    final: dict[str, torch.Tensor]
+    history: list[list[float]] | None = None
+    task_history: list[list[float]] | None = None
+
+    def per_track(self) -> dict[int, dict[str, Any]]:
+        """JSON-able summary per track: frames, steps, fallbacks, mean final losses."""
+        out: dict[int, dict[str, Any]] = {}
+        for tid in sorted(set(self.track_ids.tolist())):
+            sel = self.track_ids == tid
+            out[int(tid)] = {
+                "frames": int(sel.sum()),
+                "steps": int(self.steps[sel].sum()),
+                "diverged": int(self.diverged[sel].sum()),
+                "final": {k: float(v[sel].mean()) for k, v in self.final.items()},
+            }
+        return out
+
+
+@dataclass
+class _TrackState:
+    latent: torch.Tensor  # [K, w_dim], detached
+    adam_m: torch.Tensor  # Adam moments carried into the next frame, [K, w_dim]
+    adam_v: torch.Tensor
+    adam_t: int = 0
+    frames: int = 0
+    steps: int = 0
+    diverged: int = 0
+    final: dict[str, float] = field(default_factory=dict)
+
+
+class OptimizingMapper:
+    """Find each face-frame's latent by optimisation, warm-started along each track.
+
+    ``generator``: a StyleGAN2 generator (frozen; only the latents get gradients).
+    ``identity_net``: aligned ArcFace-template crop float ``[B,3,S,S]`` in [-1,1] ->
+    unit embedding ``[B,D]`` (e.g. :class:`reenact.models.onnx_modules.OnnxIdentity`).
+    ``landmark_net``: landmark crop ``[B,3,S,S]`` in [-1,1] -> ``[B,68,2]`` pixels of that
+    crop (e.g. :class:`reenact.models.onnx_modules.OnnxLandmarks`).
+    """
+
+    def __init__(
+        self,
+        generator: nn.Module,
+        identity_net: nn.Module,
+        landmark_net: nn.Module,
+        settings: OptimizeSettings | None = None,
+        geometry: CropGeometry | None = None,
+    ) -> None:
+        self.settings = settings or OptimizeSettings()
+        gen_any: Any = generator
+        self.G: Any = gen_any
+        for name in ("num_ws", "w_dim", "z_dim", "img_resolution", "mapping", "synthesis"):
+            if not hasattr(generator, name):
+                raise ConfigError(f"generator has no attribute {name!r}; pass a reenact StyleGAN2 Generator")
+        self.identity_net: Any = identity_net
+        self.landmark_net: Any = landmark_net
+        for net in (generator, identity_net, landmark_net):
+            net.eval()
+            net.requires_grad_(False)
+        try:
+            self.device = next(generator.parameters()).device
+        except StopIteration:
+            self.device = torch.device("cpu")
+        res = int(self.G.img_resolution)
+        if geometry is None:
+            id_size = int(getattr(getattr(identity_net, "spec", None), "input_size", 112))
+            lnd_size = int(getattr(getattr(landmark_net, "spec", None), "input_size", 112))
+            geometry = crop_geometry(res, id_size, lnd_size, self.settings.inner_face_scale)
+        if geometry.resolution != res:
+            raise ShapeError(f"crop geometry is for {geometry.resolution} px, the generator makes {res} px")
+        self.geometry = geometry
+        self._id_m = geometry.identity_matrix.to(self.device)
+        self._lnd_m = geometry.landmark_matrix.to(self.device)
+        self._mask = geometry.mask.to(self.device)
+        self._mask_sum = self._mask.sum() * 3
+        w_avg = getattr(self.G.mapping, "w_avg", None)
+        self._w_avg = (w_avg.detach().to(self.device) if w_avg is not None
+                       else torch.zeros(int(self.G.w_dim), device=self.device))
+        self._k = 1 if self.settings.space == "w" else int(self.G.num_ws)
+        self._tracks: dict[int, _TrackState] = {}
+        self._ssim_win = 3 if res <= 176 else 11
+        self._ssim_size = max(res, 64)
+
+    # --- state -------------------------------------------------------------------------
+
+    @property
+    def latent_rows(self) -> int:
+        """K of the returned latents ``[F,K,w_dim]``: 1 for W, ``G.num_ws`` for W+."""
+        return self._k
+
+    def reset(self) -> None:
+        """Forget every track (a new video)."""
+        self._tracks.clear()
+
+    def end_track(self, track_id: int) -> None:
+        """Forget one track (it left the video); its next face starts from scratch."""
+        self._tracks.pop(int(track_id), None)
+
+    def previous(self, track_id: int) -> torch.Tensor | None:
+        """The last latent ``[K,w_dim]`` of ``track_id``, or None."""
+        state = self._tracks.get(int(track_id))
+        return None if state is None else state.latent.clone()
+
+    def report(self) -> dict[int, dict[str, Any]]:
+        """JSON-able per-track totals since the last reset: frames, steps, fallbacks, last losses."""
+        return {
+            tid: {
+                "frames": s.frames,
+                "steps": s.steps,
+                "mean_steps": s.steps / max(s.frames, 1),
+                "diverged": s.diverged,
+                "final": dict(s.final),
+            }
+            for tid, s in sorted(self._tracks.items())
+        }
+
+    def check_target_quality(self, detection_score: float, what: str = "target identity photo") -> bool:
+        """Warn (and return False) when a target identity photo's face detection score is low."""
+        if not math.isfinite(detection_score) or detection_score < self.settings.min_target_score:
+            log.warning(
+                "%s: face detected with score %.3f < %.2f; the identity may be poor, use a sharper "
+                "frontal photo", what, detection_score, self.settings.min_target_score,
+            )
+            return False
+        return True
+
+    # --- losses ------------------------------------------------------------------------
+
+    def _synth(self, w: torch.Tensor) -> torch.Tensor:
+        ws = w.expand(-1, int(self.G.num_ws), -1) if w.shape[1] == 1 else w
+        img: torch.Tensor = self.G.synthesis(ws, noise_mode="const")
+        return img
+
+    def _features(self, img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Identity embedding [B,D] and inner landmarks [B,51,2] (crop-side units)."""
+        b = img.shape[0]
+        g = self.geometry
+        id_in = warp_affine(img, self._id_m.expand(b, -1, -1), (g.identity_size, g.identity_size),
+                            align_corners=True)
+        emb = self.identity_net(id_in)
+        lnd_in = warp_affine(img, self._lnd_m.expand(b, -1, -1), (g.landmark_size, g.landmark_size),
+                             align_corners=True)
+        pts = self.landmark_net(lnd_in)
+        if pts.ndim != 3 or pts.shape[1:] != (68, 2):
+            raise ShapeError(f"landmark network must return [B,68,2], got {tuple(pts.shape)}")
+        return emb, pts[:, list(INNER_POINTS)] / float(g.landmark_size)
+
+    def _pixel_terms(self, img: torch.Tensor, ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Masked L1 [B] and 1 - MS-SSIM [B] outside the inner face."""
+        m = self._mask
+        l1 = ((img - ref).abs() * m).flatten(1).sum(1) / self._mask_sum
+        x = (img * m + 1) / 2
+        y = (ref * m + 1) / 2
+        if self._ssim_size != img.shape[-1]:
+            size = (self._ssim_size, self._ssim_size)
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+            y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
+        ssim = ms_ssim(x, y, data_range=1.0, size_average=False, win_size=self._ssim_win)
+        return l1, 1.0 - ssim
+
+    def _terms(
+        self,
+        w: torch.Tensor,
+        crops: torch.Tensor,
+        target: torch.Tensor,
+        ref_pts: torch.Tensor,
+        prev: torch.Tensor,
+        has_prev: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        img = self._synth(w)
+        emb, pts = self._features(img)
+        l1, ssim = self._pixel_terms(img, crops)
+        terms = {
+            "identity": 1.0 - (F.normalize(emb, dim=1) * target).sum(1),
+            "landmarks": ((pts - ref_pts) ** 2).sum(-1).mean(-1),
+            "l1": l1,
+            "ms_ssim": ssim,
+            "prior": ((w - self._w_avg) ** 2).mean((1, 2)),
+            "temporal": ((w - prev) ** 2).mean((1, 2)) * has_prev,
+        }
+        return terms
+
+    def _combine(self, terms: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        wts = self.settings.weights
+        task = sum(getattr(wts, k) * terms[k] for k in LOSS_TERMS if k != "temporal")
+        total = task + wts.temporal * terms["temporal"]
+        assert isinstance(total, torch.Tensor) and isinstance(task, torch.Tensor)
+        return total, task
+
+    # --- initialisation ----------------------------------------------------------------
+
+    def _candidates(self, track_id: int) -> torch.Tensor:
+        s = self.settings
+        gen = torch.Generator().manual_seed(s.seed * 1_000_003 + int(track_id) % 1_000_003)
+        z = torch.randn(s.init_candidates, int(self.G.z_dim), generator=gen).to(self.device)
+        with torch.no_grad():
+            ws: torch.Tensor = self.G.mapping(z, None, truncation_psi=s.init_truncation_psi)
+        return ws[:, :1] if self._k == 1 else ws
+
+    @torch.no_grad()
+    def _best_start(
+        self, track_ids: list[int], crops: torch.Tensor, target: torch.Tensor, ref_pts: torch.Tensor
+    ) -> torch.Tensor:
+        """For each new face: the candidate latent with the lowest task loss."""
+        out = []
+        n = self.settings.init_candidates
+        for i, tid in enumerate(track_ids):
+            cand = self._candidates(tid)
+            zero = torch.zeros(n, device=self.device)
+            terms = self._terms(cand, _repeat(crops, i, n), _repeat(target, i, n), _repeat(ref_pts, i, n),
+                                cand, zero)
+            _, task = self._combine(terms)
+            task = torch.where(torch.isfinite(task), task, torch.full_like(task, float("inf")))
+            out.append(cand[int(task.argmin())])
+        return torch.stack(out)
+
+    # --- the public call ---------------------------------------------------------------
+
+    def map(
+        self,
+        crops: torch.Tensor,
+        target_id: torch.Tensor,
+        track_ids: torch.Tensor,
+        *,
+        initial: torch.Tensor | None = None,
+        record_history: bool = False,
+        warm_start: bool = True,
+    ) -> tuple[torch.Tensor, FrameStats]:
+        """Latents for the faces of a chunk, and what it took.
+
+        Conventions:
+            ``crops`` float ``[F,3,R,R]`` in [-1,1] (aligned input faces, R =
+            ``G.img_resolution``); ``target_id`` float ``[F,D]`` unit rows (the identity
+            each face should get); ``track_ids`` int64 ``[F]``, faces of a track in time
+            order. ``initial`` (optional) float ``[F,K,w_dim]`` or ``[F,w_dim]``: start
+            latents for faces whose track has no previous frame (e.g. the trained mapper's).
+            Returns ``ws`` float ``[F,K,w_dim]`` (K = :attr:`latent_rows`; expand to
+            ``G.num_ws`` rows for synthesis) on the generator's device, and
+            :class:`FrameStats`. ``warm_start=False`` starts every face from scratch
+            (for comparisons); the track state is still updated.
+        """
+        crops, target_id, track_ids, initial = self._check(crops, target_id, track_ids, initial)
+        n = crops.shape[0]
+        w_dim = int(self.G.w_dim)
+        ws_out = torch.empty(n, self._k, w_dim, device=self.device)
+        steps = torch.zeros(n, dtype=torch.long)
+        warm = torch.zeros(n, dtype=torch.bool)
+        diverged = torch.zeros(n, dtype=torch.bool)
+        initial_terms = {k: torch.zeros(n) for k in (*LOSS_TERMS, "total", "task")}
+        final_terms = {k: torch.zeros(n) for k in (*LOSS_TERMS, "total", "task")}
+        history: list[list[float]] | None = [[] for _ in range(n)] if record_history else None
+        task_history: list[list[float]] | None = [[] for _ in range(n)] if record_history else None
+        if n == 0:
+            return ws_out, FrameStats(track_ids.cpu(), steps, warm, diverged, initial_terms, final_terms,
+                                      history, task_history)
+        with torch.no_grad():
+            ref_pts = torch.cat([self._features(crops[i : i + self.settings.batch_size])[1]
+                                 for i in range(0, n, self.settings.batch_size)])
+        # rank of each face within its track: faces of equal rank form one time step
+        ids = track_ids.tolist()
+        seen: dict[int, int] = {}
+        rank = []
+        for tid in ids:
+            rank.append(seen.get(tid, 0))
+            seen[tid] = rank[-1] + 1
+        rank_t = torch.tensor(rank)
+        for r in range(max(rank) + 1):
+            wave = torch.nonzero(rank_t == r).flatten()
+            for start in range(0, wave.numel(), self.settings.batch_size):
+                idx = wave[start : start + self.settings.batch_size]
+                self._run_batch(idx, crops, target_id, ids, ref_pts, initial, warm_start, ws_out, steps,
+                                warm, diverged, initial_terms, final_terms, history, task_history)
+        return ws_out, FrameStats(track_ids.cpu(), steps, warm, diverged, initial_terms, final_terms,
+                                  history, task_history)
+
+    def _check(
+        self, crops: torch.Tensor, target_id: torch.Tensor, track_ids: torch.Tensor, initial: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        res = int(self.G.img_resolution)
+        if not isinstance(crops, torch.Tensor) or crops.ndim != 4 or tuple(crops.shape[1:]) != (3, res, res) \
+                or not crops.is_floating_point():
+            raise ShapeError(f"crops must be float [F,3,{res},{res}] in [-1,1] (aligned to the generator's "
+                             f"crop), got {tuple(getattr(crops, 'shape', ()))} {getattr(crops, 'dtype', '')}")
+        n = crops.shape[0]
+        if not torch.isfinite(crops).all() or (n and crops.abs().max() > 1.0 + 1e-3):
+            raise ShapeError("crops must be finite and in [-1,1]; convert uint8 with x / 127.5 - 1")
+        if not isinstance(target_id, torch.Tensor) or target_id.ndim != 2 or target_id.shape[0] != n \
+                or not target_id.is_floating_point():
+            raise ShapeError(f"target_id must be float [F={n},D], got {tuple(getattr(target_id, 'shape', ()))}")
+        if not torch.isfinite(target_id).all():
+            raise ShapeError("target_id contains NaN or infinity")
+        norms = target_id.norm(dim=1)
+        if n and ((norms - 1).abs() > 1e-3).any():
+            raise ShapeError(f"target_id rows must have unit L2 norm (got norms {norms.tolist()[:4]}...); "
+                             "L2-normalise the identity embeddings")
+        if not isinstance(track_ids, torch.Tensor) or track_ids.shape != (n,) or track_ids.is_floating_point() \
+                or track_ids.dtype == torch.bool:
+            raise ShapeError(f"track_ids must be int64 [F={n}], got {tuple(getattr(track_ids, 'shape', ()))} "
+                             f"{getattr(track_ids, 'dtype', '')}")
+        if initial is not None:
+            if initial.ndim == 2:
+                initial = initial[:, None]
+            if initial.ndim != 3 or initial.shape[0] != n or initial.shape[2] != int(self.G.w_dim) \
+                    or initial.shape[1] not in (1, int(self.G.num_ws)):
+                raise ShapeError(f"initial must be [F={n},K,{self.G.w_dim}] with K 1 or {self.G.num_ws}, "
+                                 f"got {tuple(initial.shape)}")
+            if not torch.isfinite(initial).all():
+                raise ShapeError("initial latents contain NaN or infinity")
+            initial = initial.to(self.device, torch.float32)
+            initial = initial.mean(1, keepdim=True) if self._k == 1 else initial.expand(-1, self._k, -1)
+        return (crops.to(self.device, torch.float32), target_id.to(self.device, torch.float32),
+                track_ids.to(torch.long), initial)
+
+    def _run_batch(
+        self,
+        idx: torch.Tensor,
+        crops: torch.Tensor,
+        target_id: torch.Tensor,
+        ids: list[int],
+        ref_pts: torch.Tensor,
+        initial: torch.Tensor | None,
+        warm_start: bool,
+        ws_out: torch.Tensor,
+        steps_out: torch.Tensor,
+        warm_out: torch.Tensor,
+        diverged_out: torch.Tensor,
+        initial_terms: dict[str, torch.Tensor],
+        final_terms: dict[str, torch.Tensor],
+        history: list[list[float]] | None,
+        task_history: list[list[float]] | None,
+    ) -> None:
+        s = self.settings
+        b = idx.numel()
+        dev = self.device
+        tids = [ids[i] for i in idx.tolist()]
+        states = [self._tracks.get(t) for t in tids]
+        has_prev = torch.tensor([st is not None for st in states], dtype=torch.float32, device=dev)
+        is_warm = torch.tensor([st is not None and warm_start for st in states], dtype=torch.bool)
+        prev = torch.stack([st.latent if st is not None else torch.zeros(self._k, int(self.G.w_dim), device=dev)
+                            for st in states])
+        c, tgt, rp = crops[idx], target_id[idx], ref_pts[idx]
+        # starting points
+        start = prev.clone()
+        cold = torch.nonzero(~is_warm).flatten()
+        if cold.numel():
+            if initial is not None:
+                start[cold] = initial[idx[cold]]
+            else:
+                start[cold] = self._best_start([tids[i] for i in cold.tolist()], c[cold], tgt[cold], rp[cold])
+        max_steps = torch.where(is_warm, s.steps_warm, s.steps_first)
+        lr = torch.where(is_warm, s.lr_warm, s.lr_first).to(dev)[:, None, None]
+        w = start.clone()
+        # warm faces continue the track's Adam state, so the first steps are not oversized
+        m = torch.zeros_like(w)
+        v = torch.zeros_like(w)
+        adam_t0 = torch.zeros(b, dtype=torch.long)
+        for f, st in enumerate(states):
+            if st is not None and bool(is_warm[f]):
+                m[f], v[f], adam_t0[f] = st.adam_m, st.adam_v, st.adam_t
+        best_w = start.clone()
+        best = torch.full((b,), float("inf"))
+        best_terms: dict[str, torch.Tensor] = {k: torch.zeros(b) for k in (*LOSS_TERMS, "total", "task")}
+        first = torch.full((b,), float("nan"))
+        last = torch.full((b,), float("nan"))
+        since_best = torch.zeros(b, dtype=torch.long)
+        taken = torch.zeros(b, dtype=torch.long)
+        active = torch.ones(b, dtype=torch.bool)
+        bad = torch.zeros(b, dtype=torch.bool)
+        beta1, beta2, eps = 0.9, 0.999, 1e-8
+        step = 0
+        while True:
+            act = torch.nonzero(active).flatten()
+            # evaluate at the current latent (every active face), then step
+            wa = w[act].detach().requires_grad_(True)
+            with torch.enable_grad():
+                terms = self._terms(wa, c[act], tgt[act], rp[act], prev[act], has_prev[act])
+                total, task = self._combine(terms)
+                finite = torch.isfinite(total)
+                if finite.any():
+                    (grad,) = torch.autograd.grad(total[finite].sum(), wa)
+                else:
+                    grad = torch.zeros_like(wa)
+            tot = total.detach().cpu()
+            tsk = task.detach().cpu()
+            terms_cpu = {k: v.detach().cpu() for k, v in terms.items()}
+            for j, f in enumerate(act.tolist()):
+                value = float(tot[j])
+                if step == 0:
+                    first[f] = value
+                    for k in LOSS_TERMS:
+                        initial_terms[k][idx[f]] = float(terms_cpu[k][j])
+                    initial_terms["total"][idx[f]] = value
+                    initial_terms["task"][idx[f]] = float(tsk[j])
+                if history is not None and task_history is not None:
+                    history[int(idx[f])].append(value)
+                    task_history[int(idx[f])].append(float(tsk[j]))
+                last[f] = value
+                if not math.isfinite(value) or (step > 0 and value > s.divergence_factor * float(first[f])):
+                    bad[f] = True
+                    active[f] = False
+                    continue
+                if value < float(best[f]) * (1 - s.early_stop_rel_tol) or step == 0:
+                    since_best[f] = 0
+                else:
+                    since_best[f] += 1
+                if value < float(best[f]):
+                    best[f] = value
+                    best_w[f] = wa[j].detach()
+                    for k in LOSS_TERMS:
+                        best_terms[k][f] = float(terms_cpu[k][j])
+                    best_terms["total"][f] = value
+                    best_terms["task"][f] = float(tsk[j])
+                if taken[f] >= max_steps[f] or since_best[f] >= s.early_stop_patience:
+                    active[f] = False
+            still = active[act].to(dev)
+            if not still.any():
+                break
+            # Adam step for the faces still running (per-face step counts and rates)
+            sel = act[still.cpu()]
+            g = grad[still]
+            g = torch.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0)
+            taken[sel] += 1
+            t = (taken[sel] + adam_t0[sel]).to(dev, torch.float32)[:, None, None]
+            m[sel] = beta1 * m[sel] + (1 - beta1) * g
+            v[sel] = beta2 * v[sel] + (1 - beta2) * g * g
+            m_hat = m[sel] / (1 - beta1**t)
+            v_hat = v[sel] / (1 - beta2**t)
+            w[sel] = w[sel] - lr[sel] * m_hat / (v_hat.sqrt() + eps)
+            step += 1
+        # results
+        for f in range(b):
+            face = int(idx[f])
+            tid = tids[f]
+            st = states[f]
+            if bad[f]:
+                result = st.latent if st is not None else start[f]
+                diverged_out[face] = True
+                log.warning("optimize: track %d diverged after %d steps (loss %.4g from %.4g); using the "
+                            "previous latent", tid, int(taken[f]), float(last[f]), float(first[f]))
+                # the fallback is the start latent (previous frame's, or the first start),
+                # whose losses on this frame were measured at step 0
+                for k in final_terms:
+                    final_terms[k][face] = initial_terms[k][face]
+            else:
+                result = best_w[f]
+                for k in final_terms:
+                    final_terms[k][face] = best_terms[k][f]
+            ws_out[face] = result
+            steps_out[face] = int(taken[f])
+            warm_out[face] = bool(is_warm[f])
+            if st is None:
+                st = _TrackState(result.detach().clone(), torch.zeros_like(result), torch.zeros_like(result))
+                self._tracks[tid] = st
+            if not bad[f]:
+                st.adam_m, st.adam_v = m[f].detach().clone(), v[f].detach().clone()
+                st.adam_t = int(adam_t0[f] + taken[f])
+            st.latent = result.detach().clone()
+            st.frames += 1
+            st.steps += int(taken[f])
+            st.diverged += int(bool(bad[f]))
+            st.final = {k: float(final_terms[k][face]) for k in final_terms}
+
+
+__all__ = [
+    "INNER_POINTS",
+    "LOSS_TERMS",
+    "CropGeometry",
+    "FrameStats",
+    "OptimizeLossWeights",
+    "OptimizeSettings",
+    "OptimizingMapper",
+    "crop_geometry",
+]
