@@ -244,11 +244,21 @@ class TrackReport:
     blurred: int = 0
     similarities: list[float] = field(default_factory=list)
     identity: TrackIdentity | None = None
+    last_w: torch.Tensor | None = None
+    w_steps: list[float] = field(default_factory=list)
+
+    def add_latent(self, ws: torch.Tensor) -> None:
+        """Record the latent of the next frame (for the frame-to-frame W jitter)."""
+        w = ws.detach().float().reshape(-1).cpu()
+        if self.last_w is not None:
+            self.w_steps.append(float((w - self.last_w).norm()) / math.sqrt(w.numel()))
+        self.last_w = w
 
     def summary(self, mode: Mode) -> dict[str, Any]:
         sims = self.similarities
         key = "similarity_to_target" if mode == "reenact" else "similarity_to_original"
         out: dict[str, Any] = {"frames": self.frames, "replaced": self.replaced, "blurred": self.blurred}
+        out["w_jitter"] = float(np.mean(self.w_steps)) if self.w_steps else None
         out[key] = {
             "mean": float(np.mean(sims)) if sims else None,
             "min": float(np.min(sims)) if sims else None,
@@ -483,6 +493,9 @@ class FaceReplacer:
         out = frames
         if faces:
             ws = torch.stack([f.ws for _j, f in faces if f.ws is not None])
+            for _j, f in faces:
+                if f.ws is not None:
+                    self.tracks[f.track_id].add_latent(f.ws)
             with self.timer("synthesize"), torch.no_grad():
                 generated = torch.cat([
                     self.pack.generator.synthesis(ws[k : k + self.config.max_batch], noise_mode="const")
