@@ -105,7 +105,7 @@ def paste_faces(
     *,
     mask: torch.Tensor | None = None,
     settings: BlendSettings = BlendSettings(),
-    impl: Impl = "auto",
+    impl: Impl | str = "auto",
 ) -> tuple[torch.Tensor, BlendStats]:
     """Paste generated faces back into their frames.
 

@@ -86,14 +86,14 @@ class BlendSettings:
         for name, value, ok, rule in checks:
             if not ok:
                 raise ConfigError(f"blend.{name} = {value!r} must be {rule}")
-        choices = {
+        choices: dict[str, tuple[str, dict[str, int]]] = {
             "colour_match": (self.colour_match, MATCH_CODES),
             "colour_space": (self.colour_space, SPACE_CODES),
             "on_bad_face": (self.on_bad_face, {"refuse": 0, "raise": 1}),
         }
-        for name, (value, allowed) in choices.items():
-            if value not in allowed:
-                raise ConfigError(f"blend.{name} = {value!r} must be one of {sorted(allowed)}")
+        for name, (choice, allowed) in choices.items():
+            if choice not in allowed:
+                raise ConfigError(f"blend.{name} = {choice!r} must be one of {sorted(allowed)}")
 
 
 @dataclass

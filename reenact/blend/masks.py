@@ -11,6 +11,7 @@ crop's edge can show in the frame.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
@@ -37,12 +38,15 @@ def default_template(size: int) -> torch.Tensor:
 
     Conventions: returns float32 ``[5,2]`` pixel (x, y) in the crop.
     """
+    maker: Any = None
     try:
-        from reenact.faces.align import ffhq_template  # type: ignore[attr-defined]
-    except Exception:  # the faces module is optional here: fall back to our own template
-        ffhq_template = None
-    if ffhq_template is not None:
-        pts = torch.as_tensor(ffhq_template(size), dtype=torch.float32)
+        from reenact.faces import align
+
+        maker = getattr(align, "ffhq_template", None)
+    except ImportError:  # the faces package is optional here: fall back to our own template
+        pass
+    if maker is not None:
+        pts = torch.as_tensor(maker(size), dtype=torch.float32).cpu()
         if pts.shape == (5, 2):
             return pts
     return torch.tensor(_FFHQ_512, dtype=torch.float32) * (size / 512.0)

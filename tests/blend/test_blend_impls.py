@@ -2,47 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
+from blend_cases import SETTINGS, placing, random_case
 
 from reenact.blend import BlendSettings, face_mask, paste_faces
-from blend_cases import placing, smooth_faces, textured_frames
-
-SETTINGS = [
-    BlendSettings(),
-    BlendSettings(colour_match="histogram", colour_space="lab", histogram_bins=32),
-    BlendSettings(colour_match="stats", colour_space="lab", laplacian=True, levels=3),
-    BlendSettings(colour_match="none", erosion=0.0, feather=0.1, blur=0.02),
-    BlendSettings(colour_match="histogram", colour_space="ycbcr", laplacian=True, levels=4),
-    BlendSettings(colour_match="stats", colour_space="rgb", max_gain=1.5),
-]
-
-
-def random_case(seed: int, size: int = 40) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """3 frames 96x128; faces inside, overlapping (same frame) and across every border."""
-    g = torch.Generator().manual_seed(seed)
-    h, w = 96, 128
-    frames = textured_frames(3, h, w, g)
-    placements = [
-        (0, 36.0, 0.1, 40.0, 50.0),  # inside
-        (0, 40.0, -0.4, 58.0, 46.0),  # overlaps the first, composited after it
-        (1, 44.0, 0.6, 4.0, 48.0),  # across the left border
-        (1, 30.0, 0.0, 120.0, 92.0),  # across the bottom-right corner
-        (2, 50.0, math.pi, 64.0, 2.0),  # upside down, across the top border
-        (2, 20.0, 0.3, 70.0, 60.0),
-    ]
-    jitter = torch.rand(len(placements), 3, generator=g)
-    M = torch.stack(
-        [
-            placing(size, fw * (0.9 + 0.2 * float(j[0])), ang + 0.2 * float(j[1]), cx + 3 * float(j[2]), cy)
-            for (_, fw, ang, cx, cy), j in zip(placements, jitter)
-        ]
-    )
-    frame_index = torch.tensor([p[0] for p in placements], dtype=torch.int64)
-    faces = smooth_faces(len(placements), size, g)
-    return frames, faces, frame_index, M
 
 
 @pytest.mark.parametrize("settings", SETTINGS, ids=lambda s: f"{s.colour_match}-{s.colour_space}-lap{int(s.laplacian)}")

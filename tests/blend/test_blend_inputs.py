@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pytest
 import torch
+from blend_cases import placing, smooth_faces, textured_frames
 
 import reenact.blend as blend
 from reenact.blend import BlendSettings, face_mask, paste_faces
 from reenact.config import from_dict
 from reenact.errors import ConfigError, ShapeError
-from blend_cases import placing, smooth_faces, textured_frames
 
 
 def _case(n: int = 2, size: int = 32) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -35,7 +36,7 @@ def _case(n: int = 2, size: int = 32) -> tuple[torch.Tensor, torch.Tensor, torch
         (lambda fr, fa, fi, M: (fr, fa, fi, M[:, :, :2]), ["M", "(2, 2, 2)"]),
     ],
 )
-def test_mismatched_inputs_raise_shape_error_naming_shapes(change, words) -> None:  # type: ignore[no-untyped-def]
+def test_mismatched_inputs_raise_shape_error_naming_shapes(change: Any, words: list[str]) -> None:
     frames, faces, fi, M = change(*_case())
     with pytest.raises(ShapeError) as err:
         paste_faces(frames, faces, fi, M)
@@ -96,7 +97,7 @@ def test_impl_switch_and_dispatch() -> None:
     _, stats = paste_faces(frames, faces, fi, M)
     assert stats.impl == "numba", "auto picks numba for CPU tensors"
     with pytest.raises(ConfigError, match="impl='opencl'"):
-        paste_faces(frames, faces, fi, M, impl="opencl")  # type: ignore[arg-type]
+        paste_faces(frames, faces, fi, M, impl="opencl")
     with pytest.raises(ShapeError, match="CUDA"):
         paste_faces(frames, faces, fi, M, impl="cupy")
     assert blend.available_impls("cpu")[0] == "numba"
