@@ -435,7 +435,7 @@ def _measure(
     landmarks: LandmarkModel,
     settings: EvalSettings,
 ) -> tuple[dict[int, _Track], float, int, list[tuple[int, float]], int, int]:
-    from reenact.faces.align import align_faces, arcface_template
+    from reenact.faces.align import arcface_template, similarity_from_points, warp_to_crop
 
     tracker = _Tracker(settings.match_iou, settings.track_max_gap)
     tracks: dict[int, _Track] = {}
@@ -480,8 +480,9 @@ def _measure(
             e_out = _np(identity.embed(fout, local, pts_out))
             l_in = np.asarray(landmarks.detect(fin, local, box_in), dtype=np.float64)
             l_out = np.asarray(landmarks.detect(fout, local, box_out), dtype=np.float64)
-            c_in, _ = align_faces(fin, local, pts_in, template, settings.flicker_crop)
-            c_out, _ = align_faces(fout, local, pts_out, template, settings.flicker_crop)
+            # few faces per warp: each converts its whole frame to float
+            c_in = warp_to_crop(fin, local, similarity_from_points(pts_in, template), settings.flicker_crop, chunk=4)
+            c_out = warp_to_crop(fout, local, similarity_from_points(pts_out, template), settings.flicker_crop, chunk=4)
             for k, (j, tid, *_rest, detected) in enumerate(rows):
                 tr = tracks.setdefault(tid, _Track())
                 s = seq + j

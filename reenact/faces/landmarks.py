@@ -101,15 +101,14 @@ class PfldLandmarks:
         bs = self.settings.batch_size
         for start in range(0, idx.shape[0], bs):
             sel = slice(start, start + bs)
-            used = np.unique(idx[sel])
-            local = np.searchsorted(used, idx[sel])
-            img = fr[torch.as_tensor(used)].permute(0, 3, 1, 2).float().div(255.0)
-            rois = torch.cat(
-                [torch.as_tensor(local, dtype=torch.float32)[:, None],
-                 torch.as_tensor(crops_px[sel], dtype=torch.float32)], 1
-            )
-            crops = roi_align(img, rois, output_size=CROP_SIZE, spatial_scale=1.0,
-                              sampling_ratio=2, aligned=True)
+            crops = torch.empty((len(idx[sel]), 3, CROP_SIZE, CROP_SIZE))
+            for t in np.unique(idx[sel]):  # one frame in float at a time: bounded memory at 4K
+                rows = np.nonzero(idx[sel] == t)[0]
+                img = fr[int(t)].permute(2, 0, 1)[None].float().div(255.0)
+                rois = torch.cat([torch.zeros(len(rows), 1),
+                                  torch.as_tensor(crops_px[sel][rows], dtype=torch.float32)], 1)
+                crops[torch.as_tensor(rows)] = roi_align(img, rois, output_size=CROP_SIZE, spatial_scale=1.0,
+                                                         sampling_ratio=2, aligned=True)
             pred = self._session.run(None, {self._input: crops.numpy().astype(np.float32)})[0]
             pts = np.asarray(pred, dtype=np.float64).reshape(-1, 68, 2)
             side = (crops_px[sel, 2] - crops_px[sel, 0])[:, None]
