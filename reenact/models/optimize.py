@@ -403,6 +403,39 @@ class OptimizingMapper:
         assert isinstance(total, torch.Tensor) and isinstance(task, torch.Tensor)
         return total, task
 
+    @torch.no_grad()
+    def evaluate(
+        self, ws: torch.Tensor, crops: torch.Tensor, target_id: torch.Tensor, previous: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """The unweighted loss terms (plus ``total`` and ``task``) of given latents.
+
+        Conventions:
+            ``ws`` float ``[F,K,w_dim]`` (K = 1 or ``G.num_ws``); ``crops``, ``target_id`` as in
+            :meth:`map`; ``previous`` float ``[F,K,w_dim]`` or None (no temporal term).
+            Returns float ``[F]`` tensors on the CPU keyed by :data:`LOSS_TERMS`.
+        """
+        n = crops.shape[0] if isinstance(crops, torch.Tensor) else -1
+        crops, target_id, _, _ = self._check(crops, target_id, torch.zeros(max(n, 0), dtype=torch.long), None)
+        if not isinstance(ws, torch.Tensor) or ws.ndim != 3 or ws.shape[0] != n \
+                or ws.shape[1] not in (1, int(self.G.num_ws)) or ws.shape[2] != int(self.G.w_dim):
+            raise ShapeError(f"ws must be [F={n},K,{self.G.w_dim}] with K 1 or {self.G.num_ws}, "
+                             f"got {tuple(getattr(ws, 'shape', ()))}")
+        ws_checked = ws.to(self.device, torch.float32)
+        prev = ws_checked if previous is None else previous.to(self.device, torch.float32)
+        if prev.shape != ws_checked.shape:
+            raise ShapeError(f"previous must be {tuple(ws_checked.shape)}, got {tuple(prev.shape)}")
+        has_prev = torch.full((n,), 0.0 if previous is None else 1.0, device=self.device)
+        out: dict[str, list[torch.Tensor]] = {}
+        bs = self.settings.batch_size
+        for i in range(0, n, bs):
+            sl = slice(i, i + bs)
+            _, ref = self._features(crops[sl])
+            terms = self._terms(ws_checked[sl], crops[sl], target_id[sl], ref, prev[sl], has_prev[sl])
+            terms["total"], terms["task"] = self._combine(terms)
+            for k, v in terms.items():
+                out.setdefault(k, []).append(v.cpu())
+        return {k: torch.cat(v) for k, v in out.items()}
+
     # --- initialisation ----------------------------------------------------------------
 
     def _candidates(self, track_id: int) -> torch.Tensor:
