@@ -82,3 +82,13 @@ def _one_thread() -> Any:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_settings(fixtures: Path, tiny_dataset: Path) -> Callable[..., dict[str, Any]]:
+    """``settings(results_dir, **overrides)``: the tiny config's overrides for these tests."""
+
+    def settings(results: Path, **extra: Any) -> dict[str, Any]:
+        return tiny_overrides(fixtures, tiny_dataset, results, **extra)
+
+    return settings
