@@ -195,3 +195,21 @@ def test_bad_settings_and_inputs():
         tracker.push(torch.zeros(2, 8, 8, 3, dtype=torch.uint8), [FaceDetections.empty()])
     with pytest.raises(ShapeError):
         tracker.push(torch.zeros(2, 8, 8, 3))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("every", [1, 3])
+def test_hamilton_full_length_no_track_across_cuts(every, read_clip, scrfd, mobileface):
+    frames = read_clip("face_recognition_short_hamilton_clip.mp4")
+    tracker = FaceTracker(TrackerSettings(detect_every=every), detector=scrfd, fps=29.97)
+    tracked = []
+    for start in range(0, frames.shape[0], 32):
+        tracked += tracker.push(frames[start : start + 32])
+    tracked += tracker.flush()
+    assert tracker.scene_cuts == [20, 82, 211]
+    for frames_of_track in _frames_per_track(tracked).values():
+        for cut in tracker.scene_cuts:
+            assert max(frames_of_track) < cut or min(frames_of_track) >= cut
+    rows = _identity_within_tracks(frames, tracked, mobileface)
+    for tid, n, mean, low, own in rows:
+        print(f"hamilton k={every} track {tid}: {n} faces, similarity to mean {mean:.3f} (min {low:.3f}), own {own:.0%}")

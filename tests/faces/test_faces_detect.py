@@ -1,0 +1,136 @@
+"""Detectors on real photos and frames: both backends, working size, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from reenact.errors import ConfigError, ModelError, ShapeError
+from reenact.faces.detect import (
+    CenterFaceDetector,
+    DetectorSettings,
+    FaceDetections,
+    InsightFaceDetector,
+    make_detector,
+)
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    lt, rb = np.maximum(a[:2], b[:2]), np.minimum(a[2:], b[2:])
+    inter = float(np.clip(rb - lt, 0, None).prod())
+    return inter / float((a[2:] - a[:2]).prod() + (b[2:] - b[:2]).prod() - inter)
+
+
+def _check_arcface_order(points: np.ndarray, box: np.ndarray) -> None:
+    left_eye, right_eye, nose, left_mouth, right_mouth = points
+    assert left_eye[0] < nose[0] < right_eye[0]  # "left" as the viewer sees it
+    assert left_mouth[0] < right_mouth[0]
+    assert max(left_eye[1], right_eye[1]) < nose[1] < min(left_mouth[1], right_mouth[1])
+    assert (points[:, 0] >= box[0]).all() and (points[:, 0] <= box[2]).all()
+    assert (points[:, 1] >= box[1]).all() and (points[:, 1] <= box[3]).all()
+
+
+def test_both_backends_find_the_same_face(fixtures, load_photo, scrfd, centerface):
+    image = load_photo(fixtures / "images/deepface/img1.jpg")
+    found = {}
+    for det in (scrfd, centerface):
+        dets = det.detect(image[None])
+        assert len(dets) == 1 and len(dets[0]) == 1, det.name
+        d = dets[0]
+        assert d.boxes.dtype == np.float32 and d.points.shape == (1, 5, 2) and 0.5 <= d.scores[0] <= 1
+        _check_arcface_order(d.points[0], d.boxes[0])
+        found[det.name] = d
+    a, b = found["insightface"], found["centerface"]
+    assert _iou(a.boxes[0], b.boxes[0]) > 0.6
+    eye_distance = float(np.linalg.norm(a.points[0, 1] - a.points[0, 0]))
+    assert np.linalg.norm(a.points[0] - b.points[0], axis=1).mean() < 0.15 * eye_distance
+
+
+def test_centerface_on_a_multi_face_photo(fixtures, load_photo, centerface, scrfd):
+    image = load_photo(fixtures / "images/deepface/couple.jpg")
+    c, s = centerface.detect(image[None])[0], scrfd.detect(image[None])[0]
+    assert len(c) >= 2 and len(s) >= 2
+    for box in s.boxes[:2]:
+        assert max(_iou(box, other) for other in c.boxes) > 0.5
+
+
+def test_working_size_maps_back_to_frame_pixels(fixtures, load_photo):
+    image = load_photo(fixtures / "images/deepface/img1.jpg")  # 947x1280
+    small = CenterFaceDetector(settings=DetectorSettings(working_size=320)).detect(image[None])[0]
+    large = CenterFaceDetector(settings=DetectorSettings(working_size=640)).detect(image[None])[0]
+    assert len(small) == len(large) == 1
+    assert _iou(small.boxes[0], large.boxes[0]) > 0.85
+    assert small.boxes[0, 2] > 600  # in frame pixels, not working pixels
+
+
+def test_batched_detection_equals_one_frame_at_a_time(read_clip, centerface):
+    frames = read_clip("liveportrait_d0.mp4", 3)
+    batched = centerface.detect(frames)
+    for i in range(3):
+        single = centerface.detect(frames[i : i + 1])[0]
+        assert np.allclose(single.boxes, batched[i].boxes, atol=0.05)
+        assert np.allclose(single.points, batched[i].points, atol=0.05)
+
+
+def test_black_frame_and_tiny_face(fixtures, load_photo, scrfd, centerface):
+    black = torch.zeros(2, 360, 640, 3, dtype=torch.uint8)
+    for det in (scrfd, centerface):
+        assert [len(d) for d in det.detect(black)] == [0, 0]
+    image = load_photo(fixtures / "images/deepface/img1.jpg")
+    from PIL import Image
+
+    tiny = np.asarray(Image.fromarray(image.numpy()).resize((33, 45), Image.BILINEAR))  # face ~14 px
+    canvas = np.full((240, 320, 3), 90, np.uint8)
+    canvas[100:145, 100:133] = tiny
+    assert len(scrfd.detect(canvas[None])[0]) == 0  # under min_face_size (20 px)
+    loose = InsightFaceDetector(fixtures / "models/scrfd/scrfd_500m_kps.onnx", DetectorSettings(min_face_size=0, score_threshold=0.3))
+    for d in loose.detect(canvas[None]):
+        assert (d.boxes[:, 2:] - d.boxes[:, :2]).min() < 20  # anything found is the tiny face
+
+
+def test_face_cut_by_the_frame_border(fixtures, load_photo, scrfd):
+    image = load_photo(fixtures / "images/deepface/img1.jpg")
+    full = scrfd.detect(image[None])[0]
+    x_mid = int((full.boxes[0, 0] + full.boxes[0, 2]) / 2) - 40
+    part = image[:, x_mid:].contiguous()
+    cut = scrfd.detect(part[None])[0]
+    assert len(cut) == 1
+    assert cut.boxes[0, 0] >= 0 and cut.boxes[0, 2] <= part.shape[1]  # clipped to the frame
+    expected = full.points[0, 1] - np.array([x_mid, 0])  # right eye stays in view
+    assert np.linalg.norm(cut.points[0, 1] - expected) < 15
+
+
+def test_corrupt_model_and_pack_without_detector(tmp_path, fixtures):
+    broken = tmp_path / "det_10g.onnx"
+    broken.write_bytes(b"not an onnx file" * 64)
+    for backend in ("offline", "insightface"):
+        with pytest.raises(ModelError, match="det_10g.onnx"):
+            make_detector(backend, broken)  # type: ignore[arg-type]
+    pack = tmp_path / "buffalo_x"
+    pack.mkdir()
+    (pack / "w600k_r50.onnx").write_bytes(b"")
+    with pytest.raises(ModelError, match="no detector") as info:
+        make_detector("insightface", pack)
+    assert str(pack) in str(info.value)
+    with pytest.raises(ModelError, match="not found"):
+        make_detector("insightface", tmp_path / "missing.onnx")
+    good = tmp_path / "pack"
+    good.mkdir()
+    (good / "det_500m.onnx").symlink_to(fixtures / "models/scrfd/scrfd_500m_kps.onnx")
+    assert make_detector("insightface", good).name == "insightface"
+
+
+def test_bad_settings_and_frames(scrfd):
+    with pytest.raises(ConfigError):
+        DetectorSettings(working_size=8)
+    with pytest.raises(ConfigError):
+        make_detector("insightface")
+    with pytest.raises(ConfigError):
+        make_detector("yolo")  # type: ignore[arg-type]
+    with pytest.raises(ShapeError):
+        scrfd.detect(torch.zeros(1, 32, 32, 3))
+    with pytest.raises(ShapeError):
+        scrfd.detect(torch.zeros(32, 32, 3, dtype=torch.uint8))
+    with pytest.raises(ShapeError):
+        FaceDetections(np.zeros((1, 4), np.float32), np.zeros((2, 5, 2), np.float32), np.zeros(1, np.float32))
