@@ -80,7 +80,7 @@ def test_black_frame_and_tiny_face(fixtures, load_photo, scrfd, centerface):
     image = load_photo(fixtures / "images/deepface/img1.jpg")
     from PIL import Image
 
-    tiny = np.asarray(Image.fromarray(image.numpy()).resize((33, 45), Image.BILINEAR))  # face ~14 px
+    tiny = np.asarray(Image.fromarray(image.numpy()).resize((33, 45), Image.Resampling.BILINEAR))  # face ~14 px
     canvas = np.full((240, 320, 3), 90, np.uint8)
     canvas[100:145, 100:133] = tiny
     assert len(scrfd.detect(canvas[None])[0]) == 0  # under min_face_size (20 px)
@@ -106,7 +106,7 @@ def test_corrupt_model_and_pack_without_detector(tmp_path, fixtures):
     broken.write_bytes(b"not an onnx file" * 64)
     for backend in ("offline", "insightface"):
         with pytest.raises(ModelError, match="det_10g.onnx"):
-            make_detector(backend, broken)  # type: ignore[arg-type]
+            make_detector(backend, broken)
     pack = tmp_path / "buffalo_x"
     pack.mkdir()
     (pack / "w600k_r50.onnx").write_bytes(b"")

@@ -99,7 +99,7 @@ def test_tiny_face_is_not_used_for_identity(fixtures, scrfd, mobileface, load_ph
     box = scrfd.detect(photo[None])[0].boxes[0]
     scale = 15.0 / float(box[2] - box[0])  # face 15 px wide
     small = Image.fromarray(photo.numpy()).resize(
-        (round(photo.shape[1] * scale), round(photo.shape[0] * scale)), Image.BILINEAR
+        (round(photo.shape[1] * scale), round(photo.shape[0] * scale)), Image.Resampling.BILINEAR
     )
     canvas = np.full((200, 200, 3), 128, np.uint8)
     arr = np.asarray(small)
