@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from reenact.config import from_dict, load_yaml, replace
 from reenact.errors import ConfigError

@@ -32,6 +32,9 @@ class FaceCritics(nn.Module):
         the landmark crop (``landmarks.input_size`` square).
     """
 
+    m_id: torch.Tensor
+    m_lm: torch.Tensor
+
     def __init__(self, config: FaceModelsConfig, resolution: int) -> None:
         super().__init__()
         self.config = config

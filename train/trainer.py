@@ -44,7 +44,7 @@ BEST_LANDMARK = "best_landmark.safetensors"
 LOG_FIELDS = ["step", "cross", "loss", "identity", "landmarks", "pixel", "d_loss", "r1", "g_adv", "d_acc", "seconds"]
 
 
-def build_generator(config: GeneratorConfig, device: torch.device | str = "cpu") -> nn.Module:
+def build_generator(config: GeneratorConfig, device: torch.device | str = "cpu") -> Any:
     """The frozen generator named by ``config`` (eval mode, no gradients), checked for its resolution."""
     from reenact.models.stylegan2 import load_generator, tiny_generator
 
@@ -108,7 +108,7 @@ class Trainer:
     built from the config. Construction resumes from ``config.run.resume`` when set.
     """
 
-    def __init__(self, config: TrainConfig, G: nn.Module | None = None, critics: FaceCritics | None = None) -> None:
+    def __init__(self, config: TrainConfig, G: Any = None, critics: FaceCritics | None = None) -> None:
         self.config = config
         if config.run.num_threads > 0:
             torch.set_num_threads(config.run.num_threads)
@@ -118,7 +118,7 @@ class Trainer:
         self.results = Path(config.run.results_dir)
         self.is_main = self.rank == 0
 
-        self.G = G if G is not None else build_generator(config.generator, self.device)
+        self.G: Any = G if G is not None else build_generator(config.generator, self.device)
         self.G.to(self.device)
         if int(self.G.img_resolution) != config.generator.resolution:
             raise ConfigError(f"generator renders {self.G.img_resolution} px, generator.resolution is {config.generator.resolution}")
@@ -388,12 +388,12 @@ class Trainer:
             module.load_state_dict(state, strict=True)
         groups = json.loads(meta["optimizer_groups"])
         for name, opt in self._optimizers().items():
-            state: dict[int, dict[str, torch.Tensor]] = {}
+            opt_state: dict[int, dict[str, torch.Tensor]] = {}
             for key, value in tensors.items():
                 if key.startswith(f"opt.{name}."):
                     idx, skey = key.split(".", 3)[2:]
-                    state.setdefault(int(idx), {})[skey] = value.to(self.device)
-            opt.load_state_dict({"state": state, "param_groups": groups[name]})
+                    opt_state.setdefault(int(idx), {})[skey] = value.to(self.device)
+            opt.load_state_dict({"state": opt_state, "param_groups": groups[name]})
         self.step = int(meta["step"])
         self.best = json.loads(meta["best"])
         self.last_checkpoint = Path(path)

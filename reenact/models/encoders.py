@@ -112,7 +112,7 @@ def _inception(config: AttributeEncoderConfig) -> nn.Module:
                     f"ImageNet weights {path} do not fit InceptionV3: missing {missing[:5]}, "
                     f"unexpected {unexpected[:5]}"
                 )
-    net.fc = nn.Identity()  # type: ignore[assignment]
+    net.fc = nn.Identity()
     return net
 
 
@@ -123,6 +123,9 @@ class AttributeEncoder(nn.Module):
         input ``img`` float ``[B,3,H,W]`` in [-1,1] (any H, W; resized to ``input_size``);
         output float ``[B,out_dim]``.
     """
+
+    mean: torch.Tensor
+    std: torch.Tensor
 
     def __init__(self, config: AttributeEncoderConfig) -> None:
         super().__init__()

@@ -90,7 +90,7 @@ def test_resume_gives_same_losses(make_trainer: Callable[..., Any], tmp_path: Pa
     assert resumed.step == 3
     rest = resumed.fit()
     assert [r.step for r in rest] == [3, 4, 5]
-    for a, b in zip(straight[3:], rest):
+    for a, b in zip(straight[3:], rest, strict=True):
         for field in ("loss", "identity", "landmarks", "d_loss", "g_adv"):
             x, y = getattr(a, field), getattr(b, field)
             assert (math.isnan(x) and math.isnan(y)) or x == pytest.approx(y, rel=1e-5, abs=1e-7), (field, a.step, x, y)
