@@ -125,10 +125,12 @@ def test_frame_rate_mismatch_is_aligned_by_timestamps(d0, models, tmp_path: Path
     assert s["privacy"]["reidentification_rate"] == 1.0
 
 
-def test_no_face_in_output_is_measured_at_input_positions(d0, models, tmp_path: Path) -> None:
+def test_shorter_output_without_faces_is_measured_on_the_overlap(d0, models, tmp_path: Path) -> None:
     path, frames, boxes = d0
     erased = write_clip(tmp_path / "erased.mp4", edit_faces(frames[:6], boxes[:6], erase, grow=0.3))
-    report = _eval(path, erased, models, max_frames=6)
+    report = _eval(path, erased, models, max_frames=8)  # the output is 2 frames shorter
+    assert report["alignment"]["pairs"] == 6 and report["alignment"]["input_frames_evaluated"] == 8
+    assert any("differ in length" in w for w in report["warnings"])
     s = report["summary"]
     assert s["output_face_detected_rate"] == 0.0 and s["faces_evaluated"] == 6
     assert s["privacy"]["reidentification_rate"] == 0.0
