@@ -261,7 +261,8 @@ class Trainer:
             g_adv = float(loss_g.detach())
         self.disc.zero_grad(set_to_none=True)
         self.step += 1
-        return StepResult(step, cross, float(total), float(loss_id), float(loss_lmk), float(loss_pix),
+        return StepResult(step, cross, float(total.detach()), float(loss_id.detach()), float(loss_lmk.detach()),
+                          float(loss_pix.detach()),
                           d_loss, r1, g_adv, d_acc, time.perf_counter() - start)
 
     def _check_finite(self, loss: torch.Tensor, what: str) -> None:
