@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from reenact.fixtures import fixtures_dir
 from reenact.faces.align import ffhq_template, similarity_from_points, warp_to_crop
 from reenact.faces.detect import DetectorSettings, FaceDetector, make_detector
 from reenact.faces.track import FaceTracker, TrackerSettings
+from reenact.fixtures import fixtures_dir
 
 
 def read_clip(path: Path, count: int) -> torch.Tensor:
