@@ -485,8 +485,8 @@ class OptimizingMapper:
             latents for faces whose track has no previous frame (e.g. the trained mapper's).
             Returns ``ws`` float ``[F,K,w_dim]`` (K = :attr:`latent_rows`; expand to
             ``G.num_ws`` rows for synthesis) on the generator's device, and
-            :class:`FrameStats`. ``warm_start=False`` starts every face from scratch
-            (for comparisons); the track state is still updated.
+            :class:`FrameStats`. ``warm_start=False`` starts every face from scratch, without
+            the temporal term (for comparisons); the track state is still updated.
         """
         crops, target_id, track_ids, initial = self._check(crops, target_id, track_ids, initial)
         n = crops.shape[0]
@@ -583,8 +583,8 @@ class OptimizingMapper:
         dev = self.device
         tids = [ids[i] for i in idx.tolist()]
         states = [self._tracks.get(t) for t in tids]
-        has_prev = torch.tensor([st is not None for st in states], dtype=torch.float32, device=dev)
         is_warm = torch.tensor([st is not None and warm_start for st in states], dtype=torch.bool)
+        has_prev = is_warm.to(dev, torch.float32)  # the temporal term applies to warm starts
         prev = torch.stack([st.latent if st is not None else torch.zeros(self._k, int(self.G.w_dim), device=dev)
                             for st in states])
         c, tgt, rp = crops[idx], target_id[idx], ref_pts[idx]
