@@ -60,13 +60,17 @@ def test_run_writes_grids_logs_and_checkpoints(fitted: tuple[Any, list[Any], Pat
         assert (results / name).is_file(), name
 
 
-def test_export_loads_in_model_loader(fitted: tuple[Any, list[Any], Path], tmp_path: Path) -> None:
+def test_export_loads_in_model_loader(fitted: tuple[Any, list[Any], Path], tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from reenact.models import weights
     from reenact.models.mapper import load_identity_model
     from train.export import export_identity_model
 
     trainer, _, results = fitted
     out = export_identity_model(results / "last.safetensors", tmp_path / "pack")
-    encoder, mapper, config = load_identity_model(out)
+    monkeypatch.setenv("REENACT_HOME", str(tmp_path / "home"))
+    weights.import_file(out, "full/identity_model")  # the pack registry re-loads it to accept it
+    encoder, mapper, config = load_identity_model(weights.component_path("full", "identity_model"))
     assert config.num_ws == trainer.num_ws and config.image_size == 32 and config.step == STEPS
     assert config.identity.path == "mobileface_V2.onnx" and config.identity.input_scale == 255.0
     x = trainer._images(torch.stack([trainer.dataset[i][0] for i in trainer.eval_indices]))
