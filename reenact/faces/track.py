@@ -196,11 +196,13 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU between boxes a [N,4] and b [M,4] -> [N,M]."""
     lt = np.maximum(a[:, None, :2], b[None, :, :2])
     rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(axis=2)
-    area_a = np.clip(a[:, 2:] - a[:, :2], 0, None).prod(axis=1)
-    area_b = np.clip(b[:, 2:] - b[:, :2], 0, None).prod(axis=1)
+    inter = np.maximum(rb - lt, 0.0).prod(axis=2)
+    area_a = np.maximum(a[:, 2:] - a[:, :2], 0.0).prod(axis=1)
+    area_b = np.maximum(b[:, 2:] - b[:, :2], 0.0).prod(axis=1)
     union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
+    result: np.ndarray = inter / np.maximum(union, 1e-9)
+    result[union <= 0] = 0.0
+    return result
 
 
 def frame_histograms(frames: torch.Tensor) -> torch.Tensor:
@@ -383,7 +385,8 @@ class FaceTracker:
                 track_e = torch.stack([tr.embedding for tr in candidates if tr.embedding is not None])
                 sim = (torch.nn.functional.normalize(track_e, dim=1) @ embs.float().T).numpy()
                 cost = (1 - s.appearance_weight) * cost + s.appearance_weight * (1.0 - sim) / 2.0
-            cost = np.where(iou >= max(s.iou_threshold, 1e-6), cost, 1e6)
+            cost = np.asarray(cost, dtype=np.float64)
+            cost[iou < max(s.iou_threshold, 1e-6)] = 1e6
             rows, cols = linear_sum_assignment(cost)
             for r, c in zip(rows, cols, strict=True):
                 if cost[r, c] >= 1e6:
