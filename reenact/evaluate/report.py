@@ -428,6 +428,12 @@ def save_report(report: dict[str, Any], out_dir: str | Path, overwrite: bool = F
     return paths
 
 
+def _embed(identity: IdentityEncoder, frames: torch.Tensor, local: torch.Tensor, pts: torch.Tensor) -> np.ndarray:
+    """Embeddings ``[F,D]``, a few faces per call (encoders warp from whole float frames)."""
+    parts = [_np(identity.embed(frames, local[i : i + 4], pts[i : i + 4])) for i in range(0, len(local), 4)]
+    return np.concatenate(parts)
+
+
 def _measure(
     pairs: Iterator[tuple[int, int, float, torch.Tensor, torch.Tensor]],
     detector: Detector,
@@ -476,8 +482,8 @@ def _measure(
             pts_in = torch.as_tensor(np.stack([r[3] for r in rows]), dtype=torch.float32)
             box_out = np.stack([r[4] for r in rows])
             pts_out = torch.as_tensor(np.stack([r[5] for r in rows]), dtype=torch.float32)
-            e_in = _np(identity.embed(fin, local, pts_in))
-            e_out = _np(identity.embed(fout, local, pts_out))
+            e_in = _embed(identity, fin, local, pts_in)
+            e_out = _embed(identity, fout, local, pts_out)
             l_in = np.asarray(landmarks.detect(fin, local, box_in), dtype=np.float64)
             l_out = np.asarray(landmarks.detect(fout, local, box_out), dtype=np.float64)
             # few faces per warp: each converts its whole frame to float
