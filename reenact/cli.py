@@ -92,6 +92,8 @@ def _eval_add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--identity-std", type=float, default=None, help="identity model input std")
     p.add_argument("--max-frames", type=int, default=None, help="evaluate only the first N input frames")
     p.add_argument("--reid-threshold", type=float, default=None, help="cosine similarity counted as re-identified")
+    p.add_argument("--gallery", type=Path, default=None,
+                   help="folder of photos of other people, added to the identity gallery as distractors")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
@@ -113,8 +115,20 @@ def _eval_run(args: argparse.Namespace) -> int:
         landmarks=args.landmarks, detector=args.detector, detector_model=args.detector_model,
         identity_model=args.identity_model, identity_mean=args.identity_mean, identity_std=args.identity_std,
     ))
+    distractors: list[Any] = []
+    if args.gallery is not None:
+        if not args.gallery.is_dir():
+            from reenact.errors import InputError
+
+            raise InputError(f"--gallery {args.gallery} is not a folder; give a folder of face photos")
+        exts = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+        distractors = sorted(p for p in args.gallery.iterdir() if p.suffix.lower() in exts)
+        if not distractors:
+            from reenact.errors import InputError
+
+            raise InputError(f"--gallery {args.gallery} holds no .jpg/.png/.webp/.bmp photos")
     report = evaluate_videos(args.input, args.output, models.detector, models.identity, models.landmarks,
-                             identity_image=args.identity, settings=settings)
+                             identity_image=args.identity, settings=settings, distractors=distractors)
     paths = save_report(report, out_dir, overwrite=args.overwrite)
     s = report["summary"]
     if args.json:
@@ -231,6 +245,8 @@ def _video_add_args(p: argparse.ArgumentParser, mode: Mode) -> None:
     p.add_argument("--identity-std", type=float, default=None, help="identity model input std (0..255 scale)")
     p.add_argument("--mapper", choices=["trained", "optimize"], default=None,
                    help="trained mapping network (fast) or per-frame optimisation in W (needs no training)")
+    p.add_argument("--landmark-model", default=None,
+                   help="68-point landmark ONNX (PFLD-style) for --mapper optimize")
     p.add_argument("--smooth", choices=["one_euro", "gaussian"], default=None, help="temporal filter in W")
     p.add_argument("--no-smooth", action="store_true", help="no temporal smoothing (for comparison)")
     p.add_argument("--device", default=None, help="auto (default), cpu or cuda[:N]")
@@ -262,6 +278,7 @@ def _video_config(args: argparse.Namespace, mode: str) -> PipelineConfig:
         "models.detector_model": args.detector_model, "models.identity_model": args.identity_model,
         "models.identity_model_mean": args.identity_mean, "models.identity_model_std": args.identity_std,
         "smoothing.method": "none" if args.no_smooth else args.smooth,
+        "optimize.landmark_model.path": args.landmark_model,
     }
     overrides.update({k: v for k, v in flags.items() if v is not None})
     for item in args.set:
@@ -376,6 +393,95 @@ def _video_main(argv: list[str], mode: Mode) -> int:
 def deidentify_main(argv: Sequence[str] | None = None) -> int:
     """``deidentify VIDEO``: synthetic, consistent identities for everyone in a video."""
     return _video_main(list(sys.argv[1:] if argv is None else argv), "deidentify")
+
+
+# --- grid / interpolate: the paper's image tools (train.image_tools) ----------------------
+import pathlib  # noqa: E402  (kept with the tools that use it; additive block)
+
+
+def _image_tool_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pack", default="tiny", help="model pack: tiny (untrained) or full (trained mapper)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu or cuda[:N]")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+
+
+def _image_tool_pack(args: argparse.Namespace) -> object:
+    import torch
+
+    from reenact.packs import PackSettings, load_pack
+
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return load_pack(PackSettings(pack=args.pack), device=device)
+
+
+def _image_tool_output(args: argparse.Namespace, default_name: str) -> pathlib.Path:
+    from reenact.errors import InputError, OutputExistsError
+
+    Path = pathlib.Path
+    if args.output is None and args.output_dir is None:
+        raise InputError("give --output FILE (or the authors' --output_dir DIR)")
+    out = Path(args.output) if args.output is not None else Path(args.output_dir) / default_name
+    if out.exists() and not args.overwrite:
+        raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")
+    return out
+
+
+def _grid_add_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--id-dir", "--id_dir", dest="id_dir", required=True, type=pathlib.Path, help="identity images")
+    p.add_argument("--attr-dir", "--attr_dir", dest="attr_dir", required=True, type=pathlib.Path, help="attribute images")
+    p.add_argument("--output", "-o", type=pathlib.Path, default=None, help="grid PNG to write")
+    p.add_argument("--output-dir", "--output_dir", dest="output_dir", type=pathlib.Path, default=None,
+                   help="folder to write grid.png into (authors' flag)")
+    _image_tool_common(p)
+
+
+def _grid_run(args: argparse.Namespace) -> int:
+    from train.image_tools import identity_attribute_grid, list_images, save_image
+
+    out = _image_tool_output(args, "grid.png")
+    pack = _image_tool_pack(args)
+    grid = identity_attribute_grid(list_images(args.id_dir), list_images(args.attr_dir), pack)
+    save_image(grid, out)
+    print(out)
+    return 0
+
+
+def _interpolate_add_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--identity", type=pathlib.Path, default=None, help="identity image")
+    p.add_argument("--attr", action="append", type=pathlib.Path, default=[], help="attribute image (two or more, in order)")
+    p.add_argument("--input-dir", "--input_dir", dest="input_dir", type=pathlib.Path, default=None,
+                   help="authors' layout: the first image (by name) is the identity, the rest the attributes")
+    p.add_argument("--steps", type=int, default=8, help="frames per attribute segment")
+    p.add_argument("--output", "-o", type=pathlib.Path, default=None, help=".gif (animation) or .png (strip)")
+    p.add_argument("--output-dir", "--output_dir", dest="output_dir", type=pathlib.Path, default=None,
+                   help="folder to write interpolation.gif into (authors' flag)")
+    _image_tool_common(p)
+
+
+def _interpolate_run(args: argparse.Namespace) -> int:
+    from reenact.errors import InputError
+    from train.image_tools import attribute_interpolation, list_images, save_frames
+
+    if args.input_dir is not None:
+        images = list_images(args.input_dir)
+        identity, attrs = images[0], images[1:]
+    else:
+        if args.identity is None:
+            raise InputError("give --identity IMAGE and two or more --attr IMAGE (or --input_dir DIR)")
+        identity, attrs = args.identity, list(args.attr)
+    out = _image_tool_output(args, "interpolation.gif")
+    pack = _image_tool_pack(args)
+    frames = attribute_interpolation(identity, attrs, pack, steps=args.steps)
+    save_frames(frames, out)
+    print(out)
+    return 0
+
+
+SUBCOMMANDS["grid"] = ("identity x attribute grid of two image folders (PNG)", _grid_add_args, _grid_run)
+SUBCOMMANDS["interpolate"] = (
+    "attribute interpolation at a fixed identity (GIF or PNG strip)", _interpolate_add_args, _interpolate_run)
 
 
 # Keep this block last: subcommands registered below it are missing under `python -m reenact.cli`.
