@@ -32,7 +32,8 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from pathlib import Path
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +43,7 @@ from torch import nn
 
 from reenact.errors import ConfigError, ShapeError
 from reenact.faces.align import arcface_template, ffhq_template, similarity_from_points
+from reenact.models.onnx_modules import OnnxIdentity, OnnxLandmarks, OnnxModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +99,9 @@ class OptimizeSettings:
     eye-to-mouth distances. ``batch_size``: faces optimised together at most.
     ``min_target_score``: a target identity photo detected with a lower score is warned
     about. ``seed``: seeds the random starts (per track, so chunking does not matter).
+    ``landmark_model``: the differentiable 68-point landmark ONNX model the pipeline loads
+    (:func:`make_optimizing_mapping`; PFLD: RGB/255 input, ``input_scale: 1``); may stay
+    unset only when ``weights.landmarks`` is 0.
     """
 
     space: Literal["w", "w+"] = "w"
@@ -114,6 +119,7 @@ class OptimizeSettings:
     min_target_score: float = 0.6
     seed: int = 0
     weights: OptimizeLossWeights = field(default_factory=OptimizeLossWeights)
+    landmark_model: OnnxModelSpec = field(default_factory=lambda: OnnxModelSpec(input_scale=1.0))
 
     def __post_init__(self) -> None:
         if self.space not in ("w", "w+"):
@@ -134,17 +140,6 @@ class OptimizeSettings:
             raise ConfigError(f"optimize.divergence_factor must be > 1, got {self.divergence_factor}")
         if not 0 <= self.min_target_score <= 1:
             raise ConfigError(f"optimize.min_target_score must be in [0, 1], got {self.min_target_score}")
-
-
-class GeneratorLike(Protocol):
-    """What the backend needs of a StyleGAN2 generator (see reenact.models.stylegan2)."""
-
-    num_ws: int
-    w_dim: int
-    z_dim: int
-    img_resolution: int
-    mapping: Any
-    synthesis: Any
 
 
 @dataclass(frozen=True)
@@ -251,14 +246,15 @@ class OptimizingMapper:
     ``identity_net``: aligned ArcFace-template crop float ``[B,3,S,S]`` in [-1,1] ->
     unit embedding ``[B,D]`` (e.g. :class:`reenact.models.onnx_modules.OnnxIdentity`).
     ``landmark_net``: landmark crop ``[B,3,S,S]`` in [-1,1] -> ``[B,68,2]`` pixels of that
-    crop (e.g. :class:`reenact.models.onnx_modules.OnnxLandmarks`).
+    crop (e.g. :class:`reenact.models.onnx_modules.OnnxLandmarks`); None only when the
+    landmark weight is 0. All three are frozen and moved to the generator's device.
     """
 
     def __init__(
         self,
         generator: nn.Module,
         identity_net: nn.Module,
-        landmark_net: nn.Module,
+        landmark_net: nn.Module | None,
         settings: OptimizeSettings | None = None,
         geometry: CropGeometry | None = None,
     ) -> None:
@@ -268,15 +264,18 @@ class OptimizingMapper:
         for name in ("num_ws", "w_dim", "z_dim", "img_resolution", "mapping", "synthesis"):
             if not hasattr(generator, name):
                 raise ConfigError(f"generator has no attribute {name!r}; pass a reenact StyleGAN2 Generator")
-        self.identity_net: Any = identity_net
-        self.landmark_net: Any = landmark_net
-        for net in (generator, identity_net, landmark_net):
-            net.eval()
-            net.requires_grad_(False)
+        if landmark_net is None and self.settings.weights.landmarks > 0:
+            raise ConfigError("the optimize mapper's landmark term (weights.landmarks > 0) needs a landmark "
+                              "network; pass one or set optimize.weights.landmarks: 0")
         try:
             self.device = next(generator.parameters()).device
         except StopIteration:
             self.device = torch.device("cpu")
+        self.identity_net: Any = identity_net
+        self.landmark_net: Any = landmark_net
+        for net in (generator, identity_net, landmark_net):
+            if net is not None:
+                net.to(self.device).eval().requires_grad_(False)
         res = int(self.G.img_resolution)
         if geometry is None:
             id_size = int(getattr(getattr(identity_net, "spec", None), "input_size", 112))
@@ -354,6 +353,8 @@ class OptimizingMapper:
         id_in = warp_affine(img, self._id_m.expand(b, -1, -1), (g.identity_size, g.identity_size),
                             align_corners=True)
         emb = self.identity_net(id_in)
+        if self.landmark_net is None:
+            return emb, torch.zeros(b, len(INNER_POINTS), 2, device=img.device)
         lnd_in = warp_affine(img, self._lnd_m.expand(b, -1, -1), (g.landmark_size, g.landmark_size),
                              align_corners=True)
         pts = self.landmark_net(lnd_in)
@@ -710,8 +711,79 @@ class OptimizingMapper:
             st.final = {k: float(final_terms[k][face]) for k in final_terms}
 
 
+class OptimizingMapping:
+    """The pipeline's view of the backend: ``(crops, id_codes, track_ids) -> ws``.
+
+    Wraps an :class:`OptimizingMapper`; ``last_stats`` holds the latest chunk's
+    :class:`FrameStats` and :meth:`report` the per-track totals (steps, final losses,
+    fallbacks) for the run's JSON report.
+    """
+
+    def __init__(self, mapper: OptimizingMapper) -> None:
+        self.mapper = mapper
+        self.last_stats: FrameStats | None = None
+
+    def __call__(self, crops: torch.Tensor, id_codes: torch.Tensor, track_ids: list[int]) -> torch.Tensor:
+        """Conventions: crops float ``[F,3,R,R]`` in [-1,1]; id_codes float ``[F,D]`` unit rows
+        (the identity model's, target or synthetic); returns ws float ``[F,G.num_ws,w_dim]``."""
+        ids = torch.as_tensor(list(track_ids), dtype=torch.long)
+        ws, self.last_stats = self.mapper.map(crops, id_codes, ids)
+        return ws.expand(-1, int(self.mapper.G.num_ws), -1).contiguous()
+
+    def report(self) -> dict[int, dict[str, Any]]:
+        """Per-track frames, steps, fallbacks and last final losses (JSON-able)."""
+        return self.mapper.report()
+
+
+def identity_net_for(encoder: Any) -> OnnxIdentity:
+    """The differentiable twin of a pack's identity encoder (same file, same normalisation).
+
+    Only ONNX ArcFace-family encoders have one; dlib's descriptor is not differentiable.
+    """
+    path = getattr(encoder, "path", None)
+    mean, std = getattr(encoder, "input_mean", None), getattr(encoder, "input_std", None)
+    if path is None or mean is None or std is None or Path(str(path)).suffix.lower() != ".onnx":
+        raise ConfigError(
+            f"the optimize mapper needs a differentiable identity model, but the pack's identity model "
+            f"is {getattr(encoder, 'name', type(encoder).__name__)}; use an ONNX ArcFace-family model "
+            "(models.identity_model with its mean/std, or the insightface face backend)"
+        )
+    size = int(getattr(encoder, "crop_size", 112))
+    return OnnxIdentity(OnnxModelSpec(str(path), input_size=size, input_scale=255.0, mean=float(mean),
+                                      std=float(std)))
+
+
+def make_optimizing_mapping(pack: Any, config: Any) -> OptimizingMapping:
+    """Build the ``optimize`` backend for a loaded pack and a pipeline config.
+
+    Uses ``config.optimize`` (an :class:`OptimizeSettings`) when the config has one, else
+    ``OptimizeSettings()`` with ``seed`` taken from ``config.seed``; the identity network
+    is the differentiable twin of ``pack.identity`` (so the target codes and the loss share
+    one embedding space); the landmark network is ``settings.landmark_model``.
+    """
+    settings = getattr(config, "optimize", None)
+    if settings is None:
+        settings = OptimizeSettings(seed=int(getattr(config, "seed", 0)))
+    if not isinstance(settings, OptimizeSettings):
+        raise ConfigError(f"config.optimize must be OptimizeSettings, got {type(settings).__name__}")
+    identity = identity_net_for(pack.identity)
+    landmarks: OnnxLandmarks | None = None
+    if settings.landmark_model.path:
+        landmarks = OnnxLandmarks(settings.landmark_model)
+    elif settings.weights.landmarks > 0:
+        raise ConfigError(
+            "the optimize mapper needs a differentiable 68-point landmark ONNX model: set "
+            "optimize.landmark_model.path (PFLD-style, Nx3x112x112 RGB/255 -> [N,136]) or "
+            "optimize.weights.landmarks: 0"
+        )
+    return OptimizingMapping(OptimizingMapper(pack.generator, identity, landmarks, settings))
+
+
 __all__ = [
     "INNER_POINTS",
+    "OptimizingMapping",
+    "identity_net_for",
+    "make_optimizing_mapping",
     "LOSS_TERMS",
     "CropGeometry",
     "FrameStats",

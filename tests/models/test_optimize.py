@@ -101,3 +101,45 @@ def test_identity_falls_and_landmarks_hold_on_a_clip(nets, clip_crops, target) -
     assert report[0]["frames"] == n and report[0]["steps"] == int(stats.steps.sum())
     assert report[0]["diverged"] == 0
     assert report[0]["final"]["identity"] == pytest.approx(float(stats.final["identity"][-1]))
+
+
+def test_pipeline_factory_uses_the_packs_identity_model(fixtures: Path, clip_crops, target) -> None:
+    """make_optimizing_mapping builds the backend from a pack: the identity loss runs the
+    differentiable twin of the pack's ONNX identity model (same embedding space as the
+    target codes), the landmark model comes from the settings."""
+    from types import SimpleNamespace
+
+    from reenact.errors import ConfigError
+    from reenact.faces import DlibFaceEncoder, OnnxArcFaceEncoder
+    from reenact.models.optimize import make_optimizing_mapping
+
+    models = fixtures / "models"
+    encoder = OnnxArcFaceEncoder(models / "mobileface_recognition_onnx/mobileface_V2.onnx", 0.0, 1.0)
+    G = tiny_generator(seed=0, resolution=R)
+    pack = SimpleNamespace(identity=encoder, generator=G)
+    settings = OptimizeSettings(steps_first=4, steps_warm=2, init_candidates=2,
+                                landmark_model=OnnxModelSpec(str(models / "landmarks_pfld68/pfld.onnx"),
+                                                             input_size=112, input_scale=1.0))
+    mapping = make_optimizing_mapping(pack, SimpleNamespace(optimize=settings, seed=0))
+    # the onnxruntime encoder and its onnx2torch twin agree on the input faces
+    with torch.no_grad():
+        twin = mapping.mapper.identity_net(_arcface_crops(mapping, clip_crops[:1]))
+    codes = encoder.embed_aligned(_arcface_crops(mapping, clip_crops[:1]))
+    assert torch.allclose(twin, codes, atol=1e-3)
+    ws = mapping(clip_crops[:2], target.expand(2, -1), [3, 3])
+    assert ws.shape == (2, G.num_ws, G.w_dim)
+    assert mapping.last_stats is not None and mapping.last_stats.warm.tolist() == [False, True]
+    assert mapping.report()[3]["frames"] == 2
+
+    with pytest.raises(ConfigError, match="differentiable identity model"):
+        make_optimizing_mapping(SimpleNamespace(identity=DlibFaceEncoder(), generator=G),
+                                SimpleNamespace(optimize=settings))
+    with pytest.raises(ConfigError, match="landmark_model.path"):
+        make_optimizing_mapping(pack, SimpleNamespace(optimize=OptimizeSettings()))
+
+
+def _arcface_crops(mapping, crops: torch.Tensor) -> torch.Tensor:
+    from kornia.geometry.transform import warp_affine
+
+    m = mapping.mapper.geometry.identity_matrix.expand(crops.shape[0], -1, -1)
+    return warp_affine(crops, m, (112, 112), align_corners=True).clamp(-1, 1)
