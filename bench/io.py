@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from reenact.fixtures import fixtures_dir  # noqa: E402
-from reenact.io import EncodeSettings, VideoWriter, open_video, passthrough, run_stream  # noqa: E402
+from reenact.io import EncodeSettings, FrameChunk, VideoWriter, open_video, run_stream  # noqa: E402
 from reenact.io import reader as reader_mod  # noqa: E402
 
 
@@ -83,11 +84,21 @@ def bare_pyav(src: Path, dst: Path, preset: str, crf: int, tune: str | None) -> 
     return n
 
 
-def engine_pass(src: Path, dst: Path, preset: str, crf: int, backend: str = "auto") -> int:
+def engine_pass(
+    src: Path, dst: Path, preset: str, crf: int, backend: str = "auto", trace: list[int] | None = None
+) -> int:
+    """The engine's pass-through; ``trace`` collects VmRSS (KiB) every 10 chunks."""
+
+    def sampled(chunks: Iterator[FrameChunk]) -> Iterator[FrameChunk]:
+        for i, chunk in enumerate(chunks):
+            if trace is not None and i % 10 == 0:
+                trace.append(proc_status_kib("VmRSS:"))
+            yield chunk
+
     with open_video(src, backend=backend) as r, VideoWriter(  # type: ignore[arg-type]
         dst, r.info, source=src, overwrite=True, preset=preset, crf=crf
     ) as w:
-        stats = run_stream(r, passthrough, w)
+        stats = run_stream(r, sampled, w)
     return stats.frames
 
 
@@ -100,13 +111,17 @@ def decode_fps(src: Path, backend: str) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def proc_status_kib(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key):
+            return int(line.split()[1])
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # not Linux
+
+
 def peak_rss_kib() -> int:
     """This process's peak resident set (VmHWM). Unlike ru_maxrss, which Linux carries
     over from the parent through fork and exec, VmHWM starts afresh in a new program."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # not Linux
+    return proc_status_kib("VmHWM:")
 
 
 def rss_child(src: str, dst: str) -> None:
@@ -114,14 +129,16 @@ def rss_child(src: str, dst: str) -> None:
     import torch  # noqa: F401  (same imports as the parent's measurement)
 
     before = peak_rss_kib()
-    frames = engine_pass(Path(src), Path(dst), "ultrafast", 23) if src else 0
-    print(json.dumps({"frames": frames, "peak_kib": peak_rss_kib(), "after_import_kib": before}))
+    trace: list[int] = []
+    frames = engine_pass(Path(src), Path(dst), "ultrafast", 23, trace=trace) if src else 0
+    print(json.dumps({"frames": frames, "peak_kib": peak_rss_kib(), "after_import_kib": before,
+                      "trace_kib": trace}))
 
 
-def run_child(src: Path | None, dst: Path) -> dict[str, int]:
+def run_child(src: Path | None, dst: Path) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--rss-child", str(src or ""), str(dst)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    result: dict[str, int] = json.loads(out.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     return result
 
 
@@ -190,6 +207,10 @@ def main() -> int:
     growth60 = r60["peak_kib"] - base["peak_kib"]
     print(f"peak RSS above the imports: 10 s {growth10 / mib:.0f} MiB, 60 s {growth60 / mib:.0f} MiB "
           f"(ratio {growth60 / max(growth10, 1):.3f})")
+    trace = ", ".join(f"{k / mib:.0f}" for k in r60["trace_kib"])
+    print(f"RSS during the 60 s run, every 160 frames (MiB): {trace}")
+    print("(the bound is the two queues full: (2 * queue_size + 3) chunks of 16 frames; a short "
+          "clip can end before the reader has run far enough ahead to fill them)")
     for p in tmp.iterdir():
         p.unlink()
     tmp.rmdir()

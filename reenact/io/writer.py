@@ -302,15 +302,22 @@ class VideoWriter:
                     return
                 except av.error.FFmpegError as exc:
                     raise VideoWriteError(f"{self.source}: reading audio to copy failed ({exc})") from exc
-                if packet.dts is None or packet.size == 0:
-                    continue
-            ts = packet.dts * packet.time_base
-            if seconds is not None and ts > seconds:
+                if packet.size == 0:
+                    continue  # the demuxer's end-of-stream marker, not data
+            stamp = packet.dts if packet.dts is not None else packet.pts
+            ts = stamp * packet.time_base if stamp is not None else None
+            if seconds is not None and ts is not None and ts > seconds:
                 self._pending = packet
                 return
             self._pending = None
             packet.stream = self._copy_map[packet.stream.index]
-            self._out.mux(packet)
+            try:
+                self._out.mux(packet)
+            except av.error.FFmpegError as exc:
+                raise VideoWriteError(
+                    f"{self.dst}: copying a packet of {self.source} stream "
+                    f"{packet.stream.index} failed ({exc})"
+                ) from exc
 
     def close(self) -> None:
         """Flush the encoder, copy remaining audio, close and rename into place."""
