@@ -269,7 +269,7 @@ class Trainer:
         if not torch.isfinite(loss).all():
             kept = f"the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint was written yet"
             raise TrainingError(
-                f"{what} is {float(loss)} at step {self.step}; training stopped, {kept}. Lower optim.lr or check the data"
+                f"{what} is {float(loss.detach())} at step {self.step}; training stopped, {kept}. Lower optim.lr or check the data"
             )
 
     # --- data -----------------------------------------------------------------------------

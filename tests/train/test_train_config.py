@@ -20,6 +20,7 @@ def test_shipped_configs_load() -> None:
     full = load_train_config(CONFIGS / "train_ffhq256.yaml")
     assert full.attribute_encoder.backbone == "inception_v3" and full.attribute_encoder.out_dim == 2048
     assert full.mapper.hidden == (2048, 1024, 512) and full.mapper.w_dim == 512
+    assert full.mapper.in_dim == 2560 and full.face_models.identity.mean == 127.5
     assert full.optim.lr == 5e-5 and full.optim.cross_frequency == 3 and full.loss.r1_gamma == 10.0
     assert full.loss.landmarks == 0.001 and full.loss.pixel == 0.02 and full.dataset.num_images == 70000
 
