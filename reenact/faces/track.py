@@ -298,9 +298,10 @@ class FaceTracker:
         dets: dict[int, FaceDetections] = {}
         embs: dict[int, torch.Tensor | None] = {}
         if detections is not None:
+            given = list(embeddings) if embeddings is not None else self._embed(frames, list(detections))
             for i, d in enumerate(detections):
                 dets[base + i] = d
-                embs[base + i] = embeddings[i] if embeddings is not None else None
+                embs[base + i] = given[i]
         else:
             k = self.settings.detect_every
             need = [
@@ -351,15 +352,19 @@ class FaceTracker:
         subset = frames[torch.as_tensor(which, dtype=torch.long, device=frames.device)]
         found = self.detector.detect(subset)
         self.detector_calls += len(which)
-        embs: list[torch.Tensor | None] = [None] * len(which)
-        if self.encoder is not None and self.settings.appearance_weight > 0:
-            counts = [len(d) for d in found]
-            if sum(counts):
-                index = torch.repeat_interleave(torch.arange(len(which)), torch.tensor(counts))
-                points = torch.from_numpy(np.concatenate([d.points for d in found]))
-                all_e = self.encoder.embed(subset, index, points).cpu()
-                embs = list(torch.split(all_e, counts))
-        return found, embs
+        return found, self._embed(subset, found)
+
+    def _embed(self, frames: torch.Tensor, found: list[FaceDetections]) -> list[torch.Tensor | None]:
+        """Identity embeddings of detected faces (frames[i] holds found[i]), if an encoder is set."""
+        if self.encoder is None or self.settings.appearance_weight <= 0:
+            return [None] * len(found)
+        counts = [len(d) for d in found]
+        if not sum(counts):
+            return [torch.zeros((0, self.encoder.dim)) for _ in found]
+        index = torch.repeat_interleave(torch.arange(len(found)), torch.tensor(counts))
+        points = torch.from_numpy(np.concatenate([d.points for d in found]))
+        all_e = self.encoder.embed(frames, index, points).cpu()
+        return list(torch.split(all_e, counts))
 
     def _observe(
         self, t: int, dets: FaceDetections, embs: torch.Tensor | None, frames: torch.Tensor, i: int

@@ -213,3 +213,23 @@ def test_hamilton_full_length_no_track_across_cuts(every, read_clip, scrfd, mobi
     rows = _identity_within_tracks(frames, tracked, mobileface)
     for tid, n, mean, low, own in rows:
         print(f"hamilton k={every} track {tid}: {n} faces, similarity to mean {mean:.3f} (min {low:.3f}), own {own:.0%}")
+
+
+def _dets(boxes: list[list[float]]) -> FaceDetections:
+    b = np.asarray(boxes, dtype=np.float32)
+    pts = np.stack([b[:, :2] + (b[:, 2:] - b[:, :2]) * np.float32(f) for f in (0.3, 0.5, 0.7, 0.4, 0.6)], axis=1)
+    return FaceDetections(b, pts.astype(np.float32), np.full(len(b), 0.9, np.float32))
+
+
+@pytest.mark.parametrize("weight,expect_swap", [(0.0, True), (0.5, False)])
+def test_appearance_keeps_identities_when_boxes_overlap(weight, expect_swap):
+    """Two overlapping faces trade places: IoU alone swaps them, identity keeps them apart."""
+    a, b = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])
+    frames = torch.zeros(2, 200, 200, 3, dtype=torch.uint8)
+    dets = [_dets([[0, 0, 100, 100], [20, 0, 120, 100]]), _dets([[18, 0, 118, 100], [2, 0, 102, 100]])]
+    embs = [torch.cat([a, b]), torch.cat([a, b])]  # frame 1: the face at x=18 is person a
+    tracker = FaceTracker(TrackerSettings(appearance_weight=weight, max_gap=1, min_hits=1))
+    out = tracker.push(frames, dets, embs) + tracker.flush()
+    first_a = int(out[0].track_ids[0])
+    a_in_second = int(out[1].track_ids[np.argmin(np.abs(out[1].boxes[:, 0] - 18))])
+    assert (a_in_second != first_a) == expect_swap
