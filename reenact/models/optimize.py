@@ -504,8 +504,12 @@ class OptimizingMapper:
             return ws_out, FrameStats(track_ids.cpu(), steps, warm, diverged, initial_terms, final_terms,
                                       history, task_history)
         with torch.no_grad():
-            ref_pts = torch.cat([self._features(crops[i : i + self.settings.batch_size])[1]
-                                 for i in range(0, n, self.settings.batch_size)])
+            feats = [self._features(crops[i : i + self.settings.batch_size])
+                     for i in range(0, n, self.settings.batch_size)]
+        ref_pts = torch.cat([f[1] for f in feats])
+        if feats[0][0].shape[1] != target_id.shape[1]:
+            raise ShapeError(f"target_id has {target_id.shape[1]}-d codes but the identity network gives "
+                             f"{feats[0][0].shape[1]}-d; embed the target with the same identity model")
         # rank of each face within its track: faces of equal rank form one time step
         ids = track_ids.tolist()
         seen: dict[int, int] = {}

@@ -196,6 +196,7 @@ def test_nan_loss_on_a_first_frame_keeps_its_start() -> None:
         (lambda c, t, i: ((c * 127.5 + 127.5).to(torch.uint8), t, i), "crops must be float"),
         (lambda c, t, i: (c, t * 2, i), "unit L2 norm"),
         (lambda c, t, i: (c, t[:1], i), "target_id must be"),
+        (lambda c, t, i: (c, F.normalize(torch.ones(2, 8), dim=1), i), "same identity model"),
         (lambda c, t, i: (c, t, i.float()), "track_ids must be"),
         (lambda c, t, i: (c, t.masked_fill(t > 0, float("nan")), i), "NaN"),
     ],
