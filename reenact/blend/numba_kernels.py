@@ -21,7 +21,7 @@ from reenact.blend.common import MATCH_CODES, PASTE, SPACE_CODES, SPACE_RANGES, 
 _DELTA = 6.0 / 29.0
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _to_space(r: float, g: float, b: float, space: int) -> tuple[float, float, float]:
     if space == 0:
         return r, g, b
@@ -47,19 +47,19 @@ def _to_space(r: float, g: float, b: float, space: int) -> tuple[float, float, f
     return 116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _clamp255(v: float) -> float:
     return min(max(v, 0.0), 255.0)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _gamma(lin: float) -> float:
     lin = min(max(lin, 0.0), 1.0)
     s = 12.92 * lin if lin <= 0.0031308 else 1.055 * math.pow(lin, 1.0 / 2.4) - 0.055
     return _clamp255(s * 255.0)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _from_space(c0: float, c1: float, c2: float, space: int) -> tuple[float, float, float]:
     if space == 0:
         return _clamp255(c0), _clamp255(c1), _clamp255(c2)
@@ -84,7 +84,7 @@ def _from_space(c0: float, c1: float, c2: float, space: int) -> tuple[float, flo
     return _gamma(r), _gamma(g), _gamma(b)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _sample_mask(mask: np.ndarray, k: int, size: int, u: float, v: float) -> float:
     if u <= -1.0 or v <= -1.0 or u >= size or v >= size:
         return 0.0
@@ -109,7 +109,7 @@ def _sample_mask(mask: np.ndarray, k: int, size: int, u: float, v: float) -> flo
     return acc
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _sample_face(faces: np.ndarray, f: int, ch: int, size: int, u: float, v: float) -> float:
     u = min(max(u, 0.0), size - 1.0)
     v = min(max(v, 0.0), size - 1.0)
@@ -127,7 +127,7 @@ def _sample_face(faces: np.ndarray, f: int, ch: int, size: int, u: float, v: flo
     return _clamp255(val)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _hist_map(
     c: float, ch: int, lo: float, scale: float, bins: int,
     p_g: np.ndarray, left_g: np.ndarray, nz: np.ndarray, nz_n: np.ndarray,
@@ -154,74 +154,108 @@ def _hist_map(
 
 
 @njit(cache=True)
-def _down(x: np.ndarray) -> np.ndarray:
+def _down_into(x: np.ndarray, out: np.ndarray) -> None:
+    """Gaussian 5-tap [1 4 6 4 1]/16 downsample by 2 of ``x`` [C,h,w] into ``out``."""
     ch, h, w = x.shape
-    hn = (h + 1) // 2
-    wn = (w + 1) // 2
-    taps = np.array([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0
-    tmp = np.empty((ch, hn, w))
+    hn = out.shape[1]
+    wn = out.shape[2]
+    tmp = np.empty((hn, w))
     for c in range(ch):
         for i in range(hn):
             for xx in range(w):
                 acc = 0.0
                 for k in range(5):
                     yy = min(max(2 * i + k - 2, 0), h - 1)
-                    acc += taps[k] * x[c, yy, xx]
-                tmp[c, i, xx] = acc
-    out = np.empty((ch, hn, wn))
-    for c in range(ch):
+                    acc += _TAPS[k] * x[c, yy, xx]
+                tmp[i, xx] = acc
         for i in range(hn):
             for j in range(wn):
                 acc = 0.0
                 for k in range(5):
                     xx = min(max(2 * j + k - 2, 0), w - 1)
-                    acc += taps[k] * tmp[c, i, xx]
+                    acc += _TAPS[k] * tmp[i, xx]
                 out[c, i, j] = acc
-    return out
 
 
 @njit(cache=True)
-def _up(x: np.ndarray, h: int, w: int) -> np.ndarray:
+def _up_into(x: np.ndarray, out: np.ndarray) -> None:
+    """Gaussian upsample by 2 (polyphase [1 4 6 4 1]/8) of ``x`` [C,h',w'] into ``out`` [C,h,w]."""
     ch, hs, ws = x.shape
-    tmp = np.empty((ch, h, ws))
+    h = out.shape[1]
+    w = out.shape[2]
+    tmp = np.empty((h, ws))
     for c in range(ch):
         for o in range(h):
             i = o // 2
             a = max(i - 1, 0)
-            c1 = min(i + 1, hs - 1)
+            b = min(i + 1, hs - 1)
             for xx in range(ws):
                 if o % 2 == 0:
-                    tmp[c, o, xx] = (x[c, a, xx] + 6.0 * x[c, i, xx] + x[c, c1, xx]) / 8.0
+                    tmp[o, xx] = (x[c, a, xx] + 6.0 * x[c, i, xx] + x[c, b, xx]) / 8.0
                 else:
-                    tmp[c, o, xx] = (x[c, i, xx] + x[c, c1, xx]) / 2.0
-    out = np.empty((ch, h, w))
-    for c in range(ch):
+                    tmp[o, xx] = (x[c, i, xx] + x[c, b, xx]) / 2.0
         for yy in range(h):
             for o in range(w):
                 i = o // 2
                 a = max(i - 1, 0)
-                c1 = min(i + 1, ws - 1)
+                b = min(i + 1, ws - 1)
                 if o % 2 == 0:
-                    out[c, yy, o] = (tmp[c, yy, a] + 6.0 * tmp[c, yy, i] + tmp[c, yy, c1]) / 8.0
+                    out[c, yy, o] = (tmp[yy, a] + 6.0 * tmp[yy, i] + tmp[yy, b]) / 8.0
                 else:
-                    out[c, yy, o] = (tmp[c, yy, i] + tmp[c, yy, c1]) / 2.0
-    return out
+                    out[c, yy, o] = (tmp[yy, i] + tmp[yy, b]) / 2.0
+
+
+_TAPS = np.array([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0
 
 
 @njit(cache=True)
 def _pyramid_delta(delta: np.ndarray, alpha: np.ndarray, levels: int) -> np.ndarray:
-    """Collapse of Gaussian(alpha) x Laplacian(delta) (serial; faces run in parallel)."""
-    gauss_a = [alpha]
-    gauss_d = [delta]
-    for _ in range(1, levels):
-        gauss_a.append(_down(gauss_a[-1]))
-        gauss_d.append(_down(gauss_d[-1]))
-    result = gauss_a[levels - 1] * gauss_d[levels - 1]
+    """Collapse of Gaussian(alpha) x Laplacian(delta), ``delta`` [3,h,w], ``alpha`` [1,h,w].
+
+    Levels live in two flat buffers (no lists: quicker to compile); serial, since faces
+    run in parallel."""
+    hs = np.empty(levels, dtype=np.int64)
+    ws = np.empty(levels, dtype=np.int64)
+    off = np.zeros(levels + 1, dtype=np.int64)
+    hs[0] = delta.shape[1]
+    ws[0] = delta.shape[2]
+    for lvl in range(levels):
+        if lvl > 0:
+            hs[lvl] = (hs[lvl - 1] + 1) // 2
+            ws[lvl] = (ws[lvl - 1] + 1) // 2
+        off[lvl + 1] = off[lvl] + hs[lvl] * ws[lvl]
+    ga = np.empty(off[levels])
+    gd = np.empty(3 * off[levels])
+    ga[: off[1]] = alpha.ravel()
+    gd[: 3 * off[1]] = delta.ravel()
+    for lvl in range(1, levels):
+        h0, w0, h1, w1 = hs[lvl - 1], ws[lvl - 1], hs[lvl], ws[lvl]
+        _down_into(ga[off[lvl - 1] : off[lvl]].reshape((1, h0, w0)), ga[off[lvl] : off[lvl + 1]].reshape((1, h1, w1)))
+        _down_into(
+            gd[3 * off[lvl - 1] : 3 * off[lvl]].reshape((3, h0, w0)),
+            gd[3 * off[lvl] : 3 * off[lvl + 1]].reshape((3, h1, w1)),
+        )
+    last = levels - 1
+    result = np.empty((3, hs[last], ws[last]))
+    for c in range(3):
+        for i in range(hs[last]):
+            for j in range(ws[last]):
+                k = i * ws[last] + j
+                result[c, i, j] = gd[3 * off[last] + c * hs[last] * ws[last] + k] * ga[off[last] + k]
     for lvl in range(levels - 2, -1, -1):
-        h = gauss_d[lvl].shape[1]
-        w = gauss_d[lvl].shape[2]
-        lap = gauss_d[lvl] - _up(gauss_d[lvl + 1], h, w)
-        result = gauss_a[lvl] * lap + _up(result, h, w)
+        h, w = hs[lvl], ws[lvl]
+        coarse = gd[3 * off[lvl + 1] : 3 * off[lvl + 2]].reshape((3, hs[lvl + 1], ws[lvl + 1]))
+        up_d = np.empty((3, h, w))
+        _up_into(coarse, up_d)
+        up_r = np.empty((3, h, w))
+        _up_into(result, up_r)
+        for c in range(3):
+            for i in range(h):
+                for j in range(w):
+                    k = i * w + j
+                    fine = gd[3 * off[lvl] + c * h * w + k]
+                    up_r[c, i, j] += ga[off[lvl] + k] * (fine - up_d[c, i, j])
+        result = up_r
     return result
 
 
@@ -414,13 +448,14 @@ def _composite_pass(
                     out[t, yy, xx, 2] = np.uint8(_clamp255(math.floor(cur2 + a * (cb - cur2) + 0.5)))
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def _pyramid_pass(
     out: np.ndarray, roi: np.ndarray, fidx: np.ndarray, offsets: np.ndarray, layer: np.ndarray,
     levels: np.ndarray, alpha_buf: np.ndarray, delta_buf: np.ndarray,
 ) -> None:
-    """Laplacian-pyramid blend of the faces of one layer, one face per thread."""
-    for k in prange(layer.shape[0]):
+    """Laplacian-pyramid blend of the faces of one layer (serial: a parallel version costs
+    more compile time than this optional mode saves)."""
+    for k in range(layer.shape[0]):
         f = layer[k]
         x0 = roi[f, 0]
         y0 = roi[f, 1]
@@ -432,19 +467,19 @@ def _pyramid_pass(
         delta = np.empty((3, h, w))
         for ch in range(3):
             delta[ch] = delta_buf[ch, base : base + h * w].reshape((h, w))
-        if levels[f] > 1:
-            res = _pyramid_delta(delta, alpha, levels[f])
-        else:
-            res = delta * alpha
+        pyramid = levels[f] > 1
+        res = _pyramid_delta(delta, alpha, levels[f]) if pyramid else delta
         for r in range(h):
             yy = y0 + r
             for cidx in range(w):
-                if alpha[0, r, cidx] <= 0.0:
+                a = alpha[0, r, cidx]
+                if a <= 0.0:
                     continue
                 xx = x0 + cidx
                 for ch in range(3):
                     cur = float(out[t, yy, xx, ch])
-                    out[t, yy, xx, ch] = np.uint8(_clamp255(math.floor(cur + res[ch, r, cidx] + 0.5)))
+                    step = res[ch, r, cidx] if pyramid else a * res[ch, r, cidx]
+                    out[t, yy, xx, ch] = np.uint8(_clamp255(math.floor(cur + step + 0.5)))
 
 
 _ROWS_PER_ITEM = 8
