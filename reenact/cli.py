@@ -115,7 +115,9 @@ def _eval_run(args: argparse.Namespace) -> int:
         landmarks=args.landmarks, detector=args.detector, detector_model=args.detector_model,
         identity_model=args.identity_model, identity_mean=args.identity_mean, identity_std=args.identity_std,
     ))
-    distractors: list[Any] = []
+    from pathlib import Path
+
+    distractors: list[Path] = []
     if args.gallery is not None:
         if not args.gallery.is_dir():
             from reenact.errors import InputError

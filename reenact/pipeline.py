@@ -63,6 +63,7 @@ from reenact.io import (
     run_stream,
 )
 from reenact.io.reader import ReadSettings
+from reenact.models.optimize import OptimizeSettings, make_optimizing_mapping
 from reenact.packs import LoadedPack, PackSettings, load_pack
 from reenact.redact import blur_boxes
 from reenact.temporal import SmoothingSettings, TrackSmoother
@@ -106,6 +107,7 @@ class PipelineConfig:
     blend: BlendSettings = BlendSettings()
     encode: EncodeSettings = EncodeSettings()
     deidentify: DeidentifySettings = DeidentifySettings()
+    optimize: OptimizeSettings = OptimizeSettings()
 
     def __post_init__(self) -> None:
         if self.faces not in ("all", "largest") and not self.faces.startswith("reference:"):
@@ -137,6 +139,10 @@ class LatentMapper(Protocol):
         """crops float [F,3,R,R] in [-1,1]; id_codes float [F,D]; returns ws float [F,num_ws,w_dim]."""
         ...
 
+    def report(self) -> dict[int, dict[str, Any]]:
+        """Per-track facts for the run's report (empty when there is nothing to say)."""
+        ...
+
 
 class TrainedMapping:
     """The paper's fast path: ``w = mapper(id ++ E_attr(crop))``, one w for every style layer."""
@@ -150,15 +156,15 @@ class TrainedMapping:
         w = self.pack.mapper.map(id_codes.to(attr.dtype), attr)
         return w[:, None, :].repeat(1, self.pack.generator.num_ws, 1)
 
+    def report(self) -> dict[int, dict[str, Any]]:
+        return {}
+
 
 def make_mapping(pack: LoadedPack, config: PipelineConfig) -> LatentMapper:
-    """The latent mapper that ``config.mapper`` names."""
+    """The latent mapper that ``config.mapper`` names (``optimize``: :mod:`reenact.models.optimize`)."""
     if config.mapper == "trained":
         return TrainedMapping(pack)
-    from reenact.models.optimize import make_optimizing_mapping  # type: ignore[attr-defined]
-
-    mapping: LatentMapper = make_optimizing_mapping(pack, config)
-    return mapping
+    return make_optimizing_mapping(pack, config)
 
 
 # --- identities ----------------------------------------------------------------------------
@@ -671,6 +677,7 @@ def _report(
         "counts": replacer.counts,
         "identity_threshold": replacer.threshold,
         "tracks": {str(k): v.summary(mode) for k, v in sorted(replacer.tracks.items())},
+        "mapper": {"kind": config.mapper, "tracks": {str(k): v for k, v in replacer.mapping.report().items()}},
         "video": {"width": info.width, "height": info.height, "fps": info.avg_fps, "frame_count": info.frame_count},
         "config": to_dict(config),
         "warnings": [] if pack.trained else [f"model pack {pack.name!r} is untrained: a smoke test, not a result"],
