@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -316,11 +316,14 @@ def evaluate_videos(
     landmarks: LandmarkModel,
     identity_image: Any = None,
     settings: EvalSettings = EvalSettings(),
+    distractors: Sequence[str | Path] = (),
 ) -> dict[str, Any]:
     """Measure OUTPUT against INPUT and return the report (JSON-ready dict).
 
     ``identity_image`` (a path or uint8 ``[H,W,3]`` RGB) is the target identity of a
-    reenactment; it is required in ``reenact`` mode. Frames of the two videos are
+    reenactment; it is required in ``reenact`` mode. ``distractors`` are photos of other
+    people (the largest face of each) added to the identity gallery, so that "the nearest
+    identity is the original person" means something for a one-person video too. Frames of the two videos are
     paired by timestamp (seconds since each video's first frame).
 
     Raises :class:`VideoReadError` for unreadable files, :class:`InputError` when the
@@ -331,6 +334,7 @@ def evaluate_videos(
     if settings.mode == "reenact" and identity_image is None:
         raise InputError("reenact mode measures identity transfer and needs the target face: pass --identity FACE")
     target = _embed_image(identity_image, detector, identity) if identity_image is not None else None
+    extra = np.stack([_embed_image(p, detector, identity) for p in distractors]) if distractors else None
 
     warnings: list[str] = []
     with _open(input_path, settings.chunk_size) as rin, _open(output_path, settings.chunk_size) as rout:
@@ -384,7 +388,7 @@ def evaluate_videos(
     return _clean(
         _build_report(
             input_path, output_path, sin, sout, counts, tracks, target, detector, identity, landmarks,
-            settings, psnr_sq, psnr_n, frame_psnr, warnings, identity_image,
+            settings, psnr_sq, psnr_n, frame_psnr, warnings, identity_image, extra,
         )
     )
 
@@ -534,9 +538,12 @@ def _build_report(
     frame_psnr: list[tuple[int, float]],
     warnings: list[str],
     identity_image: Any,
+    extra: np.ndarray | None = None,
 ) -> dict[str, Any]:
     ids = sorted(tracks)
-    gallery = np.stack([M._unit(np.mean(M._check_embeddings(np.stack(tracks[t].emb_in), "e"), 0), "g") for t in ids])
+    people = np.stack([M._unit(np.mean(M._check_embeddings(np.stack(tracks[t].emb_in), "e"), 0), "g") for t in ids])
+    gallery = people if extra is None else np.concatenate([people, extra])  # input's people first
+    n_gallery = gallery.shape[0]
     det_name, id_name, lm_name = model_name(detector), model_name(identity), model_name(landmarks)
     models = {"detector": det_name, "identity": id_name, "landmarks": lm_name}
     per_track: list[dict[str, Any]] = []
@@ -553,7 +560,7 @@ def _build_report(
         detected = np.asarray(tr.out_detected, dtype=bool)
         sim_orig = M.identity_similarity(e_out, gallery[gi])
         reid = sim_orig >= settings.reid_threshold
-        if len(ids) >= 2:
+        if n_gallery >= 2:
             reid |= M.nearest_is(e_out, gallery, gi)
         # a face the detector cannot find in the output is not recognised by this pipeline
         # (embeddings of face-less patches are encoder bias, not identity)
@@ -591,7 +598,7 @@ def _build_report(
         }
         if target is not None:
             sim_t = M.identity_similarity(e_out, target)
-            retrieved = M.nearest_is(e_out, np.concatenate([gallery, target[None]]), len(ids)) & detected
+            retrieved = M.nearest_is(e_out, np.concatenate([gallery, target[None]]), n_gallery) & detected
             entry["similarity_to_target"] = sim_t
             entry["target_retrieved"] = retrieved
             all_["sim_target"].append(sim_t)
@@ -644,10 +651,12 @@ def _build_report(
             "models": {"identity": id_name, "detector": det_name},
             "reidentification_rate": _mean(cat["reid"].astype(float)),
             "threshold": settings.reid_threshold,
-            "gallery_size": len(ids),
+            "gallery_size": n_gallery,
+            "distractors": 0 if extra is None else int(extra.shape[0]),
             "rule": "output face detected, and: similarity to the original person >= threshold"
-                    + (", or the original person is the nearest of the input's people" if len(ids) >= 2 else
-                       " (one person in the input: the nearest-identity rule needs two or more)"),
+                    + (", or the original person is the nearest identity of the gallery (the input's people"
+                       " and the distractor photos)" if n_gallery >= 2 else
+                       " (a gallery of one: the nearest-identity rule needs two or more; add --gallery photos)"),
             "mean_similarity_to_original": _mean(cat["sim_orig"]),
             "per_track": {str(t["track"]): t["reidentification_rate"] for t in per_track},
             "worst_frames": worst[: settings.worst_frames],
@@ -665,8 +674,9 @@ def _build_report(
             "target": str(identity_image) if isinstance(identity_image, (str, Path)) else "array",
             "similarity_to_target": M.summarize(cat["sim_target"]),
             "retrieval_rate": _mean(cat["retrieved"].astype(float)),
-            "retrieval_rule": "output face detected and the target is the nearest of the input's people plus the target",
-            "gallery_size": len(ids) + 1,
+            "retrieval_rule": "output face detected and the target is the nearest identity of the gallery "
+                              "(the input's people, the distractor photos and the target)",
+            "gallery_size": n_gallery + 1,
         }
     return {
         "version": REPORT_VERSION,
