@@ -483,7 +483,8 @@ class OptimizingMapper:
             ``G.img_resolution``); ``target_id`` float ``[F,D]`` unit rows (the identity
             each face should get); ``track_ids`` int64 ``[F]``, faces of a track in time
             order. ``initial`` (optional) float ``[F,K,w_dim]`` or ``[F,w_dim]``: start
-            latents for faces whose track has no previous frame (e.g. the trained mapper's).
+            latents for faces whose track has no previous frame (e.g. the trained mapper's;
+            in W mode a W+ start is averaged to one row).
             Returns ``ws`` float ``[F,K,w_dim]`` (K = :attr:`latent_rows`; expand to
             ``G.num_ws`` rows for synthesis) on the generator's device, and
             :class:`FrameStats`. ``warm_start=False`` starts every face from scratch, without
