@@ -90,3 +90,11 @@ def test_cli_identity_model_needs_its_normalisation(fixtures: Path, tmp_path: Pa
     del args[i : i + 4]
     assert main(args) == 2
     assert "--identity-mean" in capsys.readouterr().err
+
+
+def test_cli_gallery_must_be_a_folder_of_photos(fixtures: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for gallery in (tmp_path / "missing", empty):
+        assert main([*_args(fixtures, fixtures / D0, tmp_path / "eval"), "--gallery", str(gallery)]) == 2
+        assert str(gallery) in capsys.readouterr().err
