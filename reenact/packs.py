@@ -13,9 +13,7 @@ fixture models.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -87,37 +85,29 @@ class LoadedPack:
         }
 
 
-def insightface_home() -> Path:
-    """Where insightface keeps its model packs (``~/.insightface/models``)."""
-    root = os.environ.get("INSIGHTFACE_HOME")
-    return Path(root) if root else Path.home() / ".insightface" / "models"
-
-
 def _face_models(settings: PackSettings, default_backend: str, det_settings: DetectorSettings) -> tuple[FaceDetector, IdentityEncoder, float]:
+    """Detector, identity encoder and its same-person threshold, as the settings ask.
+
+    The ``insightface`` backend takes the files the ``full`` pack's registry names (insightface's
+    ``buffalo_l``, with the normalisation stated there); ``offline`` the packaged ones.
+    """
+    from reenact.models import weights
+
     backend = default_backend if settings.faces_backend == "pack" else settings.faces_backend
-    buffalo = insightface_home() / "buffalo_l"
     if settings.detector_model:
         detector = make_detector("insightface", settings.detector_model, settings=det_settings)
     elif backend == "insightface":
-        if not buffalo.is_dir():
-            raise WeightsMissingError(
-                f"insightface model pack buffalo_l not found in {buffalo.parent}; on a machine with "
-                "internet run: python -c \"import insightface; insightface.app.FaceAnalysis('buffalo_l')\" "
-                "(or use --faces-backend offline)"
-            )
-        detector = make_detector("insightface", buffalo, settings=det_settings)
+        detector = make_detector("insightface", weights.resolve("full", "detector"), settings=det_settings)
     else:
         detector = make_detector("offline", None, settings=det_settings)
+    identity: IdentityEncoder
     if settings.identity_model:
-        identity: IdentityEncoder = OnnxArcFaceEncoder(
-            settings.identity_model, settings.identity_model_mean, settings.identity_model_std
-        )
+        identity = OnnxArcFaceEncoder(settings.identity_model, settings.identity_model_mean, settings.identity_model_std)
         family = "arcface"
     elif backend == "insightface":
-        recogniser = buffalo / "w600k_r50.onnx"
-        if not recogniser.is_file():
-            raise WeightsMissingError(f"ArcFace model {recogniser} not found (insightface buffalo_l pack)")
-        identity, family = OnnxArcFaceEncoder(recogniser, 127.5, 127.5), "arcface"
+        norm = weights.get_pack("full").components["identity"].normalisation
+        mean, std = (norm.mean, norm.std) if norm is not None else (127.5, 127.5)
+        identity, family = OnnxArcFaceEncoder(weights.resolve("full", "identity"), mean, std), "arcface"
     else:
         identity, family = DlibFaceEncoder(), "dlib"
     threshold = settings.match_threshold if settings.match_threshold is not None else MATCH_THRESHOLDS[family]

@@ -150,3 +150,14 @@ def test_identity_photo_without_a_face_fails_before_any_output(
     with pytest.raises(NoFaceError, match="no face"):
         process_video(clip, out, "reenact", config, identity=photo)
     assert list(tmp_path.iterdir()) == [photo]
+
+
+def test_gaussian_lookahead_delays_but_never_drops_frames(clip: Path, config: PipelineConfig, tmp_path: Path) -> None:
+    from reenact.config import replace
+
+    out = tmp_path / "gauss.mp4"
+    report = process_video(clip, out, "deidentify", replace(config, {"smoothing.method": "gaussian",
+                                                                      "smoothing.window": 3}))
+    frames, pts = decode(out)
+    assert frames.shape[0] == FRAMES and pts == decode(clip)[1]
+    assert report["counts"]["faces_replaced"] + report["counts"]["faces_blurred"] >= FRAMES
