@@ -103,12 +103,15 @@ def write_zero_frame(path: Path) -> Path:
 
 def decode_all(path: Path) -> tuple[list[np.ndarray], list[Fraction], int]:
     """Every frame as RGB, its time in seconds, and the stream rotation, via plain PyAV."""
+    frames: list[np.ndarray] = []
+    times: list[Fraction] = []
+    rot = 0
     with av.open(str(path)) as c:
         s = c.streams.video[0]
-        frames, times, rot = [], [], 0
+        tb = s.time_base or Fraction(1)
         for f in c.decode(s):
             frames.append(f.to_ndarray(format="rgb24"))
-            times.append(f.pts * s.time_base)
+            times.append(int(f.pts or 0) * tb)
             rot = f.rotation
     return frames, times, rot
 

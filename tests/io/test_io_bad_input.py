@@ -44,7 +44,7 @@ def refuse(path: Path, match: str) -> VideoReadError:
     assert str(path) in str(info.value)
     for backend in ("auto", "av", "decord"):
         with pytest.raises(VideoReadError, match=match):
-            with open_video(path, backend=backend) as r:  # type: ignore[arg-type]
+            with open_video(path, backend=backend) as r:
                 list(r)
     return info.value
 
@@ -85,7 +85,7 @@ def test_faststart_mp4_truncated_at_half_is_refused_not_shortened(tmp_path: Path
     cut.write_bytes(data[: len(data) // 2])
     for backend in ("av", "auto"):
         with pytest.raises(VideoReadError, match="truncated") as info:
-            with open_video(cut, backend=backend) as r:  # type: ignore[arg-type]
+            with open_video(cut, backend=backend) as r:
                 list(r)
         assert str(cut) in str(info.value)
     # and through the engine: refused, and no output file (not even a partial one)

@@ -229,3 +229,26 @@ def test_same_input_is_refused_before_any_work(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="is the input"):
         VideoWriter(src, probe(src), source=src, overwrite=True)
     assert src.read_bytes() == before
+
+
+@pytest.mark.gpu
+def test_chunks_on_cuda_round_trip(tmp_path: Path) -> None:
+    src = write_video(tmp_path / "in.mp4", frames=9, audio=True)
+    with open_video(src, chunk_size=4) as r:
+        cpu_frames = torch.cat([c.frames for c in r])
+    seen: list[torch.device] = []
+
+    def on_gpu(chunks: Iterator[FrameChunk]) -> Iterator[FrameChunk]:
+        for c in chunks:
+            seen.append(c.frames.device)
+            yield FrameChunk(c.frames.clone(), c.pts, c.start_index)  # compute stays on the GPU
+
+    out = tmp_path / "out.mp4"
+    with open_video(src, chunk_size=4, device="cuda") as r, VideoWriter(out, r.info, source=src) as w:
+        stats = run_stream(r, on_gpu, w)
+    assert stats.frames == 9 and all(d.type == "cuda" for d in seen)
+    with open_video(src, chunk_size=4, device="cuda") as r:
+        assert torch.equal(torch.cat([c.frames.cpu() for c in r]), cpu_frames)
+    _, t_in, _ = decode_all(src)
+    _, t_out, _ = decode_all(out)
+    assert t_out == t_in

@@ -3,13 +3,14 @@ encode at default quality; nothing the user gave may be lost or damaged."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from io_media import audio_packets
 
-from reenact.io import VideoWriter, open_video, passthrough, probe, run_stream
+from reenact.io import FrameChunk, VideoWriter, open_video, passthrough, probe, run_stream
 
 # default suite: the shortest clip and the one with the trickiest timing (29.97 fps, stream
 # starting at pts 10214, BT.709 tags); the other four run with -m slow (about 2.5 min)
@@ -30,7 +31,8 @@ WITH_AUDIO = [
 
 
 def frames_and_times(path: Path) -> tuple[list[np.ndarray], list[object]]:
-    frames, times = [], []
+    frames: list[np.ndarray] = []
+    times: list[object] = []
     with open_video(path, backend="av", chunk_size=32) as r:
         for c in r:
             frames.extend(c.frames.numpy())
@@ -69,7 +71,7 @@ def test_audio_is_copied_byte_for_byte(fixtures: Path, tmp_path: Path, name: str
     src = fixtures / "videos" / name
     out = tmp_path / "short.mp4"
 
-    def first_six(chunks):  # type: ignore[no-untyped-def]
+    def first_six(chunks: Iterator[FrameChunk]) -> Iterator[FrameChunk]:
         for c in chunks:
             yield c
             return
