@@ -94,12 +94,12 @@ def test_reenact_keeps_frames_timing_audio_and_background(
 def test_deidentify_is_reproducible_by_seed_and_differs_across_seeds(
     clip: Path, config: PipelineConfig, fixtures: Path, tmp_path: Path
 ) -> None:
-    from reenact.config import replace
+    from reenact import Deidentifier
 
     runs, codes = {}, {}
     for name, seed in (("a", 1), ("b", 1), ("c", 2)):
         out = tmp_path / f"{name}.mp4"
-        report = process_video(clip, out, "deidentify", replace(config, {"seed": seed}))
+        report = Deidentifier(config, seed=seed)(clip, out)
         runs[name] = decode(out)[0]
         assert len(report["tracks"]) == 1
         codes[name] = np.array(next(iter(report["tracks"].values()))["synthetic_identity"]["code"])
