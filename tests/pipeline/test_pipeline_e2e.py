@@ -10,8 +10,8 @@ import pytest
 from pipeline_media import audio_packets, decode, trim_clip
 
 from reenact.faces import make_detector
-from reenact.pipeline import PipelineConfig, process_video, report_paths
 from reenact.packs import PackSettings
+from reenact.pipeline import PipelineConfig, process_video, report_paths
 
 FRAMES = 10
 
@@ -74,7 +74,7 @@ def test_reenact_keeps_frames_timing_audio_and_background(
     clip: Path, config: PipelineConfig, fixtures: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "out.mp4"
-    report = process_video(clip, out, "reenact", config, identity=fixtures / "images" / "deepface" / "img1.jpg")
+    process_video(clip, out, "reenact", config, identity=fixtures / "images" / "deepface" / "img1.jpg")
     src, src_pts = decode(clip)
     dst, dst_pts = decode(out)
     assert dst.shape == src.shape and dst_pts == src_pts

@@ -11,8 +11,8 @@ from reenact.cli import main
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_readme_main_command_runs_on_the_samples(tmp_path: Path, monkeypatch: object) -> None:
-    lines = [l for l in (ROOT / "README.md").read_text().splitlines() if l.startswith("reenact samples/")]
+def test_readme_main_command_runs_on_the_samples(tmp_path: Path) -> None:
+    lines = [line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("reenact samples/")]
     assert lines, "the README shows the main command on samples/"
     argv = shlex.split(lines[0])[1:]
     out = argv[argv.index("-o") + 1]
