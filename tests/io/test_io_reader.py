@@ -145,3 +145,22 @@ def test_bad_arguments_are_config_errors(make_video) -> None:
         open_video(path, chunk_size=0)
     with pytest.raises(ConfigError, match="backend"):
         open_video(path, backend="opencv")  # type: ignore[arg-type]
+
+
+def test_auto_falls_back_when_decord_refuses_the_file(make_video, monkeypatch, caplog) -> None:
+    import decord
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("[decord] Error: codec not supported")
+
+    path = make_video("refused.mp4", frames=5)
+    monkeypatch.setattr(reader_mod, "DEFAULT_BACKEND", "decord")
+    monkeypatch.setattr(decord, "VideoReader", refuse)
+    reader_mod._warned.clear()
+    with caplog.at_level(logging.WARNING, logger="reenact.io.reader"):
+        frames, pts, _, used = read_all(path, backend="auto")
+        read_all(path, backend="auto")
+    assert used == "av" and frames.shape[0] == 5 and pts.tolist() == [i * 512 for i in range(5)]
+    assert sum("decord refused the file" in m for m in caplog.messages) == 1
+    with pytest.raises(VideoReadError, match="decord cannot read .*codec not supported"):
+        open_video(path, backend="decord")
