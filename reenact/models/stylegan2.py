@@ -116,13 +116,11 @@ def _bias_act(
 
 
 def _fir(x: torch.Tensor, f: torch.Tensor, pad: int, gain: float) -> torch.Tensor:
-    """Depthwise 2-D FIR filter (convolution, not correlation) with symmetric padding."""
+    """Depthwise 2-D FIR filter (convolution, not correlation) with symmetric zero padding."""
     channels = x.shape[1]
     k = (f * gain).to(x.dtype).flip([0, 1])
-    k = k[None, None].expand(channels, 1, *k.shape)
-    if pad > 0:
-        x = F.pad(x, [pad, pad, pad, pad])
-    return F.conv2d(x, k, groups=channels)
+    k = k[None, None].expand(channels, 1, *k.shape).contiguous()
+    return F.conv2d(x, k, padding=pad, groups=channels)
 
 
 def upsample2d(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
@@ -135,8 +133,50 @@ def upsample2d(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     kk = f.shape[-1]
     if kk % 2 != 0:
         raise ModelError(f"upsample2d needs an even-sized filter, got {tuple(f.shape)}")
-    k = (f * 4).to(x.dtype)[None, None].expand(channels, 1, *f.shape)
+    k = (f * 4).to(x.dtype)[None, None].expand(channels, 1, *f.shape).contiguous()
     return F.conv_transpose2d(x, k, stride=2, padding=(kk - 2) // 2, groups=channels)
+
+
+def _epilogue(
+    y: torch.Tensor,
+    scale: torch.Tensor | None,
+    noise: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    activation: str,
+    gain: float,
+    clamp: float | None,
+) -> torch.Tensor:
+    """``clamp(gain * act(y * scale + noise + bias))`` in as few passes as possible.
+
+    The gain is folded in before the activation (lrelu and linear are positively
+    homogeneous), so this is one fused multiply-add, the activation and the clamp; they
+    run in place when autograd does not need the intermediate values.
+    """
+    addend = None
+    if bias is not None:
+        addend = bias.to(y.dtype).reshape(1, -1, 1, 1)
+    if noise is not None:
+        noise = noise.to(y.dtype)
+        addend = noise if addend is None else addend + noise
+    if addend is not None and gain != 1:
+        addend = addend * gain
+    if addend is not None and y.is_contiguous(memory_format=torch.channels_last) and addend.ndim == 4:
+        addend = addend.contiguous(memory_format=torch.channels_last)
+    if scale is not None:
+        mult = (scale * gain).to(y.dtype).reshape(y.shape[0], -1, 1, 1)
+        y = torch.addcmul(addend, y, mult) if addend is not None else y * mult
+    elif addend is not None:
+        y = torch.add(addend, y, alpha=gain)
+    elif gain != 1:
+        y = y * gain
+    inplace = not (torch.is_grad_enabled() and y.requires_grad)
+    if activation == "lrelu":
+        y = F.leaky_relu(y, _LRELU_SLOPE, inplace=inplace)
+    elif activation != "linear":
+        raise ModelError(f"unsupported activation {activation!r}; use 'lrelu' or 'linear'")
+    if clamp is not None and clamp >= 0:
+        y = y.clamp_(-clamp, clamp) if inplace else y.clamp(-clamp, clamp)
+    return y
 
 
 def modulated_conv2d(
@@ -149,12 +189,18 @@ def modulated_conv2d(
     resample_filter: torch.Tensor | None = None,
     demodulate: bool = True,
     fused_modconv: bool = True,
+    bias: torch.Tensor | None = None,
+    activation: str = "linear",
+    gain: float = 1.0,
+    clamp: float | None = None,
 ) -> torch.Tensor:
-    """Style-modulated (and optionally demodulated) convolution.
+    """Style-modulated (optionally demodulated) convolution, then noise, bias, act, gain, clamp.
 
     ``x`` ``[B,I,H,W]``, ``weight`` ``[O,I,k,k]``, ``styles`` ``[B,I]``; ``up=2`` does a
     stride-2 transposed convolution followed by the FIR ``resample_filter`` (gain 4).
-    Returns ``[B,O,H*up,W*up]``.
+    Returns ``[B,O,H*up,W*up]``. ``fused_modconv`` runs one grouped convolution with
+    per-sample weights; otherwise the styles scale the input and the demodulation scales
+    the output (same result to float rounding; faster on CPU for batches > 1).
     """
     batch = x.shape[0]
     out_ch, in_ch, kh, kw = weight.shape
@@ -166,34 +212,23 @@ def modulated_conv2d(
         )
         styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
 
-    w = None
     dcoefs = None
-    if demodulate or fused_modconv:
-        w = weight.unsqueeze(0) * styles.reshape(batch, 1, -1, 1, 1)
     if demodulate:
-        assert w is not None
-        dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()
-    if demodulate and fused_modconv:
-        assert w is not None and dcoefs is not None
-        w = w * dcoefs.reshape(batch, -1, 1, 1, 1)
+        # sum_{i,k} (W[o,i,k] s[b,i])^2 == sum_i s[b,i]^2 sum_k W[o,i,k]^2: a small matmul.
+        dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()
 
-    if not fused_modconv:
-        x = x * styles.to(x.dtype).reshape(batch, -1, 1, 1)
-        x = _conv_resample(x, weight.to(x.dtype), up, padding, resample_filter, groups=1)
+    if fused_modconv:
+        w = weight.unsqueeze(0) * styles.reshape(batch, 1, -1, 1, 1)
         if dcoefs is not None:
-            x = x * dcoefs.to(x.dtype).reshape(batch, -1, 1, 1)
-        if noise is not None:
-            x = x + noise.to(x.dtype)
-        return x
+            w = w * dcoefs.reshape(batch, -1, 1, 1, 1)
+        xg = x.reshape(1, -1, *x.shape[2:])
+        y = _conv_resample(xg, w.reshape(-1, in_ch, kh, kw).to(x.dtype), up, padding, resample_filter, batch)
+        y = y.reshape(batch, -1, *y.shape[2:])
+        return _epilogue(y, None, noise, bias, activation, gain, clamp)
 
-    assert w is not None
-    x = x.reshape(1, -1, *x.shape[2:])
-    w = w.reshape(-1, in_ch, kh, kw).to(x.dtype)
-    x = _conv_resample(x, w, up, padding, resample_filter, groups=batch)
-    x = x.reshape(batch, -1, *x.shape[2:])
-    if noise is not None:
-        x = x + noise.to(x.dtype)
-    return x
+    x = x * styles.to(x.dtype).reshape(batch, -1, 1, 1)
+    y = _conv_resample(x, weight.to(x.dtype), up, padding, resample_filter, groups=1)
+    return _epilogue(y, dcoefs, noise, bias, activation, gain, clamp)
 
 
 def _conv_resample(
@@ -434,7 +469,8 @@ class SynthesisLayer(nn.Module):
             )
         elif self.use_noise and noise_mode == "const":
             noise = self.noise_const * self.noise_strength
-        x = modulated_conv2d(
+        act_clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
+        return modulated_conv2d(
             x,
             self.weight,
             styles,
@@ -443,10 +479,11 @@ class SynthesisLayer(nn.Module):
             padding=self.padding,
             resample_filter=self.resample_filter,
             fused_modconv=fused_modconv,
+            bias=self.bias,
+            activation=self.activation,
+            gain=self.act_gain * gain,
+            clamp=act_clamp,
         )
-        act_gain = self.act_gain * gain
-        act_clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
-        return _bias_act(x, self.bias.to(x.dtype), self.activation, act_gain, act_clamp)
 
 
 class ToRGBLayer(nn.Module):
@@ -470,8 +507,15 @@ class ToRGBLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, fused_modconv: bool = True) -> torch.Tensor:
         styles = self.affine(w) * self.weight_gain
-        x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused_modconv=fused_modconv)
-        return _bias_act(x, self.bias.to(x.dtype), "linear", 1.0, self.conv_clamp)
+        return modulated_conv2d(
+            x,
+            self.weight,
+            styles,
+            demodulate=False,
+            fused_modconv=fused_modconv,
+            bias=self.bias,
+            clamp=self.conv_clamp,
+        )
 
 
 class SynthesisBlock(nn.Module):
@@ -545,18 +589,26 @@ class SynthesisBlock(nn.Module):
         noise_mode: str = "const",
         force_fp32: bool = False,
         fused_modconv: bool | None = None,
+        channels_last: bool | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         w_iter = iter(ws.unbind(dim=1))
-        use_half = self.use_fp16 and not force_fp32 and ws.device.type == "cuda"
+        on_cpu = ws.device.type == "cpu"
+        use_half = self.use_fp16 and not force_fp32 and not on_cpu
         dtype = torch.float16 if use_half else torch.float32
         if fused_modconv is None:
-            fused_modconv = (not self.training) and (dtype == torch.float32 or ws.shape[0] == 1)
+            if on_cpu:  # grouped convolutions are slow on CPU beyond one sample
+                fused_modconv = (not self.training) and ws.shape[0] == 1
+            else:  # the official rule
+                fused_modconv = (not self.training) and (dtype == torch.float32 or ws.shape[0] == 1)
+        if channels_last is None:
+            channels_last = on_cpu  # oneDNN's transposed and depthwise convs are much faster in NHWC
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
         if self.in_channels == 0:
-            x = self.const.to(dtype).unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])
+            x = self.const.to(dtype).unsqueeze(0).repeat([ws.shape[0], 1, 1, 1]).contiguous(memory_format=fmt)
             x = self.conv1(x, next(w_iter), noise_mode=noise_mode, fused_modconv=fused_modconv)
         else:
             assert x is not None
-            x = x.to(dtype)
+            x = x.to(dtype=dtype, memory_format=fmt)
             x = self.conv0(x, next(w_iter), noise_mode=noise_mode, fused_modconv=fused_modconv)
             x = self.conv1(x, next(w_iter), noise_mode=noise_mode, fused_modconv=fused_modconv)
         if img is not None:
@@ -615,13 +667,16 @@ class SynthesisNetwork(nn.Module):
         noise_mode: str = "const",
         force_fp32: bool = False,
         fused_modconv: bool | None = None,
+        channels_last: bool | None = None,
     ) -> torch.Tensor:
         """Render ``ws``.
 
         Conventions: ws float ``[B, num_ws, w_dim]``; returns float32
         ``[B, img_channels, R, R]`` (roughly [-1, 1] for trained models).
         ``noise_mode``: 'const' (the stored noise images, deterministic), 'random'
-        (fresh N(0,1) noise) or 'none'.
+        (fresh N(0,1) noise) or 'none'. ``force_fp32`` disables the fp16 blocks on CUDA.
+        ``fused_modconv`` / ``channels_last``: None picks the fastest for the device
+        (both give the official result to float rounding).
         """
         if not isinstance(ws, torch.Tensor) or ws.ndim != 3 or tuple(ws.shape[1:]) != (
             self.num_ws,
@@ -650,9 +705,10 @@ class SynthesisNetwork(nn.Module):
                 noise_mode=noise_mode,
                 force_fp32=force_fp32,
                 fused_modconv=fused_modconv,
+                channels_last=channels_last,
             )
         assert img is not None
-        return img
+        return img.contiguous()
 
 
 class Generator(nn.Module):

@@ -230,6 +230,7 @@ def test_evil_global_deep_inside_a_network_is_refused(
     assert not (tmp_path / "src_ran").exists()
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_evil_payload_inside_a_tensor_storage_is_refused(tmp_path: Path) -> None:
     marker = tmp_path / "OWNED"
     inner = pickle.dumps(_Evil(f"touch {marker}"))
