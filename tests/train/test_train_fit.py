@@ -13,7 +13,7 @@ import torch
 
 from reenact.errors import ConfigError, TrainingError
 
-STEPS = 48
+STEPS = 40  # CPU budget; the slow test below runs 300
 
 
 def _mean(values: list[float]) -> float:
@@ -38,8 +38,8 @@ def test_losses_fall_and_discriminator_beats_chance(fitted: tuple[Any, list[Any]
     cross = [r for r in history if r.cross]
     first_pix, last_pix = _mean([r.pixel for r in same[:k]]), _mean([r.pixel for r in same[-k:]])
     first_id, last_id = _mean([r.identity for r in history[:k]]), _mean([r.identity for r in history[-k:]])
-    assert last_pix < 0.8 * first_pix, (first_pix, last_pix)
-    assert last_id < 0.85 * first_id, (first_id, last_id)
+    assert last_pix < 0.85 * first_pix, (first_pix, last_pix)
+    assert last_id < 0.8 * first_id, (first_id, last_id)
     assert _mean([r.identity for r in cross[-4:]]) < _mean([r.identity for r in cross[:4]])
     d_acc = [r.d_acc for r in history[-k:] if not math.isnan(r.d_acc)]
     assert d_acc and _mean(d_acc) > 0.5, d_acc
@@ -123,3 +123,23 @@ def test_nan_loss_stops_with_step_and_keeps_checkpoint(make_trainer: Callable[..
 def test_config_mismatch_with_generator_is_refused(make_trainer: Callable[..., Any], tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="id_dim"):
         make_trainer(tmp_path, **{"mapper.id_dim": 512})
+
+
+@pytest.mark.slow
+def test_few_hundred_steps_losses_fall_clearly(make_trainer: Callable[..., Any], tmp_path: Path) -> None:
+    trainer = make_trainer(tmp_path, **{"run.steps": 300, "run.train_data_size": 16, "run.eval_every": 300,
+                                        "run.checkpoint_every": 300})
+    before = trainer.evaluate(write_grid=False)
+    history = trainer.fit()
+    after = trainer.evaluate(write_grid=False)
+    k = 24
+    same = [r for r in history if not r.cross]
+    pix = (_mean([r.pixel for r in same[:k]]), _mean([r.pixel for r in same[-k:]]))
+    ident = (_mean([r.identity for r in history[:k]]), _mean([r.identity for r in history[-k:]]))
+    d_acc = _mean([r.d_acc for r in history[-k:]])
+    report = f"pixel {pix}, identity {ident}, d_acc {d_acc}, eval {before} -> {after}"
+    assert pix[1] < 0.75 * pix[0], report
+    assert ident[1] < 0.7 * ident[0], report
+    assert d_acc > 0.6, report
+    assert after["identity_similarity"] > before["identity_similarity"], report
+    print(report)
