@@ -1,6 +1,6 @@
 """Benchmark of the paste-back: numba against the torch reference, and 1080p against 4K.
 
-Everything compared is measured in this one run (best of ``--reps`` after a warm-up, so
+Everything compared is measured in this one run (best of ``--reps``, the two sides of each ratio measured alternately after a warm-up, so
 the numba JIT compile and first-touch costs are excluded). With a CUDA GPU and cupy, the
 cupy kernels are measured against the torch reference on the GPU too.
 
@@ -52,23 +52,27 @@ def _transforms(n: int, size: int, face_px: float) -> torch.Tensor:
     return torch.tensor(mats, dtype=torch.float32)
 
 
-def _best(fn: Callable[[], object], reps: int, device: str) -> float:
-    fn()  # warm-up: JIT compile, caches, allocator
-    times = []
+def _best_pair(a: Callable[[], object], b: Callable[[], object], reps: int, device: str) -> tuple[float, float]:
+    """Best-of-``reps`` times of ``a`` and ``b``, measured alternately after a warm-up so
+    that both see the same machine load (this machine may be shared)."""
+    a()  # warm-up: JIT compile, caches, allocator
+    b()
+    times: tuple[list[float], list[float]] = ([], [])
     for _ in range(reps):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+        for fn, bucket in ((a, times[0]), (b, times[1])):
+            if device == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            fn()
+            if device == "cuda":
+                torch.cuda.synchronize()
+            bucket.append(time.perf_counter() - t0)
+    return min(times[0]), min(times[1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--reps", type=int, default=7)
+    parser.add_argument("--reps", type=int, default=15)
     parser.add_argument("--crop", type=int, default=256, help="generated face size R")
     parser.add_argument("--face-px", type=float, default=240.0, help="crop width in frame pixels")
     args = parser.parse_args()
@@ -77,28 +81,24 @@ def main() -> None:
     print(f"blend benchmark: crop {size}, {args.face_px:.0f} px per crop in the frame, settings {settings}")
     print(f"torch threads {torch.get_num_threads()}, best of {args.reps}")
 
-    def timed(frames: torch.Tensor, n: int, impl: str, device: str = "cpu") -> float:
+    def runner(frames: torch.Tensor, n: int, impl: str, device: str = "cpu") -> Callable[[], object]:
         faces = _faces(n, size, 1).to(device)
         M = _transforms(n, size, args.face_px).to(device)
         fi = torch.zeros(n, dtype=torch.int64, device=device)
         frames = frames.to(device)
-        run = lambda: paste_faces(frames, faces, fi, M, settings=settings, impl=impl)  # noqa: E731
-        return _best(run, args.reps, device)
+        return lambda: paste_faces(frames, faces, fi, M, settings=settings, impl=impl)
 
     hd = _frame(1080, 1920, 0)
     uhd = _frame(2160, 3840, 0)
     results: dict[str, float] = {}
     for n in (1, 8):
-        t_torch = timed(hd, n, "torch")
-        t_numba = timed(hd, n, "numba")
+        t_torch, t_numba = _best_pair(runner(hd, n, "torch"), runner(hd, n, "numba"), args.reps, "cpu")
         results[f"speedup_{n}"] = t_torch / t_numba
         print(f"1080p, {n} face(s): torch {t_torch * 1e3:8.1f} ms  numba {t_numba * 1e3:8.1f} ms  ratio {t_torch / t_numba:5.2f}x")
-    t_hd = timed(hd, 8, "numba")
-    t_uhd = timed(uhd, 8, "numba")
+    t_hd, t_uhd = _best_pair(runner(hd, 8, "numba"), runner(uhd, 8, "numba"), args.reps, "cpu")
     results["res_ratio"] = t_uhd / t_hd
     print(f"8 faces, numba: 1080p {t_hd * 1e3:8.1f} ms  4K {t_uhd * 1e3:8.1f} ms  ratio {t_uhd / t_hd:5.2f}")
-    t_hd_t = timed(hd, 8, "torch")
-    t_uhd_t = timed(uhd, 8, "torch")
+    t_hd_t, t_uhd_t = _best_pair(runner(hd, 8, "torch"), runner(uhd, 8, "torch"), max(3, args.reps // 2), "cpu")
     print(f"8 faces, torch: 1080p {t_hd_t * 1e3:8.1f} ms  4K {t_uhd_t * 1e3:8.1f} ms  ratio {t_uhd_t / t_hd_t:5.2f}")
 
     gpu_goals: list[tuple[str, float, str, float]] = []
@@ -107,12 +107,10 @@ def main() -> None:
 
         if "cupy" in available_impls("cuda"):
             for n in (1, 8):
-                t_ref = timed(hd, n, "torch", "cuda")
-                t_cupy = timed(hd, n, "cupy", "cuda")
+                t_ref, t_cupy = _best_pair(runner(hd, n, "torch", "cuda"), runner(hd, n, "cupy", "cuda"), args.reps, "cuda")
                 print(f"GPU 1080p, {n} face(s): torch {t_ref * 1e3:8.2f} ms  cupy {t_cupy * 1e3:8.2f} ms  ratio {t_ref / t_cupy:5.2f}x")
                 gpu_goals.append((f"blend_cupy_vs_torch_gpu_1080p_{n}face", t_ref / t_cupy, ">=", 3.0))
-            c_hd = timed(hd, 8, "cupy", "cuda")
-            c_uhd = timed(uhd, 8, "cupy", "cuda")
+            c_hd, c_uhd = _best_pair(runner(hd, 8, "cupy", "cuda"), runner(uhd, 8, "cupy", "cuda"), args.reps, "cuda")
             print(f"GPU 8 faces, cupy: 1080p {c_hd * 1e3:8.2f} ms  4K {c_uhd * 1e3:8.2f} ms  ratio {c_uhd / c_hd:5.2f}")
             gpu_goals.append(("blend_cupy_4k_vs_1080p_time_ratio", c_uhd / c_hd, "<=", 1.3))
         else:

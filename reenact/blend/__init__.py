@@ -97,6 +97,12 @@ def _resolve(impl: str, device: torch.device) -> str:
     return "torch"
 
 
+@functools.lru_cache(maxsize=8)
+def _default_mask(size: int, settings: BlendSettings, device: str) -> torch.Tensor:
+    """The template mask for crops of ``size`` (built once per size, settings and device)."""
+    return face_mask(size, settings).to(device)
+
+
 def paste_faces(
     frames: torch.Tensor,
     faces: torch.Tensor,
@@ -137,7 +143,7 @@ def paste_faces(
     if mask is None:
         if not isinstance(faces, torch.Tensor) or faces.dim() != 4:
             raise ShapeError(f"faces must be float [F,3,R,R], got {getattr(faces, 'shape', type(faces))}")
-        mask = face_mask(int(faces.shape[-1]), settings).to(faces.device)
+        mask = _default_mask(int(faces.shape[-1]), settings, str(faces.device))
     check_inputs(frames, faces, frame_index, M, mask)
     chosen = _resolve(impl, frames.device)
     plan = make_plan(frames, faces, frame_index, M, mask, settings)

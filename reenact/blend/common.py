@@ -232,13 +232,23 @@ def make_plan(
     size = int(faces.shape[2])
     M64 = M.detach().to("cpu", torch.float64).numpy().reshape(n, 2, 3).copy()
     fidx = frame_index.detach().to("cpu", torch.int64).numpy().copy()
-    finite = torch.isfinite(faces.detach()).flatten(1).all(dim=1).cpu().numpy() if n else np.zeros(0, bool)
     per_face_mask = mask.dim() == 3
     mask_of = np.arange(n, dtype=np.int64) if per_face_mask else np.zeros(n, dtype=np.int64)
-    # Bounding box of the mask support in crop pixels, per mask row.
-    support = (mask.detach() > 0).reshape(-1, size, size)
-    rows_any = support.any(dim=2).cpu().numpy()
-    cols_any = support.any(dim=1).cpu().numpy()
+    if faces.device.type == "cpu":
+        # numpy, single-threaded: torch's thread pool would fight numba's right after.
+        faces_np = faces.detach()
+        if faces_np.dtype not in (torch.float32, torch.float64):
+            faces_np = faces_np.to(torch.float32)
+        finite = np.isfinite(faces_np.numpy().reshape(n, -1)).all(axis=1)
+        support_np = mask.detach().to(torch.float32).numpy().reshape(-1, size, size) > 0
+        rows_any = support_np.any(axis=2)
+        cols_any = support_np.any(axis=1)
+    else:
+        finite = torch.isfinite(faces.detach()).flatten(1).all(dim=1).cpu().numpy()
+        # Bounding box of the mask support in crop pixels, per mask row.
+        support = (mask.detach() > 0).reshape(-1, size, size)
+        rows_any = support.any(dim=2).cpu().numpy()
+        cols_any = support.any(dim=1).cpu().numpy()
 
     Minv = np.zeros_like(M64)
     roi = np.zeros((n, 4), dtype=np.int64)
