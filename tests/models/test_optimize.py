@@ -84,7 +84,9 @@ def test_identity_falls_and_landmarks_hold_on_a_clip(nets, clip_crops, target) -
     # identity: the identity term does not depend on the input frame, so every frame's
     # answer is compared with the track's random start; it must have moved to the target.
     start_identity = float(stats.initial["identity"][0])
-    assert (stats.final["identity"] < start_identity - 0.03).all(), (start_identity, stats.final["identity"])
+    # (30 steps take it from ~0.98 to ~0.94 on this clip; the warm frames keep what it gained)
+    assert (stats.final["identity"] < start_identity - 0.02).all(), (start_identity, stats.final["identity"])
+    assert (stats.final["identity"][1:] <= stats.final["identity"][0] + 0.005).all()
     # the returned latents really render faces with that identity (recomputed here)
     terms = mapper.evaluate(ws, clip_crops, target.expand(n, -1))
     assert torch.allclose(terms["identity"], stats.final["identity"], atol=1e-4)
