@@ -122,7 +122,7 @@ def convert_nvlabs_pickle(pkl_path: str | Path) -> Generator:
         syn_kwargs = config["synthesis_kwargs"]
         unknown = set(syn_kwargs) - {
             "channel_base", "channel_max", "num_fp16_res", "conv_clamp", "architecture",
-            "resample_filter", "use_noise", "kernel_size",
+            "resample_filter", "use_noise", "kernel_size", "activation",
         }
         if unknown:
             raise ModelError(
@@ -280,6 +280,8 @@ def detect_format(path: str | Path) -> str:
     except OSError as exc:
         raise ModelError(f"cannot read {path}: {exc.strerror or exc}") from exc
     if head[:2] == b"PK":
+        return "rosinality-pt"
+    if head[:2] == b"\x80\x02" and head[2:4] == b"\x8a\x0a":  # legacy torch.save magic number
         return "rosinality-pt"
     if head[:1] == b"\x80":
         return "nvlabs-pkl"

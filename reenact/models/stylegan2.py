@@ -77,6 +77,7 @@ _SYNTHESIS_KEYS = {
     "fp16_channels_last",
     "use_noise",
     "kernel_size",
+    "activation",
 }
 
 

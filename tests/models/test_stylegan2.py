@@ -234,3 +234,22 @@ def test_load_rejects_mismatched_file(tmp_path: Path) -> None:
     (tmp_path / "garbage.safetensors").write_bytes(b"\x00\x01not a file")
     with pytest.raises(ModelError):
         load_generator(tmp_path / "garbage.safetensors")
+
+
+@pytest.mark.gpu
+def test_fp16_blocks_on_cuda(tiny_ref: tuple[Generator, dict[str, torch.Tensor]]) -> None:
+    G, V = tiny_ref
+    config = dict(G.config)
+    config["synthesis_kwargs"] = {**config["synthesis_kwargs"], "num_fp16_res": 2}
+    H = generator_from_state_dict(config, G.state_dict()).cuda()
+    assert [getattr(H.synthesis, f"b{r}").use_fp16 for r in (4, 8, 16, 32)] == [False, False, True, True]
+    ws = V["ws_psi1"].cuda()
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    with torch.no_grad():
+        fp32 = H.synthesis(ws, noise_mode="const", force_fp32=True).cpu()
+        fp16 = H.synthesis(ws, noise_mode="const").cpu()
+    assert fp16.dtype == torch.float32
+    assert _err(fp32, V["img_const"]) <= 1e-4
+    scale = float(V["img_const"].abs().max())
+    assert 0 < _err(fp16, V["img_const"]) <= 2e-2 * scale  # really ran in fp16, and close

@@ -127,7 +127,12 @@ def _record(fake: _FakeModules, module: nn.Module, src: str, init_kwargs: Any = 
     return _Persistent(fake, meta)
 
 
-def _crafted_pickle(G: Generator, marker: Path, extra_ema_state: dict[str, Any] | None = None) -> bytes:
+def _crafted_pickle(
+    G: Generator,
+    marker: Path,
+    extra_ema_state: dict[str, Any] | None = None,
+    style: str = "ada",
+) -> bytes:
     src = (
         "import pathlib\n"
         f"pathlib.Path({str(marker)!r}).write_text('the embedded source ran')\n"
@@ -135,15 +140,27 @@ def _crafted_pickle(G: Generator, marker: Path, extra_ema_state: dict[str, Any] 
     )
     with _FakeModules() as fake:
         cfg = G.config
-        kwargs = fake.EasyDict(
-            z_dim=cfg["z_dim"],
-            c_dim=cfg["c_dim"],
-            w_dim=cfg["w_dim"],
-            img_resolution=cfg["img_resolution"],
-            img_channels=cfg["img_channels"],
-            mapping_kwargs=fake.EasyDict(cfg["mapping_kwargs"]),
-            synthesis_kwargs=fake.EasyDict(cfg["synthesis_kwargs"]),
-        )
+        dims = {k: cfg[k] for k in ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels")}
+        if style == "ada":  # stylegan2-ada-pytorch train.py
+            kwargs = fake.EasyDict(
+                **dims,
+                mapping_kwargs=fake.EasyDict(cfg["mapping_kwargs"]),
+                synthesis_kwargs=fake.EasyDict(cfg["synthesis_kwargs"]),
+            )
+        elif style == "stylegan3":  # networks_stylegan2 twin: synthesis kwargs flattened
+            kwargs = fake.EasyDict(
+                **dims, mapping_kwargs=fake.EasyDict(cfg["mapping_kwargs"]), **cfg["synthesis_kwargs"]
+            )
+        else:  # converted from TensorFlow by legacy.py: every kwarg spelled out
+            mapping = fake.EasyDict(
+                num_layers=8, embed_features=None, layer_features=None, activation="lrelu",
+                lr_multiplier=0.01, w_avg_beta=0.995,
+            )
+            synthesis = fake.EasyDict(
+                channel_base=2048, channel_max=64, num_fp16_res=0, conv_clamp=None, architecture="skip",
+                resample_filter=[1, 3, 3, 1], use_noise=True, activation="lrelu",
+            )
+            kwargs = fake.EasyDict(**dims, mapping_kwargs=mapping, synthesis_kwargs=synthesis)
         rec = _record(fake, G, src, kwargs)
         if extra_ema_state:
             rec.meta["state"].update(extra_ema_state)
@@ -187,6 +204,22 @@ def test_crafted_pickle_converts_exactly_and_never_runs_source(
         assert float((G.synthesis(V["ws_psi1"], noise_mode="const") - V["img_const"]).abs().max()) <= 1e-4
         assert float((G.mapping(V["z"], None, truncation_psi=0.7) - V["ws_psi07"]).abs().max()) <= 1e-5
     assert detect_format(path) == "nvlabs-pkl"
+
+
+@pytest.mark.parametrize("style", ["stylegan3", "tf-converted"])
+def test_other_pickle_flavours_convert(
+    style: str, tiny: tuple[Generator, dict[str, torch.Tensor]], tmp_path: Path
+) -> None:
+    path = tmp_path / f"{style}.pkl"
+    path.write_bytes(_crafted_pickle(tiny[0], tmp_path / "ran", style=style))
+    G = convert_nvlabs_pickle(path)
+    # conv_clamp comes from the stored layers (256 here), not from constructor defaults
+    assert G.config["synthesis_kwargs"]["conv_clamp"] == 256
+    V = tiny[1]
+    with torch.no_grad():
+        img = G.synthesis(V["ws_custom_large"], noise_mode="const")
+    assert float((img - V["img_from_ws_custom_large"]).abs().max()) <= 1e-5 * 509
+    assert not (tmp_path / "ran").exists()
 
 
 def test_truncated_pickle_is_a_clear_error(crafted: tuple[Path, Path], tmp_path: Path) -> None:
@@ -307,10 +340,13 @@ def _to_rosinality(G: Generator) -> dict[str, Any]:
     return {"g_ema": out, "latent_avg": sd["mapping.w_avg"].clone()}
 
 
-def test_rosinality_checkpoint_converts(tiny: tuple[Generator, dict[str, torch.Tensor]], tmp_path: Path) -> None:
+@pytest.mark.parametrize("zipfile_format", [True, False])
+def test_rosinality_checkpoint_converts(
+    tiny: tuple[Generator, dict[str, torch.Tensor]], tmp_path: Path, zipfile_format: bool
+) -> None:
     G, V = tiny
     path = tmp_path / "550000.pt"
-    torch.save(_to_rosinality(G), path)
+    torch.save(_to_rosinality(G), path, _use_new_zipfile_serialization=zipfile_format)
     assert detect_format(path) == "rosinality-pt"
     H = convert_rosinality(path)
     assert H.num_ws == 8 and H.config["synthesis_kwargs"]["conv_clamp"] is None
