@@ -161,3 +161,14 @@ def test_settings_load_strictly_from_config_data() -> None:
         from_dict(BlendSettings, {"erosion": 0.9})
     with pytest.raises(ConfigError, match="unknown"):
         from_dict(BlendSettings, {"feathering": 0.1})
+
+
+@pytest.mark.parametrize("impl", ["torch", "numba"])
+def test_no_faces_and_half_precision_faces(impl: str) -> None:
+    frames, faces, fi, M = _case()
+    out, stats = paste_faces(frames, faces[:0], fi[:0], M[:0], impl=impl)
+    assert torch.equal(out, frames) and out.data_ptr() != frames.data_ptr()
+    assert (stats.pasted, stats.skipped, stats.refused) == (0, 0, 0)
+    full, _ = paste_faces(frames, faces, fi, M, impl=impl)
+    half, _ = paste_faces(frames, faces.half(), fi, M, impl=impl)
+    assert int((full.int() - half.int()).abs().max()) <= 1
