@@ -71,7 +71,8 @@ class EvalSettings:
     box overlap needed to link a face to a track and to match input and output faces.
     ``track_max_gap``: frames a track may miss before it ends. ``reid_threshold``: an
     output face whose cosine similarity to its original person is at least this counts as
-    re-identified (model dependent; 0.35 suits ArcFace-style 112 px encoders).
+    re-identified; None takes the identity encoder's default from
+    :data:`REID_THRESHOLDS` (the scale differs per model: never reuse one across models).
     ``mask_margin``: face boxes grow by this share of their size before they are cut out
     of the background PSNR. ``flicker_crop``: side of the aligned crop used for flicker.
     ``min_overlap``: share of the evaluated input frames that must find an output frame at
@@ -84,7 +85,7 @@ class EvalSettings:
     chunk_size: int = 8
     match_iou: float = 0.3
     track_max_gap: int = 5
-    reid_threshold: float = 0.35
+    reid_threshold: float | None = None
     mask_margin: float = 0.25
     flicker_crop: int = 64
     psnr_cap_db: float = M.PSNR_CAP_DB
@@ -101,12 +102,35 @@ class EvalSettings:
         for name in ("match_iou", "min_overlap"):
             if not 0.0 < getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name} must be in (0, 1], got {getattr(self, name)}")
-        if not -1.0 <= self.reid_threshold <= 1.0:
+        if self.reid_threshold is not None and not -1.0 <= self.reid_threshold <= 1.0:
             raise ConfigError(f"reid_threshold is a cosine similarity in [-1, 1], got {self.reid_threshold}")
         if self.flicker_crop < 16:
             raise ConfigError(f"flicker_crop must be >= 16 pixels, got {self.flicker_crop}")
         if self.track_max_gap < 0 or self.worst_frames < 0 or self.mask_margin < 0:
             raise ConfigError("track_max_gap, worst_frames and mask_margin must be >= 0")
+
+
+#: Default re-identification thresholds (cosine similarity) per identity encoder name,
+#: set at the equal-error point on the fixture photos (68 labelled photos, 15 people):
+#: MobileFace V2 (arcface-onnx): same person >= 0.41, 99 % of other pairs <= 0.31, so
+#: 0.35 misses no same-person pair and accepts 0.6 % of others; dlib's descriptor: same
+#: person >= 0.93, 99 % of others <= 0.90 (its embeddings all point one way: 0.35 would
+#: re-identify everybody).
+REID_THRESHOLDS: dict[str, float] = {"arcface-onnx": 0.35, "dlib-resnet": 0.92}
+
+
+def reid_threshold_for(identity: Any, settings: EvalSettings) -> tuple[float, str]:
+    """The threshold to use with ``identity`` and where it came from."""
+    if settings.reid_threshold is not None:
+        return settings.reid_threshold, "set by the user"
+    name = str(getattr(identity, "name", ""))
+    if name not in REID_THRESHOLDS:
+        raise ConfigError(
+            f"no default re-identification threshold for identity model {name!r}; pass --reid-threshold "
+            f"(the cosine similarity above which two faces are the same person for this model), "
+            f"known defaults: {REID_THRESHOLDS}"
+        )
+    return REID_THRESHOLDS[name], f"default for {name} (equal-error point on the fixture photos)"
 
 
 # --- reading both videos, paired by timestamp ---------------------------------------------
@@ -331,6 +355,7 @@ def evaluate_videos(
     input has no face to evaluate.
     """
     input_path, output_path = Path(input_path), Path(output_path)
+    threshold, threshold_source = reid_threshold_for(identity, settings)
     if settings.mode == "reenact" and identity_image is None:
         raise InputError("reenact mode measures identity transfer and needs the target face: pass --identity FACE")
     target = _embed_image(identity_image, detector, identity) if identity_image is not None else None
@@ -388,7 +413,7 @@ def evaluate_videos(
     return _clean(
         _build_report(
             input_path, output_path, sin, sout, counts, tracks, target, detector, identity, landmarks,
-            settings, psnr_sq, psnr_n, frame_psnr, warnings, identity_image, extra,
+            settings, psnr_sq, psnr_n, frame_psnr, warnings, identity_image, extra, (threshold, threshold_source),
         )
     )
 
@@ -539,8 +564,10 @@ def _build_report(
     warnings: list[str],
     identity_image: Any,
     extra: np.ndarray | None = None,
+    reid_rule: tuple[float, str] = (0.35, "set by the user"),
 ) -> dict[str, Any]:
     ids = sorted(tracks)
+    threshold, threshold_source = reid_rule
     people = np.stack([M._unit(np.mean(M._check_embeddings(np.stack(tracks[t].emb_in), "e"), 0), "g") for t in ids])
     gallery = people if extra is None else np.concatenate([people, extra])  # input's people first
     n_gallery = gallery.shape[0]
@@ -559,7 +586,7 @@ def _build_report(
         l_in, l_out = np.stack(tr.lm_in), np.stack(tr.lm_out)
         detected = np.asarray(tr.out_detected, dtype=bool)
         sim_orig = M.identity_similarity(e_out, gallery[gi])
-        reid = sim_orig >= settings.reid_threshold
+        reid = sim_orig >= threshold
         if n_gallery >= 2:
             reid |= M.nearest_is(e_out, gallery, gi)
         # a face the detector cannot find in the output is not recognised by this pipeline
@@ -650,7 +677,8 @@ def _build_report(
         "privacy": {
             "models": {"identity": id_name, "detector": det_name},
             "reidentification_rate": _mean(cat["reid"].astype(float)),
-            "threshold": settings.reid_threshold,
+            "threshold": threshold,
+            "threshold_source": threshold_source,
             "gallery_size": n_gallery,
             "distractors": 0 if extra is None else int(extra.shape[0]),
             "rule": "output face detected, and: similarity to the original person >= threshold"

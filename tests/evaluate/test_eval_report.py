@@ -63,6 +63,7 @@ def test_video_against_itself_is_perfect(self_report: dict) -> None:
     assert s["privacy"]["per_track"] == {"0": 1.0}
     assert s["privacy"]["gallery_size"] == 4 and s["privacy"]["distractors"] == 3
     assert "nearest identity of the gallery" in s["privacy"]["rule"]
+    assert s["privacy"]["threshold"] == 0.35 and "arcface-onnx" in s["privacy"]["threshold_source"]
     for angle in ("yaw", "pitch", "roll"):
         assert s["attributes"]["pose_error_deg"][angle]["max"] == 0.0
     assert s["attributes"]["expression_error"]["max"] < 1e-9
@@ -191,3 +192,18 @@ def test_privacy_is_reported_per_person(fixtures: Path, models, tmp_path: Path) 
     rates = sorted(p["per_track"].values())
     assert rates[0] == 0.0 and all(r == 1.0 for r in rates[1:])
     assert p["reidentification_rate"] == pytest.approx((len(rates) - 1) / len(rates))
+
+
+def test_reid_threshold_follows_the_identity_model() -> None:
+    from types import SimpleNamespace
+
+    from reenact.errors import ConfigError
+    from reenact.evaluate.report import reid_threshold_for
+
+    # dlib's descriptors of different people are ~0.83 cosine apart: ArcFace's 0.35 would flag everyone
+    assert reid_threshold_for(SimpleNamespace(name="dlib-resnet"), EvalSettings())[0] == 0.92
+    assert reid_threshold_for(SimpleNamespace(name="arcface-onnx"), EvalSettings())[0] == 0.35
+    assert reid_threshold_for(SimpleNamespace(name="dlib-resnet"), EvalSettings(reid_threshold=0.5)) == (
+        0.5, "set by the user")
+    with pytest.raises(ConfigError, match="--reid-threshold"):
+        reid_threshold_for(SimpleNamespace(name="my-encoder"), EvalSettings())
