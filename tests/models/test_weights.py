@@ -185,7 +185,7 @@ def test_shipped_packs_parse_and_describe_their_models() -> None:
     assert {"generator", "detector", "identity", "identity_model"} <= set(full.components)
     gen = full.components["generator"]
     assert gen.kind == "stylegan2" and gen.source_format == "nvlabs-pkl" and gen.licence
-    assert gen.architecture and gen.architecture["img_resolution"] == 1024
+    assert gen.architecture and gen.architecture["img_resolution"] == 256
     ident = full.components["identity"]
     assert ident.scheme == "insightface" and ident.normalisation is not None
     assert ident.input_size == 112 and ident.template == "arcface"
