@@ -91,7 +91,7 @@ def _eval_add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--identity-mean", type=float, default=None, help="identity model input mean")
     p.add_argument("--identity-std", type=float, default=None, help="identity model input std")
     p.add_argument("--max-frames", type=int, default=None, help="evaluate only the first N input frames")
-    p.add_argument("--reid-threshold", type=float, default=None, help="cosine similarity counted as re-identified")
+    p.add_argument("--reid-threshold", type=float, default=None, help="cosine similarity counted as re-identified (default per identity model: dlib 0.92, ArcFace-style ONNX 0.35)")
     p.add_argument("--gallery", type=Path, default=None,
                    help="folder of photos of other people, added to the identity gallery as distractors")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
