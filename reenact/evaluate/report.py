@@ -344,11 +344,16 @@ def evaluate_videos(
 ) -> dict[str, Any]:
     """Measure OUTPUT against INPUT and return the report (JSON-ready dict).
 
-    ``identity_image`` (a path or uint8 ``[H,W,3]`` RGB) is the target identity of a
-    reenactment; it is required in ``reenact`` mode. ``distractors`` are photos of other
-    people (the largest face of each) added to the identity gallery, so that "the nearest
-    identity is the original person" means something for a one-person video too. Frames of the two videos are
+    ``identity_image`` is the target identity of a reenactment; it is required in
+    ``reenact`` mode. ``distractors`` are photos of other people (the largest face of
+    each) added to the identity gallery, so that "the nearest identity is the original
+    person" means something for a one-person video too. Frames of the two videos are
     paired by timestamp (seconds since each video's first frame).
+
+    Conventions:
+        ``identity_image``: a path, or uint8 ``[H,W,3]`` RGB. The report's points, boxes
+        and frame indices refer to the input video's frames (pixels, 0-based); angles in
+        degrees; similarities are cosines; PSNR in dB, capped at ``settings.psnr_cap_db``.
 
     Raises :class:`VideoReadError` for unreadable files, :class:`InputError` when the
     videos differ in size or barely overlap in time, :class:`NoFaceError` when the
