@@ -143,3 +143,18 @@ def test_few_hundred_steps_losses_fall_clearly(make_trainer: Callable[..., Any],
     assert d_acc > 0.6, report
     assert after["identity_similarity"] > before["identity_similarity"], report
     print(report)
+
+
+@pytest.mark.gpu
+def test_cuda_training_steps(tiny_settings: Callable[..., dict[str, Any]], tmp_path: Path) -> None:
+    from train.config import load_train_config
+    from train.trainer import Trainer
+
+    config = load_train_config(Path(__file__).resolve().parents[2] / "configs" / "train_tiny.yaml",
+                               tiny_settings(tmp_path, **{"run.device": "cuda", "run.steps": 3,
+                                                          "run.eval_every": 3, "run.checkpoint_every": 3}))
+    trainer = Trainer(config)
+    history = trainer.fit()
+    assert trainer.device.type == "cuda" and len(history) == 3
+    assert all(math.isfinite(r.loss) for r in history)
+    assert (tmp_path / "last.safetensors").is_file() and list((tmp_path / "grids").glob("*.png"))

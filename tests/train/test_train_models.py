@@ -108,3 +108,19 @@ def test_onnx_bad_inputs(fixtures: Path, tmp_path: Path) -> None:
     net = OnnxIdentity(_spec(fixtures, "id"))
     with pytest.raises(ShapeError, match="112"):
         net(torch.zeros(1, 3, 64, 64))
+
+
+def test_inception_starts_from_local_imagenet_file(tmp_path: Path) -> None:
+    from torchvision.models import Inception3
+
+    torch.manual_seed(1)
+    reference = Inception3(aux_logits=True, init_weights=False)
+    path = tmp_path / "inception_imagenet.pth"
+    torch.save(reference.state_dict(), path)
+    encoder = AttributeEncoder(AttributeEncoderConfig(input_size=75, imagenet_weights=str(path)))
+    ours = encoder.backbone.state_dict()
+    theirs = reference.state_dict()
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+    path.write_bytes(b"garbage")
+    with pytest.raises(ModelError, match="cannot read ImageNet weights"):
+        AttributeEncoder(AttributeEncoderConfig(input_size=75, imagenet_weights=str(path)))
