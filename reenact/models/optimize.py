@@ -115,7 +115,7 @@ class OptimizeSettings:
     early_stop_rel_tol: float = 1e-3
     divergence_factor: float = 1.5
     inner_face_scale: float = 1.0
-    batch_size: int = 16
+    batch_size: int = 8
     min_target_score: float = 0.6
     seed: int = 0
     weights: OptimizeLossWeights = field(default_factory=OptimizeLossWeights)
