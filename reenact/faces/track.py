@@ -14,7 +14,8 @@ Per frame, in order:
    and on the last frame before a cut (so each shot is bracketed by detections).
 3. **Association** (scipy's Hungarian solver): cost ``(1-w)(1-IoU) + w(1-cos)/2`` between
    each open track and each detection (IoU: the better of the track's last box and its
-   constant-velocity prediction), ``w`` =
+   constant-velocity prediction); with embeddings, pairs less similar than
+   ``min_similarity`` are never matched either, ``w`` =
    ``appearance_weight`` when identity embeddings are available (else 0); pairs with
    IoU below ``iou_threshold`` are never matched. Unmatched detections start tracks.
 4. **Gaps** of up to ``max(max_gap, detect_every - 1)`` frames between two observations
@@ -50,7 +51,10 @@ class TrackerSettings:
 
     ``iou_threshold``: least IoU between a track's predicted box and a detection to match.
     ``appearance_weight``: weight of identity distance in the matching cost (0..1; used
-    only with an identity encoder or given embeddings). ``max_gap``: longest run of
+    only with an identity encoder or given embeddings). ``min_similarity``: with
+    embeddings, a detection whose cosine similarity to a track's running identity is
+    below this never continues that track (prevents hand-overs between people who
+    occlude each other; the track ends and a new one starts). ``max_gap``: longest run of
     frames without detection that is filled. ``min_hits``: detections before a track's
     faces are released (at most ``1 + delay // detect_every``). ``scene_cut_threshold``:
     histogram distance (0..1) that marks a cut. ``smooth_min_cutoff`` (Hz),
@@ -61,6 +65,7 @@ class TrackerSettings:
 
     iou_threshold: float = 0.3
     appearance_weight: float = 0.3
+    min_similarity: float = 0.25
     max_gap: int = 5
     min_hits: int = 2
     scene_cut_threshold: float = 0.12
@@ -72,6 +77,8 @@ class TrackerSettings:
     def __post_init__(self) -> None:
         if not 0.0 <= self.iou_threshold < 1.0:
             raise ConfigError(f"iou_threshold must be in [0, 1), got {self.iou_threshold}")
+        if not -1.0 <= self.min_similarity <= 1.0:
+            raise ConfigError(f"min_similarity must be in [-1, 1], got {self.min_similarity}")
         if not 0.0 <= self.appearance_weight <= 1.0:
             raise ConfigError(f"appearance_weight must be in [0, 1], got {self.appearance_weight}")
         if self.max_gap < 0:
@@ -392,6 +399,8 @@ class FaceTracker:
                 cost = (1 - s.appearance_weight) * cost + s.appearance_weight * (1.0 - sim) / 2.0
             cost = np.asarray(cost, dtype=np.float64)
             cost[iou < max(s.iou_threshold, 1e-6)] = 1e6
+            if use_app:
+                cost[sim < s.min_similarity] = 1e6  # a different person took this place
             rows, cols = linear_sum_assignment(cost)
             for r, c in zip(rows, cols, strict=True):
                 if cost[r, c] >= 1e6:
