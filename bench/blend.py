@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import time
 from collections.abc import Callable
 
@@ -74,12 +75,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reps", type=int, default=15)
     parser.add_argument("--crop", type=int, default=256, help="generated face size R")
-    parser.add_argument("--face-px", type=float, default=240.0, help="crop width in frame pixels")
+    parser.add_argument("--face-px", type=float, default=400.0, help="width of each face crop in frame pixels (the face itself is about half)")
     args = parser.parse_args()
     settings = BlendSettings()
     size = args.crop
     print(f"blend benchmark: crop {size}, {args.face_px:.0f} px per crop in the frame, settings {settings}")
-    print(f"torch threads {torch.get_num_threads()}, best of {args.reps}")
+    print(f"torch threads {torch.get_num_threads()}, best of {args.reps}; load average at start {os.getloadavg()[0]:.1f}")
 
     def runner(frames: torch.Tensor, n: int, impl: str, device: str = "cpu") -> Callable[[], object]:
         faces = _faces(n, size, 1).to(device)
@@ -116,6 +117,7 @@ def main() -> None:
         else:
             print("CUDA present but cupy kernels unavailable: GPU numbers not measured")
 
+    print(f"load average at end {os.getloadavg()[0]:.1f} (timings on a shared machine are noisy; ratios are best-of-N)")
     goals = [
         ("blend_numba_vs_torch_1080p_1face", results["speedup_1"], ">=", 3.0),
         ("blend_numba_vs_torch_1080p_8faces", results["speedup_8"], ">=", 3.0),
