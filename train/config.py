@@ -22,7 +22,7 @@ class GeneratorConfig:
     """The frozen StyleGAN2 generator: a converted weights file, or the seeded tiny one.
 
     ``path``: our safetensors+JSON generator (``reenact models import`` converts NVlabs
-    ``.pkl`` files); ``null`` uses ``tiny_generator(tiny_seed, resolution)``.
+    ``.pkl`` files), or a pack component (``pack:full/generator``); ``null`` uses ``tiny_generator(tiny_seed, resolution)``.
     ``resolution``: the generator's output size; a loaded generator of another size is refused.
     """
 

@@ -46,9 +46,11 @@ LOG_FIELDS = ["step", "cross", "loss", "identity", "landmarks", "pixel", "d_loss
 
 def build_generator(config: GeneratorConfig, device: torch.device | str = "cpu") -> Any:
     """The frozen generator named by ``config`` (eval mode, no gradients), checked for its resolution."""
+    from reenact.models.onnx_modules import resolve_model_path
     from reenact.models.stylegan2 import load_generator, tiny_generator
 
-    G = load_generator(config.path, device=device) if config.path else tiny_generator(config.tiny_seed, config.resolution)
+    G = (load_generator(resolve_model_path(config.path), device=device) if config.path
+         else tiny_generator(config.tiny_seed, config.resolution))
     if int(G.img_resolution) != config.resolution:
         raise ConfigError(
             f"generator.resolution is {config.resolution} but {config.path or 'the tiny generator'} "

@@ -26,7 +26,8 @@ class OnnxModelSpec:
 
     The network sees ``(pixels - mean) / std`` where ``pixels`` are RGB (or BGR when
     ``channel_order`` says so) in 0..255 (``input_scale: 255``) or 0..1 (``input_scale: 1``),
-    at ``input_size`` x ``input_size``. ``path`` may use ``~`` and environment variables.
+    at ``input_size`` x ``input_size``. ``path`` may use ``~`` and environment variables,
+    or name a model pack component as ``pack:PACK/COMPONENT`` (``pack:full/identity``).
     """
 
     path: str = ""
@@ -43,9 +44,20 @@ class OnnxModelSpec:
             raise ConfigError("std must not be 0")
 
     def resolved_path(self) -> Path:
-        import os
+        """The model file (a missing pack component raises ``WeightsMissingError`` saying how to get it)."""
+        return resolve_model_path(self.path)
 
-        return Path(os.path.expandvars(os.path.expanduser(self.path)))
+
+def resolve_model_path(path: str) -> Path:
+    """``pack:PACK/COMPONENT`` via the weight registry, else ``path`` with ``~`` and ``$VARS`` expanded."""
+    import os
+
+    if path.startswith("pack:"):
+        from reenact.models import weights
+
+        pack, _, component = path[len("pack:") :].partition("/")
+        return weights.resolve(pack, component)
+    return Path(os.path.expandvars(os.path.expanduser(path)))
 
 
 def _convert(spec: OnnxModelSpec) -> nn.Module:

@@ -124,3 +124,11 @@ def test_inception_starts_from_local_imagenet_file(tmp_path: Path) -> None:
     path.write_bytes(b"garbage")
     with pytest.raises(ModelError, match="cannot read ImageNet weights"):
         AttributeEncoder(AttributeEncoderConfig(input_size=75, imagenet_weights=str(path)))
+
+
+def test_pack_component_reference_names_the_missing_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from reenact.errors import WeightsMissingError
+
+    monkeypatch.setenv("REENACT_HOME", str(tmp_path))
+    with pytest.raises(WeightsMissingError, match="full/generator"):
+        OnnxModelSpec(path="pack:full/generator").resolved_path()
