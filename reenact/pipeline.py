@@ -622,9 +622,16 @@ def process_video(
         torch.manual_seed(config.seed)
         pack = cached_pack(config, device)
     target = reference = None
+    warnings: list[str] = []
     if mode == "reenact":
         assert identity is not None
-        target = identity_from_photo(identity, pack.detector, pack.identity).embedding
+        photo = identity_from_photo(identity, pack.detector, pack.identity)
+        target = photo.embedding
+        score = float(photo.detections.scores[photo.index_used])
+        if score < config.optimize.min_target_score:
+            warnings.append(f"identity photo {identity}: face detected with score {score:.3f} < "
+                            f"{config.optimize.min_target_score}; use a sharper, frontal photo")
+            log.warning(warnings[-1])
     if config.faces.startswith("reference:"):
         reference = identity_from_photo(config.faces.split(":", 1)[1], pack.detector, pack.identity).embedding
     keep = _preview_frames(info) if preview else set()
@@ -642,6 +649,7 @@ def process_video(
                          preset=enc.preset, pix_fmt=enc.pix_fmt) as writer:
             stream = run_stream(reader, transform, writer)
     report = _report(source, output, mode, config, pack, info, replacer, stream, time.perf_counter() - started)
+    report["warnings"].extend(warnings)
     if replacer.counts["frames_with_faces"] == 0:
         log.warning("%s: no faces found; the output is the input re-encoded", source)
         report["warnings"].append("no faces found: the output is the input re-encoded")
