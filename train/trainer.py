@@ -268,7 +268,10 @@ class Trainer:
                           d_loss, r1, g_adv, d_acc, time.perf_counter() - start)
 
     def _check_finite(self, loss: torch.Tensor, what: str) -> None:
-        if not torch.isfinite(loss).all():
+        finite = torch.isfinite(loss.detach()).all().float().reshape(1)
+        if self.world_size > 1:  # every process stops together (no one left waiting in a collective)
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        if float(finite) < 1:
             kept = f"the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint was written yet"
             raise TrainingError(
                 f"{what} is {float(loss.detach())} at step {self.step}; training stopped, {kept}. Lower optim.lr or check the data"
