@@ -267,7 +267,7 @@ def landmark_jitter(points: Any, face_size: Any) -> np.ndarray:
     if pts.shape[0] < 3:
         return np.zeros(0)
     acc = pts[2:] - 2 * pts[1:-1] + pts[:-2]
-    denom = np.maximum(size[1:-1], 1e-6)
+    denom = np.where(size[1:-1] > 1e-6, size[1:-1], 1e-6)
     return np.asarray(np.linalg.norm(acc, axis=2).mean(axis=1) / denom)
 
 

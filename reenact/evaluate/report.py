@@ -196,10 +196,11 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     y1 = np.maximum(a[:, None, 1], b[None, :, 1])
     x2 = np.minimum(a[:, None, 2], b[None, :, 2])
     y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    inter = (x2 - x1).clip(min=0) * (y2 - y1).clip(min=0)
     area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
     area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return np.asarray(inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9))
+    union = (area_a[:, None] + area_b[None, :] - inter).clip(min=1e-9)
+    return np.asarray(inter / union)
 
 
 def _greedy_match(iou: np.ndarray, threshold: float) -> list[tuple[int, int]]:

@@ -75,7 +75,7 @@ def strong_blur(_t: int, region: np.ndarray) -> np.ndarray:
     hh, ww = h // k * k, w // k * k
     small = r[:hh, :ww].reshape(hh // k, k, ww // k, k, 3).mean((1, 3))
     r[:hh, :ww] = np.repeat(np.repeat(small, k, 0), k, 1)
-    return np.clip(gaussian_filter(r, (12, 12, 0)), 0, 255).astype(np.uint8)
+    return np.asarray(gaussian_filter(r, (12, 12, 0))).clip(0, 255).astype(np.uint8)
 
 
 def flicker(t: int, region: np.ndarray) -> np.ndarray:
