@@ -240,9 +240,9 @@ def make_plan(
         if faces_np.dtype not in (torch.float32, torch.float64):
             faces_np = faces_np.to(torch.float32)
         finite = np.isfinite(faces_np.numpy().reshape(n, -1)).all(axis=1) if n else np.zeros(0, dtype=bool)
-        support_np = mask.detach().to(torch.float32).numpy().reshape(-1, size, size) > 0
-        rows_any = support_np.any(axis=2)
-        cols_any = support_np.any(axis=1)
+        support_np: np.ndarray = np.asarray(mask.detach().to(torch.float32).numpy().reshape(-1, size, size) > 0)
+        rows_any = np.asarray(support_np.any(axis=2))
+        cols_any = np.asarray(support_np.any(axis=1))
     else:
         finite = torch.isfinite(faces.detach()).reshape(n, -1).all(dim=1).cpu().numpy() if n else np.zeros(0, dtype=bool)
         # Bounding box of the mask support in crop pixels, per mask row.
