@@ -71,3 +71,13 @@ def test_cupy_is_auto_on_gpu_and_handles_skip_and_nan() -> None:
     assert stats.impl == "cupy"
     assert (stats.pasted, stats.skipped, stats.refused) == (1, 1, 1)
     assert torch.equal(out[1], frames[1])
+
+
+def test_cupy_reports_why_it_cannot_run_without_a_gpu() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: the GPU tests cover the cupy path")
+    from reenact.blend import cupy_kernels
+
+    reason = cupy_kernels.unavailable_reason()
+    assert reason is not None and ("cupy" in reason or "CUDA" in reason)
+    assert available_impls("cuda") == ["torch"], "auto must fall back to the torch reference"
