@@ -27,15 +27,13 @@ from reenact.faces import (
     OnnxArcFaceEncoder,
     make_detector,
 )
+from reenact.faces.identity import SAME_PERSON_THRESHOLDS
 from reenact.models.encoders import AttributeEncoder, AttributeEncoderConfig
 from reenact.models.mapper import Mapper, MapperConfig, load_identity_model
 from reenact.models.stylegan2 import Generator, load_generator, tiny_generator
 
 FacesBackend = Literal["pack", "offline", "insightface"]
 
-#: Cosine similarity above which an identity model calls two faces the same person.
-#: dlib: Euclidean 0.6 between unit descriptors is cos 0.82; ArcFace-family: about 0.35.
-MATCH_THRESHOLDS = {"dlib": 0.82, "arcface": 0.35}
 
 
 @dataclass(frozen=True)
@@ -103,14 +101,19 @@ def _face_models(settings: PackSettings, default_backend: str, det_settings: Det
     identity: IdentityEncoder
     if settings.identity_model:
         identity = OnnxArcFaceEncoder(settings.identity_model, settings.identity_model_mean, settings.identity_model_std)
-        family = "arcface"
     elif backend == "insightface":
         norm = weights.get_pack("full").components["identity"].normalisation
         mean, std = (norm.mean, norm.std) if norm is not None else (127.5, 127.5)
-        identity, family = OnnxArcFaceEncoder(weights.resolve("full", "identity"), mean, std), "arcface"
+        identity = OnnxArcFaceEncoder(weights.resolve("full", "identity"), mean, std)
     else:
-        identity, family = DlibFaceEncoder(), "dlib"
-    threshold = settings.match_threshold if settings.match_threshold is not None else MATCH_THRESHOLDS[family]
+        identity = DlibFaceEncoder()
+    threshold = settings.match_threshold
+    if threshold is None:
+        if identity.name not in SAME_PERSON_THRESHOLDS:
+            raise ConfigError(
+                f"no same-person threshold known for identity model {identity.name!r}; set models.match_threshold"
+            )
+        threshold = SAME_PERSON_THRESHOLDS[identity.name]
     return detector, identity, threshold
 
 

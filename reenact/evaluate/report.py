@@ -24,6 +24,7 @@ import torch
 
 from reenact.errors import ConfigError, InputError, NoFaceError, OutputExistsError, VideoReadError
 from reenact.evaluate import metrics as M
+from reenact.faces.identity import SAME_PERSON_THRESHOLDS
 
 log = logging.getLogger(__name__)
 
@@ -110,13 +111,9 @@ class EvalSettings:
             raise ConfigError("track_max_gap, worst_frames and mask_margin must be >= 0")
 
 
-#: Default re-identification thresholds (cosine similarity) per identity encoder name,
-#: set at the equal-error point on the fixture photos (68 labelled photos, 15 people):
-#: MobileFace V2 (arcface-onnx): same person >= 0.41, 99 % of other pairs <= 0.31, so
-#: 0.35 misses no same-person pair and accepts 0.6 % of others; dlib's descriptor: same
-#: person >= 0.93, 99 % of others <= 0.90 (its embeddings all point one way: 0.35 would
-#: re-identify everybody).
-REID_THRESHOLDS: dict[str, float] = {"arcface-onnx": 0.35, "dlib-resnet": 0.92}
+#: Default re-identification thresholds (cosine similarity) per identity encoder name: the
+#: identity models' same-person thresholds (see reenact.faces.identity for how they were set).
+REID_THRESHOLDS: dict[str, float] = SAME_PERSON_THRESHOLDS
 
 
 def reid_threshold_for(identity: Any, settings: EvalSettings) -> tuple[float, str]:

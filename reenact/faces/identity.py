@@ -226,6 +226,14 @@ class DlibFaceEncoder:
         return self.embed_aligned(crops)
 
 
+#: Cosine similarity at or above which an identity model calls two faces the same person,
+#: per model (the scales differ: never reuse one across models). Measured on the 68
+#: labelled fixture photos (15 people): ArcFace-family ONNX (MobileFace V2 stands in) at
+#: 0.35 misses no same-person pair and accepts 0.6 % of others; dlib's descriptor: same
+#: person >= 0.93, 99 % of others <= 0.90 (its embeddings all point one way).
+SAME_PERSON_THRESHOLDS: dict[str, float] = {"arcface-onnx": 0.35, "dlib-resnet": 0.92}
+
+
 def cosine_similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Cosine similarity of embeddings.
 
@@ -306,6 +314,7 @@ __all__ = [
     "IdentityEncoder",
     "IdentityPhoto",
     "OnnxArcFaceEncoder",
+    "SAME_PERSON_THRESHOLDS",
     "cosine_similarity",
     "dlib_template",
     "identity_from_photo",
