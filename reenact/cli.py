@@ -397,7 +397,7 @@ def deidentify_main(argv: Sequence[str] | None = None) -> int:
     return _video_main(list(sys.argv[1:] if argv is None else argv), "deidentify")
 
 
-# --- grid / interpolate: the paper's image tools (train.image_tools) ----------------------
+# --- grid / interpolate: the paper's image tools (reenact.image_tools) ----------------------
 import pathlib  # noqa: E402  (kept with the tools that use it; additive block)
 
 
@@ -440,7 +440,7 @@ def _grid_add_args(p: argparse.ArgumentParser) -> None:
 
 
 def _grid_run(args: argparse.Namespace) -> int:
-    from train.image_tools import identity_attribute_grid, list_images, save_image
+    from reenact.image_tools import identity_attribute_grid, list_images, save_image
 
     out = _image_tool_output(args, "grid.png")
     pack = _image_tool_pack(args)
@@ -464,7 +464,7 @@ def _interpolate_add_args(p: argparse.ArgumentParser) -> None:
 
 def _interpolate_run(args: argparse.Namespace) -> int:
     from reenact.errors import InputError
-    from train.image_tools import attribute_interpolation, list_images, save_frames
+    from reenact.image_tools import attribute_interpolation, list_images, save_frames
 
     if args.input_dir is not None:
         images = list_images(args.input_dir)

@@ -45,7 +45,7 @@ def test_grid_and_interpolation(photo_dirs: tuple[Path, Path], tmp_path: Path) -
 def test_save_frames_gif(tmp_path: Path) -> None:
     import torch
 
-    from train.image_tools import save_frames
+    from reenact.image_tools import save_frames
 
     frames = torch.arange(3, dtype=torch.uint8).mul(80).view(3, 1, 1, 1).expand(3, 8, 8, 3).contiguous()
     out = save_frames(frames, tmp_path / "a.gif")

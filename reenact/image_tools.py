@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from reenact.errors import InputError, NoFaceError, ShapeError
+from reenact.io.images import read_image
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
@@ -31,20 +32,6 @@ def list_images(folder: str | Path) -> list[Path]:
     if not files:
         raise InputError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {root}")
     return files
-
-
-def read_image(path: str | Path) -> torch.Tensor:
-    """An image file as uint8 ``[H,W,3]`` RGB (EXIF rotation applied)."""
-    import numpy as np
-    from PIL import Image, ImageOps
-
-    path = Path(path)
-    try:
-        with Image.open(path) as im:
-            array = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read image {path} ({exc}); give a JPEG or PNG file") from exc
-    return torch.from_numpy(array.copy())
 
 
 @dataclass
