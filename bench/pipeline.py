@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -140,12 +139,21 @@ def _make_long_clip(path: Path, seconds: int, fps: int = 10, size: int = 192) ->
     return path
 
 
+def _peak_rss_kib() -> int:
+    """This process's peak resident set (VmHWM): unlike ru_maxrss, which Linux carries over
+    from the parent through fork and exec, it starts afresh in a new program."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
 def _rss_child(clip: str, out: str, config_json: str) -> None:
     from reenact.config import from_dict
 
     config = from_dict(PipelineConfig, json.loads(config_json))
     process_video(clip, out, "deidentify", config, overwrite=True)
-    print(json.dumps({"maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+    print(json.dumps({"maxrss_kb": _peak_rss_kib()}))
 
 
 def rss_ratio(config: PipelineConfig, tmp: Path) -> list[str]:
