@@ -643,10 +643,8 @@ def process_video(
                 progress(chunk.start_index + len(chunk), info.frame_count)
             yield chunk
 
-    enc = config.encode
     with open_video(source, chunk_size=config.read.chunk_size, backend=config.read.backend) as reader:
-        with VideoWriter(output, info, source=source, overwrite=overwrite, codec=enc.codec, crf=enc.crf,
-                         preset=enc.preset, pix_fmt=enc.pix_fmt) as writer:
+        with VideoWriter(output, info, source=source, overwrite=overwrite, **dataclasses.asdict(config.encode)) as writer:
             stream = run_stream(reader, transform, writer)
     report = _report(source, output, mode, config, pack, info, replacer, stream, time.perf_counter() - started)
     report["warnings"].extend(warnings)
