@@ -109,7 +109,7 @@ class FaceDetections:
 
     def areas(self) -> np.ndarray:
         """Box areas in square pixels, float32 [N]."""
-        wh = np.maximum(self.boxes[:, 2:] - self.boxes[:, :2], 0.0)
+        wh = (self.boxes[:, 2:] - self.boxes[:, :2]).clip(min=0)
         return (wh[:, 0] * wh[:, 1]).astype(np.float32)
 
 
@@ -149,8 +149,8 @@ def _finish(
 ) -> FaceDetections:
     """Clip boxes to the frame, drop tiny faces, sort by score."""
     boxes = boxes.astype(np.float32, copy=True)
-    boxes[:, 0::2] = np.minimum(np.maximum(boxes[:, 0::2], 0.0), float(width))
-    boxes[:, 1::2] = np.minimum(np.maximum(boxes[:, 1::2], 0.0), float(height))
+    boxes[:, 0::2] = boxes[:, 0::2].clip(0, width)
+    boxes[:, 1::2] = boxes[:, 1::2].clip(0, height)
     dets = FaceDetections(boxes, points.astype(np.float32), scores.astype(np.float32))
     if len(dets):
         wh = boxes[:, 2:] - boxes[:, :2]

@@ -203,11 +203,11 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU between boxes a [N,4] and b [M,4] -> [N,M]."""
     lt = np.maximum(a[:, None, :2], b[None, :, :2])
     rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.maximum(rb - lt, 0.0).prod(axis=2)
-    area_a = np.maximum(a[:, 2:] - a[:, :2], 0.0).prod(axis=1)
-    area_b = np.maximum(b[:, 2:] - b[:, :2], 0.0).prod(axis=1)
+    inter = (rb - lt).clip(min=0).prod(axis=2)
+    area_a = (a[:, 2:] - a[:, :2]).clip(min=0).prod(axis=1)
+    area_b = (b[:, 2:] - b[:, :2]).clip(min=0).prod(axis=1)
     union = area_a[:, None] + area_b[None, :] - inter
-    result: np.ndarray = inter / np.maximum(union, 1e-9)
+    result: np.ndarray = inter / union.clip(min=1e-9)
     result[union <= 0] = 0.0
     return result
 
