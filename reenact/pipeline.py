@@ -432,10 +432,13 @@ class FaceReplacer:
         self.tracks[track_id].identity = self.identities[track_id]
 
     def _cover_untracked(self, slot: FrameSlot, faces: TrackedFaces) -> None:
-        """Deidentify: detections that no released track covers are blurred (fail-closed)."""
+        """Deidentify: detections that no released track covers are blurred (fail-closed).
+
+        Faces of tracks that ``--faces`` left out on purpose count as covered: they stay as they are.
+        """
         assert slot.raw is not None
         for box in slot.raw.boxes:
-            covered = any(_iou(box, f.box) > 0.3 for f in slot.faces)
+            covered = any(_iou(box, tracked) > 0.3 for tracked in faces.boxes)
             if not covered:
                 slot.faces.append(FaceRecord(-1, box.copy(), np.zeros((5, 2), np.float32), failed="untracked"))
 

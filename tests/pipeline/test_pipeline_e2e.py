@@ -161,3 +161,18 @@ def test_gaussian_lookahead_delays_but_never_drops_frames(clip: Path, config: Pi
     frames, pts = decode(out)
     assert frames.shape[0] == FRAMES and pts == decode(clip)[1]
     assert report["counts"]["faces_replaced"] + report["counts"]["faces_blurred"] >= FRAMES
+
+
+def test_deidentify_fails_closed_by_blurring(clip: Path, config: PipelineConfig, fixtures: Path, tmp_path: Path) -> None:
+    """No synthetic identity can pass an impossible threshold: every face is blurred, none left as it was."""
+    from reenact.config import replace
+
+    out = tmp_path / "closed.mp4"
+    report = process_video(clip, out, "deidentify", replace(config, {"deidentify.threshold": -1.0,
+                                                                      "deidentify.max_draws": 2}))
+    assert report["counts"]["faces_blurred"] == FRAMES and report["counts"]["faces_replaced"] == 0
+    track = next(iter(report["tracks"].values()))
+    assert track["blurred"] == FRAMES and track["synthetic_identity"]["failed"]
+    src, dst = decode(clip)[0], decode(out)[0]
+    region = _face_region(src, fixtures, margin=0)
+    assert np.abs(src[region].astype(int) - dst[region].astype(int)).mean() > 5.0
