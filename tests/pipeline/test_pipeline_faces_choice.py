@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pipeline_media import decode, trim_clip
 from PIL import Image
+from pipeline_media import decode, trim_clip
 
 from reenact.config import replace
 from reenact.faces import make_detector
