@@ -64,8 +64,8 @@ class LoadedPack:
     detector: FaceDetector
     identity: IdentityEncoder
     generator: Generator
-    attribute_encoder: AttributeEncoder
-    mapper: Mapper
+    attribute_encoder: AttributeEncoder | None
+    mapper: Mapper | None
     trained: bool
     match_threshold: float
     device: torch.device
@@ -79,7 +79,7 @@ class LoadedPack:
             "identity": self.identity.name,
             "identity_match_threshold": self.match_threshold,
             "generator": f"StyleGAN2 {self.generator.img_resolution}px, {self.generator.num_ws} ws",
-            "attribute_encoder": self.attribute_encoder.config.backbone,
+            "attribute_encoder": self.attribute_encoder.config.backbone if self.attribute_encoder else None,
         }
 
 
@@ -136,18 +136,26 @@ def load_pack(
     settings: PackSettings = PackSettings(),
     device: torch.device | str = "cpu",
     detector_settings: DetectorSettings = DetectorSettings(),
+    *,
+    need_mapper: bool = True,
 ) -> LoadedPack:
-    """Load the models of a pack on ``device``; see the module docstring."""
+    """Load the models of a pack on ``device``; see the module docstring.
+
+    ``need_mapper=False`` (``--mapper optimize``) lets the ``full`` pack load without a
+    trained attribute encoder and mapper; when they are there they are loaded all the same.
+    """
     device = torch.device(device)
+    encoder: AttributeEncoder | None
+    mapper: Mapper | None
     if settings.pack == "tiny":
         detector, identity, threshold = _face_models(settings, "offline", detector_settings)
         generator, encoder, mapper = tiny_models(identity.dim, seed=settings.seed)
         trained = False
     elif settings.pack == "full":
         detector, identity, threshold = _face_models(settings, "insightface", detector_settings)
-        generator, encoder, mapper = _full_networks(device)
-        trained = True
-        if mapper.config.id_dim != identity.dim:
+        generator, encoder, mapper = _full_networks(device, need_mapper)
+        trained = mapper is not None
+        if mapper is not None and mapper.config.id_dim != identity.dim:
             raise ConfigError(
                 f"the full pack's mapper takes {mapper.config.id_dim}-d identity codes but the identity "
                 f"model {identity.name} gives {identity.dim}-d; use the identity model it was trained with"
@@ -159,19 +167,21 @@ def load_pack(
         detector=detector,
         identity=identity,
         generator=generator.to(device),
-        attribute_encoder=encoder.to(device),
-        mapper=mapper.to(device),
+        attribute_encoder=encoder.to(device) if encoder is not None else None,
+        mapper=mapper.to(device) if mapper is not None else None,
         trained=trained,
         match_threshold=threshold,
         device=device,
     )
 
 
-def _full_networks(device: torch.device) -> tuple[Generator, AttributeEncoder, Mapper]:
+def _full_networks(device: torch.device, need_mapper: bool) -> tuple[Generator, AttributeEncoder | None, Mapper | None]:
     from reenact.models import weights
 
     generator_path = weights.component_path("full", "generator")
     identity_dir = weights.component_path("full", "identity_model")
+    if not identity_dir.exists() and not need_mapper:
+        return load_generator(generator_path, device=device), None, None
     if not identity_dir.exists():
         raise WeightsMissingError(
             f"the full pack's attribute encoder and mapper are not in {identity_dir}: train them with "

@@ -148,13 +148,15 @@ class TrainedMapping:
     """The paper's fast path: ``w = mapper(id ++ E_attr(crop))``, one w for every style layer."""
 
     def __init__(self, pack: LoadedPack) -> None:
-        self.pack = pack
+        if pack.attribute_encoder is None or pack.mapper is None:
+            raise ConfigError(f"model pack {pack.name!r} has no trained mapper loaded; use --mapper optimize")
+        self.encoder, self.mapper, self.num_ws = pack.attribute_encoder, pack.mapper, pack.generator.num_ws
 
     @torch.no_grad()
     def __call__(self, crops: torch.Tensor, id_codes: torch.Tensor, track_ids: list[int]) -> torch.Tensor:
-        attr = self.pack.attribute_encoder(crops)
-        w = self.pack.mapper.map(id_codes.to(attr.dtype), attr)
-        return w[:, None, :].repeat(1, self.pack.generator.num_ws, 1)
+        attr = self.encoder(crops)
+        w = self.mapper.map(id_codes.to(attr.dtype), attr)
+        return w[:, None, :].repeat(1, self.num_ws, 1)
 
     def report(self) -> dict[int, dict[str, Any]]:
         return {}
@@ -581,9 +583,11 @@ _PACK_CACHE: dict[tuple[Any, ...], LoadedPack] = {}
 
 def cached_pack(config: PipelineConfig, device: torch.device) -> LoadedPack:
     """Load the pack once per process (folder runs reuse it for every video)."""
-    key = (config.models, config.detector, str(device))
+    need_mapper = config.mapper == "trained"
+    key = (config.models, config.detector, str(device), need_mapper)
     if key not in _PACK_CACHE:
-        _PACK_CACHE[key] = load_pack(config.models, device=device, detector_settings=config.detector)
+        _PACK_CACHE[key] = load_pack(config.models, device=device, detector_settings=config.detector,
+                                     need_mapper=need_mapper)
     return _PACK_CACHE[key]
 
 
