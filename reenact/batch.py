@@ -16,6 +16,7 @@ from __future__ import annotations
 import concurrent.futures as futures
 import logging
 import multiprocessing
+import signal
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -83,12 +84,20 @@ def plan_folder(input_dir: Path, output_dir: Path, *, overwrite: bool = False, s
         )
     jobs: list[Job] = []
     known: list[JobResult] = []
+    claimed: dict[Path, Path] = {}
     for source in sorted(p for p in input_dir.rglob("*") if p.is_file()):
         relative = source.relative_to(input_dir)
         if source.suffix.lower() not in VIDEO_SUFFIXES:
             known.append(JobResult(source, None, "ignored", error="not a video file extension"))
             continue
         output = (output_dir / relative).with_suffix(suffix)
+        if output in claimed:
+            known.append(JobResult(
+                source, output, "failed",
+                error=f"its output {output.name} would be the output of {claimed[output].name} too; rename one of them",
+            ))
+            continue
+        claimed[output] = source
         if output.exists() and not overwrite:
             known.append(JobResult(source, output, "skipped", error="output exists (use --overwrite)"))
             continue
@@ -96,7 +105,23 @@ def plan_folder(input_dir: Path, output_dir: Path, *, overwrite: bool = False, s
     return FolderPlan(jobs, known)
 
 
+_interrupted = False
+"""Set in a pool worker when it receives Ctrl-C: it then starts no further job."""
+
+
+def _on_interrupt(signum: int, frame: object) -> None:
+    global _interrupted
+    _interrupted = True
+    raise KeyboardInterrupt
+
+
+def _init_worker() -> None:
+    signal.signal(signal.SIGINT, _on_interrupt)
+
+
 def _run_one(task: Task, job: Job) -> JobResult:
+    if _interrupted:
+        return JobResult(job.source, job.output, "failed", error="interrupted before it started")
     start = time.perf_counter()
     try:
         job.output.parent.mkdir(parents=True, exist_ok=True)
@@ -138,7 +163,10 @@ def run_jobs(
                 on_result(results[i])
     else:
         # spawn, not fork: forking a process that already runs torch/onnxruntime threads can hang
-        with futures.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        # a worker that gets Ctrl-C aborts its video (the writer removes its temporary file) and
+        # starts no other: the jobs it was handed in advance come back as "interrupted"
+        with futures.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                         initializer=_init_worker) as pool:
             pending = {pool.submit(_run_one, task, job): i for i, job in enumerate(jobs)}
             try:
                 for done in futures.as_completed(pending):

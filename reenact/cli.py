@@ -306,7 +306,7 @@ def _video_run(args: argparse.Namespace, mode: Mode) -> int:
 
     config = _video_config(args, mode)
     identity = getattr(args, "identity", None)
-    source: Path = args.input
+    source: Path = args.input.absolute()
     if not source.exists():
         raise InputError(f"{source}: no such file or folder")
     suffix = "reenacted" if mode == "reenact" else "deidentified"

@@ -143,6 +143,10 @@ class LatentMapper(Protocol):
         """Per-track facts for the run's report (empty when there is nothing to say)."""
         ...
 
+    def end_track(self, track_id: int) -> None:
+        """The track has ended: free whatever is kept for it."""
+        ...
+
 
 class TrainedMapping:
     """The paper's fast path: ``w = mapper(id ++ E_attr(crop))``, one w for every style layer."""
@@ -160,6 +164,9 @@ class TrainedMapping:
 
     def report(self) -> dict[int, dict[str, Any]]:
         return {}
+
+    def end_track(self, track_id: int) -> None:
+        return None
 
 
 def make_mapping(pack: LoadedPack, config: PipelineConfig) -> LatentMapper:
@@ -240,6 +247,7 @@ class FrameSlot:
     raw: FaceDetections | None = None
     tracked: bool = False
     faces: list[FaceRecord] = field(default_factory=list)
+    faces_seen: int = 0
 
     def ready(self) -> bool:
         return self.tracked and all(f.ws is not None or f.failed is not None for f in self.faces)
@@ -320,6 +328,11 @@ class FaceReplacer:
     ) -> None:
         if mode == "reenact" and target is None:
             raise ConfigError("reenact needs a target identity")
+        if mode == "deidentify" and config.deidentify.fail_closed and config.tracker.detect_every != 1:
+            raise ConfigError(
+                f"deidentify is fail-closed and must check every frame for faces, but tracker.detect_every is "
+                f"{config.tracker.detect_every}; use detect_every 1 (or deidentify.fail_closed false)"
+            )
         self.pack, self.config, self.mode = pack, config, mode
         self.device = pack.device
         self.size = pack.generator.img_resolution
@@ -404,6 +417,7 @@ class FaceReplacer:
     def _take_tracked(self, released: list[TrackedFaces]) -> None:
         for faces in released:
             slot = self.slots[faces.frame_index]
+            slot.faces_seen = len(faces)
             chosen = self._select(faces)
             present = {int(faces.track_ids[i]) for i in chosen}
             self._end_tracks(self.active - present)
@@ -430,8 +444,25 @@ class FaceReplacer:
             return
         original = self._embed_original(frame_index, points)[0]
         with self.timer("identity"):
-            self.identities[track_id] = self.synthetic.draw(track_id, original)
+            self.identities[track_id] = self._same_person_identity(original) or self.synthetic.draw(track_id, original)
         self.tracks[track_id].identity = self.identities[track_id]
+
+    def _same_person_identity(self, original: torch.Tensor) -> TrackIdentity | None:
+        """Deidentify: a person seen before (an earlier track, e.g. before a scene cut) keeps the
+        synthetic identity they had, as long as it still passes the check against this face."""
+        best, best_sim = None, self.threshold
+        for earlier in self.identities.values():
+            if earlier.code is None or earlier.original is None:
+                continue
+            sim = float(cosine_similarity(original[None], earlier.original[None]).reshape(-1)[0])
+            if sim >= best_sim:
+                best, best_sim = earlier, sim
+        if best is None or best.code is None:
+            return None
+        to_original = float(cosine_similarity(best.code[None], original[None]).reshape(-1)[0])
+        if to_original >= self.threshold:
+            return None
+        return TrackIdentity(code=best.code, original=original, draws=0, similarity_to_original=to_original)
 
     def _cover_untracked(self, slot: FrameSlot, faces: TrackedFaces) -> None:
         """Deidentify: detections that no released track covers are blurred (fail-closed).
@@ -482,6 +513,7 @@ class FaceReplacer:
             with self.timer("smooth"):
                 for tid, frame_index, w_s in self.smooth_w.end_track(track_id):
                     self.records[(frame_index, tid)].ws = w_s
+            self.mapping.end_track(track_id)
 
     # steps 8-10 --------------------------------------------------------------------------
     def _emit(self, final: bool = False) -> Iterator[FrameChunk]:
@@ -516,14 +548,20 @@ class FaceReplacer:
             M = torch.stack([f.M for _j, f in faces if f.M is not None])
             with self.timer("blend"):
                 out, stats = paste_faces(frames, generated.float(), index, M, settings=self.config.blend)
-            self.counts["faces_refused_by_blend"] += int(getattr(stats, "refused", 0))
-            self._check(out, faces)
+            self.counts["faces_refused_by_blend"] += stats.refused
+            for k in stats.refused_indices:
+                faces[k][1].failed = "generated face refused by the blender (NaN or inf)"
+            for k in stats.skipped_indices:
+                faces[k][1].failed = "face outside the frame"
+            faces = [(j, f) for j, f in faces if f.failed is None]
+            if faces:
+                self._check(out, faces)
         out = self._redact(out, slots)
         self.counts["frames"] += len(slots)
-        self.counts["frames_with_faces"] += sum(1 for s in slots if s.faces)
+        self.counts["frames_with_faces"] += sum(1 for s in slots if s.faces_seen or s.faces)
         for i, j in zip(indices, range(len(indices)), strict=True):
             if i in self.keep_frames:
-                self.kept[i] = (frames[j].cpu(), out[j].cpu())
+                self.kept[i] = (frames[j].cpu().clone(), out[j].cpu().clone())
         pts = torch.tensor([s.pts for s in slots], dtype=torch.int64)
         return FrameChunk(out.cpu(), pts, indices[0])
 
@@ -538,26 +576,27 @@ class FaceReplacer:
             ref = self.target if self.mode == "reenact" else identity.original
             assert ref is not None
             sim = float(cosine_similarity(code[None], ref[None].to(code.device)).reshape(-1)[0])
-            report = self.tracks[record.track_id]
-            report.frames += 1
-            report.similarities.append(sim)
+            self.tracks[record.track_id].similarities.append(sim)
             if self.mode == "deidentify" and sim >= self.threshold:
                 record.failed = f"output face still similar to the original ({sim:.3f} >= {self.threshold})"
-            else:
-                report.replaced += 1
 
     def _redact(self, out: torch.Tensor, slots: list[FrameSlot]) -> torch.Tensor:
+        """Count every face once (replaced, blurred or left) and blur the failed ones in deidentify."""
         blur_all = self.mode == "deidentify" and self.config.deidentify.fail_closed
         rows = []
         for j, slot in enumerate(slots):
             failed = [f for f in slot.faces if f.failed is not None]
-            for f in failed:
+            for f in slot.faces:
                 if f.track_id == -1:
                     self.counts["untracked_detections_blurred"] += int(blur_all)
+                    continue
+                report = self.tracks[f.track_id]
+                report.frames += 1
+                if f.failed is None:
+                    report.replaced += 1
+                    self.counts["faces_replaced"] += 1
                 else:
-                    self.tracks[f.track_id].frames += int(f.ws is None)
-                    self.tracks[f.track_id].blurred += int(blur_all)
-            self.counts["faces_replaced"] += sum(1 for f in slot.faces if f.failed is None and f.ws is not None)
+                    report.blurred += int(blur_all)
             if blur_all and failed:
                 self.counts["faces_blurred"] += len(failed)
                 with self.timer("blend"):

@@ -14,9 +14,10 @@ from reenact.errors import ShapeError
 def blur_boxes(frame: torch.Tensor, boxes: torch.Tensor, margin: float = 0.25, cells: int = 8) -> torch.Tensor:
     """Return ``frame`` with each box (grown by ``margin`` of its size) made unrecognisable.
 
-    The region is pixelated to ``cells`` x ``cells`` blocks and then blurred, which removes
-    the detail face recognisers need while keeping the scene's colours. Boxes are clipped to
-    the frame; the input tensor is not modified.
+    The region is pixelated to at most ``cells`` x ``cells`` blocks of at least 6 px (so small
+    faces get fewer, coarser blocks) and then blurred, which removes the detail face
+    recognisers need while keeping the scene's colours. Boxes are clipped to the frame; the
+    input tensor is not modified.
     """
     if frame.dtype != torch.uint8 or frame.ndim != 3 or frame.shape[-1] != 3:
         raise ShapeError(f"frame must be uint8 [H,W,3], got {frame.dtype} {tuple(frame.shape)}")
@@ -30,7 +31,8 @@ def blur_boxes(frame: torch.Tensor, boxes: torch.Tensor, margin: float = 0.25, c
         if right - left < 2 or bottom - top < 2:
             continue
         region = out[top:bottom, left:right].permute(2, 0, 1)[None].float()
-        small = F.adaptive_avg_pool2d(region, (cells, cells))
+        n = max(1, min(cells, min(bottom - top, right - left) // 6))
+        small = F.adaptive_avg_pool2d(region, (n, n))
         coarse = F.interpolate(small, size=region.shape[-2:], mode="bilinear", align_corners=False)
         out[top:bottom, left:right] = coarse[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8)
     return out

@@ -727,6 +727,7 @@ class OptimizingMapping:
     def __init__(self, mapper: OptimizingMapper) -> None:
         self.mapper = mapper
         self.last_stats: FrameStats | None = None
+        self._finished: dict[int, dict[str, Any]] = {}
 
     def __call__(self, crops: torch.Tensor, id_codes: torch.Tensor, track_ids: list[int]) -> torch.Tensor:
         """Conventions: crops float ``[F,3,R,R]`` in [-1,1]; id_codes float ``[F,D]`` unit rows
@@ -735,9 +736,16 @@ class OptimizingMapping:
         ws, self.last_stats = self.mapper.map(crops, id_codes, ids)
         return ws.expand(-1, int(self.mapper.G.num_ws), -1).contiguous()
 
+    def end_track(self, track_id: int) -> None:
+        """The track has left the video: keep its report, free its latent and optimiser state."""
+        finished = self.mapper.report().get(int(track_id))
+        if finished is not None:
+            self._finished[int(track_id)] = finished
+        self.mapper.end_track(track_id)
+
     def report(self) -> dict[int, dict[str, Any]]:
-        """Per-track frames, steps, fallbacks and last final losses (JSON-able)."""
-        return self.mapper.report()
+        """Per-track frames, steps, fallbacks and last final losses (JSON-able), ended tracks included."""
+        return {**self._finished, **self.mapper.report()}
 
 
 def identity_net_for(encoder: Any) -> OnnxIdentity:

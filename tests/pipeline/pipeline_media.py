@@ -55,3 +55,18 @@ def decode(path: Path) -> tuple[np.ndarray, list[int]]:
             frames.append(f.to_ndarray(format="rgb24"))
             pts.append(int(f.pts))
     return np.stack(frames), pts
+
+
+def slow_job(job: object) -> dict[str, object]:
+    """A folder-run task for the Ctrl-C test: logs its start, works 3 s, then writes atomically."""
+    import time
+
+    output: Path = job.output  # type: ignore[attr-defined]
+    with open(output.parent / "starts.log", "a") as log:
+        log.write(f"{time.time()} {output.name}\n")
+    for _ in range(30):
+        time.sleep(0.1)
+    tmp = output.with_name(output.name + ".partial")
+    tmp.write_text("done")
+    tmp.replace(output)
+    return {}
