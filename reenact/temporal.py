@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -64,11 +64,35 @@ def _alpha(cutoff: torch.Tensor | float, dt: float) -> torch.Tensor | float:
     return 1.0 / (1.0 + tau / dt)
 
 
-@dataclass
-class _OneEuroState:
-    value: torch.Tensor
-    speed: torch.Tensor
-    time: float
+class OneEuroFilter:
+    """Causal One-Euro filter of one signal: a numpy array or torch tensor of fixed shape.
+
+    The cut-off frequency is ``min_cutoff + beta * speed``. The speed is element-wise
+    (``|dx/dt|``, each element gets its own cut-off) unless ``__call__`` is given a
+    ``point_scale``: then the signal is a set of 2-D points and one speed, the fastest
+    point's in units of ``point_scale`` (e.g. face heights per second), drives all of them.
+    """
+
+    def __init__(self, min_cutoff: float, beta: float, d_cutoff: float) -> None:
+        self.min_cutoff, self.beta, self.d_cutoff = min_cutoff, beta, d_cutoff
+        self._x: Any = None
+        self._dx: Any = None
+
+    def __call__(self, x: Any, dt: float, point_scale: float | None = None) -> Any:
+        """Filter the next sample ``x``, taken ``dt`` seconds after the previous one."""
+        if self._x is None:
+            self._x, self._dx = x, x * 0
+            return x
+        a_d = _alpha(self.d_cutoff, dt)
+        self._dx = a_d * ((x - self._x) / dt) + (1 - a_d) * self._dx
+        if point_scale is None:
+            speed = abs(self._dx)
+        else:
+            velocity = self._dx.reshape(-1, 2)
+            speed = float(((velocity**2).sum(-1) ** 0.5).max()) / max(point_scale, 1.0)
+        a = _alpha(self.min_cutoff + self.beta * speed, dt)
+        self._x = a * x + (1 - a) * self._x
+        return self._x
 
 
 @dataclass
@@ -94,7 +118,7 @@ class TrackSmoother:
             raise ConfigError(f"smoothing needs a positive frame rate, got {fps}")
         self.settings = settings
         self.fps = float(fps)
-        self._euro: dict[int, _OneEuroState] = {}
+        self._euro: dict[int, tuple[OneEuroFilter, float]] = {}
         self._gauss: dict[int, _GaussianState] = {}
         self._shapes: dict[int, torch.Size] = {}
         radius = settings.window
@@ -144,20 +168,12 @@ class TrackSmoother:
 
     def _one_euro(self, track_id: int, value: torch.Tensor, time: float) -> torch.Tensor:
         s = self.settings
-        state = self._euro.get(track_id)
-        if state is None:
-            self._euro[track_id] = _OneEuroState(value.clone(), torch.zeros_like(value), time)
-            return value
-        dt = time - state.time
-        if dt <= 0:
-            dt = 1.0 / self.fps
-        speed = (value - state.value) / dt
-        a_d = _alpha(s.d_cutoff, dt)
-        speed = a_d * speed + (1 - a_d) * state.speed
-        cutoff = s.min_cutoff + s.beta * speed.abs()
-        a = _alpha(cutoff, dt)
-        smoothed = a * value + (1 - a) * state.value
-        self._euro[track_id] = _OneEuroState(smoothed, speed, time)
+        if track_id not in self._euro:
+            self._euro[track_id] = (OneEuroFilter(s.min_cutoff, s.beta, s.d_cutoff), time)
+        euro, last = self._euro[track_id]
+        dt = time - last if time > last else 1.0 / self.fps
+        self._euro[track_id] = (euro, time)
+        smoothed: torch.Tensor = euro(value, dt)
         return smoothed
 
     def _release_gaussian(self, track_id: int, final: bool) -> list[Released]:

@@ -41,6 +41,7 @@ from scipy.optimize import linear_sum_assignment
 from reenact.errors import ConfigError, ShapeError
 from reenact.faces.detect import FaceDetections, FaceDetector, check_frames
 from reenact.faces.identity import IdentityEncoder
+from reenact.temporal import OneEuroFilter
 
 logger = logging.getLogger(__name__)
 
@@ -145,30 +146,6 @@ class TrackedFaces:
         return int(self.track_ids.shape[0])
 
 
-class OneEuro:
-    """Causal One-Euro filter over an array of coordinates, speed normalised by a scale."""
-
-    def __init__(self, fps: float, min_cutoff: float, beta: float, d_cutoff: float):
-        self.fps, self.min_cutoff, self.beta, self.d_cutoff = fps, min_cutoff, beta, d_cutoff
-        self._x: np.ndarray | None = None
-        self._dx: np.ndarray | None = None
-
-    def _alpha(self, cutoff: float) -> float:
-        tau = 1.0 / (2.0 * math.pi * cutoff)
-        return 1.0 / (1.0 + tau * self.fps)
-
-    def __call__(self, x: np.ndarray, scale: float) -> np.ndarray:
-        if self._x is None or self._dx is None:
-            self._x, self._dx = x.copy(), np.zeros_like(x)
-            return x
-        dx = (x - self._x) * self.fps
-        self._dx = self._dx + self._alpha(self.d_cutoff) * (dx - self._dx)
-        speed = float(np.linalg.norm(self._dx.reshape(-1, 2), axis=1).max()) / max(scale, 1.0)
-        cutoff = self.min_cutoff + self.beta * speed
-        self._x = self._x + self._alpha(cutoff) * (x - self._x)
-        return self._x.copy()
-
-
 @dataclass
 class _Obs:
     box: np.ndarray
@@ -186,7 +163,7 @@ class _Track:
     hits: int = 0
     embedding: torch.Tensor | None = None
     open: bool = True
-    smoother: OneEuro | None = None
+    smoother: OneEuroFilter | None = None
     last_obs: _Obs | None = None  # kept after release, for prediction and gap filling
     prev_box: np.ndarray | None = None
 
@@ -451,10 +428,10 @@ class FaceTracker:
                     continue
                 if s.smooth_min_cutoff > 0:
                     if track.smoother is None:
-                        track.smoother = OneEuro(self.fps, s.smooth_min_cutoff, s.smooth_beta, s.smooth_d_cutoff)
+                        track.smoother = OneEuroFilter(s.smooth_min_cutoff, s.smooth_beta, s.smooth_d_cutoff)
                     height = float(obs.box[3] - obs.box[1])
                     packed = np.concatenate([obs.box.reshape(2, 2), obs.points])
-                    packed = track.smoother(packed, height)
+                    packed = track.smoother(packed, 1.0 / self.fps, point_scale=height).copy()
                     box, pts = packed[:2].reshape(4), packed[2:]
                 else:
                     box, pts = obs.box, obs.points
@@ -517,4 +494,4 @@ def track_video(
     return out
 
 
-__all__ = ["FaceTracker", "OneEuro", "TrackedFaces", "TrackerSettings", "frame_histograms", "track_video"]
+__all__ = ["FaceTracker", "TrackedFaces", "TrackerSettings", "frame_histograms", "track_video"]
