@@ -170,10 +170,14 @@ class TrainedMapping:
 
 
 def make_mapping(pack: LoadedPack, config: PipelineConfig) -> LatentMapper:
-    """The latent mapper that ``config.mapper`` names (``optimize``: :mod:`reenact.models.optimize`)."""
+    """The latent mapper that ``config.mapper`` names (``optimize``: :mod:`reenact.models.optimize`,
+    started from the trained mapper where the pack has one)."""
     if config.mapper == "trained":
         return TrainedMapping(pack)
-    return make_optimizing_mapping(pack, config)
+    mapping = make_optimizing_mapping(pack, config)
+    if pack.trained and pack.mapper is not None:
+        mapping.initial = TrainedMapping(pack)  # a track's first frame starts from the trained mapper
+    return mapping
 
 
 # --- identities ----------------------------------------------------------------------------

@@ -724,8 +724,10 @@ class OptimizingMapping:
     fallbacks) for the run's JSON report.
     """
 
-    def __init__(self, mapper: OptimizingMapper) -> None:
+    def __init__(self, mapper: OptimizingMapper, initial: Any = None) -> None:
         self.mapper = mapper
+        self.initial = initial
+        """Optional ``(crops, id_codes, track_ids) -> ws`` giving new tracks their start (a trained mapper)."""
         self.last_stats: FrameStats | None = None
         self._finished: dict[int, dict[str, Any]] = {}
 
@@ -733,7 +735,11 @@ class OptimizingMapping:
         """Conventions: crops float ``[F,3,R,R]`` in [-1,1]; id_codes float ``[F,D]`` unit rows
         (the identity model's, target or synthetic); returns ws float ``[F,G.num_ws,w_dim]``."""
         ids = torch.as_tensor(list(track_ids), dtype=torch.long)
-        ws, self.last_stats = self.mapper.map(crops, id_codes, ids)
+        start = None
+        if self.initial is not None and any(self.mapper.previous(t) is None for t in track_ids):
+            with torch.no_grad():
+                start = self.initial(crops, id_codes, list(track_ids))
+        ws, self.last_stats = self.mapper.map(crops, id_codes, ids, initial=start)
         return ws.expand(-1, int(self.mapper.G.num_ws), -1).contiguous()
 
     def end_track(self, track_id: int) -> None:

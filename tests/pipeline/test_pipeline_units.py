@@ -56,3 +56,34 @@ def test_current_folder_as_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.chdir(tmp_path)
     assert deidentify_main([".", "--dry-run"]) == 0
     assert f"{tmp_path.name}_deidentified" in capsys.readouterr().out
+
+
+def test_optimize_starts_new_tracks_from_a_trained_mapper(fixtures: Path) -> None:
+    import dataclasses
+
+    from reenact.packs import PackSettings
+    from reenact.pipeline import TrainedMapping, make_mapping
+
+    models = fixtures / "models"
+    config = replace(PipelineConfig(device="cpu", mapper="optimize", models=PackSettings(
+        identity_model=str(models / "mobileface_recognition_onnx" / "mobileface_V2.onnx"),
+        identity_model_mean=0.0, identity_model_std=1.0)), {
+        "optimize.landmark_model.path": str(models / "landmarks_pfld68" / "pfld.onnx"),
+        "optimize.steps_first": 1, "optimize.steps_warm": 1, "optimize.init_candidates": 1})
+    pack = dataclasses.replace(cached_pack(config, torch.device("cpu")), trained=True)
+    mapping = make_mapping(pack, config)
+    assert isinstance(getattr(mapping, "initial", None), TrainedMapping)
+    calls: list[list[int]] = []
+    trained = mapping.initial
+
+    def spy(crops: torch.Tensor, codes: torch.Tensor, tracks: list[int]) -> torch.Tensor:
+        calls.append(list(tracks))
+        return trained(crops, codes, tracks)
+
+    mapping.initial = spy
+    R = pack.generator.img_resolution
+    crops = torch.rand(1, 3, R, R) * 2 - 1
+    code = torch.nn.functional.normalize(torch.randn(1, pack.identity.dim), dim=1)
+    mapping(crops, code, [5])
+    mapping(crops, code, [5])
+    assert calls == [[5]], "only a track's first frame asks the trained mapper"
