@@ -136,7 +136,7 @@ def _rate(value: Fraction | None) -> float:
 def _scan(container: Any, stream: Any, path: Path) -> tuple[list[int], Any, int]:
     """Demux the video packets (decoding only until the first frame appears).
 
-    Returns the sorted presentation timestamps of the packets, the first decoded frame
+    Returns the sorted presentation timestamps of the shown packets, the first decoded frame
     (None when no packet decodes) and the duration of the last frame (0 if unknown).
     """
     pts: list[int] = []
@@ -144,7 +144,9 @@ def _scan(container: Any, stream: Any, path: Path) -> tuple[list[int], Any, int]
     last_pts, last_dur = None, 0
     try:
         for packet in container.demux(stream):
-            if packet.pts is not None:
+            # packets an edit list marks as discarded (e.g. frames before a stream-copy cut
+            # point) are decoded for reference but never shown: they are not frames
+            if packet.pts is not None and not getattr(packet, "is_discard", False):
                 pts.append(int(packet.pts))
                 if last_pts is None or packet.pts > last_pts:
                     last_pts, last_dur = int(packet.pts), int(packet.duration or 0)
