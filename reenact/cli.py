@@ -45,6 +45,11 @@ def _run_guarded(run: Run, args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("interrupted: nothing partial was written", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `reenact ... --dry-run | head`: the reader left, that is fine
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def _subcommand_main(argv: list[str]) -> int:
@@ -235,9 +240,11 @@ def _video_add_args(p: argparse.ArgumentParser, mode: Mode) -> None:
     if mode == "reenact":
         p.add_argument("--identity", type=Path, required=True, help="photo of the face to put on the video")
     p.add_argument("-o", "--output", type=Path, default=None,
-                   help=f"output file (or folder for a folder input); default: INPUT_{mode}ed next to the input")
+                   help="output file (or folder for a folder input); default: INPUT_"
+                   f"{'reenacted' if mode == 'reenact' else 'deidentified'} next to the input")
     p.add_argument("--faces", default=None, help="which faces: all (default), largest, or reference:IMAGE")
-    p.add_argument("--seed", type=int, default=None, help="seed of the synthetic identities (deidentify)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of the synthetic identities (deidentify) and of --mapper optimize's random starts")
     p.add_argument("--pack", default=None, help="model pack: tiny (default, untrained) or full")
     p.add_argument("--faces-backend", choices=["pack", "offline", "insightface"], default=None,
                    help="face detector and identity models: the pack's, the offline ones, or insightface's")
@@ -287,7 +294,10 @@ def _video_config(args: argparse.Namespace, mode: str) -> PipelineConfig:
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"--set wants KEY=VALUE, got {item!r}")
-        overrides[key.strip()] = yaml.safe_load(value)
+        try:
+            overrides[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {key.strip()}: {value!r} is not a valid YAML value") from exc
     config = replace(config, overrides, where="settings")
     return from_dict(PipelineConfig, to_dict(config), where="settings")
 
@@ -302,8 +312,10 @@ def _video_run(args: argparse.Namespace, mode: Mode) -> int:
     from reenact.batch import plan_folder, run_jobs, summary_table
     from reenact.config import to_dict
     from reenact.errors import InputError
-    from reenact.pipeline import process_video, video_job
+    from reenact.pipeline import check_inputs, process_video, video_job
 
+    if args.smooth and args.no_smooth:
+        raise InputError("--smooth and --no-smooth contradict each other: give one")
     config = _video_config(args, mode)
     identity = getattr(args, "identity", None)
     source: Path = args.input.absolute()
@@ -312,8 +324,13 @@ def _video_run(args: argparse.Namespace, mode: Mode) -> int:
     suffix = "reenacted" if mode == "reenact" else "deidentified"
     if source.is_dir():
         output = args.output or source.with_name(f"{source.name}_{suffix}")
+        if Path(output).exists() and not Path(output).is_dir():
+            raise InputError(f"-o {output} is a file; a folder input needs an output folder")
     else:
         output = args.output or source.with_name(f"{source.stem}_{suffix}.mp4")
+    _warn_unused_flags(args, mode, config, folder=source.is_dir())
+    check_inputs(None if source.is_dir() else source, None if source.is_dir() else Path(output), mode, config,
+                 identity=identity, overwrite=args.overwrite)
     quiet = args.quiet or args.json
     if args.dry_run:
         plan = {"mode": mode, "input": str(source), "output": str(output), "identity": str(identity) if identity else None,
@@ -347,6 +364,8 @@ def _video_run(args: argparse.Namespace, mode: Mode) -> int:
                 print(f"warning: {warning}")
         return 0
     folder = plan_folder(source, Path(output), overwrite=args.overwrite)
+    if not folder.jobs and not folder.known:
+        logging.getLogger("reenact").warning("no videos found in %s", source)
     task = functools.partial(video_job, mode=mode, config=config, identity=identity, overwrite=args.overwrite,
                              preview=args.preview)
     bar = tqdm(total=len(folder.jobs), unit="video", disable=quiet)
@@ -363,6 +382,24 @@ def _video_run(args: argparse.Namespace, mode: Mode) -> int:
     elif not args.quiet:
         print(summary_table(everything))
     return 1 if any(r.status == "failed" for r in everything) else 0
+
+
+def _warn_unused_flags(args: argparse.Namespace, mode: Mode, config: PipelineConfig, folder: bool) -> None:
+    """Say so when a given option has no effect in this run, instead of ignoring it silently."""
+    log = logging.getLogger("reenact")
+    unused = []
+    if args.landmark_model and config.mapper != "optimize":
+        unused.append("--landmark-model (only --mapper optimize uses it)")
+    if (args.identity_mean is not None or args.identity_std is not None) and not config.models.identity_model:
+        unused.append("--identity-mean/--identity-std (they describe --identity-model)")
+    if not folder and args.workers != 1:
+        unused.append("--workers (one file is one job)")
+    if args.gpus_per_task is not None and not args.ray:
+        unused.append("--gpus-per-task (only with --ray)")
+    if mode == "reenact" and args.seed is not None and config.mapper != "optimize":
+        unused.append("--seed (reenact uses it only for --mapper optimize's random starts)")
+    for flag in unused:
+        log.warning("ignored: %s", flag)
 
 
 def _tick(bar: object) -> None:

@@ -13,6 +13,7 @@ fixture models.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -32,6 +33,8 @@ from reenact.models.encoders import AttributeEncoder, AttributeEncoderConfig
 from reenact.models.mapper import Mapper, MapperConfig, load_identity_model
 from reenact.models.stylegan2 import Generator, load_generator, tiny_generator
 
+log = logging.getLogger(__name__)
+
 FacesBackend = Literal["pack", "offline", "insightface"]
 
 
@@ -42,7 +45,8 @@ class PackSettings:
 
     ``identity_model_mean`` / ``identity_model_std``: the normalisation of an explicit
     ``identity_model`` ONNX file, ``(pixel - mean) / std`` on RGB 0..255 (ArcFace: 127.5,
-    127.5; MobileFace V2: 0, 1). They must be stated, never guessed.
+    127.5; MobileFace V2: 0, 1). They must be stated with the file, never guessed: a wrong
+    guess makes every face look alike to the model.
     ``match_threshold``: overrides the identity model's same-person cosine threshold.
     """
 
@@ -50,8 +54,8 @@ class PackSettings:
     faces_backend: FacesBackend = "pack"
     detector_model: str | None = None
     identity_model: str | None = None
-    identity_model_mean: float = 127.5
-    identity_model_std: float = 127.5
+    identity_model_mean: float | None = None
+    identity_model_std: float | None = None
     match_threshold: float | None = None
     seed: int = 0
 
@@ -100,6 +104,12 @@ def _face_models(settings: PackSettings, default_backend: str, det_settings: Det
         detector = make_detector("offline", None, settings=det_settings)
     identity: IdentityEncoder
     if settings.identity_model:
+        if settings.identity_model_mean is None or settings.identity_model_std is None:
+            raise ConfigError(
+                f"identity model {settings.identity_model}: state its input normalisation with "
+                "--identity-mean and --identity-std (models.identity_model_mean/std; ArcFace 127.5/127.5, "
+                "MobileFace V2 0/1); a wrong guess makes every face look alike"
+            )
         identity = OnnxArcFaceEncoder(settings.identity_model, settings.identity_model_mean, settings.identity_model_std)
     elif backend == "insightface":
         norm = weights.get_pack("full").components["identity"].normalisation
@@ -151,6 +161,8 @@ def load_pack(
         detector, identity, threshold = _face_models(settings, "offline", detector_settings)
         generator, encoder, mapper = tiny_models(identity.dim, seed=settings.seed)
         trained = False
+        log.warning("model pack 'tiny' is untrained: a smoke test of the pipeline, not a result "
+                    "(see the README for full-quality weights)")
     elif settings.pack == "full":
         detector, identity, threshold = _face_models(settings, "insightface", detector_settings)
         generator, encoder, mapper = _full_networks(device, need_mapper)

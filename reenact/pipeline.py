@@ -362,6 +362,7 @@ class FaceReplacer:
         self.active: set[int] = set()
         self.identities: dict[int, TrackIdentity] = {}
         self.reference_match: dict[int, bool] = {}
+        self.reference_similarity: dict[int, float] = {}
         self.tracks: dict[int, TrackReport] = defaultdict(TrackReport)
         self.timer = StageTimer()
         self.counts = {"frames": 0, "frames_with_faces": 0, "faces_replaced": 0, "faces_blurred": 0,
@@ -406,6 +407,7 @@ class FaceReplacer:
                 assert self.reference is not None
                 sim = float(cosine_similarity(code, self.reference[None]).reshape(-1)[0])
                 self.reference_match[track_id] = sim >= self.threshold
+                self.reference_similarity[track_id] = sim
             if self.reference_match[track_id]:
                 chosen.append(i)
         return chosen
@@ -644,6 +646,57 @@ def report_paths(output: Path) -> dict[str, Path]:
     }
 
 
+def check_inputs(
+    source: Path | None,
+    output: Path | None,
+    mode: Mode,
+    config: PipelineConfig,
+    *,
+    identity: str | Path | None = None,
+    overwrite: bool = False,
+) -> VideoInfo | None:
+    """Step 1: everything that can be checked before any model is loaded (also for --dry-run).
+
+    The video is probed (when ``source`` is a file), the output checked, the identity and
+    reference photos read, the pack name, device and mapper requirements validated. Returns
+    the video's info, or None when ``source`` is None (a folder run checks each file later).
+    """
+    info = probe(source) if source is not None else None
+    if source is not None and output is not None:
+        check_output_path(source, output, overwrite)
+    if mode == "reenact" and identity is None:
+        raise InputError("reenact needs --identity PHOTO: the face to put on the video")
+    if identity is not None:
+        _check_photo(Path(identity), "identity photo (--identity)")
+    if config.faces.startswith("reference:"):
+        _check_photo(Path(config.faces.split(":", 1)[1]), "reference photo (--faces reference:...)")
+    if config.models.pack not in ("tiny", "full"):
+        raise ConfigError(f"unknown model pack {config.models.pack!r}; known packs: tiny, full")
+    resolve_device(config.device)
+    if config.mapper == "optimize":
+        if config.models.identity_model is None and not (
+            config.models.pack == "full" or config.models.faces_backend == "insightface"
+        ):
+            raise ConfigError(
+                "--mapper optimize needs a differentiable ONNX identity model: give --identity-model "
+                "with --identity-mean/--identity-std, or use the insightface face backend"
+            )
+        if not config.optimize.landmark_model.path and config.optimize.weights.landmarks > 0:
+            raise ConfigError("--mapper optimize needs a 68-point landmark ONNX model: give --landmark-model")
+    return info
+
+
+def _check_photo(path: Path, what: str) -> None:
+    from reenact.io import read_image
+
+    if not path.is_file():
+        raise InputError(f"{what} not found: {path}")
+    try:
+        read_image(path)
+    except InputError as exc:
+        raise InputError(f"{what} {path} cannot be used: {exc}") from exc
+
+
 def process_video(
     source: str | Path,
     output: str | Path,
@@ -662,11 +715,8 @@ def process_video(
     """
     started = time.perf_counter()
     source, output = Path(source), Path(output)
-    # step 1: inputs first, before any model is loaded
-    info = probe(source)
-    check_output_path(source, output, overwrite)
-    if mode == "reenact" and identity is None:
-        raise InputError("reenact needs --identity PHOTO: the face to put on the video")
+    info = check_inputs(source, output, mode, config, identity=identity, overwrite=overwrite)
+    assert info is not None
     device = resolve_device(config.device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
@@ -698,6 +748,21 @@ def process_video(
             stream = run_stream(reader, transform, writer)
     report = _report(source, output, mode, config, pack, info, replacer, stream, time.perf_counter() - started)
     report["warnings"].extend(warnings)
+    if reference is not None:
+        report["reference_similarity"] = {str(k): v for k, v in sorted(replacer.reference_similarity.items())}
+        if replacer.reference_similarity and not any(replacer.reference_match.values()):
+            report["warnings"].append(
+                f"nobody matched the reference photo (best similarity "
+                f"{max(replacer.reference_similarity.values()):.3f} < {replacer.threshold}); nothing was changed"
+            )
+    failed = [k for k, t in replacer.tracks.items() if t.identity is not None and t.identity.failed]
+    if failed:
+        report["warnings"].append(
+            f"{len(failed)} track(s) got no synthetic identity that passes the privacy check; their faces were "
+            "blurred (fail-closed). With an ONNX identity model, check --identity-mean/--identity-std"
+        )
+    for warning in report["warnings"]:
+        log.warning("%s: %s", source.name, warning)
     if replacer.counts["frames_with_faces"] == 0:
         log.warning("%s: no faces found; the output is the input re-encoded", source)
         report["warnings"].append("no faces found: the output is the input re-encoded")

@@ -765,7 +765,7 @@ def identity_net_for(encoder: Any) -> OnnxIdentity:
         raise ConfigError(
             f"the optimize mapper needs a differentiable identity model, but the pack's identity model "
             f"is {getattr(encoder, 'name', type(encoder).__name__)}; use an ONNX ArcFace-family model "
-            "(models.identity_model with its mean/std, or the insightface face backend)"
+            "(--identity-model with --identity-mean/--identity-std, or --faces-backend insightface)"
         )
     size = int(getattr(encoder, "crop_size", 112))
     return OnnxIdentity(OnnxModelSpec(str(path), input_size=size, input_scale=255.0, mean=float(mean),
@@ -791,8 +791,8 @@ def make_optimizing_mapping(pack: Any, config: Any) -> OptimizingMapping:
         landmarks = OnnxLandmarks(settings.landmark_model)
     elif settings.weights.landmarks > 0:
         raise ConfigError(
-            "the optimize mapper needs a differentiable 68-point landmark ONNX model: set "
-            "optimize.landmark_model.path (PFLD-style, Nx3x112x112 RGB/255 -> [N,136]) or "
+            "the optimize mapper needs a differentiable 68-point landmark ONNX model: give --landmark-model "
+            "(optimize.landmark_model.path; PFLD-style, Nx3x112x112 RGB/255 -> [N,136]) or set "
             "optimize.weights.landmarks: 0"
         )
     return OptimizingMapping(OptimizingMapper(pack.generator, identity, landmarks, settings))

@@ -52,3 +52,32 @@ def test_dry_run_prints_the_resolved_plan(capsys: pytest.CaptureFixture[str]) ->
     assert plan["mode"] == "deidentify" and plan["config"]["seed"] == 7
     assert plan["config"]["smoothing"]["method"] == "gaussian"
     assert plan["output"].endswith("astronaut_clip_deidentified.mp4")
+
+
+def test_identity_model_needs_its_normalisation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status = deidentify_main([str(CLIP), "-o", str(tmp_path / "o.mp4"), "--identity-model", "some.onnx", "--quiet"])
+    assert status == 2 and "--identity-mean" in capsys.readouterr().err
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_dry_run_checks_the_inputs_it_can(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(CLIP), "--identity", str(tmp_path / "nope.jpg"), "--dry-run"]) == 2
+    assert "identity photo" in capsys.readouterr().err
+    assert deidentify_main([str(CLIP), "--faces", f"reference:{tmp_path / 'who.jpg'}", "--dry-run"]) == 2
+    assert "reference photo" in capsys.readouterr().err
+    assert deidentify_main([str(CLIP), "--pack", "nosuch", "--dry-run"]) == 2
+    assert "nosuch" in capsys.readouterr().err
+    assert deidentify_main([str(CLIP), "--set", "blend.feather=[1", "--dry-run"]) == 2
+    assert "not a valid YAML value" in capsys.readouterr().err
+    assert deidentify_main([str(CLIP), "--smooth", "gaussian", "--no-smooth", "--dry-run"]) == 2
+
+
+def test_folder_input_with_a_file_as_output_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.mp4").write_bytes(CLIP.read_bytes())
+    target = tmp_path / "exists.mp4"
+    target.write_bytes(b"keep")
+    assert deidentify_main([str(folder), "-o", str(target), "--quiet"]) == 2
+    assert "needs an output folder" in capsys.readouterr().err
+    assert target.read_bytes() == b"keep"
