@@ -312,7 +312,7 @@ def _video_run(args: argparse.Namespace, mode: Mode) -> int:
     from reenact.batch import plan_folder, run_jobs, summary_table
     from reenact.config import to_dict
     from reenact.errors import InputError
-    from reenact.pipeline import check_inputs, process_video, video_job
+    from reenact.pipeline import check_inputs, process_video, stale_reason, video_job
 
     if args.smooth and args.no_smooth:
         raise InputError("--smooth and --no-smooth contradict each other: give one")
@@ -366,6 +366,12 @@ def _video_run(args: argparse.Namespace, mode: Mode) -> int:
     folder = plan_folder(source, Path(output), overwrite=args.overwrite)
     if not folder.jobs and not folder.known:
         logging.getLogger("reenact").warning("no videos found in %s", source)
+    for result in folder.known:
+        if result.status == "skipped" and result.output is not None:
+            reason = stale_reason(result.output, mode, config, identity)
+            if reason is not None:
+                result.status = "failed"
+                result.error = f"output exists but is stale: {reason}; use --overwrite to remake it"
     task = functools.partial(video_job, mode=mode, config=config, identity=identity, overwrite=args.overwrite,
                              preview=args.preview)
     bar = tqdm(total=len(folder.jobs), unit="video", disable=quiet)

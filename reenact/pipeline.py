@@ -747,6 +747,7 @@ def process_video(
         with VideoWriter(output, info, source=source, overwrite=overwrite, **dataclasses.asdict(config.encode)) as writer:
             stream = run_stream(reader, transform, writer)
     report = _report(source, output, mode, config, pack, info, replacer, stream, time.perf_counter() - started)
+    report["identity_photo"] = _photo_record(identity)
     report["warnings"].extend(warnings)
     if reference is not None:
         report["reference_similarity"] = {str(k): v for k, v in sorted(replacer.reference_similarity.items())}
@@ -773,6 +774,36 @@ def process_video(
         _write_preview(replacer.kept, paths["preview"])
         report["preview"] = str(paths["preview"])
     return report
+
+
+def _photo_record(photo: str | Path | None) -> dict[str, str] | None:
+    """Which identity photo a run used (path and content hash), so re-runs can spot a change."""
+    if photo is None:
+        return None
+    import hashlib
+
+    return {"path": str(Path(photo).absolute()), "sha256": hashlib.sha256(Path(photo).read_bytes()).hexdigest()}
+
+
+def stale_reason(output: Path, mode: Mode, config: PipelineConfig, identity: str | Path | None) -> str | None:
+    """Why an existing output was made differently from what this run would make, or None.
+
+    Compares the report written beside it: mode, resolved settings and identity photo.
+    """
+    path = report_paths(output)["report"]
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "it has no readable report beside it"
+    if report.get("mode") != mode:
+        return f"it was made by {report.get('mode')}"
+    if report.get("config") != to_dict(config):
+        return "it was made with other settings"
+    made_with = (report.get("identity_photo") or {}).get("sha256")
+    wanted = (_photo_record(identity) or {}).get("sha256")
+    if made_with != wanted:
+        return "it was made with another identity photo"
+    return None
 
 
 def _preview_frames(info: VideoInfo, count: int = 4) -> set[int]:

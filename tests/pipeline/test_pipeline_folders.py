@@ -55,6 +55,18 @@ def test_local_folder_run_reports_failures_and_resumes(
     _check_run(fixtures, folder, tmp_path / "out", capsys)
 
 
+def test_rerun_with_other_settings_flags_stale_outputs(
+    fixtures: Path, folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    assert deidentify_main(_args(fixtures, folder, out)) == 1
+    capsys.readouterr()
+    args = [a for a in _args(fixtures, folder, out, "--seed", "5") if a != "--quiet"]
+    assert deidentify_main(args) == 1
+    table = capsys.readouterr().out
+    assert table.count("stale") == 2 and "0 done" in table
+
+
 def test_summary_names_the_failures(fixtures: Path, folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
     args = [a for a in _args(fixtures, folder, out) if a != "--quiet"]
