@@ -263,6 +263,7 @@ class TrackReport:
     replaced: int = 0
     blurred: int = 0
     similarities: list[float] = field(default_factory=list)
+    frame_indices: list[int] = field(default_factory=list)
     identity: TrackIdentity | None = None
     last_w: torch.Tensor | None = None
     w_steps: list[float] = field(default_factory=list)
@@ -283,6 +284,7 @@ class TrackReport:
             "mean": float(np.mean(sims)) if sims else None,
             "min": float(np.min(sims)) if sims else None,
             "max": float(np.max(sims)) if sims else None,
+            "per_frame": [[i, round(v, 4)] for i, v in zip(self.frame_indices, sims, strict=True)],
         }
         if self.identity is not None and mode == "deidentify":
             code = self.identity.code
@@ -369,6 +371,7 @@ class FaceReplacer:
                        "faces_refused_by_blend": 0, "untracked_detections_blurred": 0}
         self.keep_frames = keep_frames or set()
         self.kept: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._frame_of: list[int] = []
 
     # step 3 ------------------------------------------------------------------------------
     def __call__(self, chunks: Iterator[FrameChunk]) -> Iterator[FrameChunk]:
@@ -534,6 +537,7 @@ class FaceReplacer:
 
     def _finish(self, indices: list[int]) -> FrameChunk:
         slots = [self.slots.pop(i) for i in indices]
+        self._frame_of = indices
         for i in indices:
             for key in [k for k in self.records if k[0] == i]:
                 del self.records[key]
@@ -577,12 +581,13 @@ class FaceReplacer:
         points = torch.from_numpy(np.stack([f.points for _j, f in faces])).to(self.device)
         with self.timer("identity"):
             codes = self.pack.identity.embed(out, index, points)
-        for (_j, record), code in zip(faces, codes, strict=True):
+        for (j, record), code in zip(faces, codes, strict=True):
             identity = self.identities[record.track_id]
             ref = self.target if self.mode == "reenact" else identity.original
             assert ref is not None
             sim = float(cosine_similarity(code[None], ref[None].to(code.device)).reshape(-1)[0])
             self.tracks[record.track_id].similarities.append(sim)
+            self.tracks[record.track_id].frame_indices.append(self._frame_of[j])
             if self.mode == "deidentify" and sim >= self.threshold:
                 record.failed = f"output face still similar to the original ({sim:.3f} >= {self.threshold})"
 

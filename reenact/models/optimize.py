@@ -359,7 +359,9 @@ class OptimizingMapper:
                              align_corners=True)
         pts = self.landmark_net(lnd_in)
         if pts.ndim != 3 or pts.shape[1:] != (68, 2):
-            raise ShapeError(f"landmark network must return [B,68,2], got {tuple(pts.shape)}")
+            source = getattr(getattr(self.landmark_net, "spec", None), "path", "the landmark network")
+            raise ShapeError(f"landmark model {source} (--landmark-model) must give 68 points [B,68,2], got "
+                             f"{tuple(pts.shape)}; give a 68-point PFLD-style ONNX model")
         return emb, pts[:, list(INNER_POINTS)] / float(g.landmark_size)
 
     def _pixel_terms(self, img: torch.Tensor, ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

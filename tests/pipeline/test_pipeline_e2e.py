@@ -88,6 +88,7 @@ def test_reenact_keeps_frames_timing_audio_and_background(
     assert written["frames"] == FRAMES and len(written["tracks"]) == 1
     track = next(iter(written["tracks"].values()))
     assert track["frames"] == FRAMES and track["similarity_to_target"]["mean"] is not None
+    assert [f for f, _sim in track["similarity_to_target"]["per_frame"]] == list(range(FRAMES))
     assert report_paths(out)["config"].is_file()
 
 
