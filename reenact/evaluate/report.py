@@ -571,6 +571,13 @@ def _build_report(
 ) -> dict[str, Any]:
     ids = sorted(tracks)
     threshold, threshold_source = reid_rule
+    background_db = M.psnr_from_mse(psnr_sq, psnr_n, settings.psnr_cap_db)
+    if math.isfinite(background_db) and background_db < 20.0:
+        warnings.append(
+            f"background PSNR is {background_db:.1f} dB: the output does not look like a processed copy of the "
+            "input (another video, another cut, or a different crop); the comparison may be meaningless"
+        )
+        log.warning(warnings[-1])
     people = np.stack([M._unit(np.mean(M._check_embeddings(np.stack(tracks[t].emb_in), "e"), 0), "g") for t in ids])
     gallery = people if extra is None else np.concatenate([people, extra])  # input's people first
     n_gallery = gallery.shape[0]
@@ -693,7 +700,7 @@ def _build_report(
             "worst_frames": worst[: settings.worst_frames],
         },
         "background": {
-            "psnr_db": M.psnr_from_mse(psnr_sq, psnr_n, settings.psnr_cap_db),
+            "psnr_db": background_db,
             "min_frame_psnr_db": min((p for _, p in frame_psnr if math.isfinite(p)), default=math.nan),
             "cap_db": settings.psnr_cap_db,
             "mask": f"face boxes of both videos grown by {settings.mask_margin:.0%} of their size",
