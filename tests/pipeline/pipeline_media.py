@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import av
 import numpy as np
+
+if TYPE_CHECKING:
+    from reenact.pipeline import PipelineConfig
 
 
 def trim_clip(src: Path, dst: Path, frames: int) -> Path:
@@ -70,3 +74,20 @@ def slow_job(job: object) -> dict[str, object]:
     tmp.write_text("done")
     tmp.replace(output)
     return {}
+
+
+def fixture_config(fixtures: Path) -> PipelineConfig:
+    """The tiny pack with the fixture detector (SCRFD-500M) and identity model (MobileFace V2, raw 0..255)."""
+    from reenact.packs import PackSettings
+    from reenact.pipeline import PipelineConfig
+
+    models = fixtures / "models"
+    return PipelineConfig(
+        models=PackSettings(
+            detector_model=str(models / "scrfd" / "scrfd_500m_kps.onnx"),
+            identity_model=str(models / "mobileface_recognition_onnx" / "mobileface_V2.onnx"),
+            identity_model_mean=0.0,
+            identity_model_std=1.0,
+        ),
+        device="cpu",
+    )

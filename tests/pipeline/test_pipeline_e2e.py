@@ -7,10 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pipeline_media import audio_packets, decode, trim_clip
+from pipeline_media import audio_packets, decode, fixture_config, trim_clip
 
 from reenact.faces import make_detector
-from reenact.packs import PackSettings
 from reenact.pipeline import PipelineConfig, process_video, report_paths
 
 FRAMES = 10
@@ -18,17 +17,7 @@ FRAMES = 10
 
 @pytest.fixture(scope="module")
 def config(fixtures: Path) -> PipelineConfig:
-    models = fixtures / "models"
-    return PipelineConfig(
-        models=PackSettings(
-            pack="tiny",
-            detector_model=str(models / "scrfd" / "scrfd_500m_kps.onnx"),
-            identity_model=str(models / "mobileface_recognition_onnx" / "mobileface_V2.onnx"),
-            identity_model_mean=0.0,
-            identity_model_std=1.0,
-        ),
-        device="cpu",
-    )
+    return fixture_config(fixtures)
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from pipeline_media import decode, trim_clip
+from pipeline_media import decode, fixture_config, trim_clip
 
 from reenact.config import replace
 from reenact.faces import make_detector
-from reenact.packs import PackSettings
 from reenact.pipeline import PipelineConfig, process_video
 
 FRAMES = 4
@@ -24,15 +23,7 @@ def crowd(fixtures: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def config(fixtures: Path) -> PipelineConfig:
-    models = fixtures / "models"
-    return PipelineConfig(
-        models=PackSettings(
-            detector_model=str(models / "scrfd" / "scrfd_500m_kps.onnx"),
-            identity_model=str(models / "mobileface_recognition_onnx" / "mobileface_V2.onnx"),
-            identity_model_mean=0.0, identity_model_std=1.0,
-        ),
-        device="cpu",
-    )
+    return fixture_config(fixtures)
 
 
 def _changed_faces(src: np.ndarray, dst: np.ndarray, boxes: np.ndarray) -> list[bool]:
