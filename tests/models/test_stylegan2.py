@@ -21,16 +21,6 @@ from reenact.models.stylegan2 import (
 )
 
 
-@pytest.fixture(scope="module")
-def tiny_ref(reference: Path) -> tuple[Generator, dict[str, torch.Tensor]]:
-    folder = reference / "stylegan2"
-    path = folder / "tiny_G.safetensors"
-    with safe_open(str(path), framework="pt") as f:
-        config = json.loads(f.metadata()["constructor"])
-    G = generator_from_state_dict(config, load_file(str(path)), source=str(path))
-    return G, load_file(str(folder / "tiny_vectors.safetensors"))
-
-
 def _err(a: torch.Tensor, b: torch.Tensor) -> float:
     assert a.shape == b.shape, (a.shape, b.shape)
     return float((a - b).abs().max())

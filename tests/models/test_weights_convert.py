@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import collections
 import io
-import json
 import os
 import pickle
 import sys
@@ -15,24 +14,11 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file
 from torch import nn
 
 from reenact.errors import ModelError, UnsafeModelFileError
 from reenact.models.convert import convert_nvlabs_pickle, convert_rosinality, detect_format
-from reenact.models.stylegan2 import Generator, generator_from_state_dict
-
-
-@pytest.fixture(scope="module")
-def tiny(reference: Path) -> tuple[Generator, dict[str, torch.Tensor]]:
-    folder = reference / "stylegan2"
-    path = folder / "tiny_G.safetensors"
-    with safe_open(str(path), framework="pt") as f:
-        config = json.loads(f.metadata()["constructor"])
-    G = generator_from_state_dict(config, load_file(str(path)), source=str(path))
-    return G, load_file(str(folder / "tiny_vectors.safetensors"))
-
+from reenact.models.stylegan2 import Generator
 
 # --- an NVlabs-style pickle, built here -----------------------------------------------------
 
@@ -181,23 +167,23 @@ def _crafted_pickle(
 
 
 @pytest.fixture(scope="module")
-def crafted(tiny: tuple[Generator, dict[str, torch.Tensor]], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def crafted(tiny_ref: tuple[Generator, dict[str, torch.Tensor]], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("pkl")
     marker = folder / "PWNED"
     path = folder / "network-snapshot.pkl"
-    path.write_bytes(_crafted_pickle(tiny[0], marker))
+    path.write_bytes(_crafted_pickle(tiny_ref[0], marker))
     return path, marker
 
 
 def test_crafted_pickle_converts_exactly_and_never_runs_source(
-    crafted: tuple[Path, Path], tiny: tuple[Generator, dict[str, torch.Tensor]]
+    crafted: tuple[Path, Path], tiny_ref: tuple[Generator, dict[str, torch.Tensor]]
 ) -> None:
     path, marker = crafted
     assert "torch_utils.persistence" not in sys.modules
     G = convert_nvlabs_pickle(path)
     assert not marker.exists()
     assert G.config["synthesis_kwargs"]["conv_clamp"] == 256
-    ref_G, V = tiny
+    ref_G, V = tiny_ref
     for key, value in ref_G.state_dict().items():
         assert torch.equal(G.state_dict()[key], value), key
     with torch.no_grad():
@@ -208,14 +194,14 @@ def test_crafted_pickle_converts_exactly_and_never_runs_source(
 
 @pytest.mark.parametrize("style", ["stylegan3", "tf-converted"])
 def test_other_pickle_flavours_convert(
-    style: str, tiny: tuple[Generator, dict[str, torch.Tensor]], tmp_path: Path
+    style: str, tiny_ref: tuple[Generator, dict[str, torch.Tensor]], tmp_path: Path
 ) -> None:
     path = tmp_path / f"{style}.pkl"
-    path.write_bytes(_crafted_pickle(tiny[0], tmp_path / "ran", style=style))
+    path.write_bytes(_crafted_pickle(tiny_ref[0], tmp_path / "ran", style=style))
     G = convert_nvlabs_pickle(path)
     # conv_clamp comes from the stored layers (256 here), not from constructor defaults
     assert G.config["synthesis_kwargs"]["conv_clamp"] == 256
-    V = tiny[1]
+    V = tiny_ref[1]
     with torch.no_grad():
         img = G.synthesis(V["ws_custom_large"], noise_mode="const")
     assert float((img - V["img_from_ws_custom_large"]).abs().max()) <= 1e-5 * 509
@@ -251,10 +237,10 @@ def test_os_system_global_is_refused_without_running(tmp_path: Path) -> None:
 
 
 def test_evil_global_deep_inside_a_network_is_refused(
-    tiny: tuple[Generator, dict[str, torch.Tensor]], tmp_path: Path
+    tiny_ref: tuple[Generator, dict[str, torch.Tensor]], tmp_path: Path
 ) -> None:
     marker = tmp_path / "OWNED"
-    blob = _crafted_pickle(tiny[0], tmp_path / "src_ran", {"hook": _Evil(f"touch {marker}")})
+    blob = _crafted_pickle(tiny_ref[0], tmp_path / "src_ran", {"hook": _Evil(f"touch {marker}")})
     bad = tmp_path / "deep.pkl"
     bad.write_bytes(blob)
     with pytest.raises(UnsafeModelFileError, match="system"):
@@ -342,9 +328,9 @@ def _to_rosinality(G: Generator) -> dict[str, Any]:
 
 @pytest.mark.parametrize("zipfile_format", [True, False])
 def test_rosinality_checkpoint_converts(
-    tiny: tuple[Generator, dict[str, torch.Tensor]], tmp_path: Path, zipfile_format: bool
+    tiny_ref: tuple[Generator, dict[str, torch.Tensor]], tmp_path: Path, zipfile_format: bool
 ) -> None:
-    G, V = tiny
+    G, V = tiny_ref
     path = tmp_path / "550000.pt"
     torch.save(_to_rosinality(G), path, _use_new_zipfile_serialization=zipfile_format)
     assert detect_format(path) == "rosinality-pt"
@@ -355,14 +341,14 @@ def test_rosinality_checkpoint_converts(
         assert float((H.synthesis(V["ws_psi1"], noise_mode="const") - V["img_const"]).abs().max()) <= 1e-4
 
 
-def test_rosinality_errors(tiny: tuple[Generator, dict[str, torch.Tensor]], tmp_path: Path) -> None:
-    ck = _to_rosinality(tiny[0])
+def test_rosinality_errors(tiny_ref: tuple[Generator, dict[str, torch.Tensor]], tmp_path: Path) -> None:
+    ck = _to_rosinality(tiny_ref[0])
     del ck["g_ema"]["convs.3.conv.weight"]
     torch.save(ck, tmp_path / "missing.pt")
     with pytest.raises(ModelError, match=r"convs\.3\.conv\.weight"):
         convert_rosinality(tmp_path / "missing.pt")
     data = io.BytesIO()
-    torch.save(_to_rosinality(tiny[0]), data)
+    torch.save(_to_rosinality(tiny_ref[0]), data)
     (tmp_path / "cut.pt").write_bytes(data.getvalue()[: len(data.getvalue()) // 2])
     with pytest.raises(ModelError):
         convert_rosinality(tmp_path / "cut.pt")
@@ -374,9 +360,9 @@ def test_rosinality_errors(tiny: tuple[Generator, dict[str, torch.Tensor]], tmp_
 
 
 def test_rosinality_without_latent_avg_estimates_it(
-    tiny: tuple[Generator, dict[str, torch.Tensor]], tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tiny_ref: tuple[Generator, dict[str, torch.Tensor]], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    ck = _to_rosinality(tiny[0])
+    ck = _to_rosinality(tiny_ref[0])
     del ck["latent_avg"]
     torch.save(ck, tmp_path / "nolatent.pt")
     H = convert_rosinality(tmp_path / "nolatent.pt")
