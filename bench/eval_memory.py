@@ -17,8 +17,10 @@ import argparse
 import json
 import subprocess
 import sys
+from pathlib import Path
 
-from reenact.fixtures import fixtures_dir
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from testing.fixtures import fixtures_dir  # noqa: E402
 
 _CHILD = r"""
 import json, resource, sys, time

@@ -23,7 +23,9 @@ import torch
 from reenact.faces.align import ffhq_template, similarity_from_points, warp_to_crop
 from reenact.faces.detect import DetectorSettings, FaceDetector, make_detector
 from reenact.faces.track import FaceTracker, TrackerSettings
-from reenact.fixtures import fixtures_dir
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from testing.fixtures import fixtures_dir  # noqa: E402
 
 
 def read_clip(path: Path, count: int) -> torch.Tensor:

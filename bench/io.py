@@ -31,9 +31,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from reenact.fixtures import fixtures_dir  # noqa: E402
 from reenact.io import EncodeSettings, FrameChunk, VideoWriter, open_video, run_stream  # noqa: E402
 from reenact.io import reader as reader_mod  # noqa: E402
+from testing.fixtures import fixtures_dir  # noqa: E402
 
 
 def make_clip(path: Path, seconds: float, width: int = 1280, height: int = 720, fps: int = 25) -> Path:

@@ -28,17 +28,20 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import torch
 
 from reenact.faces.align import align_faces, arcface_template, ffhq_template
 from reenact.faces.detect import largest_face, make_detector
-from reenact.fixtures import fixtures_dir
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from reenact.io.images import read_image
 from reenact.io.reader import VideoReader
 from reenact.models.onnx_modules import OnnxIdentity, OnnxLandmarks, OnnxModelSpec
 from reenact.models.optimize import OptimizeSettings, OptimizingMapper
 from reenact.models.stylegan2 import tiny_generator
+from testing.fixtures import fixtures_dir  # noqa: E402
 
 
 def steps_to(history: list[float], level: float, tol: float) -> int | None:

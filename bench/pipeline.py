@@ -28,10 +28,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from reenact.config import replace  # noqa: E402
-from reenact.fixtures import fixtures_dir  # noqa: E402
 from reenact.io import FrameChunk, VideoWriter, open_video, probe  # noqa: E402
 from reenact.packs import PackSettings  # noqa: E402
 from reenact.pipeline import FaceReplacer, PipelineConfig, cached_pack, process_video  # noqa: E402
+from testing.fixtures import fixtures_dir  # noqa: E402
 
 
 def goal(name: str, measured: float, op: str, target: float) -> str:

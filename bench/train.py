@@ -27,7 +27,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from reenact.fixtures import fixtures_dir  # noqa: E402
+from testing.fixtures import fixtures_dir  # noqa: E402
 
 
 def _goal(name: str, measured: float, op: str, target: float) -> str:
@@ -36,9 +36,9 @@ def _goal(name: str, measured: float, op: str, target: float) -> str:
 
 
 def bench_loader(config_path: Path, overrides: dict[str, object], steps: int, repeats: int) -> float:
-    from train.config import load_train_config
-    from train.dataset import make_dataset
-    from train.trainer import Trainer, build_generator
+    from reenact.train.config import load_train_config
+    from reenact.train.dataset import make_dataset
+    from reenact.train.trainer import Trainer, build_generator
 
     with tempfile.TemporaryDirectory() as tmp:
         config = load_train_config(config_path, {**overrides, "dataset.path": f"{tmp}/ds",
@@ -78,9 +78,9 @@ def bench_loader(config_path: Path, overrides: dict[str, object], steps: int, re
 def bench_make_dataset(config_path: Path, overrides: dict[str, object], images: int, repeats: int) -> float:
     from dataclasses import replace
 
-    from train.config import load_train_config
-    from train.dataset import make_dataset
-    from train.trainer import build_generator
+    from reenact.train.config import load_train_config
+    from reenact.train.dataset import make_dataset
+    from reenact.train.trainer import build_generator
 
     config = load_train_config(config_path, overrides)
     G = build_generator(config.generator)

@@ -40,6 +40,7 @@ import torch
 from reenact.batch import Job
 from reenact.blend import BlendSettings, paste_faces
 from reenact.config import dump_yaml, to_dict
+from reenact.device import resolve_device
 from reenact.errors import ConfigError, InputError, PipelineError
 from reenact.faces import (
     DetectorSettings,
@@ -50,6 +51,7 @@ from reenact.faces import (
     similarity_from_points,
     warp_to_crop,
 )
+from reenact.faces.boxes import box_iou
 from reenact.faces.track import FaceTracker, TrackedFaces, TrackerSettings
 from reenact.io import (
     EncodeSettings,
@@ -114,19 +116,6 @@ class PipelineConfig:
             raise ConfigError(f"faces must be all, largest or reference:IMAGE, got {self.faces!r}")
         if self.max_batch < 1:
             raise ConfigError(f"max_batch must be >= 1, got {self.max_batch}")
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> the first CUDA GPU when there is one, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise ConfigError(f"unknown device {name!r}; use auto, cpu or cuda[:N]") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name} asked for, but no CUDA GPU is available; use --device cpu")
-    return device
 
 
 # --- latents -------------------------------------------------------------------------------
@@ -480,7 +469,7 @@ class FaceReplacer:
         """
         assert slot.raw is not None
         for box in slot.raw.boxes:
-            covered = any(_iou(box, tracked) > 0.3 for tracked in faces.boxes)
+            covered = bool((box_iou(box, faces.boxes) > 0.3).any())
             if not covered:
                 slot.faces.append(FaceRecord(-1, box.copy(), np.zeros((5, 2), np.float32), failed="untracked"))
 
@@ -615,14 +604,6 @@ class FaceReplacer:
             else:
                 rows.append(out[j])
         return torch.stack(rows)
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    x1, y1 = max(a[0], b[0]), max(a[1], b[1])
-    x2, y2 = min(a[2], b[2]), min(a[3], b[3])
-    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
 
 
 # --- one video -----------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from reenact.fixtures import fixtures_dir, reference_dir
+from testing.fixtures import fixtures_dir, reference_dir
 
 
 def _require_fixtures() -> bool:

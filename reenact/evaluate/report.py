@@ -24,6 +24,7 @@ import torch
 
 from reenact.errors import ConfigError, InputError, NoFaceError, OutputExistsError, VideoReadError
 from reenact.evaluate import metrics as M
+from reenact.faces.boxes import box_iou, match_boxes
 from reenact.faces.identity import SAME_PERSON_THRESHOLDS
 
 log = logging.getLogger(__name__)
@@ -185,40 +186,6 @@ def _paired(
 # --- tracking and matching ----------------------------------------------------------------
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix ``[N,M]`` of boxes ``[N,4]`` and ``[M,4]``."""
-    if a.size == 0 or b.size == 0:
-        return np.zeros((a.reshape(-1, 4).shape[0], b.reshape(-1, 4).shape[0]))
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = (x2 - x1).clip(min=0) * (y2 - y1).clip(min=0)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = (area_a[:, None] + area_b[None, :] - inter).clip(min=1e-9)
-    return np.asarray(inter / union)
-
-
-def _greedy_match(iou: np.ndarray, threshold: float) -> list[tuple[int, int]]:
-    """Pairs (row, col) by descending IoU, each row and column used once, IoU >= threshold."""
-    pairs: list[tuple[int, int]] = []
-    if iou.size == 0:
-        return pairs
-    order = np.dstack(np.unravel_index(np.argsort(-iou, axis=None), iou.shape))[0]
-    used_r: set[int] = set()
-    used_c: set[int] = set()
-    for r, c in order:
-        if iou[r, c] < threshold:
-            break
-        if r in used_r or c in used_c:
-            continue
-        used_r.add(int(r))
-        used_c.add(int(c))
-        pairs.append((int(r), int(c)))
-    return pairs
-
-
 class _Tracker:
     """Greedy IoU tracker over the input's detections."""
 
@@ -232,7 +199,7 @@ class _Tracker:
         ids = sorted(self.active)
         last = np.array([self.active[i][1] for i in ids]).reshape(-1, 4)
         assigned = [-1] * len(boxes)
-        for r, c in _greedy_match(_iou(boxes, last), self.iou):
+        for r, c in match_boxes(box_iou(boxes, last), self.iou):
             assigned[r] = ids[c]
         for r, tid in enumerate(assigned):
             if tid < 0:
@@ -496,7 +463,7 @@ def _measure(
             bo, po = _np(dets_out[j].boxes).reshape(-1, 4), _np(dets_out[j].points).reshape(-1, 5, 2)
             out_face_frames += int(len(bo) > 0)
             ids = tracker.update(seq + j, bi)
-            match = dict(_greedy_match(_iou(bi, bo), settings.match_iou))
+            match = dict(match_boxes(box_iou(bi, bo), settings.match_iou))
             for r, tid in enumerate(ids):
                 c = match.get(r)
                 if c is None:

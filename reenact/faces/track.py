@@ -36,9 +36,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 
 from reenact.errors import ConfigError, ShapeError
+from reenact.faces.boxes import box_iou, match_boxes
 from reenact.faces.detect import FaceDetections, FaceDetector, check_frames
 from reenact.faces.identity import IdentityEncoder
 from reenact.temporal import OneEuroFilter
@@ -174,19 +174,6 @@ class _Track:
             velocity = (box - self.prev_box) / (self.last - self.prev)
             return box + velocity * (t - self.last)
         return box
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU between boxes a [N,4] and b [M,4] -> [N,M]."""
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = (rb - lt).clip(min=0).prod(axis=2)
-    area_a = (a[:, 2:] - a[:, :2]).clip(min=0).prod(axis=1)
-    area_b = (b[:, 2:] - b[:, :2]).clip(min=0).prod(axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    result: np.ndarray = inter / union.clip(min=1e-9)
-    result[union <= 0] = 0.0
-    return result
 
 
 def frame_histograms(frames: torch.Tensor) -> torch.Tensor:
@@ -364,7 +351,7 @@ class FaceTracker:
             # turn back (or detector jitter) make the prediction overshoot
             pred = np.stack([tr.predict(t) for tr in candidates])
             last = np.stack([tr.last_obs.box for tr in candidates if tr.last_obs is not None])
-            iou = np.maximum(_iou(pred, dets.boxes), _iou(last, dets.boxes))
+            iou = np.maximum(box_iou(pred, dets.boxes), box_iou(last, dets.boxes))
             cost = 1.0 - iou
             use_app = embs is not None and s.appearance_weight > 0 and all(
                 tr.embedding is not None for tr in candidates
@@ -378,10 +365,7 @@ class FaceTracker:
             cost[iou < max(s.iou_threshold, 1e-6)] = 1e6
             if use_app:
                 cost[sim < s.min_similarity] = 1e6  # a different person took this place
-            rows, cols = linear_sum_assignment(cost)
-            for r, c in zip(rows, cols, strict=True):
-                if cost[r, c] >= 1e6:
-                    continue
+            for r, c in match_boxes(-cost, min_score=-1e5):  # refused pairs cost 1e6
                 self._extend(candidates[r], t, dets, int(c), embs)
                 matched_det.add(int(c))
         for c in range(len(dets)):

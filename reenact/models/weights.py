@@ -1,6 +1,6 @@
 """Model packs, the weight cache, checked downloads, imports and verification.
 
-A *pack* (``configs/packs/<name>.yaml``) names every model the pipeline needs
+A *pack* (``reenact/packs/<name>.yaml``) names every model the pipeline needs
 (generator, detector, identity encoder, landmarks, attribute encoder, mapper), each with
 its source, sha256 where known, licence, file name, input size, normalisation and
 template. Sources:
@@ -73,7 +73,6 @@ __all__ = [
     "pack_generator",
 ]
 
-_REPO_ROOT = Path(__file__).resolve().parents[2]
 _CHUNK = 1 << 20
 ComponentKind = Literal["stylegan2", "onnx", "insightface", "dlib", "identity_model"]
 SourceFormat = Literal["nvlabs-pkl", "rosinality-pt", "reenact", "raw"]
@@ -126,7 +125,7 @@ class Component:
 
 @dataclass(frozen=True)
 class Pack:
-    """A named set of components, as in ``configs/packs/<name>.yaml``."""
+    """A named set of components, as in ``reenact/packs/<name>.yaml``."""
 
     name: str
     description: str
@@ -137,16 +136,16 @@ class Pack:
 
 
 def packs_dir() -> Path:
-    """Folder of pack YAML files: ``REENACT_PACKS`` or the repository's ``configs/packs``."""
+    """Folder of pack YAML files: ``REENACT_PACKS`` or the ``reenact/packs`` package data."""
     env = os.environ.get("REENACT_PACKS")
-    return Path(env) if env else _REPO_ROOT / "configs" / "packs"
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "packs"
 
 
 def list_packs() -> list[str]:
     """Names of the packs in :func:`packs_dir`."""
     folder = packs_dir()
     if not folder.is_dir():
-        raise ConfigError(f"pack folder {folder} does not exist; set REENACT_PACKS to the configs/packs folder")
+        raise ConfigError(f"pack folder {folder} does not exist; set REENACT_PACKS to a folder of pack YAML files")
     return sorted(p.stem for p in folder.glob("*.yaml"))
 
 

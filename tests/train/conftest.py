@@ -44,8 +44,8 @@ def tiny_generator_32() -> torch.nn.Module:
 
 @pytest.fixture(scope="session")
 def tiny_dataset(fixtures: Path, tmp_path_factory: pytest.TempPathFactory, tiny_generator_32: torch.nn.Module) -> Path:
-    from train.config import load_train_config
-    from train.dataset import make_dataset
+    from reenact.train.config import load_train_config
+    from reenact.train.dataset import make_dataset
 
     root = tmp_path_factory.mktemp("tiny_dataset")
     config = load_train_config(TINY_CONFIG, tiny_overrides(fixtures, root, root / "unused"))
@@ -55,8 +55,8 @@ def tiny_dataset(fixtures: Path, tmp_path_factory: pytest.TempPathFactory, tiny_
 
 @pytest.fixture(scope="session")
 def critics(fixtures: Path, tiny_dataset: Path) -> Any:
-    from train.config import load_train_config
-    from train.face_nets import FaceCritics
+    from reenact.train.config import load_train_config
+    from reenact.train.face_nets import FaceCritics
 
     config = load_train_config(TINY_CONFIG, tiny_overrides(fixtures, tiny_dataset, tiny_dataset / "unused"))
     return FaceCritics(config.face_models, config.generator.resolution)
@@ -65,8 +65,8 @@ def critics(fixtures: Path, tiny_dataset: Path) -> Any:
 @pytest.fixture(scope="session")
 def make_trainer(fixtures: Path, tiny_dataset: Path, tiny_generator_32: torch.nn.Module,
                  critics: Any) -> Callable[..., Any]:
-    from train.config import load_train_config
-    from train.trainer import Trainer
+    from reenact.train.config import load_train_config
+    from reenact.train.trainer import Trainer
 
     def make(results: Path, **overrides: Any) -> Any:
         config = load_train_config(TINY_CONFIG, tiny_overrides(fixtures, tiny_dataset, results, **overrides))

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from train.cli import main
+from reenact.train.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = str(REPO / "configs" / "train_tiny.yaml")

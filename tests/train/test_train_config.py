@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from reenact.errors import ConfigError
-from train.cli import _config, _parser
-from train.config import TrainConfig, load_train_config
+from reenact.train.cli import _config, _parser
+from reenact.train.config import TrainConfig, load_train_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 

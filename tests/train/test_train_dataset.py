@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from reenact.errors import InputError, TrainingError
-from train.config import DatasetConfig
-from train.dataset import ShardDataset, StepBatchSampler, make_dataset
+from reenact.train.config import DatasetConfig
+from reenact.train.dataset import ShardDataset, StepBatchSampler, make_dataset
 
 
 def _small(root: Path, **kw: object) -> DatasetConfig:

@@ -64,7 +64,7 @@ def test_export_loads_in_model_loader(fitted: tuple[Any, list[Any], Path], tmp_p
                                      monkeypatch: pytest.MonkeyPatch) -> None:
     from reenact.models import weights
     from reenact.models.mapper import load_identity_model
-    from train.export import export_identity_model
+    from reenact.train.export import export_identity_model
 
     trainer, _, results = fitted
     out = export_identity_model(results / "last.safetensors", tmp_path / "pack")
@@ -147,8 +147,8 @@ def test_few_hundred_steps_losses_fall_clearly(make_trainer: Callable[..., Any],
 
 @pytest.mark.gpu
 def test_cuda_training_steps(tiny_settings: Callable[..., dict[str, Any]], tmp_path: Path) -> None:
-    from train.config import load_train_config
-    from train.trainer import Trainer
+    from reenact.train.config import load_train_config
+    from reenact.train.trainer import Trainer
 
     config = load_train_config(Path(__file__).resolve().parents[2] / "configs" / "train_tiny.yaml",
                                tiny_settings(tmp_path, **{"run.device": "cuda", "run.steps": 3,

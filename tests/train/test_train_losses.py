@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from train import losses as L
+from reenact.train import losses as L
 
 
 def test_ms_ssim_is_one_for_identical_and_drops_with_noise() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from reenact.errors import TrainingError
 from reenact.models.encoders import AttributeEncoder
 from reenact.models.mapper import IdentityModelConfig, Mapper, save_identity_model
-from train.trainer import checkpoint_config, read_checkpoint
+from reenact.train.trainer import checkpoint_config, read_checkpoint
 
 
 def export_identity_model(checkpoint: str | Path, out_dir: str | Path) -> Path:

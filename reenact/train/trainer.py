@@ -30,10 +30,10 @@ from reenact.config import dump_yaml, from_dict, to_dict
 from reenact.errors import ConfigError, TrainingError
 from reenact.models.encoders import AttributeEncoder
 from reenact.models.mapper import Mapper, WDiscriminator
-from train import losses as L
-from train.config import GeneratorConfig, TrainConfig
-from train.dataset import ShardDataset, StepBatchSampler
-from train.face_nets import FaceCritics
+from reenact.train import losses as L
+from reenact.train.config import GeneratorConfig, TrainConfig
+from reenact.train.dataset import ShardDataset, StepBatchSampler
+from reenact.train.face_nets import FaceCritics
 
 logger = logging.getLogger(__name__)
 

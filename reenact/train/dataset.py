@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from reenact.errors import InputError, TrainingError
-from train.config import DatasetConfig
+from reenact.train.config import DatasetConfig
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from reenact.errors import ConfigError, ReenactError
-from train.config import AUTHOR_FLAGS, TrainConfig, load_train_config
+from reenact.train.config import AUTHOR_FLAGS, TrainConfig, load_train_config
 
 _FLAG_TYPES: dict[str, type] = {
     "resolution": int,
@@ -67,8 +67,8 @@ def _config(args: argparse.Namespace, command: str) -> TrainConfig:
 
 
 def _cmd_make_dataset(args: argparse.Namespace) -> int:
-    from train.dataset import make_dataset
-    from train.trainer import build_generator
+    from reenact.train.dataset import make_dataset
+    from reenact.train.trainer import build_generator
 
     config = _config(args, "make-dataset")
     import torch
@@ -84,7 +84,7 @@ def _cmd_make_dataset(args: argparse.Namespace) -> int:
 def _cmd_fit(args: argparse.Namespace) -> int:
     import torch.distributed as dist
 
-    from train.trainer import Trainer
+    from reenact.train.trainer import Trainer
 
     config = _config(args, "fit")
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -106,7 +106,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from train.export import export_identity_model
+    from reenact.train.export import export_identity_model
 
     out = export_identity_model(args.checkpoint, args.out)
     print(f"identity model written to {out}")

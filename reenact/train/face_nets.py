@@ -13,7 +13,7 @@ from torch import nn
 from reenact.errors import ShapeError
 from reenact.faces.align import arcface_template, ffhq_template, similarity_from_points
 from reenact.models.onnx_modules import OnnxIdentity, OnnxLandmarks
-from train.config import FaceModelsConfig
+from reenact.train.config import FaceModelsConfig
 
 
 def box_affine(box: tuple[float, float, float, float], resolution: int, size: int) -> torch.Tensor:

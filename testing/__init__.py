@@ -1,0 +1,1 @@
+"""Test and benchmark helpers (shared fixture lookup). Not installed with the package."""
