@@ -1,0 +1,106 @@
+"""Privacy thresholds: how dissimilar a de-identified face must be from its original.
+
+The same-person threshold of an identity model (``SAME_PERSON_THRESHOLDS``) is an operating
+point for *telling people apart*. A privacy check needs the other end of the same-person
+distribution: an output face must be **less similar to its original than nearly any real
+photo of the same person is**. So each identity model has a privacy threshold per chip, the
+0.1 % quantile of its same-person similarities, measured by ``bench/calibrate_privacy.py`` on
+the labelled fixture photos plus face tracks of the single-person fixture clips.
+
+Chips: ``tight`` is the model's own alignment (what the pipeline embeds); ``loose`` keeps
+more context (hair, ears, jaw line: what a face swap keeps and a recogniser with its own
+crop would see), made by shrinking the model's five-point template towards the chip centre.
+
+Conventions:
+    frames uint8 [T,H,W,3] RGB; frame_index long [F]; points float [F,5,2] frame pixels;
+    embeddings float32 [F,D] unit rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from reenact.errors import ConfigError
+from reenact.faces.align import similarity_from_points, warp_to_crop
+from reenact.faces.identity import IdentityEncoder
+
+Chip = Literal["tight", "loose"]
+CHIPS: tuple[Chip, ...] = ("tight", "loose")
+#: share of same-person pairs allowed below a privacy threshold
+GENUINE_QUANTILE = 0.001
+#: the loose chip: the template's points are pulled this far towards the chip centre,
+#: so the face fills less of the chip (about 1.5x the context on each side)
+LOOSE_SCALE = 0.7
+
+
+@dataclass(frozen=True)
+class PrivacyThreshold:
+    """A calibrated privacy threshold and how it was measured."""
+
+    threshold: float
+    genuine_pairs: int
+    false_match_rate: float
+    source: str = "bench/calibrate_privacy.py on the fixture photos and single-person clips"
+
+
+def chip_template(encoder: IdentityEncoder, chip: Chip) -> torch.Tensor:
+    """The five-point template of ``encoder``'s chip, tight (its own) or loose.
+
+    Conventions:
+        returns float32 [5,2] chip pixels
+    """
+    template = encoder.template().float()
+    if chip == "tight":
+        return template
+    if chip != "loose":
+        raise ConfigError(f"unknown chip {chip!r}; use one of {CHIPS}")
+    centre = (encoder.crop_size - 1) / 2.0
+    return (template - centre) * LOOSE_SCALE + centre
+
+
+def embed_with_chip(
+    encoder: IdentityEncoder, frames: torch.Tensor, frame_index: torch.Tensor, points: torch.Tensor, chip: Chip
+) -> torch.Tensor:
+    """Embed faces cut from ``frames`` with the tight or the loose chip (see module docstring)."""
+    if chip == "tight":
+        return encoder.embed(frames, frame_index, points)
+    M = similarity_from_points(points.float().to(frames.device), chip_template(encoder, chip).to(frames.device))
+    crops = warp_to_crop(frames, torch.as_tensor(frame_index), M, encoder.crop_size)
+    return encoder.embed_aligned(crops)
+
+
+#: Per identity model and chip, measured by ``bench/calibrate_privacy.py --gap 10`` (545
+#: same-person pairs: 99 from the labelled photos, the rest from frames of the three
+#: single-person clips; 2,122 different-person pairs). With 545 pairs the 0.1 % quantile is
+#: in effect the lowest same-person similarity seen. ``false_match_rate``: share of
+#: different-person pairs at or above the threshold (a synthetic identity that lands there
+#: is rejected and redrawn). MobileFace V2 stands in for the ArcFace family.
+PRIVACY_THRESHOLDS: dict[str, dict[Chip, PrivacyThreshold]] = {
+    "dlib-resnet": {
+        "tight": PrivacyThreshold(0.9317, 545, 0.0005),
+        "loose": PrivacyThreshold(0.9206, 545, 0.1310),
+    },
+    "arcface-onnx": {
+        "tight": PrivacyThreshold(0.3554, 545, 0.0042),
+        "loose": PrivacyThreshold(0.1804, 545, 0.7488),
+    },
+}
+
+
+def privacy_threshold(model: str, chip: Chip, override: float | None = None) -> float:
+    """The privacy threshold of identity model ``model`` (its ``name``) for ``chip``.
+
+    ``override`` (``deidentify.privacy_threshold``) wins when given. An identity model with
+    no calibration is a :class:`ConfigError` naming the fix.
+    """
+    if override is not None:
+        return float(override)
+    if model not in PRIVACY_THRESHOLDS:
+        raise ConfigError(
+            f"identity model {model!r} has no calibrated privacy threshold; calibrate it with "
+            "bench/calibrate_privacy.py or set deidentify.privacy_threshold"
+        )
+    return PRIVACY_THRESHOLDS[model][chip].threshold
