@@ -14,8 +14,10 @@ wants to report; it raises on failure.
 from __future__ import annotations
 
 import concurrent.futures as futures
+import hashlib
 import logging
 import multiprocessing
+import os
 import signal
 import time
 import traceback
@@ -24,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from reenact.errors import InputError, ReenactError
+from reenact.errors import InputError, ReenactError, printable
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +68,50 @@ class FolderPlan:
 Task = Callable[[Job], dict[str, Any]]
 
 
-def plan_folder(input_dir: Path, output_dir: Path, *, overwrite: bool = False, suffix: str = ".mp4") -> FolderPlan:
+#: bytes hashed at each end of a source file for its fingerprint
+FINGERPRINT_BYTES = 1 << 20
+
+
+def source_fingerprint(path: str | os.PathLike[str]) -> str:
+    """A cheap identity of a source file: size plus sha256 of its first and last MiB.
+
+    A re-run of a folder compares it with the one recorded in the output's report, so a
+    different clip put in place under the same name is processed again rather than
+    skipped. Reading 2 MiB costs milliseconds where a full hash of a long 4K video costs
+    seconds; any re-encode or edit changes the container header or the tail (index).
+    """
+    p = Path(path)
+    size = p.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with open(p, "rb") as f:
+        digest.update(f.read(FINGERPRINT_BYTES))
+        if size > FINGERPRINT_BYTES:
+            f.seek(max(FINGERPRINT_BYTES, size - FINGERPRINT_BYTES))
+            digest.update(f.read(FINGERPRINT_BYTES))
+    return f"{size}:{digest.hexdigest()}"
+
+
+def _outside(path: Path, root: Path) -> bool:
+    """True when ``path`` (a symlink somewhere under ``root``) resolves outside ``root``."""
+    target = path.resolve()
+    return target != root and root not in target.parents
+
+
+def plan_folder(
+    input_dir: Path,
+    output_dir: Path,
+    *,
+    overwrite: bool = False,
+    suffix: str = ".mp4",
+    follow_symlinks: bool = False,
+) -> FolderPlan:
     """Mirror ``input_dir`` into ``output_dir``: every video becomes a job.
 
     Files whose output already exists are reported ``skipped`` unless ``overwrite``;
     files that are not videos (by extension) are reported ``ignored``, never dropped
     silently. An output folder inside the input folder is refused (a re-run would take
-    its own outputs as inputs).
+    its own outputs as inputs). Symbolic links that lead out of the input folder are
+    reported ``ignored`` unless ``follow_symlinks``.
     """
     input_dir, output_dir = Path(input_dir).resolve(), Path(output_dir).resolve()
     if not input_dir.is_dir():
@@ -87,6 +126,10 @@ def plan_folder(input_dir: Path, output_dir: Path, *, overwrite: bool = False, s
     claimed: dict[Path, Path] = {}
     for source in sorted(p for p in input_dir.rglob("*") if p.is_file()):
         relative = source.relative_to(input_dir)
+        if not follow_symlinks and _outside(source, input_dir):
+            known.append(JobResult(source, None, "ignored",
+                                   error="a link to a file outside the input folder (use --follow-symlinks)"))
+            continue
         if source.suffix.lower() not in VIDEO_SUFFIXES:
             known.append(JobResult(source, None, "ignored", error="not a video file extension"))
             continue
@@ -192,14 +235,21 @@ def _run_ray(
         raise InputError("--ray needs the ray extra: pip install 'reenact[ray]'") from exc
     started_here = False
     if not ray.is_initialized():
+        from_env = os.environ.get("RAY_ADDRESS")
+        if address == "auto" and from_env:
+            log.warning("--ray auto: connecting to %s, taken from the RAY_ADDRESS environment variable",
+                        printable(from_env))
         try:
-            if address == "local":
-                ray.init(include_dashboard=False, log_to_driver=False)
-            else:
-                ray.init(address=address, include_dashboard=False, log_to_driver=False)
+            # "local" starts a private instance: it never joins whatever RAY_ADDRESS or a
+            # cluster already running on this machine says
+            ray.init(address=address, include_dashboard=False, log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise InputError(f"cannot connect to the Ray cluster at {address!r}: {exc}") from exc
+            hint = ("start one with `ray start --head`, give its address, or use --ray local"
+                    if address != "local" else "check that Ray can start on this machine")
+            raise InputError(f"cannot connect to the Ray cluster at {address!r} ({exc}); {hint}") from exc
         started_here = True
+        if address != "local":
+            log.info("Ray cluster: %s", printable(ray.get_runtime_context().gcs_address))
     try:
         remote = ray.remote(num_gpus=gpus_per_task, max_retries=0)(_run_one)
         refs = [remote.remote(task, job) for job in jobs]
@@ -229,10 +279,11 @@ def _run_ray(
 
 def summary_table(results: Sequence[JobResult]) -> str:
     """A plain-text table of a folder run: one line per file, then the counts."""
-    width = max([len(str(r.source)) for r in results] + [4])
+    names = [printable(r.source) for r in results]
+    width = max([len(n) for n in names] + [4])
     lines = [f"{'file':<{width}}  {'status':<8}  {'seconds':>8}  note"]
-    for r in results:
-        lines.append(f"{str(r.source):<{width}}  {r.status:<8}  {r.seconds:>8.1f}  {r.error or ''}")
+    for r, name in zip(results, names, strict=True):
+        lines.append(f"{name:<{width}}  {r.status:<8}  {r.seconds:>8.1f}  {printable(r.error or '')}")
     counts = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed", "ignored")}
     lines.append(", ".join(f"{n} {s}" for s, n in counts.items()))
     return "\n".join(lines)

@@ -8,6 +8,22 @@ clear line for the user.
 from __future__ import annotations
 
 
+def printable(text: object) -> str:
+    """``text`` with control characters (newlines, terminal escape sequences) escaped.
+
+    File names are user data: one named ``"a\\x1b[2Jb.mp4"`` or holding a newline must not
+    clear the terminal or forge extra lines when a message or summary prints it.
+    """
+    out = []
+    for ch in str(text):
+        code = ord(ch)
+        if code < 0x20 or 0x7F <= code < 0xA0 or code in (0x2028, 0x2029):
+            out.append(ch.encode("unicode_escape").decode("ascii"))
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
 class ReenactError(Exception):
     """Base class of every error reenact raises on purpose.
 

@@ -35,3 +35,21 @@ def reference_dir() -> Path | None:
         if candidate.is_dir():
             return candidate
     return None
+
+
+def require_extra(module: str) -> None:
+    """Skip the calling test when an optional extra is not installed, outside CI.
+
+    In CI (``REENACT_REQUIRE_FIXTURES=1``) every extra the README installs is required, so a
+    missing or broken one is a failure, never a silent skip.
+    """
+    import importlib
+
+    import pytest
+
+    try:
+        importlib.import_module(module)
+    except Exception as exc:
+        if os.environ.get("REENACT_REQUIRE_FIXTURES") == "1":
+            pytest.fail(f"{module} cannot be imported ({exc}); CI installs it, so this is a failure")
+        pytest.skip(f"{module} is not installed ({exc})")
