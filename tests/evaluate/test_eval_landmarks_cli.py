@@ -21,11 +21,13 @@ def _photo(fixtures: Path, name: str) -> torch.Tensor:
     return torch.from_numpy(np.asarray(Image.open(fixtures / "images" / name).convert("RGB")).copy())
 
 
-def test_landmarks_land_on_the_detected_eyes_nose_and_mouth(fixtures: Path) -> None:
+@pytest.mark.parametrize("model", ["pfld", "dlib"])
+def test_landmarks_land_on_the_detected_eyes_nose_and_mouth(fixtures: Path, model: str) -> None:
     from reenact.faces import make_detector
+    from reenact.faces.dlib_landmarks import DlibLandmarks68
 
     det = make_detector("insightface", fixtures / "models/scrfd/scrfd_500m_kps.onnx")
-    lm = PfldLandmarks(fixtures / "models/landmarks_pfld68/pfld.onnx")
+    lm = PfldLandmarks(fixtures / "models/landmarks_pfld68/pfld.onnx") if model == "pfld" else DlibLandmarks68()
     images = [_photo(fixtures, n) for n in ("deepface/img1.jpg", "deepface/img2.jpg")]
     for image in images:
         d = det.detect(image[None])[0]
