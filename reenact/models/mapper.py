@@ -17,6 +17,7 @@ from torch import nn
 
 from reenact.config import from_dict, to_dict
 from reenact.errors import ConfigError, ModelError, ShapeError
+from reenact.io.atomic import atomic_path, atomic_write_text
 from reenact.models.encoders import AttributeEncoder, AttributeEncoderConfig
 from reenact.models.onnx_modules import OnnxModelSpec
 
@@ -157,12 +158,9 @@ def save_identity_model(
     out.mkdir(parents=True, exist_ok=True)
     for module, name in ((attr_encoder, ATTR_ENCODER_FILE), (mapper, MAPPER_FILE)):
         state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-        tmp = out / (name + ".tmp")
-        save_file(state, str(tmp))
-        tmp.replace(out / name)
-    tmp_json = out / (IDENTITY_MODEL_JSON + ".tmp")
-    tmp_json.write_text(json.dumps(to_dict(config), indent=2), encoding="utf-8")
-    tmp_json.replace(out / IDENTITY_MODEL_JSON)
+        with atomic_path(out / name) as tmp:
+            save_file(state, str(tmp))
+    atomic_write_text(out / IDENTITY_MODEL_JSON, json.dumps(to_dict(config), indent=2))
     return out
 
 

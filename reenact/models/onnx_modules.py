@@ -9,6 +9,7 @@ embeddings (see the fixture README's note on MobileFace).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -18,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from reenact.errors import ConfigError, ModelError, ShapeError
+from reenact.models import registry
 
 
 @dataclass(frozen=True)
@@ -50,13 +52,9 @@ class OnnxModelSpec:
 
 def resolve_model_path(path: str) -> Path:
     """``pack:PACK/COMPONENT`` via the weight registry, else ``path`` with ``~`` and ``$VARS`` expanded."""
-    import os
-
     if path.startswith("pack:"):
-        from reenact.models import weights
-
         pack, _, component = path[len("pack:") :].partition("/")
-        return weights.resolve(pack, component)
+        return registry.resolve(pack, component)
     return Path(os.path.expandvars(os.path.expanduser(path)))
 
 

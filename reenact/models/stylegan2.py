@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from reenact.errors import ModelError, ShapeError
+from reenact.io.atomic import atomic_path
 
 __all__ = [
     "FORMAT_VERSION",
@@ -948,13 +949,11 @@ def save_generator(G: Generator, path: str | Path) -> Path:
         _META_KEY: json.dumps(G.config, sort_keys=True),
         "num_ws": str(G.num_ws),
     }
-    tmp = path.with_name(path.name + ".partial")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_file(tensors, str(tmp), metadata=metadata)
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata=metadata)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise ModelError(f"cannot write generator to {path}: {exc.strerror or exc}") from exc
     return path
 
