@@ -22,8 +22,8 @@ from reenact.errors import (
     ModelError,
     WeightsMissingError,
 )
-from reenact.packs import pack_generator, registry
 from reenact.models.stylegan2 import save_generator, tiny_generator
+from reenact.packs import pack_generator, registry
 
 PAYLOAD = os.urandom(300_000)
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -349,3 +349,26 @@ def test_cli_models_commands(
     assert listed["components"][0]["path"].endswith("test-generator.safetensors")
     assert main(["models", "import", "test/generator", str(tmp_path / "nope.pkl")]) == 1
     assert "no such file" in capsys.readouterr().err
+
+
+def test_packs_are_built_from_their_file_not_their_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import yaml
+
+    from reenact.packs import PackSettings, load_pack
+
+    data = yaml.safe_load((Path(registry.__file__).parent.parent / "packs" / "tiny.yaml").read_text())
+    data["name"] = "mini"
+    data["components"]["generator"]["output_size"] = 32
+    (tmp_path / "mini.yaml").write_text(yaml.safe_dump(data))
+    monkeypatch.setenv("REENACT_PACKS", str(tmp_path))
+    pack = load_pack(PackSettings(pack="mini"))
+    assert pack.name == "mini" and pack.generator.img_resolution == 32 and not pack.trained
+    assert pack.attribute_encoder is not None and pack.attribute_encoder.config.input_size == 32
+    with pytest.raises(ConfigError, match="unknown model pack 'tiny'.*known packs: mini"):
+        load_pack(PackSettings(pack="tiny"))
+
+
+def test_registry_without_loaders_says_how_to_register(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registry, "_LOADERS", {})
+    results = {r.component: r for r in registry.verify("tiny")}
+    assert not results["detector"].ok and "import reenact.packs" in results["detector"].message
