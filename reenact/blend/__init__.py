@@ -18,6 +18,7 @@ import torch
 from reenact.blend.common import BlendSettings, BlendStats, check_inputs, make_plan
 from reenact.blend.masks import default_template, face_mask
 from reenact.errors import ConfigError, ShapeError
+from reenact.shapes import check_shape
 
 __all__ = ["BlendSettings", "BlendStats", "default_template", "face_mask", "paste_faces", "available_impls"]
 
@@ -141,8 +142,7 @@ def paste_faces(
     if not isinstance(settings, BlendSettings):
         raise ConfigError(f"settings must be a BlendSettings, got {type(settings).__name__}")
     if mask is None:
-        if not isinstance(faces, torch.Tensor) or faces.dim() != 4:
-            raise ShapeError(f"faces must be float [F,3,R,R], got {getattr(faces, 'shape', type(faces))}")
+        check_shape(faces, ["F", 3, "R", "R"], "faces", dtype="float", what="in [-1,1]")
         mask = _default_mask(int(faces.shape[-1]), settings, str(faces.device))
     check_inputs(frames, faces, frame_index, M, mask)
     chosen = _resolve(impl, frames.device)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from reenact.errors import ConfigError, ShapeError
+from reenact.shapes import Dim, check_same_device, check_shape
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +155,9 @@ class Plan:
         )
 
 
+_FLOATS = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
 def check_inputs(
     frames: torch.Tensor,
     faces: torch.Tensor,
@@ -167,37 +171,17 @@ def check_inputs(
     int64 [F]; M float [F,2,3] mapping frame pixels to crop pixels; mask float [R,R] or
     [F,R,R] in [0,1]. All on one device.
     """
-    for name, t in (("frames", frames), ("faces", faces), ("frame_index", frame_index), ("M", M), ("mask", mask)):
-        if not isinstance(t, torch.Tensor):
-            raise ShapeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if frames.dim() != 4 or frames.shape[-1] != 3 or frames.dtype != torch.uint8:
-        raise ShapeError(
-            f"frames must be uint8 [T,H,W,3] RGB, got {frames.dtype} {tuple(frames.shape)}"
-        )
-    if faces.dim() != 4 or faces.shape[1] != 3 or faces.shape[2] != faces.shape[3]:
-        raise ShapeError(f"faces must be float [F,3,R,R], got {tuple(faces.shape)}")
-    if faces.dtype not in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
-        raise ShapeError(f"faces must be a float tensor in [-1,1], got {faces.dtype}")
-    n, size = faces.shape[0], faces.shape[2]
+    dims = check_shape(frames, ["T", "H", "W", 3], "frames", dtype=torch.uint8, what="RGB")
+    check_shape(faces, ["F", 3, "R", "R"], "faces", dtype=_FLOATS, dims=dims, what="in [-1,1]")
+    n, size = dims["F"], dims["R"]
     if size < 2:
         raise ShapeError(f"faces must be at least 2x2 pixels, got {tuple(faces.shape)}")
-    if frame_index.shape != (n,) or frame_index.dtype not in (torch.int64, torch.int32):
-        raise ShapeError(
-            f"frame_index must be integer [F]=[{n}] (one frame per face), got "
-            f"{frame_index.dtype} {tuple(frame_index.shape)}"
-        )
-    if M.shape != (n, 2, 3) or not M.is_floating_point():
-        raise ShapeError(f"M must be float [F,2,3]=[{n},2,3], got {M.dtype} {tuple(M.shape)}")
-    if not mask.is_floating_point():
-        raise ShapeError(f"mask must be float in [0,1], got {mask.dtype}")
-    if mask.shape not in ((size, size), (n, size, size)):
-        raise ShapeError(
-            f"mask must be [R,R]=[{size},{size}] or [F,R,R]=[{n},{size},{size}] to match faces "
-            f"{tuple(faces.shape)}, got {tuple(mask.shape)}"
-        )
-    devices = {t.device for t in (frames, faces, frame_index, M, mask)}
-    if len(devices) > 1:
-        raise ShapeError(f"all inputs must be on one device, got {sorted(str(d) for d in devices)}")
+    check_shape(frame_index, ["F"], "frame_index", dtype=(torch.int64, torch.int32), dims=dims,
+                what="(one frame per face)")
+    check_shape(M, ["F", 2, 3], "M", dtype="float", dims=dims)
+    mask_layout: list[Dim] = ["R", "R"] if getattr(mask, "ndim", 0) == 2 else ["F", "R", "R"]
+    check_shape(mask, mask_layout, "mask", dtype="float", dims=dims, what="in [0,1], matching faces")
+    check_same_device(frames=frames, faces=faces, frame_index=frame_index, M=M, mask=mask)
     if n and frames.shape[0]:
         lo, hi = int(frame_index.min()), int(frame_index.max())
         if lo < 0 or hi >= frames.shape[0]:

@@ -17,6 +17,7 @@ import torch
 
 from reenact.blend.common import BlendSettings
 from reenact.errors import ShapeError
+from reenact.shapes import check_shape
 
 # FFHQ-style aligned crop: the 5 points (left eye, right eye, nose, left and right mouth
 # corner, in image left-to-right order) in a 512 x 512 crop, as used by common FFHQ
@@ -93,12 +94,9 @@ def face_mask(size: int, settings: BlendSettings = BlendSettings(), points: torc
     else:
         if not isinstance(points, torch.Tensor):
             points = torch.as_tensor(points)
-        if points.shape == (5, 2):
-            pts, single = points[None], True
-        elif points.dim() == 3 and points.shape[1:] == (5, 2):
-            pts, single = points, False
-        else:
-            raise ShapeError(f"points must be [5,2] or [F,5,2] pixel (x, y), got {tuple(points.shape)}")
+        single = points.dim() == 2
+        check_shape(points, [5, 2] if single else ["F", 5, 2], "points", what="pixel (x, y), or [F,5,2]")
+        pts = points[None] if single else points
         pts = pts.to(torch.float32)
         if not torch.isfinite(pts).all():
             raise ShapeError("points contain NaN or inf; cannot build a face mask from them")

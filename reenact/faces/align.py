@@ -19,6 +19,9 @@ import torch
 from kornia.geometry.transform import warp_affine
 
 from reenact.errors import ShapeError
+from reenact.shapes import check_shape
+
+_INTEGERS = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 
 # ArcFace (insightface) 112x112 template: left eye, right eye, nose, left mouth, right mouth.
 _ARCFACE_112 = (
@@ -69,18 +72,8 @@ def ffhq_template(size: int = 1024, device: torch.device | str | None = None) ->
     return unit * size - 0.5
 
 
-def _check_points(points: torch.Tensor, name: str) -> None:
-    if not isinstance(points, torch.Tensor) or points.ndim != 3 or points.shape[1:] != (5, 2):
-        shape = tuple(points.shape) if isinstance(points, torch.Tensor) else type(points).__name__
-        raise ShapeError(f"{name} must be a float tensor [F,5,2], got {shape}")
-    if not points.is_floating_point():
-        raise ShapeError(f"{name} must be floating point, got {points.dtype}")
-
-
-def _check_affine(M: torch.Tensor) -> None:
-    if not isinstance(M, torch.Tensor) or M.ndim != 3 or M.shape[1:] != (2, 3) or not M.is_floating_point():
-        shape = tuple(M.shape) if isinstance(M, torch.Tensor) else type(M).__name__
-        raise ShapeError(f"affine matrices must be float [F,2,3], got {shape}")
+def _check_affine(M: torch.Tensor) -> dict[str, int]:
+    return check_shape(M, ["F", 2, 3], "M (affine matrices)", dtype="float")
 
 
 def similarity_from_points(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
@@ -93,9 +86,8 @@ def similarity_from_points(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor
         src float [F,5,2] frame pixels; dst float [5,2] crop pixels (a template)
         returns M float32 [F,2,3] mapping frame pixels -> crop pixels, on src's device
     """
-    _check_points(src, "src")
-    if not isinstance(dst, torch.Tensor) or dst.shape != (5, 2):
-        raise ShapeError(f"dst must be a template [5,2], got {getattr(dst, 'shape', dst)}")
+    check_shape(src, ["F", 5, 2], "src", dtype="float")
+    check_shape(dst, [5, 2], "dst", what="(a template)")
     if not torch.isfinite(src).all():
         raise ShapeError("src points contain NaN or infinity")
     s = src.to(torch.float64)
@@ -140,9 +132,7 @@ def transform_points(points: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
     Conventions:
         points float [F,K,2] (x, y); M float [F,2,3]; returns float [F,K,2]
     """
-    _check_affine(M)
-    if points.ndim != 3 or points.shape[-1] != 2 or points.shape[0] != M.shape[0]:
-        raise ShapeError(f"points must be [F,K,2] with F={M.shape[0]}, got {tuple(points.shape)}")
+    check_shape(points, ["F", "K", 2], "points", dims=_check_affine(M))
     M = M.to(points.dtype)
     return points @ M[:, :, :2].transpose(1, 2) + M[:, None, :, 2]
 
@@ -162,13 +152,10 @@ def warp_to_crop(
         [-1, 1] on the frames' device. Faces are processed ``chunk`` at a time so memory
         stays bounded for large frames.
     """
-    if not isinstance(frames, torch.Tensor) or frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ShapeError(f"frames must be uint8 [T,H,W,3], got {getattr(frames, 'dtype', type(frames))} "
-                         f"{tuple(getattr(frames, 'shape', ()))}")
-    _check_affine(M)
+    check_shape(frames, ["T", "H", "W", 3], "frames", dtype=torch.uint8)
+    dims = _check_affine(M)
     frame_index = torch.as_tensor(frame_index, device=frames.device)
-    if frame_index.ndim != 1 or frame_index.shape[0] != M.shape[0] or frame_index.is_floating_point():
-        raise ShapeError(f"frame_index must be integer [F] with F={M.shape[0]}, got {tuple(frame_index.shape)}")
+    check_shape(frame_index, ["F"], "frame_index", dtype=_INTEGERS, dims=dims)
     if size < 8:
         raise ShapeError(f"crop size must be >= 8, got {size}")
     n = M.shape[0]
@@ -221,9 +208,7 @@ def warp_from_crop(
         returns (images float [F,C,H,W], coverage float [F,1,H,W] in [0,1], 1 where the
         frame pixel maps inside the crop), on the crops' device.
     """
-    _check_affine(M)
-    if crops.ndim != 4 or crops.shape[0] != M.shape[0] or not crops.is_floating_point():
-        raise ShapeError(f"crops must be float [F,C,S,S] with F={M.shape[0]}, got {tuple(crops.shape)}")
+    check_shape(crops, ["F", "C", "S", "S"], "crops", dtype="float", dims=_check_affine(M))
     h, w = int(frame_size[0]), int(frame_size[1])
     Minv = invert_affine(M.to(device=crops.device, dtype=torch.float32))
     images = warp_affine(crops, Minv, (h, w), mode="bilinear", padding_mode="zeros", align_corners=True)

@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reenact.errors import ConfigError, ModelError, ShapeError
+from reenact.errors import ConfigError, ModelError
+from reenact.shapes import check_shape
 
 logger = logging.getLogger(__name__)
 
@@ -149,10 +150,7 @@ class AttributeEncoder(nn.Module):
         return self.config.out_dim
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
-        if img.ndim != 4 or img.shape[1] != 3 or not img.is_floating_point():
-            raise ShapeError(
-                f"AttributeEncoder expects float [B,3,H,W] in [-1,1], got {tuple(img.shape)} {img.dtype}"
-            )
+        check_shape(img, ["B", 3, "H", "W"], "AttributeEncoder input img", dtype="float", what="in [-1,1]")
         size = self.config.input_size
         x = img
         if x.shape[-2:] != (size, size):

@@ -16,9 +16,11 @@ import torch
 from torch import nn
 
 from reenact.config import from_dict, to_dict
-from reenact.errors import ConfigError, ModelError, ShapeError
+from reenact.errors import ConfigError, ModelError
+from reenact.io.atomic import atomic_path, atomic_write_text
 from reenact.models.encoders import AttributeEncoder, AttributeEncoderConfig
 from reenact.models.onnx_modules import OnnxModelSpec
+from reenact.shapes import check_shape
 
 
 @dataclass(frozen=True)
@@ -83,21 +85,15 @@ class Mapper(nn.Module):
         self.net = _mlp([config.in_dim, *config.hidden, config.w_dim], config.negative_slope)
 
     def forward(self, codes: torch.Tensor) -> torch.Tensor:
-        if codes.ndim != 2 or codes.shape[1] != self.config.in_dim:
-            raise ShapeError(
-                f"Mapper expects [B,{self.config.in_dim}] (identity {self.config.id_dim} ++ "
-                f"attribute {self.config.attr_dim}), got {tuple(codes.shape)}"
-            )
+        check_shape(codes, ["B", self.config.in_dim], "Mapper input codes",
+                    what=f"(identity {self.config.id_dim} ++ attribute {self.config.attr_dim})")
         out: torch.Tensor = self.net(codes)
         return out
 
     def map(self, id_code: torch.Tensor, attr_code: torch.Tensor) -> torch.Tensor:
         """``forward(cat(id_code, attr_code))``; shapes ``[B,id_dim]``, ``[B,attr_dim]`` -> ``[B,w_dim]``."""
-        if id_code.ndim != 2 or attr_code.ndim != 2 or id_code.shape[0] != attr_code.shape[0]:
-            raise ShapeError(
-                f"Mapper.map expects [B,{self.config.id_dim}] and [B,{self.config.attr_dim}], got "
-                f"{tuple(id_code.shape)} and {tuple(attr_code.shape)}"
-            )
+        dims = check_shape(id_code, ["B", self.config.id_dim], "Mapper.map id_code")
+        check_shape(attr_code, ["B", self.config.attr_dim], "Mapper.map attr_code", dims=dims)
         return self.forward(torch.cat([id_code, attr_code], dim=1))
 
 
@@ -113,8 +109,7 @@ class WDiscriminator(nn.Module):
         self.net = _mlp([config.w_dim, *config.hidden, 1], config.negative_slope)
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
-        if w.ndim != 2 or w.shape[1] != self.config.w_dim:
-            raise ShapeError(f"WDiscriminator expects [B,{self.config.w_dim}], got {tuple(w.shape)}")
+        check_shape(w, ["B", self.config.w_dim], "WDiscriminator input w")
         out: torch.Tensor = self.net(w)
         return out
 
@@ -157,12 +152,9 @@ def save_identity_model(
     out.mkdir(parents=True, exist_ok=True)
     for module, name in ((attr_encoder, ATTR_ENCODER_FILE), (mapper, MAPPER_FILE)):
         state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-        tmp = out / (name + ".tmp")
-        save_file(state, str(tmp))
-        tmp.replace(out / name)
-    tmp_json = out / (IDENTITY_MODEL_JSON + ".tmp")
-    tmp_json.write_text(json.dumps(to_dict(config), indent=2), encoding="utf-8")
-    tmp_json.replace(out / IDENTITY_MODEL_JSON)
+        with atomic_path(out / name) as tmp:
+            save_file(state, str(tmp))
+    atomic_write_text(out / IDENTITY_MODEL_JSON, json.dumps(to_dict(config), indent=2))
     return out
 
 

@@ -9,6 +9,7 @@ embeddings (see the fixture README's note on MobileFace).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -17,7 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reenact.errors import ConfigError, ModelError, ShapeError
+from reenact.errors import ConfigError, ModelError
+from reenact.models import registry
+from reenact.shapes import check_shape
 
 
 @dataclass(frozen=True)
@@ -50,13 +53,9 @@ class OnnxModelSpec:
 
 def resolve_model_path(path: str) -> Path:
     """``pack:PACK/COMPONENT`` via the weight registry, else ``path`` with ``~`` and ``$VARS`` expanded."""
-    import os
-
     if path.startswith("pack:"):
-        from reenact.models import weights
-
         pack, _, component = path[len("pack:") :].partition("/")
-        return weights.resolve(pack, component)
+        return registry.resolve(pack, component)
     return Path(os.path.expandvars(os.path.expanduser(path)))
 
 
@@ -90,8 +89,7 @@ class _FrozenOnnx(nn.Module):
 
     def _prepare(self, img: torch.Tensor, name: str) -> torch.Tensor:
         size = self.spec.input_size
-        if img.ndim != 4 or img.shape[1] != 3 or tuple(img.shape[-2:]) != (size, size) or not img.is_floating_point():
-            raise ShapeError(f"{name} expects float [B,3,{size},{size}] in [-1,1], got {tuple(img.shape)} {img.dtype}")
+        check_shape(img, ["B", 3, size, size], f"{name} input img", dtype="float", what="in [-1,1]")
         x = (img + 1.0) * (0.5 * self.spec.input_scale)
         if self.spec.channel_order == "BGR":
             x = x.flip(1)

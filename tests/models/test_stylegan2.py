@@ -166,7 +166,7 @@ def test_tiny_generator_is_deterministic_and_not_flat() -> None:
 
 def test_shape_errors() -> None:
     G = tiny_generator(0, resolution=32)
-    with pytest.raises(ShapeError, match=r"\[B, 64\]"):
+    with pytest.raises(ShapeError, match=r"mapping: z must be float \[B,64\]"):
         G.mapping(torch.zeros([2, 63]), None)
     with pytest.raises(ShapeError, match="ws must be"):
         G.synthesis(torch.zeros([2, G.num_ws - 1, G.w_dim]))

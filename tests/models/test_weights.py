@@ -22,8 +22,8 @@ from reenact.errors import (
     ModelError,
     WeightsMissingError,
 )
-from reenact.models import weights
 from reenact.models.stylegan2 import save_generator, tiny_generator
+from reenact.packs import pack_generator, registry
 
 PAYLOAD = os.urandom(300_000)
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -97,7 +97,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_download_good_file(server: _Server, tmp_path: Path) -> None:
     server.files["/good.bin"] = PAYLOAD
     dest = tmp_path / "cache" / "good.bin"
-    assert weights.download(f"{server.url}/good.bin", dest, sha256=SHA, progress=False) == SHA
+    assert registry.download(f"{server.url}/good.bin", dest, sha256=SHA, progress=False) == SHA
     assert dest.read_bytes() == PAYLOAD
     assert sorted(p.name for p in dest.parent.iterdir()) == ["good.bin"]
 
@@ -107,7 +107,7 @@ def test_download_unknown_hash_is_recorded_and_said(
 ) -> None:
     server.files["/good.bin"] = PAYLOAD
     with caplog.at_level(logging.WARNING):
-        digest = weights.download(f"{server.url}/good.bin", tmp_path / "g.bin", progress=False)
+        digest = registry.download(f"{server.url}/good.bin", tmp_path / "g.bin", progress=False)
     assert digest == SHA
     assert "no sha256 was known" in caplog.text and SHA in caplog.text
 
@@ -116,7 +116,7 @@ def test_download_corrupted_file_leaves_nothing(server: _Server, tmp_path: Path)
     server.files["/bad.bin"] = PAYLOAD[:-1] + bytes([PAYLOAD[-1] ^ 1])
     dest = tmp_path / "cache" / "bad.bin"
     with pytest.raises(ChecksumError, match=SHA):
-        weights.download(f"{server.url}/bad.bin", dest, sha256=SHA, progress=False)
+        registry.download(f"{server.url}/bad.bin", dest, sha256=SHA, progress=False)
     assert list(dest.parent.iterdir()) == []
 
 
@@ -125,12 +125,12 @@ def test_download_interrupted_then_resumed(server: _Server, tmp_path: Path) -> N
     server.cut_once.add("/big.bin")
     dest = tmp_path / "cache" / "big.bin"
     with pytest.raises(DownloadError, match="cut off.*run the same command again"):
-        weights.download(f"{server.url}/big.bin", dest, sha256=SHA, progress=False)
+        registry.download(f"{server.url}/big.bin", dest, sha256=SHA, progress=False)
     assert not dest.exists()
     part = dest.with_name("big.bin.part")
     assert 0 < part.stat().st_size < len(PAYLOAD)
     have = part.stat().st_size
-    assert weights.download(f"{server.url}/big.bin", dest, sha256=SHA, progress=False) == SHA
+    assert registry.download(f"{server.url}/big.bin", dest, sha256=SHA, progress=False) == SHA
     assert dest.read_bytes() == PAYLOAD and not part.exists()
     assert server.requests[-1] == ("/big.bin", f"bytes={have}-")  # really resumed
 
@@ -139,15 +139,15 @@ def test_download_server_without_range_restarts(server: _Server, tmp_path: Path)
     server.files["/norange.bin"] = PAYLOAD
     dest = tmp_path / "norange.bin"
     dest.with_name("norange.bin.part").write_bytes(b"stale partial content")
-    assert weights.download(f"{server.url}/norange.bin", dest, sha256=SHA, progress=False) == SHA
+    assert registry.download(f"{server.url}/norange.bin", dest, sha256=SHA, progress=False) == SHA
     assert dest.read_bytes() == PAYLOAD
 
 
 def test_download_errors(server: _Server, tmp_path: Path) -> None:
     with pytest.raises(DownloadError, match="404"):
-        weights.download(f"{server.url}/missing.bin", tmp_path / "m.bin", progress=False)
+        registry.download(f"{server.url}/missing.bin", tmp_path / "m.bin", progress=False)
     with pytest.raises(DownloadError, match="only http"):
-        weights.download("ftp://example.com/x", tmp_path / "x", progress=False)
+        registry.download("ftp://example.com/x", tmp_path / "x", progress=False)
     assert not (tmp_path / "m.bin").exists()
 
 
@@ -156,10 +156,10 @@ def test_read_only_cache_dir(server: _Server, tmp_path: Path, monkeypatch: pytes
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the cache folder should be")
     with pytest.raises(DownloadError, match="not writable.*REENACT_HOME"):
-        weights.download(f"{server.url}/good.bin", blocker / "models" / "g.bin", progress=False)
+        registry.download(f"{server.url}/good.bin", blocker / "models" / "g.bin", progress=False)
     monkeypatch.setenv("REENACT_HOME", str(blocker))
     with pytest.raises(ModelError, match="not writable"):
-        weights.import_file(_tiny_file(tmp_path), "full/identity_model")
+        registry.import_file(_tiny_file(tmp_path), "full/identity_model")
 
 
 @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root ignores permissions")
@@ -170,7 +170,7 @@ def test_read_only_cache_dir_permissions(server: _Server, tmp_path: Path) -> Non
     ro.chmod(0o555)
     try:
         with pytest.raises(DownloadError, match="not writable"):
-            weights.download(f"{server.url}/good.bin", ro / "g.bin", progress=False)
+            registry.download(f"{server.url}/good.bin", ro / "g.bin", progress=False)
         assert list(ro.iterdir()) == []
     finally:
         ro.chmod(0o755)
@@ -180,8 +180,8 @@ def test_read_only_cache_dir_permissions(server: _Server, tmp_path: Path) -> Non
 
 
 def test_shipped_packs_parse_and_describe_their_models() -> None:
-    assert {"full", "tiny"} <= set(weights.list_packs())
-    full = weights.get_pack("full")
+    assert {"full", "tiny"} <= set(registry.list_packs())
+    full = registry.get_pack("full")
     assert {"generator", "detector", "identity", "identity_model"} <= set(full.components)
     gen = full.components["generator"]
     assert gen.kind == "stylegan2" and gen.source_format == "nvlabs-pkl" and gen.licence
@@ -189,16 +189,16 @@ def test_shipped_packs_parse_and_describe_their_models() -> None:
     ident = full.components["identity"]
     assert ident.scheme == "insightface" and ident.normalisation is not None
     assert ident.input_size == 112 and ident.template == "arcface"
-    tiny = weights.get_pack("tiny")
+    tiny = registry.get_pack("tiny")
     for comp in tiny.components.values():
         assert comp.scheme in ("builtin", "package", "trained")  # nothing to download
 
 
 def test_tiny_pack_models_are_present_and_verified() -> None:
-    results = {r.component: r for r in weights.verify("tiny")}
+    results = {r.component: r for r in registry.verify("tiny")}
     for name in ("generator", "detector", "identity", "landmarks"):
         assert results[name].ok, results[name].message
-    G = weights.pack_generator("tiny")
+    G = pack_generator("tiny")
     assert G.img_resolution == 64 and not G.training
 
 
@@ -206,19 +206,19 @@ def test_full_pack_points_at_insightface(monkeypatch: pytest.MonkeyPatch, tmp_pa
     monkeypatch.setenv("INSIGHTFACE_HOME", str(tmp_path / "if"))
     monkeypatch.setenv("REENACT_HOME", str(tmp_path / "home"))
     with pytest.raises(WeightsMissingError, match=r"insightface downloads itself"):
-        weights.resolve("full", "detector")
+        registry.resolve("full", "detector")
     model = tmp_path / "if" / "models" / "buffalo_l" / "w600k_r50.onnx"
     model.parent.mkdir(parents=True)
     model.write_bytes(b"x")
-    assert weights.resolve("full", "identity") == model
+    assert registry.resolve("full", "identity") == model
     with pytest.raises(WeightsMissingError, match=r"`reenact models pull full`"):
-        weights.resolve("full", "generator")
+        registry.resolve("full", "generator")
     with pytest.raises(WeightsMissingError, match="reenact-train"):
-        weights.resolve("full", "identity_model")
+        registry.resolve("full", "identity_model")
     # trained components: the path training exports into, even before it exists
-    assert weights.component_path("full", "identity_model") == tmp_path / "home" / "models" / "full-identity-model"
+    assert registry.component_path("full", "identity_model") == tmp_path / "home" / "models" / "full-identity-model"
     with pytest.raises(WeightsMissingError, match="reenact models pull full"):
-        weights.component_path("full", "generator")
+        registry.component_path("full", "generator")
 
 
 def test_import_identity_model_folder(home: Path, tmp_path: Path) -> None:
@@ -227,18 +227,18 @@ def test_import_identity_model_folder(home: Path, tmp_path: Path) -> None:
     G, enc, mp = packs.tiny_models(id_dim=128)
     config = mapper.IdentityModelConfig(attribute_encoder=enc.config, mapper=mp.config, image_size=64, num_ws=G.num_ws)
     folder = mapper.save_identity_model(enc, mp, config, tmp_path / "export")
-    path = weights.import_file(folder, "full/identity_model")
-    assert path == weights.component_path("full", "identity_model") and path.is_dir()
-    (result,) = [r for r in weights.verify("full") if r.component == "identity_model"]
+    path = registry.import_file(folder, "full/identity_model")
+    assert path == registry.component_path("full", "identity_model") and path.is_dir()
+    (result,) = [r for r in registry.verify("full") if r.component == "identity_model"]
     assert result.ok, result.message
     (path / "mapper.safetensors").write_bytes(b"broken")
-    (result,) = [r for r in weights.verify("full") if r.component == "identity_model"]
+    (result,) = [r for r in registry.verify("full") if r.component == "identity_model"]
     assert not result.ok and "sha256" in result.message
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "identity_model.json").write_text("{}")
     with pytest.raises(ModelError):
-        weights.import_file(broken, "full/identity_model")
+        registry.import_file(broken, "full/identity_model")
 
 
 def _write_pack(folder: Path, url: str, sha: str | None = None, resolution: int = 32) -> None:
@@ -270,18 +270,18 @@ def test_pull_verify_and_load(server: _Server, home: Path, tmp_path: Path, monke
     monkeypatch.setenv("REENACT_PACKS", str(tmp_path / "packs"))
     _write_pack(tmp_path / "packs", f"{server.url}/g.safetensors")
     with pytest.raises(WeightsMissingError, match="reenact models pull test"):
-        weights.pack_generator("test")
-    paths = weights.pull("test", progress=False)
+        pack_generator("test")
+    paths = registry.pull("test", progress=False)
     assert paths["generator"] == home / "models" / "test-generator.safetensors"
     assert (home / "hashes.json").read_text().count(hashlib.sha256(src.read_bytes()).hexdigest()) == 1
     assert not any((home / "downloads").iterdir())  # the raw download is gone after conversion
-    G = weights.pack_generator("test")
+    G = pack_generator("test")
     z = torch.randn([1, 64])
     with torch.no_grad():
         assert torch.equal(G(z), tiny_generator(5, 32)(z))
-    assert all(r.ok for r in weights.verify("test"))
+    assert all(r.ok for r in registry.verify("test"))
     n = len(server.requests)
-    weights.pull("test", progress=False)  # already there: no new request
+    registry.pull("test", progress=False)  # already there: no new request
     assert len(server.requests) == n
 
     # A cached file that changed on disk fails verification.
@@ -290,14 +290,14 @@ def test_pull_verify_and_load(server: _Server, home: Path, tmp_path: Path, monke
     data = bytearray(cached.read_bytes())
     data[-1] ^= 0xFF
     cached.write_bytes(bytes(data))
-    (result,) = weights.verify("test")
+    (result,) = registry.verify("test")
     assert not result.ok and "sha256" in result.message
 
     # The hash recorded on the first download protects later downloads.
     cached.unlink()
     server.files["/g.safetensors"] = _tiny_file(tmp_path, seed=6).read_bytes()
     with pytest.raises(ChecksumError):
-        weights.pull("test", progress=False)
+        registry.pull("test", progress=False)
     assert not cached.exists()
 
 
@@ -305,12 +305,12 @@ def test_import_checks_architecture(home: Path, tmp_path: Path, monkeypatch: pyt
     monkeypatch.setenv("REENACT_PACKS", str(tmp_path / "packs"))
     _write_pack(tmp_path / "packs", "https://example.invalid/g.safetensors")
     with pytest.raises(ModelError, match="img_resolution is 64, the pack needs 32"):
-        weights.import_file(_tiny_file(tmp_path, resolution=64), "test/generator")
+        registry.import_file(_tiny_file(tmp_path, resolution=64), "test/generator")
     assert not (home / "models" / "test-generator.safetensors").exists()
-    path = weights.import_file(_tiny_file(tmp_path), "test/generator")
-    assert path.is_file() and all(r.ok for r in weights.verify("test"))
+    path = registry.import_file(_tiny_file(tmp_path), "test/generator")
+    assert path.is_file() and all(r.ok for r in registry.verify("test"))
     with pytest.raises(ConfigError, match="no component 'nope'"):
-        weights.import_file(_tiny_file(tmp_path), "test/nope")
+        registry.import_file(_tiny_file(tmp_path), "test/nope")
 
 
 def test_bad_pack_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -319,14 +319,14 @@ def test_bad_pack_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
         "name: a\ndescription: x\ncomponents:\n  g: {kind: stylegan2, licence: MIT, colour: red}\n"
     )
     with pytest.raises(ConfigError, match="colour"):
-        weights.get_pack("a")
+        registry.get_pack("a")
     (tmp_path / "b.yaml").write_text(
         "name: b\ndescription: x\ncomponents:\n  g: {kind: stylegan2, licence: MIT, sha256: abc}\n"
     )
     with pytest.raises(ConfigError, match="64 hex"):
-        weights.get_pack("b")
+        registry.get_pack("b")
     with pytest.raises(ConfigError, match="unknown model pack 'zzz'"):
-        weights.get_pack("zzz")
+        registry.get_pack("zzz")
 
 
 def test_cli_models_commands(
@@ -349,3 +349,26 @@ def test_cli_models_commands(
     assert listed["components"][0]["path"].endswith("test-generator.safetensors")
     assert main(["models", "import", "test/generator", str(tmp_path / "nope.pkl")]) == 1
     assert "no such file" in capsys.readouterr().err
+
+
+def test_packs_are_built_from_their_file_not_their_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import yaml
+
+    from reenact.packs import PackSettings, load_pack
+
+    data = yaml.safe_load((Path(registry.__file__).parent.parent / "packs" / "tiny.yaml").read_text())
+    data["name"] = "mini"
+    data["components"]["generator"]["output_size"] = 32
+    (tmp_path / "mini.yaml").write_text(yaml.safe_dump(data))
+    monkeypatch.setenv("REENACT_PACKS", str(tmp_path))
+    pack = load_pack(PackSettings(pack="mini"))
+    assert pack.name == "mini" and pack.generator.img_resolution == 32 and not pack.trained
+    assert pack.attribute_encoder is not None and pack.attribute_encoder.config.input_size == 32
+    with pytest.raises(ConfigError, match="unknown model pack 'tiny'.*known packs: mini"):
+        load_pack(PackSettings(pack="tiny"))
+
+
+def test_registry_without_loaders_says_how_to_register(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registry, "_LOADERS", {})
+    results = {r.component: r for r in registry.verify("tiny")}
+    assert not results["detector"].ok and "import reenact.packs" in results["detector"].message
