@@ -1,5 +1,5 @@
-"""Readers for weight files written by other frameworks, with none of them installed.
+"""Readers for foreign model files (Keras HDF5, TensorFlow checkpoints), with no TensorFlow.
 
-* :mod:`reenact.models.readers.tf_checkpoint`: TensorFlow's object-based checkpoints
-  (``PREFIX.index`` + ``PREFIX.data-0000K-of-0000N``), as written by Keras ``save_weights``.
+Each reader is strict: a missing, extra or mis-shaped tensor is a
+:class:`reenact.errors.ModelError` that names it.
 """
