@@ -557,7 +557,10 @@ def _read_foreign(source: str | Path, resolution: int | None) -> Generator:
         from reenact.models.pickle_safe import load_tf1_network_pickle
 
         return _from_nvidia_pickle(load_tf1_network_pickle(path), src, resolution)
-    from reenact.models.readers.tf_checkpoint import is_tf_checkpoint_prefix, read_checkpoint_by_full_name
+    from reenact.models.readers.tf_checkpoint import (
+        is_tf_checkpoint_prefix,
+        read_checkpoint_by_full_name,
+    )
 
     if src.endswith(".index"):
         src = src[: -len(".index")]
