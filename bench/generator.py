@@ -24,6 +24,13 @@ for synthesis and the plain convolution). With several threads on a loaded machi
 descheduled OpenMP thread leaves the others spinning at barriers, which burns CPU time
 that has nothing to do with our code; ``--threads 0`` uses torch's default.
 
+StyleGAN v1 row: the published 256x256 v1 synthesis network (``G_synthesis`` of the
+ID-disentanglement paper: widths 512 up to 32 px, then 256/128/64; seeded random weights)
+is timed in the same rounds with ``noise_mode="const"``. Its FLOPs: every 3x3 convolution
+at its output resolution, the fused x2 transposed convolutions of the 128 and 256 blocks as
+their 4x4 kernels on the input pixels, and the 1x1 ToRGB (blur, noise, instance norm and
+style modulation not counted). Its goal lines are ``goal stylegan1_synthesis_...``.
+
 Run: ``.venv/bin/python bench/generator.py`` (``--quick`` for a short run). Ends with goal
 lines ``goal <name>: <value> (target >= 0.5) PASS|FAIL``.
 """
@@ -38,6 +45,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from reenact.models import stylegan1
 from reenact.models.stylegan2 import Generator, ffhq_config
 
 GOAL_FRACTION = 0.5
@@ -57,6 +65,22 @@ def synthesis_flops(G: Generator) -> int:
             total += 2 * out_ch * in_ch * kh * kw * pixels
         out_ch, in_ch, _, _ = block.torgb.weight.shape
         total += 2 * out_ch * in_ch * res * res
+    return total
+
+
+def stylegan1_flops(S: stylegan1.SynthesisNetwork) -> int:
+    """Multiply-add FLOPs (x2) of the convolutions of one v1 synthesis call for one image."""
+    total = 0
+    for key, conv in S.convs.items():
+        i = int(key)
+        out_ch, in_ch, _, _ = conv.weight.shape
+        res = 2 ** (i // 2 + 2)
+        if i % 2 == 0 and res >= 128:  # fused transposed conv: 4x4 kernel on the input pixels
+            total += 2 * out_ch * in_ch * 16 * (res // 2) ** 2
+        else:
+            total += 2 * out_ch * in_ch * 9 * res * res
+    out_ch, in_ch, _, _ = S.torgb.weight.shape
+    total += 2 * out_ch * in_ch * S.img_resolution**2
     return total
 
 
@@ -105,6 +129,19 @@ def main() -> None:
         paths["official"] = {"fused_modconv": True, "channels_last": False}
     gen = torch.Generator().manual_seed(1)
     ws = {b: G.mapping(torch.randn([b, G.z_dim], generator=gen), None) for b in args.batches}
+    torch.manual_seed(0)
+    S1 = stylegan1.SynthesisNetwork(**stylegan1.published_config(256)).eval().requires_grad_(False)
+    with torch.no_grad():
+        for e in S1.epilogues:
+            e.noise_const.normal_(generator=gen)
+            e.noise_strength.fill_(0.1)
+    v1_flops = stylegan1_flops(S1)
+    ws1 = {b: torch.randn([b, S1.num_ws, S1.w_dim], generator=gen) for b in args.batches}
+    print(
+        f"StyleGAN v1 256 synthesis (published widths): num_ws={S1.num_ws}, "
+        f"{sum(p.numel() for p in S1.parameters()) / 1e6:.1f} M parameters, "
+        f"{v1_flops / 1e9:.2f} GFLOP/image (convolutions)"
+    )
 
     conv_times: list[tuple[float, float]] = []
     syn_times: dict[tuple[str, int], list[tuple[float, float]]] = {}
@@ -113,6 +150,7 @@ def main() -> None:
         for b in args.batches:
             for kw in paths.values():
                 G.synthesis(ws[b][:1], noise_mode="const", **kw)
+            S1(ws1[b][:1], noise_mode="const")
         for _ in range(args.rounds):
             conv_times.append(best_time(lambda: F.conv2d(conv_x, conv_w, padding=1), 2))
             for b in args.batches:
@@ -120,6 +158,9 @@ def main() -> None:
                     calls = 3 if b == 1 else 1  # cheap calls get as many samples as the conv
                     t = best_time(lambda: G.synthesis(ws[b], noise_mode="const", **kw), calls)  # noqa: B023
                     syn_times.setdefault((name, b), []).append(t)
+                calls = 3 if b == 1 else 1
+                t = best_time(lambda: S1(ws1[b], noise_mode="const"), calls)  # noqa: B023
+                syn_times.setdefault(("v1", b), []).append(t)
         conv_times.append(best_time(lambda: F.conv2d(conv_x, conv_w, padding=1), 2))
 
     k = 1 if args.clock == "cpu" else 0
@@ -146,12 +187,28 @@ def main() -> None:
             ratio = best(syn_times[("official", b)], k) / best(syn_times[("auto", b)], k)
             line += f"; official path (NCHW, fused) takes {ratio:.2f}x as long ({args.clock} clock)"
         print(line)
+    v1_fractions: dict[int, float] = {}
+    for b in args.batches:
+        t_wall, t_cpu = best(syn_times[("v1", b)], 0), best(syn_times[("v1", b)], 1)
+        frac = {c: b * v1_flops / best(syn_times[("v1", b)], c) / conv_rate[c] for c in (0, 1)}
+        v1_fractions[b] = frac[k]
+        print(
+            f"StyleGAN v1 batch {b}: {b / t_wall:.3f} images/s wall ({t_wall * 1000 / b:.0f} ms/image; "
+            f"{t_cpu * 1000 / b:.0f} CPU-ms/image); fraction of plain conv2d FLOP rate: "
+            f"{frac[0]:.2f} wall, {frac[1]:.2f} CPU"
+        )
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS: {peak_mb:.0f} MB")
     for b in args.batches:
         verdict = "PASS" if fractions[b] >= GOAL_FRACTION else "FAIL"
         print(
             f"goal synthesis_flops_fraction_batch{b}_{args.clock}: {fractions[b]:.2f} "
+            f"(target >= {GOAL_FRACTION}) {verdict}"
+        )
+    for b in args.batches:
+        verdict = "PASS" if v1_fractions[b] >= GOAL_FRACTION else "FAIL"
+        print(
+            f"goal stylegan1_synthesis_flops_fraction_batch{b}_{args.clock}: {v1_fractions[b]:.2f} "
             f"(target >= {GOAL_FRACTION}) {verdict}"
         )
 

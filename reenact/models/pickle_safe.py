@@ -26,7 +26,14 @@ import torch
 
 from reenact.errors import ModelError, UnsafeModelFileError
 
-__all__ = ["PersistentRecord", "load_nvlabs_pickle", "loads_restricted", "ALLOWED_GLOBALS"]
+__all__ = [
+    "PersistentRecord",
+    "TF1NetworkRecord",
+    "load_nvlabs_pickle",
+    "load_tf1_network_pickle",
+    "loads_restricted",
+    "ALLOWED_GLOBALS",
+]
 
 
 @dataclass
@@ -68,6 +75,48 @@ def _reconstruct_persistent_obj(meta: Any) -> PersistentRecord:
 
 class _EasyDict(dict):
     """Plain stand-in for ``dnnlib.util.EasyDict`` (a dict subclass); no attribute magic."""
+
+
+class TF1NetworkRecord:
+    """Stand-in for ``dnnlib.tflib.network.Network`` of TF1-era pickles (StyleGAN v1).
+
+    Its ``__setstate__`` only keeps the state dict (``version``, ``name``,
+    ``static_kwargs``, ``components``, ``build_module_src``, ``build_func_name``,
+    ``variables`` as ``(name, ndarray)`` pairs); the embedded build source is never run.
+    """
+
+    def __init__(self) -> None:
+        self.state: dict[str, Any] = {}
+
+    def __setstate__(self, state: Any) -> None:
+        if not isinstance(state, dict):
+            raise UnsafeModelFileError(f"dnnlib Network state must be a dict, got {type(state).__name__}")
+        self.state = state
+
+    @property
+    def name(self) -> str:
+        return str(self.state.get("name", "?"))
+
+    def component(self, name: str) -> TF1NetworkRecord:
+        """The sub-network ``name`` (e.g. ``G_synthesis``); ModelError if absent."""
+        comp = (self.state.get("components") or {}).get(name)
+        if not isinstance(comp, TF1NetworkRecord):
+            raise ModelError(f"dnnlib Network {self.name!r} has no component {name!r}")
+        return comp
+
+    def variables(self) -> dict[str, np.ndarray[Any, Any]]:
+        """The network's own variables, ``{name: ndarray}`` (ModelError if malformed)."""
+        out: dict[str, np.ndarray[Any, Any]] = {}
+        for item in self.state.get("variables") or []:
+            if not (isinstance(item, (tuple, list)) and len(item) == 2 and isinstance(item[0], str)):
+                raise ModelError(f"dnnlib Network {self.name!r}: malformed variables entry")
+            # TF's session.run returns numpy scalars (np.generic) for 0-d variables such as lod
+            if not isinstance(item[1], (np.ndarray, np.generic)) or np.asarray(item[1]).dtype.hasobject:
+                raise ModelError(f"dnnlib Network {self.name!r}: variable {item[0]!r} is not an array")
+            if item[0] in out:
+                raise ModelError(f"dnnlib Network {self.name!r}: variable {item[0]!r} occurs twice")
+            out[item[0]] = np.asarray(item[1])
+        return out
 
 
 def _load_storage_bytes(data: Any) -> Any:
@@ -121,6 +170,7 @@ def _numpy_reconstruct(cls: Any, shape: Any, dtype: Any) -> np.ndarray[Any, Any]
 ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
     ("torch_utils.persistence", "_reconstruct_persistent_obj"): _reconstruct_persistent_obj,
     ("dnnlib.util", "EasyDict"): _EasyDict,
+    ("dnnlib.tflib.network", "Network"): TF1NetworkRecord,
     ("collections", "OrderedDict"): collections.OrderedDict,
     ("builtins", "set"): set,
     ("builtins", "frozenset"): frozenset,
@@ -192,3 +242,21 @@ def load_nvlabs_pickle(path: str | Path) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise ModelError(f"{path}: expected a dict of networks, got {type(obj).__name__}")
     return obj
+
+
+def load_tf1_network_pickle(path: str | Path) -> Any:
+    """Read a TF1-era ``dnnlib`` network pickle (official StyleGAN v1) without TensorFlow.
+
+    Returns what the pickle holds -- usually the ``(G, D, Gs)`` tuple -- with every
+    ``dnnlib.tflib.network.Network`` as a :class:`TF1NetworkRecord`. The same allow-list as
+    :func:`load_nvlabs_pickle` applies: any other global is an
+    :class:`UnsafeModelFileError` raised before anything could be called.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise ModelError(f"network pickle {path} does not exist") from exc
+    except OSError as exc:
+        raise ModelError(f"cannot read network pickle {path}: {exc.strerror or exc}") from exc
+    return loads_restricted(data, source=str(path))
