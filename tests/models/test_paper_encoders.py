@@ -246,3 +246,25 @@ def test_input_shapes_are_checked(attr: PaperAttributeEncoder) -> None:
         PaperIdentityEncoder(256)(torch.zeros(1, 3, 32, 32))
     with pytest.raises(ShapeError):
         broadcast_w(torch.zeros(2, 1, 512), 8)
+
+
+@pytest.mark.parametrize("resolution", [32, 256])
+def test_end_to_end_image(
+    paper: Path, stored: dict[str, Path], mapper: Mapper, attr: PaperAttributeEncoder,
+    vectors: dict[str, np.ndarray], resolution: int,
+) -> None:
+    """The authors' ``G.call``: (synthesis(mapper(id(x1) ++ attr(x2))) + 1) / 2, NHWC."""
+    from reenact.models.stylegan1 import load_stylegan1_synthesis
+
+    key = "e2e" if resolution == 32 else "e2e256"
+    x1 = vectors["e2e/id_images" if resolution == 32 else "res256/images"]  # [A, B]
+    x2 = x1[[1, 0]]  # [B, A]
+    synthesis = load_stylegan1_synthesis(
+        paper / f"stylegan_G_{resolution}x{resolution}_synthesis", resolution=resolution
+    )
+    id_encoder = load_id_encoder(stored["id"], resolution=resolution)
+    with torch.no_grad():
+        w = mapper.map(id_encoder(_nchw(x1)), attr(_nchw(x2)))
+        images = (synthesis(broadcast_w(w, num_ws_for_resolution(resolution))) + 1) / 2
+    assert _err(w, vectors[f"{key}/w"]) <= TOL
+    assert _err(images.permute(0, 2, 3, 1), vectors[f"{key}/images"]) <= TOL
