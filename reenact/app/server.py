@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import yaml
@@ -34,7 +34,6 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from reenact.config import from_dict, replace, to_dict
 from reenact.errors import ConfigError, InputError, ReenactError
-from reenact.pipeline import PipelineConfig, check_inputs, process_video
 
 from .jobs import Job, JobQueue, QueueFullError
 from .media import cut_clip, outlined_png, read_frame
@@ -45,6 +44,9 @@ from .safety import (
     resolve_allowed,
     safe_name,
 )
+
+if TYPE_CHECKING:  # the pipeline (torch) is imported on first use: an idle app stays small
+    from reenact.pipeline import PipelineConfig
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +161,8 @@ class App:
     # inputs ------------------------------------------------------------------------------
     def register(self, kind: Literal["video", "photo"], path: Path, name: str) -> Input:
         """Check a file like the CLI does before any work, then give it an id."""
+        from reenact.pipeline import PipelineConfig, check_inputs
+
         config = PipelineConfig(device=self.settings.device)
         try:
             if kind == "video":
@@ -184,6 +188,8 @@ class App:
     # settings ----------------------------------------------------------------------------
     def config(self, req: Settings) -> PipelineConfig:
         """The pipeline settings of the page: the common choices, then the advanced lines."""
+        from reenact.pipeline import PipelineConfig
+
         if req.pack not in pack_names():
             raise ConfigError(f"unknown model pack {req.pack!r}; packs: {', '.join(pack_names())}")
         overrides: dict[str, Any] = {"models.pack": req.pack, "faces": req.faces, "seed": req.seed,
@@ -217,6 +223,8 @@ class App:
 
     def preview(self, req: PreviewRequest) -> dict[str, Any]:
         """Process a short clip around ``req.frame`` with ``process_video``; before/after images."""
+        from reenact.pipeline import process_video
+
         video, identity, config = self.sources(req)
         frames = int(video.info.get("frames") or 0)
         if frames and req.frame >= frames:
@@ -254,6 +262,8 @@ class App:
 
     # runs --------------------------------------------------------------------------------
     def submit(self, req: Settings) -> dict[str, Any]:
+        from reenact.pipeline import process_video
+
         video, identity, config = self.sources(req)
         folder = self.folder("runs")
         suffix = "reenacted" if req.mode == "reenact" else "deidentified"
