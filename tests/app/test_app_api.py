@@ -1,0 +1,155 @@
+"""The app's safety rules and error messages through its HTTP API (FastAPI's TestClient)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+
+from app_media import SAMPLE, count_frames, flat_clip, short_clip  # noqa: E402
+from fastapi.testclient import TestClient  # noqa: E402
+
+from reenact.app.server import AppSettings, create_app  # noqa: E402
+
+H = {"x-reenact": "1"}
+
+
+@pytest.fixture()
+def allowed(tmp_path: Path) -> Path:
+    folder = tmp_path / "allowed"
+    folder.mkdir()
+    return folder
+
+
+def client(allowed: Path, **kw: object) -> TestClient:
+    settings = AppSettings(allow=(allowed.resolve(),), device="cpu", **kw)  # type: ignore[arg-type]
+    return TestClient(create_app(settings))
+
+
+def test_paths_outside_the_allowed_folders_are_refused(allowed: Path, tmp_path: Path) -> None:
+    outside = short_clip(tmp_path / "outside.mp4")
+    (allowed / "link.mp4").symlink_to(outside)
+    inside = short_clip(allowed / "inside.mp4")
+    with client(allowed) as c:
+        for typed in (str(outside), "../outside.mp4", str(allowed / ".." / "outside.mp4"), "link.mp4", "/etc/passwd"):
+            r = c.post("/api/path", json={"path": typed}, headers=H)
+            assert r.status_code == 403, (typed, r.text)
+            assert "outside the allowed folders" in r.json()["error"], r.text
+        r = c.post("/api/path", json={"path": str(inside)}, headers=H)
+        assert r.status_code == 200, r.text
+        assert r.json()["frames"] == 3 and r.json()["audio"] == 1
+
+
+def test_server_paths_are_off_without_allow(tmp_path: Path) -> None:
+    with TestClient(create_app(AppSettings(device="cpu"))) as c:
+        r = c.post("/api/path", json={"path": str(SAMPLE)}, headers=H)
+    assert r.status_code == 403 and "--allow" in r.json()["error"]
+
+
+def test_upload_limit_refuses_declared_and_streamed_uploads(allowed: Path) -> None:
+    data = SAMPLE.read_bytes()
+    with client(allowed, max_upload=10_000) as c:
+        r = c.put("/api/upload/video?name=big.mp4", content=data, headers=H)
+        assert r.status_code == 413 and "larger than the upload limit of 9.8 KiB" in r.json()["error"]
+
+        def chunks():  # no Content-Length: the limit is counted while the body arrives
+            for i in range(0, len(data), 4096):
+                yield data[i:i + 4096]
+
+        r = c.put("/api/upload/video?name=big.mp4", content=chunks(), headers=H)
+        assert r.status_code == 413, r.text
+        workdir = c.app.state.reenact.workdir  # type: ignore[attr-defined]
+        assert not list((workdir / "uploads").rglob("*.mp4")), "a refused upload was kept"
+
+
+def test_non_video_upload_says_so_without_server_paths(allowed: Path) -> None:
+    with client(allowed) as c:
+        r = c.put("/api/upload/video?name=notes.mp4", content=b"these are notes, not a video\n" * 50, headers=H)
+        body = r.json()
+    assert r.status_code == 400 and "notes.mp4" in body["error"], body
+    assert "reenact-app-" not in body["error"] and "Traceback" not in body["error"]
+
+
+def test_state_changes_need_the_page_header_and_a_local_host(allowed: Path) -> None:
+    with client(allowed) as c:
+        r = c.put("/api/upload/video?name=a.mp4", content=SAMPLE.read_bytes())
+        assert r.status_code == 403 and "x-reenact" in r.json()["error"]
+        r = c.get("/api/options", headers={"host": "attacker.example"})
+        assert r.status_code == 400
+
+
+def test_advanced_settings_are_checked_like_set(allowed: Path, tmp_path: Path) -> None:
+    with client(allowed) as c:
+        video = c.post("/api/path", json={"path": str(short_clip(allowed / "c.mp4"))}, headers=H).json()
+        r = c.post("/api/preview", json={"input": video["id"], "advanced": "blend.nonsense=1"}, headers=H)
+        assert r.status_code == 400 and "unknown key blend.nonsense" in r.json()["error"]
+        r = c.post("/api/preview", json={"input": video["id"], "advanced": f"models.detector_model={tmp_path}/x.onnx"},
+                   headers=H)
+        assert r.status_code == 403 and "outside the allowed folders" in r.json()["error"]
+        r = c.post("/api/preview", json={"input": video["id"], "advanced": "faces=reference:/etc/hostname"}, headers=H)
+        assert r.status_code == 403, r.text
+        r = c.post("/api/preview", json={"input": video["id"], "mode": "reenact"}, headers=H)
+        assert r.status_code == 400 and "identity photo" in r.json()["error"]
+        r = c.post("/api/preview", json={"input": video["id"], "frame": 3}, headers=H)
+        assert r.status_code == 400 and "frames 0..2" in r.json()["error"]
+
+
+def _wait(c: TestClient, job: str, timeout: float = 600) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        state = c.get(f"/api/jobs/{job}").json()
+        if state["state"] in ("done", "failed", "cancelled"):
+            return state
+        time.sleep(0.2)
+    raise AssertionError(f"run {job} did not finish")
+
+
+def test_run_writes_beside_nothing_the_user_owns_and_queues_a_second_run(allowed: Path) -> None:
+    source = short_clip(allowed / "clip.mp4")
+    before = hashlib.sha256(source.read_bytes()).hexdigest()
+    with client(allowed, max_waiting=1) as c:
+        video = c.post("/api/path", json={"path": str(source)}, headers=H).json()
+        first = c.post("/api/jobs", json={"input": video["id"]}, headers=H).json()
+        second = c.post("/api/jobs", json={"input": video["id"]}, headers=H).json()
+        assert second["ahead"] >= 1
+        third = c.post("/api/jobs", json={"input": video["id"]}, headers=H)
+        if c.get(f"/api/jobs/{second['id']}").json()["state"] == "queued":
+            assert third.status_code == 429 and "already waiting" in third.json()["error"]
+        cancelled = c.post(f"/api/jobs/{second['id']}/cancel", headers=H).json()
+        assert cancelled["state"] in ("cancelled", "running")
+        done = _wait(c, first["id"])
+        assert done["state"] == "done", done
+        assert set(done["files"]) == {"video", "report", "preview", "config"}
+        r = c.get(done["files"]["video"])
+        out = allowed.parent / "downloaded.mp4"
+        out.write_bytes(r.content)
+        assert count_frames(out) == 3
+        assert c.get(done["files"]["report"]).json()["frames"] == 3
+        workdir = c.app.state.reenact.workdir  # type: ignore[attr-defined]
+        assert workdir.is_dir()
+    assert sorted(p.name for p in allowed.iterdir()) == ["clip.mp4"], "the app wrote into an allowed folder"
+    assert hashlib.sha256(source.read_bytes()).hexdigest() == before
+    assert not workdir.exists(), "the private folder outlived the app"
+
+
+def test_no_faces_preview_says_so(allowed: Path) -> None:
+    with client(allowed) as c:
+        video = c.put("/api/upload/video?name=grey.mp4", content=flat_clip(allowed / "g.mp4").read_bytes(),
+                      headers=H).json()
+        r = c.post("/api/preview", json={"input": video["id"], "frame": 2}, headers=H)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["faces"] == 0 and body["tracks"] == []
+    assert body["warnings"][0] == "no faces found in frame 2: the output is unchanged there"
+
+
+def test_private_folder_mode(allowed: Path) -> None:
+    with client(allowed) as c:
+        workdir = c.app.state.reenact.workdir  # type: ignore[attr-defined]
+        assert os.stat(workdir).st_mode & 0o077 == 0
