@@ -65,14 +65,14 @@ def add_args(p: argparse.ArgumentParser, mode: Mode) -> None:
 
 
 def run(args: argparse.Namespace, mode: Mode) -> int:
+    source: Path = args.input.absolute()
+    if not source.exists():  # refused before anything loads torch
+        raise InputError(f"{source}: no such file or folder")
     # The pipeline imports torch: loaded here, after parsing, not when the CLI starts.
     from reenact.pipeline import check_inputs
 
     config = resolve_settings(args)
     identity = getattr(args, "identity", None)
-    source: Path = args.input.absolute()
-    if not source.exists():
-        raise InputError(f"{source}: no such file or folder")
     suffix = "reenacted" if mode == "reenact" else "deidentified"
     if source.is_dir():
         output = Path(args.output or source.with_name(f"{source.name}_{suffix}"))

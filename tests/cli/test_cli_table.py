@@ -67,13 +67,15 @@ def test_quiet_subcommand_prints_nothing_but_errors(tmp_path: Path, capsys: pyte
 
 
 def test_parsing_every_command_leaves_torch_unloaded() -> None:
-    """Refusing bad flags must not wait for torch: the CLI modules import it only in ``run``."""
+    """Refusing bad flags or a missing input must not wait for torch: the CLI imports it only in ``run``."""
     code = (
         "import sys\n"
         "from reenact.cli import COMMANDS, build_parser\n"
         "for name in COMMANDS: build_parser(name)\n"
         "build_parser('reenact').parse_args(['a.mp4', '--identity', 'b.jpg', '--smooth', 'gaussian'])\n"
         "build_parser('eval').parse_args(['eval', 'a.mp4', 'b.mp4', '--landmarks', 'l.onnx'])\n"
+        "from reenact.cli import main\n"
+        "assert main(['no/such/clip.mp4', '--identity', 'b.jpg']) == 2\n"
         "heavy = sorted(m for m in ('torch', 'numpy', 'cv2', 'onnxruntime', 'av') if m in sys.modules)\n"
         "print(','.join(heavy))\n"
     )
