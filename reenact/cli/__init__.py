@@ -1,0 +1,121 @@
+"""Command-line entry points: one table of commands, one place that turns errors into exit codes.
+
+``reenact VIDEO --identity FACE`` and ``deidentify VIDEO`` run the pipeline
+(:mod:`reenact.cli.video`); ``reenact <subcommand> ...`` runs the tools in :data:`COMMANDS`
+(one module each: :mod:`~reenact.cli.eval`, :mod:`~reenact.cli.models`,
+:mod:`~reenact.cli.image_tools`). Settings are resolved in one step,
+:func:`reenact.cli.settings.resolve_settings`.
+
+Imports: every CLI module imports only light modules at its top (the standard library,
+``reenact.errors``, ``reenact.config``), so parsing the command line and refusing bad
+flags never loads torch. Modules that pull in torch or the models (``reenact.pipeline``,
+``reenact.models``, ``reenact.evaluate``, ...) are imported inside the ``run`` functions,
+after parsing. ``tests/cli/test_cli_table.py`` checks that parsing leaves torch unloaded.
+
+Library errors (:class:`reenact.errors.ReenactError`) become one clear line on stderr and
+the error's ``exit_code`` (:func:`run_guarded`, the only place); Ctrl-C exits with 130;
+bad flags exit with argparse's 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+from reenact import __version__
+from reenact.app import cli as app_cmd
+from reenact.cli import eval as eval_cmd
+from reenact.cli import image_tools, models, video
+from reenact.errors import ReenactError
+
+__all__ = ["COMMANDS", "Command", "build_parser", "deidentify_main", "main", "run_guarded"]
+
+
+class Command(NamedTuple):
+    """One command: its help line, what adds its arguments, what runs it (-> exit status)."""
+
+    help: str
+    add_args: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+    #: True: ``reenact NAME ...``; False: its own console script (the video commands)
+    subcommand: bool = True
+
+
+#: Every command of the CLI. ``reenact`` and ``deidentify`` are console scripts
+#: (setup.cfg); the others are ``reenact <name>`` subcommands.
+COMMANDS: dict[str, Command] = {
+    "reenact": Command(video.DESCRIPTION["reenact"], lambda p: video.add_args(p, "reenact"),
+                       lambda a: video.run(a, "reenact"), subcommand=False),
+    "deidentify": Command(video.DESCRIPTION["deidentify"], lambda p: video.add_args(p, "deidentify"),
+                          lambda a: video.run(a, "deidentify"), subcommand=False),
+    "eval": Command(eval_cmd.HELP, eval_cmd.add_args, eval_cmd.run),
+    "models": Command(models.HELP, models.add_args, models.run),
+    "grid": Command(image_tools.GRID_HELP, image_tools.grid_add_args, image_tools.grid_run),
+    "interpolate": Command(image_tools.INTERPOLATE_HELP, image_tools.interpolate_add_args,
+                           image_tools.interpolate_run),
+    "app": Command("the local web app: preview, run and download in a browser (needs the app extra)",
+                   app_cmd.add_args, app_cmd.run),
+}
+
+SUBCOMMANDS = [name for name, command in COMMANDS.items() if command.subcommand]
+
+
+def run_guarded(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Run a command; the one place that turns errors into exit statuses and one stderr line."""
+    try:
+        return run(args)
+    except ReenactError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: nothing partial was written", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `reenact ... --dry-run | head`: the reader left, that is fine
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def build_parser(name: str) -> argparse.ArgumentParser:
+    """The parser of ``reenact`` (video command), ``deidentify``, or ``reenact <subcommand>``."""
+    command = COMMANDS[name]
+    if command.subcommand:
+        parser = argparse.ArgumentParser(prog="reenact", description="reenact tools")
+        parser.add_argument("--version", action="version", version=f"reenact {__version__}")
+        sub = parser.add_subparsers(dest="command", required=True)
+        for sub_name in SUBCOMMANDS:
+            sub_parser = sub.add_parser(sub_name, help=COMMANDS[sub_name].help)
+            sub_parser.add_argument("--quiet", action="store_true", help="only print errors")
+            COMMANDS[sub_name].add_args(sub_parser)
+        return parser
+    epilog = f"other tools: reenact {{{','.join(SUBCOMMANDS)}}} --help" if name == "reenact" else None
+    parser = argparse.ArgumentParser(prog=name, description=command.help, epilog=epilog)
+    parser.add_argument("--version", action="version", version=f"reenact {__version__}")
+    parser.add_argument("--quiet", action="store_true", help="only print errors")
+    command.add_args(parser)
+    return parser
+
+
+def _dispatch(name: str, argv: list[str]) -> int:
+    args = build_parser(name).parse_args(argv)
+    subcommand = COMMANDS[name].subcommand
+    command = COMMANDS[args.command] if subcommand else COMMANDS[name]
+    quiet = args.quiet or (not subcommand and args.json)  # the video commands' --json is quiet too
+    logging.basicConfig(level=logging.ERROR if quiet else logging.INFO, format="%(levelname)s: %(message)s")
+    return run_guarded(command.run, args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``reenact``: dispatch to a subcommand (``reenact models list``) or the video command."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in SUBCOMMANDS:
+        return _dispatch(args[0], args)
+    return _dispatch("reenact", args)
+
+
+def deidentify_main(argv: Sequence[str] | None = None) -> int:
+    """``deidentify VIDEO``: synthetic, consistent identities for everyone in a video."""
+    return _dispatch("deidentify", list(sys.argv[1:] if argv is None else argv))

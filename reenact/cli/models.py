@@ -1,0 +1,87 @@
+"""``reenact models list|pull|import|verify``: the model weight cache (reenact.models)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from reenact.errors import ModelError
+
+HELP = "list, pull, import and verify model weights"
+
+
+def add_args(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="models_command", required=True)
+    ls = sub.add_parser("list", help="packs, their components, sources, licences and cache state")
+    ls.add_argument("pack", nargs="?", default=None, help="only this pack")
+    ls.add_argument("--json", action="store_true", help="print JSON")
+    pull = sub.add_parser("pull", help="download (checked, resumable) and convert a pack's weights")
+    pull.add_argument("pack", help="pack name, e.g. full")
+    pull.add_argument("--component", default=None, help="only this component, e.g. generator")
+    imp = sub.add_parser("import", help="convert a local file into the cache (NVlabs .pkl, rosinality .pt, ...)")
+    imp.add_argument("target", help="PACK/COMPONENT, e.g. full/generator")
+    imp.add_argument("file", type=Path, help="the local weight file")
+    ver = sub.add_parser("verify", help="re-hash and re-load a pack's cached weights")
+    ver.add_argument("pack", help="pack name")
+    ver.add_argument("--json", action="store_true", help="print JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    return {"list": _list, "pull": _pull, "import": _import, "verify": _verify}[args.models_command](args)
+
+
+def _list(args: argparse.Namespace) -> int:
+    from reenact.models import weights  # imports torch: loaded here, after parsing
+
+    names = [args.pack] if args.pack else weights.list_packs()
+    rows = []
+    for name in names:
+        pack = weights.get_pack(name)
+        for comp_name, comp in pack.components.items():
+            try:
+                where = str(weights.resolve(name, comp_name))
+            except ModelError as exc:
+                where = "built in" if comp.scheme == "builtin" else f"missing ({type(exc).__name__})"
+            rows.append({"pack": name, "component": comp_name, "kind": comp.kind, "source": comp.source,
+                         "sha256": comp.sha256, "licence": comp.licence, "path": where})
+    if args.json:
+        print(json.dumps({"cache": str(weights.cache_dir()), "components": rows}, indent=1))
+    else:
+        print(f"cache: {weights.cache_dir()}")
+        for r in rows:
+            print(f"{r['pack']}/{r['component']:<18} {r['kind']:<17} {r['path']}\n"
+                  f"    source: {r['source'] or 'reenact-train'}   licence: {r['licence']}")
+    return 0
+
+
+def _pull(args: argparse.Namespace) -> int:
+    from reenact.models import weights
+
+    got = weights.pull(args.pack, args.component, progress=not args.quiet)
+    if not args.quiet:
+        for comp_name, path in got.items():
+            print(f"{args.pack}/{comp_name}: {path if path is not None else 'not available (see warning)'}")
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from reenact.models import weights
+
+    path = weights.import_file(args.file, args.target)
+    if not args.quiet:
+        print(f"imported {args.file} as {args.target}: {path}")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from reenact.models import weights
+
+    results = weights.verify(args.pack)
+    if args.json:
+        print(json.dumps([{"component": v.component, "ok": v.ok, "path": str(v.path) if v.path else None,
+                           "message": v.message} for v in results], indent=1))
+    elif not args.quiet:
+        for v in results:
+            print(f"{'ok  ' if v.ok else 'FAIL'} {args.pack}/{v.component}: {v.message}")
+    return 0 if all(v.ok for v in results) else 1

@@ -1,0 +1,190 @@
+"""``reenact VIDEO --identity FACE`` and ``deidentify VIDEO``: the pipeline on a file or a folder."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from reenact.cli.settings import resolve_settings
+from reenact.config import to_dict
+from reenact.errors import InputError
+
+if TYPE_CHECKING:
+    from reenact.pipeline import PipelineConfig
+
+Mode = Literal["reenact", "deidentify"]
+
+DESCRIPTION = {
+    "reenact": "Put the identity of a photo on the faces of a video (or of every video in a folder).",
+    "deidentify": "Give every person in a video (or folder) a consistent synthetic identity.",
+}
+
+
+def add_args(p: argparse.ArgumentParser, mode: Mode) -> None:
+    p.add_argument("input", type=Path, help="a video file, or a folder of videos")
+    if mode == "reenact":
+        p.add_argument("--identity", type=Path, required=True, help="photo of the face to put on the video")
+    p.add_argument("-o", "--output", type=Path, default=None,
+                   help="output file (or folder for a folder input); default: INPUT_"
+                   f"{'reenacted' if mode == 'reenact' else 'deidentified'} next to the input")
+    p.add_argument("--faces", default=None, help="which faces: all (default), largest, or reference:IMAGE")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of the synthetic identities (deidentify) and of --mapper optimize's random starts")
+    p.add_argument("--pack", default=None, help="model pack: tiny (default, untrained) or full")
+    p.add_argument("--faces-backend", choices=["pack", "offline", "insightface"], default=None,
+                   help="face detector and identity models: the pack's, the offline ones, or insightface's")
+    p.add_argument("--detector-model", default=None, help="SCRFD/RetinaFace ONNX file to detect faces with")
+    p.add_argument("--detector-threshold", type=float, default=None, metavar="SCORE",
+                   help="minimum detection confidence in (0, 1)")
+    p.add_argument("--identity-model", default=None, help="ArcFace-style ONNX identity model")
+    p.add_argument("--identity-mean", type=float, default=None, help="identity model input mean (0..255 scale)")
+    p.add_argument("--identity-std", type=float, default=None, help="identity model input std (0..255 scale)")
+    p.add_argument("--mapper", choices=["trained", "optimize"], default=None,
+                   help="trained mapping network (fast) or per-frame optimisation in W (needs no training)")
+    p.add_argument("--landmark-model", default=None,
+                   help="68-point landmark ONNX (PFLD-style) for --mapper optimize")
+    p.add_argument("--smooth", choices=["one_euro", "gaussian"], default=None, help="temporal filter in W")
+    p.add_argument("--no-smooth", action="store_true",
+                   help="no temporal smoothing of W, the alignment or the face points (for comparison)")
+    p.add_argument("--device", default=None, help="auto (default), cpu or cuda[:N]")
+    p.add_argument("--config", type=Path, default=None, help="pipeline settings (YAML), e.g. configs/optimize.yaml")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one setting, e.g. --set blend.feather=0.1 (YAML value)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--preview", action="store_true", help="also write a PNG sheet of before/after frames")
+    p.add_argument("--json", action="store_true", help="print the report(s) as JSON")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved plan and exit")
+    p.add_argument("--workers", type=int, default=1, help="videos processed at once (folder input)")
+    p.add_argument("--ray", default=None, metavar="ADDRESS",
+                   help="run one task per video on a Ray cluster (address, or auto)")
+    p.add_argument("--gpus-per-task", type=float, default=None, help="GPUs per Ray task (default 1 with CUDA, else 0)")
+
+
+def run(args: argparse.Namespace, mode: Mode) -> int:
+    source: Path = args.input.absolute()
+    if not source.exists():  # refused before anything loads torch
+        raise InputError(f"{source}: no such file or folder")
+    # The pipeline imports torch: loaded here, after parsing, not when the CLI starts.
+    from reenact.pipeline import check_inputs
+
+    config = resolve_settings(args)
+    identity = getattr(args, "identity", None)
+    suffix = "reenacted" if mode == "reenact" else "deidentified"
+    if source.is_dir():
+        output = Path(args.output or source.with_name(f"{source.name}_{suffix}"))
+        if output.exists() and not output.is_dir():
+            raise InputError(f"-o {output} is a file; a folder input needs an output folder")
+    else:
+        output = Path(args.output or source.with_name(f"{source.stem}_{suffix}.mp4"))
+    warn_unused_flags(args, mode, config, folder=source.is_dir())
+    check_inputs(None if source.is_dir() else source, None if source.is_dir() else output, mode, config,
+                 identity=identity, overwrite=args.overwrite)
+    if args.dry_run:
+        print(json.dumps(_plan(args, mode, config, source, output, identity), indent=1))
+        return 0
+    if source.is_dir():
+        return _run_folder(args, mode, config, source, output, identity)
+    return _run_file(args, mode, config, source, output, identity)
+
+
+def _plan(args: argparse.Namespace, mode: Mode, config: PipelineConfig, source: Path, output: Path,
+          identity: Path | None) -> dict[str, Any]:
+    from reenact.batch import plan_folder
+
+    plan: dict[str, Any] = {"mode": mode, "input": str(source), "output": str(output),
+                            "identity": str(identity) if identity else None, "config": to_dict(config)}
+    if source.is_dir():
+        folder = plan_folder(source, output, overwrite=args.overwrite)
+        plan["jobs"] = [[str(j.source), str(j.output)] for j in folder.jobs]
+        plan["skipped"] = [[str(r.source), r.status, r.error] for r in folder.known]
+    return plan
+
+
+def _run_file(args: argparse.Namespace, mode: Mode, config: PipelineConfig, source: Path, output: Path,
+              identity: Path | None) -> int:
+    from tqdm import tqdm
+
+    from reenact.pipeline import process_video
+
+    bar = tqdm(total=None, unit="frame", disable=args.quiet or args.json, desc=source.name)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    try:
+        report = process_video(source, output, mode, config, identity=identity,
+                               overwrite=args.overwrite, preview=args.preview, progress=progress)
+    finally:
+        bar.close()
+    if args.json:
+        print(json.dumps(report, indent=1))
+    elif not args.quiet:
+        c = report["counts"]
+        print(f"wrote {output} ({report['frames']} frames, {len(report['tracks'])} tracks, "
+              f"{c['faces_replaced']} faces replaced, {c['faces_blurred']} blurred, "
+              f"{report['fps_processed']:.2f} fps)")
+        for warning in report["warnings"]:
+            print(f"warning: {warning}")
+    return 0
+
+
+def _run_folder(args: argparse.Namespace, mode: Mode, config: PipelineConfig, source: Path, output: Path,
+                identity: Path | None) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from reenact.batch import plan_folder, run_jobs, summary_table
+    from reenact.pipeline import stale_reason, video_job
+
+    folder = plan_folder(source, output, overwrite=args.overwrite)
+    if not folder.jobs and not folder.known:
+        logging.getLogger("reenact").warning("no videos found in %s", source)
+    for result in folder.known:
+        if result.status == "skipped" and result.output is not None:
+            reason = stale_reason(result.output, mode, config, identity)
+            if reason is not None:
+                result.status = "failed"
+                result.error = f"output exists but is stale: {reason}; use --overwrite to remake it"
+    task = functools.partial(video_job, mode=mode, config=config, identity=identity, overwrite=args.overwrite,
+                             preview=args.preview)
+    bar = tqdm(total=len(folder.jobs), unit="video", disable=args.quiet or args.json)
+
+    def tick(_result: object) -> None:
+        bar.update(1)
+
+    gpus = args.gpus_per_task if args.gpus_per_task is not None else (1.0 if torch.cuda.is_available() else 0.0)
+    try:
+        results = run_jobs(folder.jobs, task, workers=args.workers, ray_address=args.ray, gpus_per_task=gpus,
+                           on_result=tick)
+    finally:
+        bar.close()
+    everything = folder.known + results
+    if args.json:
+        print(json.dumps([{"source": str(r.source), "output": str(r.output) if r.output else None,
+                           "status": r.status, "error": r.error, "seconds": r.seconds} for r in everything], indent=1))
+    elif not args.quiet:
+        print(summary_table(everything))
+    return 1 if any(r.status == "failed" for r in everything) else 0
+
+
+def warn_unused_flags(args: argparse.Namespace, mode: Mode, config: PipelineConfig, folder: bool) -> None:
+    """Say so when a given option has no effect in this run, instead of ignoring it silently."""
+    log = logging.getLogger("reenact")
+    unused = []
+    if args.landmark_model and config.mapper != "optimize":
+        unused.append("--landmark-model (only --mapper optimize uses it)")
+    if (args.identity_mean is not None or args.identity_std is not None) and not config.models.identity_model:
+        unused.append("--identity-mean/--identity-std (they describe --identity-model)")
+    if not folder and args.workers != 1:
+        unused.append("--workers (one file is one job)")
+    if args.gpus_per_task is not None and not args.ray:
+        unused.append("--gpus-per-task (only with --ray)")
+    if mode == "reenact" and args.seed is not None and config.mapper != "optimize":
+        unused.append("--seed (reenact uses it only for --mapper optimize's random starts)")
+    for flag in unused:
+        log.warning("ignored: %s", flag)
