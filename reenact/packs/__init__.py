@@ -351,7 +351,11 @@ def _load_paper_pack(
     the settings choose) with its calibrated threshold, for checks that need one.
     """
     from reenact.models.inception_attr import load_attr_encoder
-    from reenact.models.paper_adapters import PAPER_ID_THRESHOLD, PaperAttributeAdapter, PaperIdentityCode
+    from reenact.models.paper_adapters import (
+        PAPER_ID_THRESHOLD,
+        PaperAttributeAdapter,
+        PaperIdentityCode,
+    )
     from reenact.models.paper_mapper import load_paper_mapper
     from reenact.models.vggface2 import load_id_encoder
 
