@@ -61,6 +61,7 @@ __all__ = [
     "save_mapping",
     "load_mapping",
     "attach_mapping",
+    "tiny_stylegan1",
 ]
 
 FORMAT_VERSION = "reenact-stylegan1/1"
@@ -695,3 +696,25 @@ def attach_mapping(G: Generator, mapping: MappingNetwork) -> Generator:
     out = Generator(G.synthesis, mapping)
     out.eval().requires_grad_(False)
     return out
+
+
+def tiny_stylegan1(seed: int = 0, resolution: int = 32, w_dim: int = 64, width: int = 32) -> Generator:
+    """A small seeded, untrained StyleGAN v1 (mapping + synthesis) for tests and tiny training runs.
+
+    Widths ``width`` everywhere (the constant too), ``w_dim``-d z and w; stored noise images
+    drawn from the seed. Same arguments -> identical weights. Eval mode, no gradients.
+    """
+    log2 = _check_resolution(resolution)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        synthesis = SynthesisNetwork(resolution, [width] * (log2 - 1), w_dim=w_dim, const_channels=width)
+        mapping = MappingNetwork(z_dim=w_dim, w_dim=w_dim, num_ws=synthesis.num_ws, num_layers=4)
+        with torch.no_grad():
+            for e in synthesis.epilogues:
+                e.noise_const.normal_()
+                e.noise_strength.fill_(0.1)
+                e.style_weight.mul_(0.5)
+            synthesis.torgb.weight.mul_(0.5)
+    G = Generator(synthesis, mapping)
+    G.eval().requires_grad_(False)
+    return G
