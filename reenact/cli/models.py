@@ -20,8 +20,9 @@ def add_args(p: argparse.ArgumentParser) -> None:
     pull.add_argument("pack", help="pack name, e.g. full")
     pull.add_argument("--component", default=None, help="only this component, e.g. generator")
     imp = sub.add_parser("import", help="convert a local file into the cache (NVlabs .pkl, rosinality .pt, ...)")
-    imp.add_argument("target", help="PACK/COMPONENT, e.g. full/generator")
-    imp.add_argument("file", type=Path, help="the local weight file")
+    imp.add_argument("target", help="PACK/COMPONENT, e.g. full/generator; or `paper` with the authors' folder(s)")
+    imp.add_argument("file", type=Path, nargs="+",
+                     help="the local weight file (for `paper`: one folder, or the pretrained-models and checkpoint folders)")
     ver = sub.add_parser("verify", help="re-hash and re-load a pack's cached weights")
     ver.add_argument("pack", help="pack name")
     ver.add_argument("--json", action="store_true", help="print JSON")
@@ -32,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from reenact.models import weights  # imports torch: loaded here, after parsing
+    from reenact.packs import registry as weights  # imports torch: loaded here, after parsing
 
     names = [args.pack] if args.pack else weights.list_packs()
     rows = []
@@ -56,7 +57,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _pull(args: argparse.Namespace) -> int:
-    from reenact.models import weights
+    from reenact.packs import registry as weights
 
     got = weights.pull(args.pack, args.component, progress=not args.quiet)
     if not args.quiet:
@@ -66,16 +67,27 @@ def _pull(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
-    from reenact.models import weights
+    from reenact.packs import registry as weights
 
-    path = weights.import_file(args.file, args.target)
+    if "/" not in args.target and weights.get_pack(args.target).components["generator"].kind == "stylegan1":
+        from reenact.packs.paper_import import import_paper
+
+        for comp_name, imported in import_paper(args.file, args.target).items():
+            if not args.quiet:
+                print(f"imported {args.target}/{comp_name}: {imported}")
+        return 0
+    if len(args.file) != 1:
+        from reenact.errors import InputError
+
+        raise InputError(f"import {args.target}: give one file, got {len(args.file)}")
+    path = weights.import_file(args.file[0], args.target)
     if not args.quiet:
-        print(f"imported {args.file} as {args.target}: {path}")
+        print(f"imported {args.file[0]} as {args.target}: {path}")
     return 0
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from reenact.models import weights
+    from reenact.packs import registry as weights
 
     results = weights.verify(args.pack)
     if args.json:

@@ -181,7 +181,7 @@ def _validated(comp: Component, where: str) -> Component:
     if comp.source is not None:
         if comp.scheme not in SCHEMES:
             raise ConfigError(f"{where}: source {comp.source!r}: unknown scheme {comp.scheme!r}")
-        if comp.scheme in ("https", "http", "file") and not comp.file:
+        if comp.scheme in ("https", "http", "file", "import") and not comp.file:
             raise ConfigError(f"{where}: source {comp.source!r} needs a cache file name (file:)")
     return comp
 
@@ -467,6 +467,13 @@ def pull(pack: str, component: str | None = None, progress: bool = True) -> dict
                 out[name] = _store(pack, name, comp, raw, comp.source, digest)
             finally:
                 raw.unlink(missing_ok=True)
+        elif comp.scheme == "import":
+            try:
+                out[name] = resolve(pack, name)
+            except WeightsMissingError as exc:
+                if not comp.optional:
+                    logger.warning("%s", exc)
+                out[name] = None
         elif comp.scheme == "insightface":
             path = _insightface_path(comp)
             if not path.is_file():
@@ -556,6 +563,12 @@ def resolve(pack: str, component: str) -> Path:
         raise ConfigError(f"{pack}/{component} has neither a source nor a file name")
     path = models_dir() / comp.file
     if not path.exists():
+        if scheme == "import":
+            where = comp.source.split(":", 1)[1] if comp.source else "its publisher"
+            raise WeightsMissingError(
+                f"{pack}/{component} is not in the cache ({path}); reenact cannot download it: get "
+                f"it from {where} and run `reenact models import {pack} FOLDER`"
+            )
         if scheme == "trained":
             raise WeightsMissingError(
                 f"{pack}/{component} ({path}) is made by training: run `reenact-train` and then "
@@ -608,7 +621,10 @@ def verify(pack: str) -> list[VerifyResult]:
         try:
             path = resolve(pack, name)
         except WeightsMissingError as exc:
-            results.append(VerifyResult(name, None, False, str(exc)))
+            if comp.optional:
+                results.append(VerifyResult(name, None, True, f"optional, not imported ({exc})"))
+            else:
+                results.append(VerifyResult(name, None, False, str(exc)))
             continue
         try:
             digest = sha256_file(path)

@@ -11,6 +11,9 @@ sha256 where known, licence, cache file name, input size, normalisation and temp
   ``~/.insightface/models`` (``INSIGHTFACE_HOME`` overrides the root); never downloaded by us.
 * ``package:<module>/<path>``: files shipped inside an installed package.
 * ``builtin:<name>``: made in code (the ``tiny`` pack's seeded networks).
+* ``import:<where to get it>``: files the user downloads and imports
+  (``reenact models import paper FOLDER``); never downloaded by us. The text after
+  ``import:`` says where the file comes from and is quoted in "missing" messages.
 * no source: produced by ``reenact-train`` into the cache.
 
 This module is data only: it imports nothing of reenact (the import contract in
@@ -33,11 +36,17 @@ __all__ = [
     "SourceFormat",
 ]
 
-ComponentKind = Literal["stylegan2", "onnx", "insightface", "dlib", "identity_model"]
+ComponentKind = Literal[
+    "stylegan2", "onnx", "insightface", "dlib", "identity_model",
+    "stylegan1", "stylegan1_mapping", "paper_id_encoder", "paper_attr_encoder", "paper_mapper",
+]
 SourceFormat = Literal["nvlabs-pkl", "rosinality-pt", "reenact", "raw"]
 
-COMPONENT_KINDS: tuple[str, ...] = ("stylegan2", "onnx", "insightface", "dlib", "identity_model")
-SCHEMES: tuple[str, ...] = ("https", "http", "file", "insightface", "package", "builtin")
+COMPONENT_KINDS: tuple[str, ...] = (
+    "stylegan2", "onnx", "insightface", "dlib", "identity_model",
+    "stylegan1", "stylegan1_mapping", "paper_id_encoder", "paper_attr_encoder", "paper_mapper",
+)
+SCHEMES: tuple[str, ...] = ("https", "http", "file", "insightface", "package", "builtin", "import")
 """The ``source`` schemes a component may use (no source: made by training)."""
 
 
@@ -52,7 +61,10 @@ class Normalisation:
 
 @dataclass(frozen=True)
 class Component:
-    """One model of a pack (see the module docstring for the ``source`` forms)."""
+    """One model of a pack (see the module docstring for the ``source`` forms).
+
+    ``optional``: the pack loads without it (``verify`` reports it absent, not failed).
+    """
 
     kind: ComponentKind
     licence: str
@@ -66,11 +78,12 @@ class Component:
     template: str | None = None
     architecture: dict[str, Any] | None = None
     seed: int | None = None
+    optional: bool = False
     notes: str = ""
 
     @property
     def scheme(self) -> str:
-        """``https``/``http``/``file``/``insightface``/``package``/``builtin`` or ``trained``."""
+        """``https``/``http``/``file``/``insightface``/``package``/``builtin``/``import`` or ``trained``."""
         return self.source.split(":", 1)[0] if self.source else "trained"
 
     @property

@@ -56,6 +56,12 @@ __all__ = [
     "load_stylegan1",
     "load_stylegan1_synthesis",
     "convert_stylegan1",
+    "MAPPING_KIND",
+    "mapping_from_nvidia_pickle",
+    "save_mapping",
+    "load_mapping",
+    "attach_mapping",
+    "tiny_stylegan1",
 ]
 
 FORMAT_VERSION = "reenact-stylegan1/1"
@@ -629,3 +635,86 @@ def load_stylegan1_synthesis(source: str | Path, resolution: int | None = None) 
     else:
         G = _read_foreign(source, resolution)
     return G.synthesis
+
+
+# --- the mapping network on its own (the authors' synthesis files have none) ------------------
+
+MAPPING_KIND = "stylegan1_mapping"
+
+
+def mapping_from_nvidia_pickle(source: str | Path, num_ws: int) -> MappingNetwork:
+    """The ``G_mapping`` of NVIDIA's official StyleGAN v1 ``.pkl`` (``(G, D, Gs)``: Gs's), alone.
+
+    Read through the restricted unpickler (nothing the pickle embeds is run). ``num_ws`` is
+    how many rows the one w is broadcast to (the synthesis network it will drive). A pickle
+    without a mapping network raises :class:`ModelError`.
+    """
+    from reenact.models.pickle_safe import TF1NetworkRecord, load_tf1_network_pickle
+
+    src = str(source)
+    networks = load_tf1_network_pickle(Path(src))
+    net = networks[2] if isinstance(networks, tuple) and len(networks) == 3 else networks
+    if not isinstance(net, TF1NetworkRecord):
+        raise ModelError(f"{src}: expected a dnnlib Network (or a (G, D, Gs) tuple), got {type(net).__name__}")
+    if "G_mapping" not in (net.state.get("components") or {}):
+        raise ModelError(
+            f"{src} holds no G_mapping component: it is not a full StyleGAN v1 generator; use the "
+            "official karras2019stylegan-*.pkl"
+        )
+    config, state = mapping_state_from_nvidia(net.component("G_mapping").variables(), src,
+                                              net.variables().get("dlatent_avg"))
+    with torch.random.fork_rng(devices=[]):
+        mapping = MappingNetwork(num_ws=num_ws, **config)
+    _load_strict(mapping, state, src)
+    mapping.eval().requires_grad_(False)
+    return mapping
+
+
+def save_mapping(mapping: MappingNetwork, path: str | Path) -> Path:
+    """Store a mapping network in our component format (safetensors + JSON config)."""
+    from reenact.models.component_io import save_component
+
+    return save_component(mapping, MAPPING_KIND, dict(mapping.config), path)
+
+
+def load_mapping(path: str | Path, num_ws: int) -> MappingNetwork:
+    """Load a mapping network written by :func:`save_mapping` (strict; eval; no gradients)."""
+    from reenact.models.component_io import load_state_strict, read_component
+
+    config, state = read_component(path, MAPPING_KIND)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            mapping = MappingNetwork(num_ws=num_ws, **config)
+    except TypeError as exc:
+        raise ModelError(f"{path}: invalid StyleGAN v1 mapping config {config!r}: {exc}") from exc
+    load_state_strict(mapping, state, str(path))
+    return mapping
+
+
+def attach_mapping(G: Generator, mapping: MappingNetwork) -> Generator:
+    """A generator with ``G``'s synthesis network and ``mapping`` (w sizes checked)."""
+    out = Generator(G.synthesis, mapping)
+    out.eval().requires_grad_(False)
+    return out
+
+
+def tiny_stylegan1(seed: int = 0, resolution: int = 32, w_dim: int = 64, width: int = 32) -> Generator:
+    """A small seeded, untrained StyleGAN v1 (mapping + synthesis) for tests and tiny training runs.
+
+    Widths ``width`` everywhere (the constant too), ``w_dim``-d z and w; stored noise images
+    drawn from the seed. Same arguments -> identical weights. Eval mode, no gradients.
+    """
+    log2 = _check_resolution(resolution)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        synthesis = SynthesisNetwork(resolution, [width] * (log2 - 1), w_dim=w_dim, const_channels=width)
+        mapping = MappingNetwork(z_dim=w_dim, w_dim=w_dim, num_ws=synthesis.num_ws, num_layers=4)
+        with torch.no_grad():
+            for e in synthesis.epilogues:
+                e.noise_const.normal_()
+                e.noise_strength.fill_(0.1)
+                e.style_weight.mul_(0.5)
+            synthesis.torgb.weight.mul_(0.5)
+    G = Generator(synthesis, mapping)
+    G.eval().requires_grad_(False)
+    return G

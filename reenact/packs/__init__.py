@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 import torch
 
-from reenact.errors import ConfigError, WeightsMissingError
+from reenact.errors import ConfigError, ModelError, WeightsMissingError
 from reenact.faces import (
     DetectorSettings,
     DlibFaceEncoder,
@@ -41,7 +41,7 @@ from reenact.faces import (
     make_detector,
 )
 from reenact.faces.identity import SAME_PERSON_THRESHOLDS
-from reenact.models import registry
+from reenact.models import registry, stylegan1
 from reenact.models.encoders import AttributeEncoder, AttributeEncoderConfig
 from reenact.models.mapper import Mapper, MapperConfig, load_identity_model
 from reenact.models.spec import Pack
@@ -53,6 +53,7 @@ _install_loaders()
 __all__ = [
     "FacesBackend",
     "LoadedPack",
+    "check_pack_for_mode",
     "PackSettings",
     "load_pack",
     "pack_generator",
@@ -100,6 +101,18 @@ class LoadedPack:
     trained: bool
     match_threshold: float
     device: torch.device
+    recogniser: IdentityEncoder | None = None
+    recogniser_threshold: float | None = None
+
+    @property
+    def can_draw_identities(self) -> bool:
+        """Whether the generator has a mapping network (z -> w) to draw synthetic identities."""
+        return bool(getattr(self.generator, "has_mapping", True))
+
+    def require_identity_drawing(self) -> None:
+        """Raise :class:`WeightsMissingError` saying what to add when identities cannot be drawn."""
+        if not self.can_draw_identities:
+            raise WeightsMissingError(_NO_MAPPING.format(pack=self.name))
 
     def describe(self) -> dict[str, Any]:
         """Names of the models, for reports (numbers from different packs never mix)."""
@@ -109,9 +122,41 @@ class LoadedPack:
             "detector": self.detector.name,
             "identity": self.identity.name,
             "identity_match_threshold": self.match_threshold,
-            "generator": f"StyleGAN2 {self.generator.img_resolution}px, {self.generator.num_ws} ws",
+            "generator": f"StyleGAN{' v1' if isinstance(self.generator, stylegan1.Generator) else '2'} "
+                         f"{self.generator.img_resolution}px, {self.generator.num_ws} ws"
+                         + ("" if self.can_draw_identities else ", no mapping network"),
+            "recogniser": self.recogniser.name if self.recogniser is not None else None,
             "attribute_encoder": self.attribute_encoder.config.backbone if self.attribute_encoder else None,
         }
+
+
+_NO_MAPPING = (
+    "the {pack} pack has no StyleGAN v1 mapping network (z -> w), which deidentify needs to draw "
+    "synthetic identities: the authors' synthesis checkpoint does not contain one. Add NVIDIA's "
+    "official StyleGAN v1 .pkl (karras2019stylegan-ffhq-*.pkl, https://github.com/NVlabs/stylegan, "
+    "from the same training as the synthesis network) to the folder and run `reenact models import "
+    "{pack} FOLDER` again, or use `reenact` with --identity instead"
+)
+
+
+def check_pack_for_mode(pack: str, mode: str) -> None:
+    """Refuse, before any weights load, a ``mode`` that pack ``pack`` cannot run.
+
+    ``deidentify`` draws synthetic identities through the generator's mapping network; a
+    StyleGAN v1 pack (``paper``) without its ``mapping`` component in the cache raises
+    :class:`WeightsMissingError` saying what to add. Other modes and packs pass.
+    """
+    spec = registry.get_pack(pack)
+    gen = spec.components.get("generator")
+    if mode != "deidentify" or gen is None or gen.kind != "stylegan1":
+        return
+    if "mapping" in spec.components:
+        try:
+            registry.resolve(pack, "mapping")
+            return
+        except WeightsMissingError:
+            pass
+    raise WeightsMissingError(_NO_MAPPING.format(pack=pack))
 
 
 def _insightface_pack(spec: Pack) -> str:
@@ -242,6 +287,9 @@ def load_pack(
     device = torch.device(device)
     spec = registry.get_pack(settings.pack)
     detector, identity, threshold = _face_models(settings, spec, detector_settings)
+    gen_comp = spec.components.get("generator")
+    if gen_comp is not None and gen_comp.kind == "stylegan1":
+        return _load_paper_pack(settings, spec, detector, identity, threshold, device, need_mapper)
     generator = _generator(spec, settings.seed, device)
     encoder, mapper = _identity_networks(spec, identity.dim, generator, settings.seed, need_mapper, device)
     trained = mapper is not None and registry.get_component(spec.name, "identity_model").builtin is None
@@ -266,9 +314,92 @@ def load_pack(
     )
 
 
+def _stylegan1_generator(spec: Pack, device: torch.device | str) -> stylegan1.Generator:
+    """The pack's StyleGAN v1 generator, with its mapping network when that was imported."""
+    comp = spec.components["generator"]
+    path = registry.resolve(spec.name, "generator")
+    G = stylegan1.load_stylegan1(path, device="cpu")
+    if comp.output_size is not None and G.img_resolution != comp.output_size:
+        raise ModelError(
+            f"{path} is a {G.img_resolution}px StyleGAN v1 generator; the {spec.name} pack needs "
+            f"{comp.output_size}px: run `reenact models import {spec.name} FOLDER` again"
+        )
+    if "mapping" in spec.components and not G.has_mapping:
+        try:
+            mapping_path = registry.resolve(spec.name, "mapping")
+        except WeightsMissingError:
+            mapping_path = None
+        if mapping_path is not None:
+            G = stylegan1.attach_mapping(G, stylegan1.load_mapping(mapping_path, G.num_ws))
+    return G.to(device)
+
+
+def _load_paper_pack(
+    settings: PackSettings,
+    spec: Pack,
+    detector: FaceDetector,
+    recogniser: IdentityEncoder,
+    recogniser_threshold: float,
+    device: torch.device,
+    need_mapper: bool,
+) -> LoadedPack:
+    """A pack of the paper's networks (StyleGAN v1 generator; VGGFace2 codes; Keras encoder/mapper).
+
+    ``identity`` is the VGGFace2 code encoder (what the mapper was trained on); it is also what
+    the pipeline checks outputs with today, at :data:`PAPER_ID_THRESHOLD` unless
+    ``match_threshold`` is set. ``recogniser`` is the offline dlib descriptor (the face models
+    the settings choose) with its calibrated threshold, for checks that need one.
+    """
+    from reenact.models.inception_attr import load_attr_encoder
+    from reenact.models.paper_adapters import (
+        PAPER_ID_THRESHOLD,
+        PaperAttributeAdapter,
+        PaperIdentityCode,
+    )
+    from reenact.models.paper_mapper import load_paper_mapper
+    from reenact.models.vggface2 import load_id_encoder
+
+    name = spec.name
+    generator = _stylegan1_generator(spec, device)
+    identity = PaperIdentityCode(
+        load_id_encoder(registry.resolve(name, "identity"), resolution=generator.img_resolution), device
+    )
+    encoder: PaperAttributeAdapter | None = None
+    mapper: Mapper | None = None
+    try:
+        encoder = PaperAttributeAdapter(load_attr_encoder(registry.resolve(name, "attribute_encoder")))
+        mapper = load_paper_mapper(registry.resolve(name, "mapper"))
+    except WeightsMissingError:
+        if need_mapper:
+            raise
+        encoder = mapper = None
+    if mapper is not None and mapper.config.id_dim != identity.dim:
+        raise ConfigError(f"the {name} pack's mapper takes {mapper.config.id_dim}-d identity codes, "
+                          f"its identity encoder gives {identity.dim}-d")
+    if mapper is not None and mapper.config.w_dim != generator.w_dim:
+        raise ConfigError(f"the {name} pack's mapper gives {mapper.config.w_dim}-d w, the generator "
+                          f"takes {generator.w_dim}-d")
+    threshold = settings.match_threshold if settings.match_threshold is not None else PAPER_ID_THRESHOLD
+    return LoadedPack(
+        name=settings.pack,
+        detector=detector,
+        identity=identity,
+        generator=generator,  # type: ignore[arg-type]  # the StyleGAN2 interface, v1 networks
+        attribute_encoder=encoder.to(device) if encoder is not None else None,  # type: ignore[arg-type]
+        mapper=mapper.to(device) if mapper is not None else None,
+        trained=mapper is not None,
+        match_threshold=threshold,
+        device=device,
+        recogniser=recogniser,
+        recogniser_threshold=recogniser_threshold,
+    )
+
+
 def pack_generator(pack: str, device: str = "cpu") -> Generator:
     """The pack's generator, ready for inference (eval, no gradients); seeded ones use the pack's seed."""
     comp = registry.get_component(pack, "generator")
+    if comp.kind == "stylegan1":
+        return _stylegan1_generator(registry.get_pack(pack), device)  # type: ignore[return-value]
     if comp.builtin == "tiny_generator":
         return tiny_generator(seed=comp.seed or 0, resolution=comp.output_size or 64).to(device)
     return load_generator(registry.resolve(pack, "generator"), device=device)

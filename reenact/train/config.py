@@ -19,7 +19,11 @@ from reenact.models.onnx_modules import OnnxModelSpec
 
 @dataclass(frozen=True)
 class GeneratorConfig:
-    """The frozen StyleGAN2 generator: a converted weights file, or the seeded tiny one.
+    """The frozen generator: a converted weights file, or the seeded tiny one.
+
+    ``kind``: ``stylegan2`` (default) or ``stylegan1`` (the paper's setting: a file written
+    by ``reenact models import paper`` / ``convert_stylegan1``, with its mapping network,
+    or ``pack:paper/generator``; ``null`` path: ``tiny_stylegan1(tiny_seed, resolution)``).
 
     ``path``: our safetensors+JSON generator (``reenact models import`` converts NVlabs
     ``.pkl`` files), or a pack component (``pack:full/generator``); ``null`` uses ``tiny_generator(tiny_seed, resolution)``.
@@ -29,6 +33,11 @@ class GeneratorConfig:
     path: str | None = None
     resolution: int = 256
     tiny_seed: int = 0
+    kind: str = "stylegan2"
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("stylegan2", "stylegan1"):
+            raise ConfigError(f"generator.kind must be stylegan2 or stylegan1, got {self.kind!r}")
 
 
 @dataclass(frozen=True)

@@ -49,8 +49,19 @@ def build_generator(config: GeneratorConfig, device: torch.device | str = "cpu")
     from reenact.models.onnx_modules import resolve_model_path
     from reenact.models.stylegan2 import load_generator, tiny_generator
 
-    G = (load_generator(resolve_model_path(config.path), device=device) if config.path
-         else tiny_generator(config.tiny_seed, config.resolution))
+    if config.kind == "stylegan1":
+        from reenact.models.stylegan1 import load_stylegan1, tiny_stylegan1
+
+        G = (load_stylegan1(resolve_model_path(config.path), device=device) if config.path
+             else tiny_stylegan1(config.tiny_seed, config.resolution))
+        if not G.has_mapping:
+            raise ConfigError(
+                f"generator {config.path}: training samples w through the StyleGAN v1 mapping network, "
+                "which this file lacks; import the official v1 .pkl with it (reenact models import paper)"
+            )
+    else:
+        G = (load_generator(resolve_model_path(config.path), device=device) if config.path
+             else tiny_generator(config.tiny_seed, config.resolution))
     if int(G.img_resolution) != config.resolution:
         raise ConfigError(
             f"generator.resolution is {config.resolution} but {config.path or 'the tiny generator'} "
