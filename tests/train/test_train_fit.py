@@ -62,8 +62,8 @@ def test_run_writes_grids_logs_and_checkpoints(fitted: tuple[Any, list[Any], Pat
 
 def test_export_loads_in_model_loader(fitted: tuple[Any, list[Any], Path], tmp_path: Path,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    from reenact.packs import registry as weights
     from reenact.models.mapper import load_identity_model
+    from reenact.packs import registry as weights
     from reenact.train.export import export_identity_model
 
     trainer, _, results = fitted
