@@ -57,3 +57,23 @@ def test_gaussian_keeps_a_constant_and_tracks_are_independent() -> None:
     assert len(released) == 12
     for track, _frame, value in released:
         assert torch.allclose(value, torch.full((2, 3), 4.0 if track == 1 else -1.0))
+
+
+def test_alignment_smoothing_is_the_same_at_any_resolution() -> None:
+    """The same head motion filmed at twice the resolution is smoothed alike (scale-normalised)."""
+    from reenact.temporal import AlignmentSmoother
+
+    gen = torch.Generator().manual_seed(0)
+    small = AlignmentSmoother(FilterSettings(), fps=25.0, size=64)
+    large = AlignmentSmoother(FilterSettings(), fps=25.0, size=64)
+    for i in range(30):
+        scale = 0.5 + 0.02 * torch.randn(1, generator=gen).item()
+        shift = torch.tensor([float(i), 2.0]) + torch.randn(2, generator=gen)
+        M = torch.tensor([[scale, 0.0, shift[0]], [0.0, scale, shift[1]]], dtype=torch.float64)
+        M2 = M.clone()
+        M2[:, :2] /= 2  # frame pixels twice as many: same crop
+        [(_t, _f, a)] = small.push(0, i, M)
+        [(_t, _f, b)] = large.push(0, i, M2)
+        assert torch.allclose(b[:, :2] * 2, a[:, :2], atol=1e-9) and torch.allclose(b[:, 2], a[:, 2], atol=1e-7)
+        if i > 5:
+            assert not torch.allclose(a, M), "the transform is smoothed"
