@@ -24,7 +24,8 @@ Per frame, in order:
    detections. A track unseen for longer is closed.
 5. **Birth**: a track's faces are only released once it has ``min_hits`` detections.
 6. **Smoothing**: box corners and points go through a causal One-Euro filter per track
-   whose speed term is measured in face heights per second (scale-invariant).
+   whose speed term is measured in face heights per second (scale-invariant); its
+   settings are ``smoothing.points`` (:class:`reenact.temporal.PointSmoothing`).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from reenact.errors import ConfigError, ShapeError
 from reenact.faces.boxes import box_iou, match_boxes
 from reenact.faces.detect import FaceDetections, FaceDetector, check_frames
 from reenact.faces.identity import IdentityEncoder
-from reenact.temporal import OneEuroFilter
+from reenact.temporal import OneEuroFilter, PointSmoothing
 
 logger = logging.getLogger(__name__)
 
@@ -58,10 +59,9 @@ class TrackerSettings:
     occlude each other; the track ends and a new one starts). ``max_gap``: longest run of
     frames without detection that is filled. ``min_hits``: detections before a track's
     faces are released (at most ``1 + delay // detect_every``). ``scene_cut_threshold``:
-    histogram distance (0..1) that marks a cut. ``smooth_min_cutoff`` (Hz),
-    ``smooth_beta`` (per face-height/s), ``smooth_d_cutoff`` (Hz): One-Euro parameters
-    (``smooth_min_cutoff <= 0`` disables smoothing). ``detect_every``: run the detector
-    on every k-th frame only.
+    histogram distance (0..1) that marks a cut. ``detect_every``: run the detector
+    on every k-th frame only. The point filter's settings are not here but in
+    ``smoothing.points`` (given to :class:`FaceTracker` as ``points``).
     """
 
     iou_threshold: float = 0.3
@@ -70,9 +70,6 @@ class TrackerSettings:
     max_gap: int = 5
     min_hits: int = 2
     scene_cut_threshold: float = 0.12
-    smooth_min_cutoff: float = 1.5
-    smooth_beta: float = 5.0
-    smooth_d_cutoff: float = 1.0
     detect_every: int = 1
 
     def __post_init__(self) -> None:
@@ -94,8 +91,6 @@ class TrackerSettings:
                 f"min_hits must be between 1 and {most} (1 + delay // detect_every, with delay "
                 f"{self.delay}), got {self.min_hits}; lower min_hits or raise max_gap"
             )
-        if self.smooth_beta < 0 or self.smooth_d_cutoff <= 0:
-            raise ConfigError("smooth_beta must be >= 0 and smooth_d_cutoff > 0")
 
     @property
     def fill_gap(self) -> int:
@@ -196,7 +191,9 @@ class FaceTracker:
 
     Give a ``detector`` to let the tracker detect (honouring ``detect_every``), or pass
     the detections of every frame to :meth:`push` yourself. An ``encoder`` adds
-    appearance to the matching cost.
+    appearance to the matching cost (``settings.appearance_weight`` and
+    ``settings.min_similarity``; without one they have no effect). ``points`` sets the
+    causal filter of boxes and landmarks.
     """
 
     def __init__(
@@ -205,10 +202,12 @@ class FaceTracker:
         detector: FaceDetector | None = None,
         encoder: IdentityEncoder | None = None,
         fps: float = 25.0,
+        points: PointSmoothing = PointSmoothing(),
     ):
         if fps <= 0 or not math.isfinite(fps):
             raise ConfigError(f"fps must be a positive number, got {fps}")
         self.settings = settings
+        self.points = points
         self.detector = detector
         self.encoder = encoder
         self.fps = float(fps)
@@ -410,9 +409,9 @@ class FaceTracker:
                 obs = track.obs.pop(t, None)
                 if obs is None or track.hits < s.min_hits:
                     continue
-                if s.smooth_min_cutoff > 0:
-                    if track.smoother is None:
-                        track.smoother = OneEuroFilter(s.smooth_min_cutoff, s.smooth_beta, s.smooth_d_cutoff)
+                if track.smoother is None:
+                    track.smoother = self.points.make_filter()
+                if track.smoother is not None:
                     height = float(obs.box[3] - obs.box[1])
                     packed = np.concatenate([obs.box.reshape(2, 2), obs.points])
                     packed = track.smoother(packed, 1.0 / self.fps, point_scale=height).copy()
@@ -453,6 +452,7 @@ def track_video(
     fps: float = 25.0,
     detections: list[FaceDetections] | None = None,
     chunk_size: int = 32,
+    points: PointSmoothing = PointSmoothing(),
 ) -> list[TrackedFaces]:
     """Track the faces of a whole clip (convenience over :class:`FaceTracker`).
 
@@ -461,7 +461,7 @@ def track_video(
         (optional) one FaceDetections per frame instead of a detector.
         Returns one TrackedFaces per frame, frame_index 0..T-1.
     """
-    tracker = FaceTracker(settings, detector=detector, encoder=encoder, fps=fps)
+    tracker = FaceTracker(settings, detector=detector, encoder=encoder, fps=fps, points=points)
     out: list[TrackedFaces] = []
     if isinstance(frames, (torch.Tensor, np.ndarray)):
         whole = check_frames(frames)

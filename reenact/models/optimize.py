@@ -98,7 +98,8 @@ class OptimizeSettings:
     ``inner_face_scale``: size of the inner-face ellipse excluded from the pixel losses, in
     eye-to-mouth distances. ``batch_size``: faces optimised together at most.
     ``min_target_score``: a target identity photo detected with a lower score is warned
-    about. ``seed``: seeds the random starts (per track, so chunking does not matter).
+    about. The random starts are seeded by the pipeline's top-level ``seed`` (given to
+    :class:`OptimizingMapper`), not by a setting here.
     ``landmark_model``: the differentiable 68-point landmark ONNX model the pipeline loads
     (:func:`make_optimizing_mapping`; PFLD: RGB/255 input, ``input_scale: 1``); may stay
     unset only when ``weights.landmarks`` is 0.
@@ -117,7 +118,6 @@ class OptimizeSettings:
     inner_face_scale: float = 1.0
     batch_size: int = 8
     min_target_score: float = 0.6
-    seed: int = 0
     weights: OptimizeLossWeights = field(default_factory=OptimizeLossWeights)
     landmark_model: OnnxModelSpec = field(default_factory=lambda: OnnxModelSpec(input_scale=1.0))
 
@@ -248,6 +248,7 @@ class OptimizingMapper:
     ``landmark_net``: landmark crop ``[B,3,S,S]`` in [-1,1] -> ``[B,68,2]`` pixels of that
     crop (e.g. :class:`reenact.models.onnx_modules.OnnxLandmarks`); None only when the
     landmark weight is 0. All three are frozen and moved to the generator's device.
+    ``seed``: seeds each track's random starts (per track, so chunking does not matter).
     """
 
     def __init__(
@@ -257,8 +258,10 @@ class OptimizingMapper:
         landmark_net: nn.Module | None,
         settings: OptimizeSettings | None = None,
         geometry: CropGeometry | None = None,
+        seed: int = 0,
     ) -> None:
         self.settings = settings or OptimizeSettings()
+        self.seed = int(seed)
         gen_any: Any = generator
         self.G: Any = gen_any
         for name in ("num_ws", "w_dim", "z_dim", "img_resolution", "mapping", "synthesis"):
@@ -443,7 +446,7 @@ class OptimizingMapper:
 
     def _candidates(self, track_id: int) -> torch.Tensor:
         s = self.settings
-        gen = torch.Generator().manual_seed(s.seed * 1_000_003 + int(track_id) % 1_000_003)
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + int(track_id) % 1_000_003)
         z = torch.randn(s.init_candidates, int(self.G.z_dim), generator=gen).to(self.device)
         with torch.no_grad():
             ws: torch.Tensor = self.G.mapping(z, None, truncation_psi=s.init_truncation_psi)
@@ -774,19 +777,15 @@ def identity_net_for(encoder: Any) -> OnnxIdentity:
                                       std=float(std)))
 
 
-def make_optimizing_mapping(pack: Any, config: Any) -> OptimizingMapping:
-    """Build the ``optimize`` backend for a loaded pack and a pipeline config.
+def make_optimizing_mapping(pack: Any, settings: OptimizeSettings, seed: int) -> OptimizingMapping:
+    """Build the ``optimize`` backend for a loaded pack, its settings and the run's seed.
 
-    Uses ``config.optimize`` (an :class:`OptimizeSettings`) when the config has one, else
-    ``OptimizeSettings()`` with ``seed`` taken from ``config.seed``; the identity network
-    is the differentiable twin of ``pack.identity`` (so the target codes and the loss share
-    one embedding space); the landmark network is ``settings.landmark_model``.
+    The identity network is the differentiable twin of ``pack.identity`` (so the target
+    codes and the loss share one embedding space); the landmark network is
+    ``settings.landmark_model``; ``seed`` (the pipeline's ``seed``) seeds the random starts.
     """
-    settings = getattr(config, "optimize", None)
-    if settings is None:
-        settings = OptimizeSettings(seed=int(getattr(config, "seed", 0)))
     if not isinstance(settings, OptimizeSettings):
-        raise ConfigError(f"config.optimize must be OptimizeSettings, got {type(settings).__name__}")
+        raise ConfigError(f"optimize settings must be OptimizeSettings, got {type(settings).__name__}")
     identity = identity_net_for(pack.identity)
     landmarks: OnnxLandmarks | None = None
     if settings.landmark_model.path:
@@ -797,7 +796,7 @@ def make_optimizing_mapping(pack: Any, config: Any) -> OptimizingMapping:
             "(optimize.landmark_model.path; PFLD-style, Nx3x112x112 RGB/255 -> [N,136]) or set "
             "optimize.weights.landmarks: 0"
         )
-    return OptimizingMapping(OptimizingMapper(pack.generator, identity, landmarks, settings))
+    return OptimizingMapping(OptimizingMapper(pack.generator, identity, landmarks, settings, seed=seed))
 
 
 __all__ = [

@@ -10,6 +10,9 @@ from reenact.errors import ConfigError, ShapeError
 from reenact.faces.detect import FaceDetections
 from reenact.faces.identity import cosine_similarity
 from reenact.faces.track import FaceTracker, TrackerSettings, track_video
+from reenact.temporal import PointSmoothing
+
+NO_SMOOTHING = PointSmoothing(method="none")
 
 SINGLE_FACE_CLIPS = ["liveportrait_d0.mp4", "liveportrait_d12.mp4", "sadtalker_WDA_KatieHill_000.mp4"]
 
@@ -134,14 +137,14 @@ def test_short_gaps_are_filled_long_gaps_split(read_clip, clip_detections):
     frames = read_clip(clip, 40)
     dets = list(clip_detections(clip, 40))
     holed = [FaceDetections.empty() if 10 <= i <= 12 else d for i, d in enumerate(dets)]
-    settings = TrackerSettings(smooth_min_cutoff=0.0)
-    tracked = track_video(frames, detections=holed, settings=settings)
+    settings = TrackerSettings()
+    tracked = track_video(frames, detections=holed, settings=settings, points=NO_SMOOTHING)
     assert len(_frames_per_track(tracked)) == 1
     for i in (10, 11, 12):
         assert tracked[i].interpolated.tolist() == [True]
         assert np.abs(tracked[i].points[0] - dets[i].points[0]).mean() < 4.0  # close to the real face
     long_hole = [FaceDetections.empty() if 10 <= i <= 19 else d for i, d in enumerate(dets)]
-    tracked = track_video(frames, detections=long_hole, settings=settings)
+    tracked = track_video(frames, detections=long_hole, settings=settings, points=NO_SMOOTHING)
     assert len(_frames_per_track(tracked)) == 2
     assert all(len(tracked[i]) == 0 for i in range(10, 20))
 
@@ -168,7 +171,7 @@ def test_smoothing_reduces_jitter_without_drifting(read_clip, clip_detections):
     clip = "liveportrait_d0.mp4"
     frames = read_clip(clip, 40)
     dets = clip_detections(clip, 40)
-    raw = np.stack([f.points[0] for f in track_video(frames, detections=dets, settings=TrackerSettings(smooth_min_cutoff=0.0))])
+    raw = np.stack([f.points[0] for f in track_video(frames, detections=dets, points=NO_SMOOTHING)])
     smooth = np.stack([f.points[0] for f in track_video(frames, detections=dets)])
     jitter_raw = np.abs(np.diff(raw, n=2, axis=0)).mean()
     jitter_smooth = np.abs(np.diff(smooth, n=2, axis=0)).mean()

@@ -122,7 +122,7 @@ def test_pipeline_factory_uses_the_packs_identity_model(fixtures: Path, clip_cro
     settings = OptimizeSettings(steps_first=4, steps_warm=2, init_candidates=2,
                                 landmark_model=OnnxModelSpec(str(models / "landmarks_pfld68/pfld.onnx"),
                                                              input_size=112, input_scale=1.0))
-    mapping = make_optimizing_mapping(pack, SimpleNamespace(optimize=settings, seed=0))
+    mapping = make_optimizing_mapping(pack, settings, seed=0)
     # the onnxruntime encoder and its onnx2torch twin agree on the input faces
     with torch.no_grad():
         twin = mapping.mapper.identity_net(_arcface_crops(mapping, clip_crops[:1]))
@@ -135,9 +135,9 @@ def test_pipeline_factory_uses_the_packs_identity_model(fixtures: Path, clip_cro
 
     with pytest.raises(ConfigError, match="differentiable identity model"):
         make_optimizing_mapping(SimpleNamespace(identity=DlibFaceEncoder(), generator=G),
-                                SimpleNamespace(optimize=settings))
+                                settings, seed=0)
     with pytest.raises(ConfigError, match="landmark_model.path"):
-        make_optimizing_mapping(pack, SimpleNamespace(optimize=OptimizeSettings()))
+        make_optimizing_mapping(pack, OptimizeSettings(), seed=0)
 
 
 def _arcface_crops(mapping, crops: torch.Tensor) -> torch.Tensor:

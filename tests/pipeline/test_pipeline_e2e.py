@@ -146,8 +146,9 @@ def test_gaussian_lookahead_delays_but_never_drops_frames(clip: Path, config: Pi
     from reenact.config import replace
 
     out = tmp_path / "gauss.mp4"
-    report = process_video(clip, out, "deidentify", replace(config, {"smoothing.method": "gaussian",
-                                                                      "smoothing.window": 3}))
+    report = process_video(clip, out, "deidentify", replace(config, {
+        "smoothing.latent.method": "gaussian", "smoothing.latent.window": 3,
+        "smoothing.alignment.method": "gaussian", "smoothing.alignment.window": 2}))
     frames, pts = decode(out)
     assert frames.shape[0] == FRAMES and pts == decode(clip)[1]
     assert report["counts"]["faces_replaced"] + report["counts"]["faces_blurred"] >= FRAMES

@@ -11,26 +11,31 @@ from reenact.batch import plan_folder
 from reenact.cli import deidentify_main
 from reenact.config import replace
 from reenact.errors import ConfigError
-from reenact.pipeline import FaceReplacer, PipelineConfig, TrackIdentity, cached_pack
+from reenact.pipeline import FaceReplacer, PipelineConfig, SyntheticIdentities, cached_pack
+
+D = 128
 
 
 def _unit(v: torch.Tensor) -> torch.Tensor:
     return v / v.norm()
 
 
+def _random_candidates(seed: int) -> torch.Tensor:
+    return _unit(torch.randn(D, generator=torch.Generator().manual_seed(seed)))
+
+
 def test_a_person_seen_again_keeps_their_synthetic_identity() -> None:
-    config = PipelineConfig(device="cpu")
-    pack = cached_pack(config, torch.device("cpu"))
-    replacer = FaceReplacer(pack, config, "deidentify", 25.0)
+    policy = SyntheticIdentities(_random_candidates, threshold=0.4, seed=0, max_draws=8)
     gen = torch.Generator().manual_seed(0)
-    person = _unit(torch.randn(pack.identity.dim, generator=gen))
-    code = _unit(torch.randn(pack.identity.dim, generator=gen))
-    replacer.identities[0] = TrackIdentity(code=code, original=person, draws=1)
+    person = _unit(torch.randn(D, generator=gen))
+    first = policy.identity_for(0, lambda: person)
+    assert first.code is not None and first.draws >= 1
     # the same person after a cut (a slightly different embedding): same synthetic identity
-    again = replacer._same_person_identity(_unit(person + 0.02 * torch.randn(pack.identity.dim, generator=gen)))
-    assert again is not None and torch.equal(again.code, code)
-    # somebody else: no reuse, a new identity will be drawn
-    assert replacer._same_person_identity(_unit(torch.randn(pack.identity.dim, generator=gen))) is None
+    again = policy.identity_for(1, lambda: _unit(person + 0.02 * torch.randn(D, generator=gen)))
+    assert again.code is not None and torch.equal(again.code, first.code) and again.draws == 0
+    # somebody else: a new identity is drawn
+    other = policy.identity_for(2, lambda: _unit(torch.randn(D, generator=gen)))
+    assert other.code is not None and not torch.equal(other.code, first.code)
 
 
 def test_fail_closed_deidentify_refuses_sparse_detection() -> None:

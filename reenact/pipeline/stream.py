@@ -1,0 +1,262 @@
+"""Steps 3-10 as one streaming transform over decoded chunks (see :mod:`reenact.pipeline.run`).
+
+:class:`FaceReplacer` wires the named parts: the tracker, face selection, the identity
+policy, the two smoothers, the latent mapper, the generator, the blender, the privacy
+check and redaction; the run report counts what happened.
+
+Conventions: frames uint8 ``[T,H,W,3]`` RGB; crops and generated faces float
+``[F,3,R,R]`` in [-1,1]; affine matrices ``[F,2,3]`` map frame pixels to crop pixels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+from reenact.blend import paste_faces
+from reenact.faces import (
+    FaceDetections,
+    FaceDetector,
+    ffhq_template,
+    similarity_from_points,
+    warp_to_crop,
+)
+from reenact.faces.track import FaceTracker, TrackedFaces
+from reenact.io import FrameChunk
+from reenact.packs import LoadedPack
+from reenact.pipeline.identity import IdentityPolicy, TrackIdentity, policy_class
+from reenact.pipeline.mapping import make_mapping
+from reenact.pipeline.privacy import check_identities, redact, untracked_faces
+from reenact.pipeline.report import RunReport
+from reenact.pipeline.selection import FaceSelection
+from reenact.pipeline.settings import Mode, PipelineConfig
+from reenact.pipeline.slots import FaceRecord, FrameSlot, FrameSlots
+from reenact.temporal import AlignmentSmoother, TrackSmoother
+
+
+class ThresholdedDetector:
+    """A detector whose faces below ``score_threshold`` are dropped after detection.
+
+    The model stays loaded once whatever the threshold (greedy NMS keeps a face only against
+    higher-scored ones, so thresholding after it gives the faces thresholding before would).
+    """
+
+    def __init__(self, detector: FaceDetector, score_threshold: float) -> None:
+        self.detector, self.score_threshold = detector, score_threshold
+        self.name = detector.name
+
+    def detect(self, frames: torch.Tensor | np.ndarray) -> list[FaceDetections]:
+        """Conventions: frames uint8 [T,H,W,3]; one FaceDetections per frame."""
+        return [d.select(d.scores >= self.score_threshold) for d in self.detector.detect(frames)]
+
+
+def build_tracker(config: PipelineConfig, pack: Any, fps: float) -> FaceTracker:
+    """The tracker as the pipeline runs it: the pack's identity model for the appearance term
+    (``tracker.appearance_weight``, ``tracker.min_similarity``), ``smoothing.points`` for its
+    point filter, and the detector only when it detects on a subset of frames itself."""
+    detector = None if config.tracker.detect_every == 1 else pack.detector
+    return FaceTracker(config.tracker, detector=detector, encoder=pack.identity, fps=fps,
+                       points=config.smoothing.points)
+
+
+def identity_threshold(config: PipelineConfig, pack: LoadedPack) -> float:
+    """Similarity at which two faces count as one person (``deidentify.threshold`` or the pack's)."""
+    return config.deidentify.threshold if config.deidentify.threshold is not None else pack.match_threshold
+
+
+class FaceReplacer:
+    """Steps 3-10 as an iterator transform over FrameChunks.
+
+    ``policy``: the identity policy (built for ``mode`` from ``target`` when not given).
+    ``keep_frames``: frame indices kept (before, after) in ``kept`` for a preview.
+    """
+
+    def __init__(
+        self,
+        pack: LoadedPack,
+        config: PipelineConfig,
+        mode: Mode,
+        fps: float,
+        *,
+        target: torch.Tensor | None = None,
+        reference: torch.Tensor | None = None,
+        keep_frames: set[int] | None = None,
+        policy: IdentityPolicy | None = None,
+    ) -> None:
+        self.pack, self.config = pack, config
+        self.device = pack.device
+        self.size = pack.generator.img_resolution
+        self.template = ffhq_template(self.size).to(self.device)
+        self.threshold = identity_threshold(config, pack)
+        if policy is None:
+            policy = policy_class(mode).build(pack, config, self.threshold, target)
+        self.policy = policy
+        policy.check_tracker(config.tracker)
+        self.report = RunReport(policy.similarity_key)
+        self.select = FaceSelection(
+            config.faces, reference=reference.to(self.device) if reference is not None else None,
+            threshold=self.threshold, embed=self._embed_faces,
+        )
+        self.mapping = make_mapping(pack, config)
+        self.tracker = build_tracker(config, pack, fps)
+        self.smooth_M = AlignmentSmoother(config.smoothing.alignment, fps, self.size)
+        self.smooth_w = TrackSmoother(config.smoothing.latent, fps)
+        self.slots = FrameSlots(config.max_batch)
+        self.identities: dict[int, TrackIdentity] = {}
+        self.active: set[int] = set()
+        self.to_map: list[tuple[int, FaceRecord]] = []
+        self.keep_frames = keep_frames or set()
+        self.kept: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    # steps 3-4: detect, track, select, identity, alignment ----------------------------------
+    def __call__(self, chunks: Iterator[FrameChunk]) -> Iterator[FrameChunk]:
+        timer = self.report.timer
+        for chunk in chunks:
+            frames = chunk.frames.to(self.device)
+            self.slots.add(chunk.start_index, frames, chunk.pts)
+            raw: list[FaceDetections] | None = None
+            if self.tracker.detector is None:
+                with timer("detect"):
+                    raw = self.pack.detector.detect(frames)
+                for i, dets in enumerate(raw):
+                    self.slots[chunk.start_index + i].raw = dets
+            with timer("track"):
+                released = self.tracker.push(frames, raw)
+            self._take_tracked(released)
+            yield from self._emit()
+        with timer("track"):
+            released = self.tracker.flush()
+        self._take_tracked(released)
+        self._end_tracks(set(self.active))
+        yield from self._emit(final=True)
+
+    def _embed_faces(self, frame_index: int, points: np.ndarray) -> torch.Tensor:
+        frame = self.slots[frame_index].frame
+        with self.report.timer("identity"):
+            return self.pack.identity.embed(
+                frame[None], torch.zeros(points.shape[0], dtype=torch.long, device=self.device),
+                torch.from_numpy(points).to(self.device),
+            )
+
+    def _take_tracked(self, released: list[TrackedFaces]) -> None:
+        for faces in released:
+            slot = self.slots[faces.frame_index]
+            slot.faces_seen = len(faces)
+            chosen = self.select(faces)
+            present = {int(faces.track_ids[i]) for i in chosen}
+            self._end_tracks(self.active - present)
+            self.active = present
+            for i in chosen:
+                track_id = int(faces.track_ids[i])
+                self.slots.add_face(faces.frame_index, FaceRecord(track_id, faces.boxes[i].copy(),
+                                                                  faces.points[i].copy()))
+                self._identity_for(track_id, faces.frame_index, faces.points[i : i + 1])
+                M = similarity_from_points(torch.from_numpy(faces.points[i : i + 1]).to(self.device),
+                                           self.template)[0]
+                with self.report.timer("smooth"):
+                    self._take_M(self.smooth_M.push(track_id, faces.frame_index, M))
+            if self.policy.covers_untracked and slot.raw is not None:
+                for record in untracked_faces(slot.raw, faces.boxes):
+                    self.slots.add_face(faces.frame_index, record)
+            slot.tracked = True
+        self._map_pending()
+
+    def _identity_for(self, track_id: int, frame_index: int, points: np.ndarray) -> None:
+        if track_id in self.identities:
+            return
+        with self.report.timer("identity"):
+            identity = self.policy.identity_for(track_id, lambda: self._embed_faces(frame_index, points)[0])
+        self.identities[track_id] = identity
+        track = self.report.tracks[track_id]
+        track.identity = self.policy.describe(identity)
+        track.identity_failed = track.identity is not None and identity.failed is not None
+
+    # steps 5-7: align, map, smooth w -----------------------------------------------------
+    def _take_M(self, released: list[tuple[int, int, torch.Tensor]]) -> None:
+        for track_id, frame_index, M in released:
+            record = self.slots.record(frame_index, track_id)
+            record.M = M
+            identity = self.identities[track_id]
+            if identity.code is None:
+                record.failed = identity.failed or "no identity"
+                continue
+            self.to_map.append((frame_index, record))
+
+    def _map_pending(self) -> None:
+        timer, max_batch = self.report.timer, self.config.max_batch
+        while self.to_map:
+            batch, self.to_map = self.to_map[:max_batch], self.to_map[max_batch:]
+            frames = torch.stack([self.slots[fi].frame for fi, _r in batch])
+            M = torch.stack([r.M for _fi, r in batch if r.M is not None])
+            with timer("align"):
+                crops = warp_to_crop(frames, torch.arange(len(batch), device=self.device), M, self.size)
+            codes = [self.identities[r.track_id].code for _fi, r in batch]
+            with timer("map"):
+                ws = self.mapping(crops, torch.stack([c for c in codes if c is not None]).to(self.device),
+                                  [r.track_id for _fi, r in batch])
+            with timer("smooth"):
+                for (fi, r), w in zip(batch, ws, strict=True):
+                    self._take_w(self.smooth_w.push(r.track_id, fi, w))
+
+    def _take_w(self, released: list[tuple[int, int, torch.Tensor]]) -> None:
+        for track_id, frame_index, w in released:
+            self.slots.record(frame_index, track_id).ws = w
+
+    def _end_tracks(self, ended: set[int]) -> None:
+        for track_id in sorted(ended):
+            with self.report.timer("smooth"):
+                self._take_M(self.smooth_M.end_track(track_id))
+            self._map_pending()
+            with self.report.timer("smooth"):
+                self._take_w(self.smooth_w.end_track(track_id))
+            self.mapping.end_track(track_id)
+
+    # steps 8-10: synthesize, blend, check, redact ------------------------------------------
+    def _emit(self, final: bool = False) -> Iterator[FrameChunk]:
+        for slots in self.slots.pop_ready(final):
+            yield self._finish(slots)
+
+    def _finish(self, slots: list[FrameSlot]) -> FrameChunk:
+        frames = torch.stack([s.frame for s in slots])
+        indices = [s.index for s in slots]
+        faces = [(j, f) for j, s in enumerate(slots) for f in s.faces if f.ws is not None and f.failed is None]
+        out = frames
+        if faces:
+            out = self._synthesize_and_blend(frames, faces)
+            faces = [(j, f) for j, f in faces if f.failed is None]
+            check_identities(out, faces, indices, self.pack.identity.embed, self.policy, self.identities,
+                             self.report)
+        out = redact(out, slots, self.policy.redacts, self.report)
+        self.report.count("frames", len(slots))
+        self.report.count("frames_with_faces", sum(1 for s in slots if s.faces_seen or s.faces))
+        for j, i in enumerate(indices):
+            if i in self.keep_frames:
+                self.kept[i] = (frames[j].cpu().clone(), out[j].cpu().clone())
+        pts = torch.tensor([s.pts for s in slots], dtype=torch.int64)
+        return FrameChunk(out.cpu(), pts, indices[0])
+
+    def _synthesize_and_blend(self, frames: torch.Tensor, faces: list[tuple[int, FaceRecord]]) -> torch.Tensor:
+        """Steps 8-9: generate the faces and paste them into ``frames`` (marks refused faces failed)."""
+        timer, max_batch = self.report.timer, self.config.max_batch
+        ws = torch.stack([f.ws for _j, f in faces if f.ws is not None])
+        for _j, f in faces:
+            if f.ws is not None:
+                self.report.tracks[f.track_id].add_latent(f.ws)
+        with timer("synthesize"), torch.no_grad():
+            generated = torch.cat([
+                self.pack.generator.synthesis(ws[k : k + max_batch], noise_mode="const")
+                for k in range(0, ws.shape[0], max_batch)
+            ])
+        index = torch.tensor([j for j, _f in faces], dtype=torch.long, device=self.device)
+        M = torch.stack([f.M for _j, f in faces if f.M is not None])
+        with timer("blend"):
+            out, stats = paste_faces(frames, generated.float(), index, M, settings=self.config.blend)
+        self.report.count("faces_refused_by_blend", stats.refused)
+        for k in stats.refused_indices:
+            faces[k][1].failed = "generated face refused by the blender (NaN or inf)"
+        for k in stats.skipped_indices:
+            faces[k][1].failed = "face outside the frame"
+        return out
