@@ -46,7 +46,7 @@ from reenact.io import (
     run_stream,
 )
 from reenact.io.atomic import atomic_path, atomic_write_text
-from reenact.packs import LoadedPack, load_pack
+from reenact.packs import LoadedPack, check_pack_for_mode, load_pack
 from reenact.pipeline.identity import policy_class
 from reenact.pipeline.settings import Mode, PipelineConfig
 from reenact.pipeline.stream import FaceReplacer, ThresholdedDetector, identity_threshold
@@ -126,8 +126,7 @@ def check_inputs(
         _check_photo(Path(identity), "identity photo (--identity)")
     if config.faces.startswith("reference:"):
         _check_photo(Path(config.faces.split(":", 1)[1]), "reference photo (--faces reference:...)")
-    if config.models.pack not in ("tiny", "full"):
-        raise ConfigError(f"unknown model pack {config.models.pack!r}; known packs: tiny, full")
+    check_pack_for_mode(config.models.pack, mode)  # an unknown pack, or one that cannot serve this mode
     resolve_device(config.device)
     if config.mapper == "optimize":
         if config.models.identity_model is None and not (

@@ -130,8 +130,6 @@ def test_import_authors_layout_through_the_cli_then_grid_and_interpolate(
     assert (tmp_path / "i.gif").stat().st_size > 0
 
 
-@pytest.mark.xfail(strict=True, reason="needs the pipeline's check_inputs to accept every registry pack "
-                   "(it lists only tiny and full); see the paper-pack port notes")
 def test_reenact_video_with_the_paper_pack_through_the_cli(one_folder: Path, tmp_path: Path, home: Path,
                                                           fixtures: Path) -> None:
     assert main(["models", "--quiet", "import", "paper", str(one_folder)]) == 0
