@@ -47,7 +47,7 @@ FLAG_SETTINGS: dict[str, FlagSetting] = {
     "pack": FlagSetting(("models.pack",)),
     "faces_backend": FlagSetting(("models.faces_backend",)),
     "detector_model": FlagSetting(("models.detector_model",)),
-    "detector.score_threshold": FlagSetting(("detector.threshold",)),
+    "detector_threshold": FlagSetting(("detector.score_threshold",)),
     "identity_model": FlagSetting(("models.identity_model",)),
     "identity_mean": FlagSetting(("models.identity_model_mean",)),
     "identity_std": FlagSetting(("models.identity_model_std",)),
