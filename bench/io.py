@@ -148,8 +148,50 @@ def goal(name: str, value: float, op: str, target: float) -> bool:
     return ok
 
 
+PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium")
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def preset_table(clips: list[Path], frames: int, crf: int, tune: str | None, repeats: int) -> None:
+    """x264 presets: encode fps (RGB -> YUV -> H.264, in the writer) and PSNR of the
+    re-encoded frames against the decoded input, with the writer's crf and tune. The
+    frames are passed through unchanged, so this is the PSNR of the background (what
+    deidentify leaves alone) that the encoder alone costs."""
+    tmp = Path(tempfile.mkdtemp(prefix="reenact-bench-presets-"))
+    print(f"| preset | {' | '.join(f'{c.stem[:18]} fps | dB | kB' for c in clips)} |")
+    print("|---" * (1 + 3 * len(clips)) + "|")
+    for preset in PRESETS:
+        cells = []
+        for clip in clips:
+            with open_video(clip, chunk_size=frames) as reader:
+                chunk = next(iter(reader))
+                info = reader.info
+            best = float("inf")
+            out = tmp / "out.mp4"
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                with VideoWriter(out, info, overwrite=True, crf=crf, preset=preset, tune=tune) as w:
+                    w.write(chunk)
+                best = min(best, time.perf_counter() - t0)
+            with open_video(out, chunk_size=frames) as reader:
+                back = next(iter(reader)).frames.numpy()
+            cells.append(f"{len(chunk) / best:.1f} | {psnr(chunk.frames.numpy(), back):.2f} | "
+                         f"{out.stat().st_size // 1024}")
+        print(f"| {preset} | {' | '.join(cells)} |", flush=True)
+    for p in tmp.iterdir():
+        p.unlink()
+    tmp.rmdir()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--presets", action="store_true",
+                        help="only print the x264 preset table (encode fps, PSNR vs input) and exit")
+    parser.add_argument("--preset-frames", type=int, default=48)
     parser.add_argument("--preset", default="veryfast", help="x264 preset for the throughput race")
     parser.add_argument("--crf", type=int, default=18)
     parser.add_argument("--repeats", type=int, default=2)
@@ -157,6 +199,14 @@ def main() -> int:
     args = parser.parse_args()
     if args.rss_child:
         rss_child(*args.rss_child)
+        return 0
+    if args.presets:
+        fx = fixtures_dir()
+        names = ("liveportrait_d0.mp4", "mobileface_friends1.mp4")
+        clips = [fx / "videos" / n for n in names] if fx else []
+        if not clips:
+            clips = [make_clip(Path(tempfile.mkdtemp()) / "clip_720p.mp4", 2.0)]
+        preset_table(clips, args.preset_frames, EncodeSettings().crf, EncodeSettings().tune, args.repeats)
         return 0
 
     tmp = Path(tempfile.mkdtemp(prefix="reenact-bench-io-"))

@@ -60,7 +60,11 @@ class PfldLandmarks:
         try:
             import onnxruntime as ort
 
-            self._session = ort.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
+            from reenact.faces.onnx_session import session_options
+
+            self._session = ort.InferenceSession(
+                str(self.path), sess_options=session_options(), providers=["CPUExecutionProvider"]
+            )
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise ModelError(f"cannot load landmark model {self.path}: {exc}") from exc
         inputs = self._session.get_inputs()

@@ -29,13 +29,24 @@ def available_providers(prefer_cuda: bool = True) -> list[str]:
     return providers
 
 
-def session_options() -> Any:
+def session_options(*, cpu_mem_arena: bool = True, mem_pattern: bool = True) -> Any:
     """onnxruntime options used for every face model: quiet, and no busy-waiting threads
-    (spinning threads halve throughput when the decoder and writer threads share the CPU)."""
+    (spinning threads halve throughput when the decoder and writer threads share the CPU).
+
+    ``cpu_mem_arena`` / ``mem_pattern``: onnxruntime's CPU memory arena (it keeps the
+    largest activations ever seen for the life of the session) and its pre-planned
+    allocation pattern. Measured on CenterFace, 512x512 frames, 2 CPU cores (a loaded
+    machine, 16 frames): 8 frames per call, on 913 MiB peak above the process, 18.6 s;
+    off 561 MiB, 20.3 s. 2 frames per call: on 367 MiB, 14.3 s; off 357 MiB, 17.7 s.
+    With calls kept small (``DetectorSettings.batch_pixels``) the arena costs little
+    memory and saves time, so both stay on by default; turn them off for large batches.
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    options.enable_cpu_mem_arena = cpu_mem_arena
+    options.enable_mem_pattern = mem_pattern
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     return options
@@ -66,11 +77,15 @@ def open_session(
     what: str,
     dynamic_axes: Sequence[int] = (),
     prefer_cuda: bool = True,
+    *,
+    cpu_mem_arena: bool = True,
+    mem_pattern: bool = True,
 ) -> Any:
     """Open an onnxruntime session for ``path``.
 
     ``dynamic_axes`` lists axes of every graph input and output to make symbolic (for
     example ``(0,)`` to allow any batch size, ``(0, 2, 3)`` for batch and spatial size).
+    ``cpu_mem_arena`` / ``mem_pattern``: see :func:`session_options`.
     Raises :class:`ModelError` naming the file when it is missing, corrupt or rejected.
     """
     import onnxruntime as ort
@@ -87,7 +102,7 @@ def open_session(
                     dims[axis].ClearField("dim_value")
                     dims[axis].dim_param = f"dyn_{axis}"
         del model.graph.value_info[:]
-    options = session_options()
+    options = session_options(cpu_mem_arena=cpu_mem_arena, mem_pattern=mem_pattern)
     try:
         session = ort.InferenceSession(
             model.SerializeToString(), sess_options=options, providers=available_providers(prefer_cuda)

@@ -1,7 +1,9 @@
 """The streaming engine: a reader thread, the compute loop and a writer thread.
 
 Decoding, compute and encoding overlap; they are joined by bounded queues, so memory is
-set by ``queue_size`` and the chunk size, never by the length of the video. The compute
+set by ``queue_bytes`` (and ``queue_size``), never by the length of the video. The
+queues are bounded in bytes of frames, not in chunks: four 16-frame chunks are 50 MiB at
+512x512 but 400 MiB at 1080p and 1.6 GiB at 4K, per queue. The compute
 step is an *iterator transformer* (chunks in, chunks out), so it may hold chunks back
 for look-ahead smoothing and release them later.
 
@@ -13,6 +15,7 @@ all stages and is re-raised, so the writer's context manager removes its tempora
 
 from __future__ import annotations
 
+import collections
 import queue
 import threading
 import time
@@ -21,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from reenact.errors import ConfigError, PipelineError, ReenactError
-from reenact.io.reader import FrameChunk
+from reenact.io.reader import DEFAULT_QUEUE_BYTES, FrameChunk
 
 _POLL = 0.05  # seconds between checks of the stop flag while blocked on a queue
 _END = object()
@@ -57,16 +60,64 @@ class _Stopped(BaseException):
     transform's ``except Exception`` cannot swallow it."""
 
 
+def _nbytes(item: Any) -> int:
+    frames = getattr(item, "frames", None)
+    return int(frames.numel() * frames.element_size()) if frames is not None else 0
+
+
+class ByteQueue:
+    """A FIFO bounded by the bytes of the frames it holds and by a count of items.
+
+    ``put`` waits while the queue holds ``max_items`` items, or while it is not empty and
+    the new item would take it over ``max_bytes`` (so an item larger than ``max_bytes``
+    still passes, alone). The API is the part of :class:`queue.Queue` the engine uses:
+    ``put(item, timeout)`` raises :class:`queue.Full`, ``get(timeout)`` :class:`queue.Empty`.
+    """
+
+    def __init__(self, max_bytes: int, max_items: int) -> None:
+        self.max_bytes = max_bytes
+        self.max_items = max_items
+        self.bytes = 0
+        self._items: collections.deque[tuple[Any, int]] = collections.deque()
+        self._cond = threading.Condition()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def _fits(self, size: int) -> bool:
+        if not self._items:
+            return True
+        return len(self._items) < self.max_items and self.bytes + size <= self.max_bytes
+
+    def put(self, item: Any, timeout: float | None = None) -> None:
+        size = _nbytes(item)
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._fits(size), timeout):
+                raise queue.Full
+            self._items.append((item, size))
+            self.bytes += size
+            self._cond.notify_all()
+
+    def get(self, timeout: float | None = None) -> Any:
+        with self._cond:
+            if not self._cond.wait_for(lambda: bool(self._items), timeout):
+                raise queue.Empty
+            item, size = self._items.popleft()
+            self.bytes -= size
+            self._cond.notify_all()
+            return item
+
+
 class _Run:
-    def __init__(self, queue_size: int) -> None:
+    def __init__(self, queue_size: int, queue_bytes: int) -> None:
         self.stop = threading.Event()
         # Set when compute is done with its input (it may stop early): the reader ends.
         self.input_closed = threading.Event()
         self.lock = threading.Lock()
         self.error: BaseException | None = None
         self.stage: str = ""
-        self.in_q: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
-        self.out_q: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
+        self.in_q = ByteQueue(queue_bytes, queue_size)
+        self.out_q = ByteQueue(queue_bytes, queue_size)
 
     def fail(self, stage: str, exc: BaseException) -> None:
         with self.lock:
@@ -75,7 +126,7 @@ class _Run:
                 self.stage = stage
         self.stop.set()
 
-    def put(self, q: queue.Queue[Any], item: Any, closed: threading.Event | None = None) -> None:
+    def put(self, q: ByteQueue, item: Any, closed: threading.Event | None = None) -> None:
         while True:
             if self.stop.is_set() or (closed is not None and closed.is_set()):
                 raise _Stopped
@@ -85,7 +136,7 @@ class _Run:
             except queue.Full:
                 continue
 
-    def get(self, q: queue.Queue[Any]) -> Any:
+    def get(self, q: ByteQueue) -> Any:
         while True:
             if self.stop.is_set():
                 raise _Stopped
@@ -101,6 +152,7 @@ def run_stream(
     writer: ChunkSink,
     *,
     queue_size: int = 4,
+    queue_bytes: int = DEFAULT_QUEUE_BYTES,
 ) -> StreamStats:
     """Decode ``reader`` in a thread, run ``transform`` here, write in a thread.
 
@@ -108,12 +160,15 @@ def run_stream(
         chunks are FrameChunk (frames uint8 ``[T,H,W,3]``, pts int64 ``[T]``); the
         transform must yield chunks in order; it may yield fewer/more/delayed chunks.
 
-    ``queue_size`` bounds each of the two queues (chunks). Returns :class:`StreamStats`.
+    Each of the two queues holds at most ``queue_size`` chunks and at most ``queue_bytes``
+    bytes of frames (one chunk always passes, however large). Returns :class:`StreamStats`.
     Raises the first stage's ReenactError, or PipelineError("<stage> stage failed: ...").
     """
     if not isinstance(queue_size, int) or queue_size < 1:
         raise ConfigError(f"queue_size must be a positive integer, got {queue_size!r}")
-    run = _Run(queue_size)
+    if not isinstance(queue_bytes, int) or queue_bytes < 1:
+        raise ConfigError(f"queue_bytes must be a positive integer, got {queue_bytes!r}")
+    run = _Run(queue_size, queue_bytes)
     busy = {"read": 0.0, "compute": 0.0, "write": 0.0}
     counts = {"read": 0, "write": 0}
     t_start = time.perf_counter()

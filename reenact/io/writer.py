@@ -30,7 +30,7 @@ from typing import Any
 
 import av
 
-from reenact.errors import OutputExistsError, ShapeError, VideoWriteError
+from reenact.errors import ConfigError, OutputExistsError, ShapeError, VideoWriteError
 from reenact.io.probe import VideoInfo
 from reenact.io.reader import FrameChunk
 
@@ -42,15 +42,40 @@ _MUXER_KEYS = {"major_brand", "minor_version", "compatible_brands", "encoder"}
 _AUDIO_LEAD = 0.5
 
 
+#: x264 presets from fastest to slowest (``EncodeSettings.preset``).
+X264_PRESETS = (
+    "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
+    "placebo",
+)
+#: x264 tunes (``EncodeSettings.tune``; None for none).
+X264_TUNES = ("film", "animation", "grain", "stillimage", "fastdecode", "zerolatency", "psnr", "ssim")
+
+
 @dataclass(frozen=True)
 class EncodeSettings:
-    """Settings of the video encoder (composable into the pipeline's config)."""
+    """Settings of the video encoder (composable into the pipeline's config).
+
+    ``crf``: x264 constant rate factor (lower: better and larger). ``preset``: x264 speed
+    preset; ``veryfast`` by default, chosen with the table in ``docs/encoding.md``
+    (``python bench/io.py --presets``): at crf 17 / tune grain it encodes 1.5-1.9x as
+    fast as ``medium`` at the same PSNR against the input (within 0.1 dB) for files
+    about 25-35 % larger. ``tune``: x264 tune (None for none). ``pix_fmt``: None keeps
+    the source's chroma layout where H.264 has it.
+    """
 
     codec: str = "libx264"
     crf: int = 17
-    preset: str = "medium"
+    preset: str = "veryfast"
     tune: str | None = "grain"
     pix_fmt: str | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.crf <= 51:
+            raise ConfigError(f"crf must be in 0..51, got {self.crf}")
+        if self.codec in ("libx264", "libx265") and self.preset not in X264_PRESETS:
+            raise ConfigError(f"unknown x264 preset {self.preset!r}; choose one of {list(X264_PRESETS)}")
+        if self.codec == "libx264" and self.tune is not None and self.tune not in X264_TUNES:
+            raise ConfigError(f"unknown x264 tune {self.tune!r}; choose one of {list(X264_TUNES)} or none")
 
 
 def check_output_path(
@@ -116,10 +141,11 @@ def pick_pix_fmt(info: VideoInfo, requested: str | None = None, codec: str = "li
 class VideoWriter:
     """Encode FrameChunks to ``dst``; a context manager that commits only on clean exit.
 
-    Default quality (crf 17, tune "grain", preset medium) was chosen by measurement: it
-    keeps every fixture clip at >= 40 dB PSNR against its decoded source (worst: the
-    MPEG-4 Part 2 clip, 40.5 dB; crf 18 without tune gave 38.3 dB there). ``tune=None``
-    and a higher ``crf`` give smaller files.
+    Default quality (crf 17, tune "grain") was chosen by measurement: it keeps every
+    fixture clip at >= 40 dB PSNR against its decoded source (worst: the MPEG-4 Part 2
+    clip, 40.5 dB at preset medium; crf 18 without tune gave 38.3 dB there). The default
+    preset (veryfast) is chosen by the speed/quality table in ``docs/encoding.md``.
+    ``tune=None`` and a higher ``crf`` give smaller files.
 
     ``info`` describes the frames (size, time base, rotation, colour); ``source``, when
     given, is the file whose audio/subtitle streams and metadata are copied.
@@ -133,9 +159,9 @@ class VideoWriter:
         source: str | os.PathLike[str] | None = None,
         overwrite: bool = False,
         codec: str = "libx264",
-        crf: int = 17,
-        preset: str = "medium",
-        tune: str | None = "grain",
+        crf: int = EncodeSettings.crf,
+        preset: str = EncodeSettings.preset,
+        tune: str | None = EncodeSettings.tune,
         pix_fmt: str | None = None,
     ) -> None:
         self.dst = check_output_path(source if source is not None else info.path, dst, overwrite)

@@ -134,3 +134,35 @@ def test_bad_settings_and_frames(scrfd):
         scrfd.detect(torch.zeros(32, 32, 3, dtype=torch.uint8))
     with pytest.raises(ShapeError):
         FaceDetections(np.zeros((1, 4), np.float32), np.zeros((2, 5, 2), np.float32), np.zeros(1, np.float32))
+
+
+def test_small_frames_run_at_their_own_size_and_large_ones_are_scaled_down():
+    default = DetectorSettings()
+    assert default.input_size(256, 256) == (256, 256, 256, 256)  # never upscaled
+    assert default.input_size(500, 300) == (500, 300, 512, 320)  # padded to multiples of 32
+    assert default.input_size(720, 1280) == (360, 640, 384, 640)  # longest side down to 640
+    assert DetectorSettings(upscale=True).input_size(256, 256) == (640, 640, 640, 640)
+    assert default.frames_per_call(512, 512) == 2  # batch_pixels bounds the call
+    assert default.frames_per_call(1024, 1024) == 1
+    assert DetectorSettings(batch_pixels=10**9).frames_per_call(512, 512) == default.batch_size
+    with pytest.raises(ConfigError):
+        DetectorSettings(batch_pixels=0)
+
+
+@pytest.mark.parametrize("clip", ["liveportrait_d0.mp4", "mobileface_friends1.mp4"])
+def test_native_size_detection_keeps_the_recall_of_upscaling(read_clip, scrfd, clip):
+    """CenterFace at the frame's own size finds every face the independent SCRFD finds that
+    CenterFace upscaled to 640 finds (d0 is 512x512: the old default upscaled it)."""
+    frames = read_clip(clip, 24)[::4]
+    reference = scrfd.detect(frames)
+    found = {}
+    for upscale in (False, True):
+        det = CenterFaceDetector(settings=DetectorSettings(upscale=upscale))
+        hits = total = 0
+        for ref, got in zip(reference, det.detect(frames), strict=True):
+            for box in ref.boxes:
+                total += 1
+                hits += int(len(got) > 0 and max(_iou(box, b) for b in got.boxes) > 0.4)
+        found[upscale] = hits / total
+    assert total >= 6
+    assert found[False] >= found[True] and found[False] >= 0.9, found

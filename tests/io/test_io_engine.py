@@ -252,3 +252,33 @@ def test_chunks_on_cuda_round_trip(tmp_path: Path) -> None:
     _, t_in, _ = decode_all(src)
     _, t_out, _ = decode_all(out)
     assert t_out == t_in
+
+
+def test_queues_are_bounded_in_bytes_not_chunks():
+    import queue as queue_mod
+
+    from reenact.errors import ConfigError
+    from reenact.io.engine import ByteQueue
+
+    q = ByteQueue(max_bytes=2 * 8 * 8 * 3 * 2, max_items=100)  # room for two 2-frame 8x8 chunks
+    q.put(chunk(0))
+    q.put(chunk(1))
+    with pytest.raises(queue_mod.Full):
+        q.put(chunk(2), timeout=0.05)
+    assert q.get(timeout=0.05).start_index == 0
+    q.put(chunk(2), timeout=0.05)
+    big = ByteQueue(max_bytes=10, max_items=4)
+    big.put(chunk(0, h=64, w=64), timeout=0.05)  # larger than the bound: passes alone
+    with pytest.raises(queue_mod.Full):
+        big.put(chunk(1), timeout=0.05)
+    # a stream whose byte bound holds less than a chunk still completes, in order
+    written: list[int] = []
+
+    class Sink:
+        def write(self, c: FrameChunk) -> None:
+            written.append(c.start_index)
+
+    stats = run_stream([chunk(i) for i in range(6)], passthrough, Sink(), queue_bytes=1)
+    assert stats.frames == 12 and written == [2 * i for i in range(6)]
+    with pytest.raises(ConfigError):
+        run_stream([], passthrough, Sink(), queue_bytes=0)
