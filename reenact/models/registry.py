@@ -91,7 +91,7 @@ class KindLoader:
     ``pack/component`` for messages); without it files and folders are copied as they are.
     """
 
-    check: Callable[[str, Component, Path], None]
+    check: Callable[[str, Component, Path], object]  # loads the file; raises ModelError when it cannot
     convert: Callable[[Component, Path, Path, str], None] | None = None
 
 

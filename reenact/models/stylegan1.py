@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -84,8 +84,17 @@ def _layer_res(i: int) -> int:
     return 2 ** (i // 2 + 2)
 
 
+class _Params(nn.Module):
+    """A named holder of parameters: keeps the TF layers' state-dict names (``weight``, ``bias``)."""
+
+    weight: nn.Parameter
+    bias: nn.Parameter
+
+
 class _Epilogue(nn.Module):
     """Noise, bias, leaky ReLU, instance norm, style modulation of one synthesis layer."""
+
+    noise_const: torch.Tensor
 
     def __init__(self, channels: int, res: int, w_dim: int) -> None:
         super().__init__()
@@ -127,6 +136,8 @@ class SynthesisNetwork(nn.Module):
     and ``torgb.weight`` ``[3, C, 1, 1]`` / ``torgb.bias``.
     """
 
+    blur_kernel: torch.Tensor
+
     def __init__(
         self,
         img_resolution: int,
@@ -163,13 +174,13 @@ class SynthesisNetwork(nn.Module):
         for i in range(self.num_ws):
             out_ch = const_channels if i == 0 else channels[i // 2]
             if i > 0:
-                conv = nn.Module()
+                conv = _Params()
                 conv.weight = nn.Parameter(torch.randn([out_ch, in_ch, 3, 3]))
                 self.convs[str(i)] = conv
             epilogues.append(_Epilogue(out_ch, _layer_res(i), w_dim))
             in_ch = out_ch
         self.epilogues = nn.ModuleList(epilogues)
-        self.torgb = nn.Module()
+        self.torgb = _Params()
         self.torgb.weight = nn.Parameter(torch.randn([img_channels, in_ch, 1, 1]))
         self.torgb.bias = nn.Parameter(torch.zeros([img_channels]))
         blur = torch.tensor([1.0, 2.0, 1.0])
@@ -178,7 +189,7 @@ class SynthesisNetwork(nn.Module):
         )
 
     def _conv(self, i: int, x: torch.Tensor) -> torch.Tensor:
-        weight = self.convs[str(i)].weight
+        weight = cast(_Params, self.convs[str(i)]).weight
         gain = math.sqrt(2.0) / math.sqrt(weight.shape[1] * 9)
         w = weight * gain
         res = _layer_res(i)
@@ -234,6 +245,8 @@ class MappingNetwork(nn.Module):
     broadcast to ``num_ws`` rows. ``w_avg`` (the official ``dlatent_avg``) is the truncation
     centre.
     """
+
+    w_avg: torch.Tensor
 
     def __init__(self, z_dim: int = 512, w_dim: int = 512, num_ws: int = 14, num_layers: int = 8,
                  lr_multiplier: float = 0.01) -> None:
@@ -710,7 +723,7 @@ def tiny_stylegan1(seed: int = 0, resolution: int = 32, w_dim: int = 64, width: 
         synthesis = SynthesisNetwork(resolution, [width] * (log2 - 1), w_dim=w_dim, const_channels=width)
         mapping = MappingNetwork(z_dim=w_dim, w_dim=w_dim, num_ws=synthesis.num_ws, num_layers=4)
         with torch.no_grad():
-            for e in synthesis.epilogues:
+            for e in cast(list[_Epilogue], list(synthesis.epilogues)):
                 e.noise_const.normal_()
                 e.noise_strength.fill_(0.1)
                 e.style_weight.mul_(0.5)

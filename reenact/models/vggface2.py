@@ -150,6 +150,8 @@ class PaperIdentityEncoder(nn.Module):
     ``[B, 1, 512]`` without the singleton axis).
     """
 
+    mean_bgr: torch.Tensor
+
     def __init__(self, resolution: int = 256) -> None:
         super().__init__()
         if resolution < 10:

@@ -49,6 +49,7 @@ def build_generator(config: GeneratorConfig, device: torch.device | str = "cpu")
     from reenact.models.onnx_modules import resolve_model_path
     from reenact.models.stylegan2 import load_generator, tiny_generator
 
+    G: Any
     if config.kind == "stylegan1":
         from reenact.models.stylegan1 import load_stylegan1, tiny_stylegan1
 

@@ -142,6 +142,7 @@ def _proto_fields(buf: bytes, what: str) -> list[tuple[int, int, Any]]:
         if num == 0:
             raise ModelError(f"{what}: invalid protobuf field number 0")
         if wt == 0:
+            val: int | bytes
             val, pos = _varint(buf, pos, end, what)
         elif wt == 1:
             if pos + 8 > end:
