@@ -193,7 +193,9 @@ class App:
         if req.pack not in pack_names():
             raise ConfigError(f"unknown model pack {req.pack!r}; packs: {', '.join(pack_names())}")
         overrides: dict[str, Any] = {"models.pack": req.pack, "faces": req.faces, "seed": req.seed,
-                                     "smoothing.method": req.smoothing, "device": self.settings.device}
+                                     "smoothing.latent.method": req.smoothing, "device": self.settings.device}
+        if req.smoothing == "none":  # as the CLI's --no-smooth: no filter anywhere
+            overrides.update({"smoothing.alignment.method": "none", "smoothing.points.method": "none"})
         overrides.update(parse_advanced(req.advanced))
         config = replace(PipelineConfig(), overrides, where="settings")
         fixed = check_setting_paths(to_dict(config), self.settings.allow)
