@@ -30,7 +30,34 @@ def fitted(tmp_path_factory: pytest.TempPathFactory, make_trainer: Callable[...,
     return trainer, history, results
 
 
-def test_losses_fall_and_discriminator_beats_chance(fitted: tuple[Any, list[Any], Path]) -> None:
+def _held_out_w(trainer: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Real w and mapped w (eval-mode mapper) of every dataset image the run did not train on."""
+    held_out = [i for i in range(len(trainer.dataset)) if i not in set(trainer.train_indices)]
+    items = [trainer.dataset[i] for i in held_out]
+    x = trainer._images(torch.stack([im for im, _ in items]))
+    trainer.attr.eval()
+    trainer.mapper.eval()
+    try:
+        with torch.no_grad():
+            mapped = trainer.mapper(torch.cat([trainer.critics.embed(x), trainer.attr(x)], 1))
+    finally:
+        trainer.attr.train()
+        trainer.mapper.train()
+    return torch.stack([w for _, w in items]).float(), mapped
+
+
+def _d_scores(disc: torch.nn.Module, real: torch.Tensor, mapped: torch.Tensor) -> tuple[float, float]:
+    """(logistic loss, fraction of (real, mapped) pairs with the real w scored higher); chance:
+    ln 4 and 0.5."""
+    from reenact.train.losses import d_logistic_loss
+
+    with torch.no_grad():
+        r, f = disc(real).flatten(), disc(mapped).flatten()
+    return float(d_logistic_loss(r, f)), float((r[:, None] > f[None, :]).float().mean())
+
+
+def test_losses_fall_and_discriminator_beats_chance(fitted: tuple[Any, list[Any], Path],
+                                                     make_trainer: Callable[..., Any], tmp_path: Path) -> None:
     trainer, history, _ = fitted
     assert len(history) == STEPS and trainer.step == STEPS
     k = 8
@@ -41,8 +68,19 @@ def test_losses_fall_and_discriminator_beats_chance(fitted: tuple[Any, list[Any]
     assert last_pix < 0.85 * first_pix, (first_pix, last_pix)
     assert last_id < 0.8 * first_id, (first_id, last_id)
     assert _mean([r.identity for r in cross[-4:]]) < _mean([r.identity for r in cross[:4]])
-    d_acc = [r.d_acc for r in history[-k:] if not math.isnan(r.d_acc)]
-    assert d_acc and _mean(d_acc) > 0.5, d_acc
+    # The W discriminator, judged on w it never trained on (20 real vs 20 mapped) against its
+    # own untrained init (same seed) on the same w. Not the logged d_acc: that thresholds
+    # logits at 0 on batches of 2, and in 20 discriminator steps the init's logit offset
+    # (about +-0.05) need not cross 0 although D already separates the two sets, so it reads
+    # exactly 0.5 or 1.0 depending on the init's sign, whether or not D learns.
+    real, mapped = _held_out_w(trainer)
+    assert len(real) == len(mapped) >= 16
+    untrained = make_trainer(tmp_path).disc
+    loss0, rank0 = _d_scores(untrained, real, mapped)
+    loss, rank = _d_scores(trainer.disc, real, mapped)
+    report = f"held-out D loss {loss0:.4f} -> {loss:.4f} (chance {math.log(4):.4f}), rank {rank0:.3f} -> {rank:.3f}"
+    assert rank >= 0.9, report
+    assert loss < math.log(4) - 0.1 and loss < loss0 - 0.1, report
 
 
 def test_run_writes_grids_logs_and_checkpoints(fitted: tuple[Any, list[Any], Path]) -> None:
