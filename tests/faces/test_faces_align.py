@@ -79,6 +79,9 @@ def test_points_warped_into_the_crop_land_where_the_detector_finds_them(labelled
     assert np.mean(errors) < 1.5
 
 
+PSNR_MEASURED, PSNR_MARGIN = 43.4, 3.0
+
+
 def test_crop_then_paste_back_round_trip(read_clip, scrfd):
     frames = read_clip("liveportrait_d0.mp4", 1)
     dets = scrfd.detect(frames)[0]
@@ -94,8 +97,9 @@ def test_crop_then_paste_back_round_trip(read_clip, scrfd):
     assert inside.sum() > 0.9 * (y2 - y1) * (x2 - x1)
     mse = ((back[0] - original) ** 2)[:, inside].mean()
     psnr = 10 * math.log10(4.0 / float(mse))  # range [-1, 1]: peak-to-peak 2
-    print(f"crop -> paste-back PSNR inside the face: {psnr:.1f} dB")
-    assert psnr >= 35.0
+    # measured 43.4 dB (torch 2.14 CPU, bilinear both ways); 3 dB margin for other builds
+    # resampling, while a half-pixel shift or a wrong inverse drops it below 30 dB
+    assert psnr >= PSNR_MEASURED - PSNR_MARGIN, f"round-trip PSNR {psnr:.1f} dB"
 
 
 def test_batched_alignment_matches_a_per_face_loop(read_clip, scrfd):

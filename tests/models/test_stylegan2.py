@@ -29,14 +29,21 @@ def _err(a: torch.Tensor, b: torch.Tensor) -> float:
 def test_mapping_matches_official(tiny_ref: tuple[Generator, dict[str, torch.Tensor]]) -> None:
     G, V = tiny_ref
     z = V["z"]
+    w_avg = G.mapping.w_avg.clone()
     with torch.no_grad():
         assert _err(G.mapping(z, None), V["ws_psi1"]) <= 1e-5
         assert _err(G.mapping(z, torch.zeros([4, 0])), V["ws_psi1"]) <= 1e-5
         assert _err(G.mapping(z, None, truncation_psi=0.7), V["ws_psi07"]) <= 1e-5
         cut = G.mapping(z, None, truncation_psi=0.7, truncation_cutoff=4)
         assert _err(cut, V["ws_psi07_cutoff4"]) <= 1e-5
-    # mapping must not change w_avg (eval forward)
-    assert G.mapping.w_avg.shape == (G.w_dim,)
+    # mapping must not change w_avg (eval forward), and truncation lerps towards it:
+    # ws(psi) = w_avg + psi * (ws(1) - w_avg)
+    assert G.mapping.w_avg.shape == (G.w_dim,) and torch.equal(G.mapping.w_avg, w_avg)
+    assert float(w_avg.abs().max()) > 0, "the reference w_avg is not all zeros"
+    lerp = w_avg + 0.7 * (V["ws_psi1"] - w_avg)
+    assert _err(lerp, V["ws_psi07"]) <= 1e-5
+    with torch.no_grad():
+        assert _err(G.mapping(z, None, truncation_psi=0.0), w_avg.expand_as(V["ws_psi1"])) <= 1e-6
 
 
 @pytest.mark.parametrize(

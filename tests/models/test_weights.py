@@ -162,18 +162,24 @@ def test_read_only_cache_dir(server: _Server, tmp_path: Path, monkeypatch: pytes
         registry.import_file(_tiny_file(tmp_path), "full/identity_model")
 
 
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root ignores permissions")
 def test_read_only_cache_dir_permissions(server: _Server, tmp_path: Path) -> None:
     server.files["/good.bin"] = PAYLOAD
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    ro.chmod(0o555)
-    try:
+    # sysfs refuses new files and folders even to root (CI runs as root): root-proof
+    for dest in (Path("/sys") / "g.bin", Path("/sys") / "reenact-cache" / "g.bin"):
         with pytest.raises(DownloadError, match="not writable"):
-            registry.download(f"{server.url}/good.bin", ro / "g.bin", progress=False)
-        assert list(ro.iterdir()) == []
-    finally:
-        ro.chmod(0o755)
+            registry.download(f"{server.url}/good.bin", dest, progress=False)
+        assert not dest.exists() and not dest.parent.joinpath(".write-test-").exists()
+    assert not [p for p in Path("/sys").iterdir() if p.name.startswith((".write-test-", "g.bin", "reenact"))]
+    if os.geteuid() != 0:  # a read-only folder stops everyone else too
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o555)
+        try:
+            with pytest.raises(DownloadError, match="not writable"):
+                registry.download(f"{server.url}/good.bin", ro / "g.bin", progress=False)
+            assert list(ro.iterdir()) == []
+        finally:
+            ro.chmod(0o755)
 
 
 # --- packs ----------------------------------------------------------------------------------
@@ -222,8 +228,9 @@ def test_full_pack_points_at_insightface(monkeypatch: pytest.MonkeyPatch, tmp_pa
 
 
 def test_import_identity_model_folder(home: Path, tmp_path: Path) -> None:
-    mapper = pytest.importorskip("reenact.models.mapper")
-    packs = pytest.importorskip("reenact.packs")
+    from reenact import packs
+    from reenact.models import mapper
+
     G, enc, mp = packs.tiny_models(id_dim=128)
     config = mapper.IdentityModelConfig(attribute_encoder=enc.config, mapper=mp.config, image_size=64, num_ws=G.num_ws)
     folder = mapper.save_identity_model(enc, mp, config, tmp_path / "export")

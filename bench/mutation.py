@@ -1,0 +1,294 @@
+"""Mutation check of the privacy-critical code: does some test notice when a path is bent?
+
+Each mutant changes one thing in one target function (a comparison flipped, ``and``/``or``
+swapped, a ``not`` removed, a constant moved by one or a boolean negated, a return value
+replaced by ``None``, a call statement deleted). It is written into a temporary copy of the
+``reenact`` package (the tree is never edited) and the selected tests run against that copy
+in a forked child (the heavy third-party imports are done once in the parent, so a mutant
+costs about a second). A mutant is *killed* when the tests fail (or time out).
+
+Targets (``--target``, repeatable): ``module:name`` where ``name`` is a function, a class
+(all its methods) or ``*`` (every function and method of the module plus its module-level
+numeric constants). Default: all of ``reenact.pipeline.privacy`` and
+``reenact.faces.privacy_thresholds``, and the deidentify policy
+``reenact.pipeline.identity:SyntheticIdentities``.
+
+Tests (``--tests``): a pytest selection; default: the ``privacy`` marker over tests/pipeline
+and tests/faces (``-m privacy``), which must stay fast (< ~30 s in all).
+
+Run: ``python bench/mutation.py [--target MOD:NAME ...] [--tests ARGS] [--list]``.
+Prints ``goal mutants_killed_privacy: X (target >= 0.9) PASS|FAIL`` and every surviving
+mutant as ``file:line  mutation``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import copy
+import importlib.util
+import os
+import shlex
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+DEFAULT_TARGETS = (
+    "reenact.pipeline.privacy:*",
+    "reenact.pipeline.identity:SyntheticIdentities",
+    "reenact.faces.privacy_thresholds:*",
+)
+DEFAULT_TESTS = "-m privacy tests/pipeline/test_pipeline_privacy.py"
+GOAL = 0.9
+
+FLIPS: dict[type[ast.cmpop], tuple[type[ast.cmpop], ...]] = {
+    ast.Lt: (ast.LtE, ast.GtE), ast.LtE: (ast.Lt, ast.Gt), ast.Gt: (ast.GtE, ast.LtE),
+    ast.GtE: (ast.Gt, ast.Lt), ast.Eq: (ast.NotEq,), ast.NotEq: (ast.Eq,), ast.Is: (ast.IsNot,),
+    ast.IsNot: (ast.Is,), ast.In: (ast.NotIn,), ast.NotIn: (ast.In,),
+}
+SYMBOL = {ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=", ast.Eq: "==", ast.NotEq: "!=",
+          ast.Is: "is", ast.IsNot: "is not", ast.In: "in", ast.NotIn: "not in"}
+
+
+@dataclass(frozen=True)
+class Mutant:
+    module: str
+    path: Path
+    site: int  # index of the node in the target's walk order
+    variant: int
+    line: int
+    what: str
+
+
+# --- finding the target nodes ------------------------------------------------------------
+
+def _module_path(module: str) -> Path:
+    spec = importlib.util.find_spec(module.split(".")[0])
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit(f"cannot find package of {module}")
+    return ROOT.joinpath(*module.split(".")).with_suffix(".py")
+
+
+def _target_roots(tree: ast.Module, name: str) -> list[ast.AST]:
+    """The AST nodes whose insides are mutated for target ``name``."""
+    roots: list[ast.AST] = []
+    for node in tree.body:
+        if name == "*":
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                roots.append(node)
+            elif isinstance(node, (ast.Assign, ast.AnnAssign)) and isinstance(node.value, ast.Constant) \
+                    and isinstance(node.value.value, (int, float)) and not isinstance(node.value.value, bool):
+                roots.append(node.value)
+        elif isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name == name:
+            roots.append(node)
+    if not roots:
+        raise SystemExit(f"target {name!r} not found")
+    return roots
+
+
+def _is_docstring(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> bool:
+    parent = parents.get(node)
+    return isinstance(parent, ast.Expr) and isinstance(node, ast.Constant) and isinstance(node.value, str)
+
+
+def _sites(tree: ast.Module, name: str) -> list[ast.AST]:
+    """Every node of the target in a fixed order (the same for any copy of ``tree``)."""
+    out: list[ast.AST] = []
+    for root in _target_roots(tree, name):
+        for node in ast.walk(root):
+            if isinstance(node, ast.ClassDef) and node is not root:
+                continue
+            out.append(node)
+    return out
+
+
+def _parents(tree: ast.AST) -> dict[ast.AST, ast.AST]:
+    return {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+
+
+def _in_annotation_or_fstring(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> bool:
+    while node in parents:
+        parent = parents[node]
+        if isinstance(parent, ast.JoinedStr) or isinstance(parent, ast.Raise):
+            return True
+        if isinstance(parent, (ast.arg, ast.AnnAssign)) and getattr(parent, "annotation", None) is node:
+            return True
+        if isinstance(parent, (ast.FunctionDef, ast.AsyncFunctionDef)) and parent.returns is node:
+            return True
+        node = parent
+    return False
+
+
+def _variants(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> list[tuple[str, Callable[[ast.AST], None]]]:
+    """(description, apply) for each mutation of ``node``; apply edits a copy in place."""
+    out: list[tuple[str, Callable[[ast.AST], None]]] = []
+    if _in_annotation_or_fstring(node, parents):
+        return out
+    if isinstance(node, ast.Compare):
+        for j, op in enumerate(node.ops):
+            for new in FLIPS.get(type(op), ()):
+                def flip(n: ast.AST, j: int = j, new: type[ast.cmpop] = new) -> None:
+                    n.ops[j] = new()  # type: ignore[attr-defined]
+                out.append((f"{SYMBOL[type(op)]} -> {SYMBOL[new]}", flip))
+    elif isinstance(node, ast.BoolOp):
+        swap = ast.Or if isinstance(node.op, ast.And) else ast.And
+        out.append(("and <-> or", lambda n: setattr(n, "op", swap())))
+    elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+        out.append(("not removed", lambda n: setattr(n, "op", ast.UAdd())))
+    elif isinstance(node, ast.Constant) and not _is_docstring(node, parents):
+        v = node.value
+        if isinstance(v, bool):
+            out.append((f"{v} -> {not v}", lambda n: setattr(n, "value", not n.value)))  # type: ignore[attr-defined]
+        elif isinstance(v, (int, float)):
+            out.append((f"{v!r} -> {v + 1!r}", lambda n: setattr(n, "value", n.value + 1)))  # type: ignore[attr-defined]
+            out.append((f"{v!r} -> {v - 1!r}", lambda n: setattr(n, "value", n.value - 1)))  # type: ignore[attr-defined]
+    elif isinstance(node, ast.Return) and node.value is not None and not (
+            isinstance(node.value, ast.Constant) and node.value.value is None):
+        out.append(("return value -> None", lambda n: setattr(n, "value", ast.Constant(None))))
+    elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
+        out.append(("call statement deleted", lambda n: setattr(n, "value", ast.Constant(None))))
+    return out
+
+
+def _fix_not(tree: ast.AST) -> ast.AST:
+    """``not x`` mutated to ``+x`` means ``x``: unwrap it so the source stays plain."""
+    class Unwrap(ast.NodeTransformer):
+        def visit_UnaryOp(self, node: ast.UnaryOp) -> ast.AST:
+            self.generic_visit(node)
+            return node.operand if isinstance(node.op, ast.UAdd) and getattr(node, "_mutant", False) else node
+    return Unwrap().visit(tree)
+
+
+def mutants(targets: list[str]) -> Iterator[tuple[Mutant, str]]:
+    """Every mutant with the full source of its mutated module."""
+    for target in targets:
+        module, _, name = target.partition(":")
+        path = _module_path(module)
+        source = path.read_text()
+        base = ast.parse(source)
+        parents = _parents(base)
+        for site, node in enumerate(_sites(base, name)):
+            for variant, (what, _apply) in enumerate(_variants(node, parents)):
+                tree = copy.deepcopy(base)
+                node_copy = _sites(tree, name)[site]
+                _variants(node_copy, _parents(tree))[variant][1](node_copy)
+                if isinstance(node_copy, ast.UnaryOp):
+                    node_copy._mutant = True  # type: ignore[attr-defined]
+                    tree = _fix_not(tree)  # type: ignore[assignment]
+                line = getattr(node, "lineno", 0)
+                yield Mutant(module, path, site, variant, line, what), ast.unparse(ast.fix_missing_locations(tree))
+
+
+# --- running the tests against a copy ----------------------------------------------------
+
+def _preload() -> None:
+    """Import the heavy third-party modules once, before forking (never ``reenact`` itself)."""
+    for name in ("numpy", "torch", "scipy", "scipy.optimize", "PIL.Image", "av", "kornia", "yaml",
+                 "pytorch_msssim", "pytest", "onnxruntime", "cv2"):
+        try:
+            __import__(name)
+        except ImportError:
+            pass
+
+
+def run_tests(copy_root: Path, test_args: list[str], timeout: float) -> tuple[int, float]:
+    """Run pytest in a forked child with ``copy_root`` first on sys.path; (exit code, seconds).
+
+    A child that runs past ``timeout`` is killed and counts as failing (exit code -9)."""
+    start = time.perf_counter()
+    pid = os.fork()
+    if pid == 0:  # child
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+            sys.path[:0] = [str(copy_root), str(ROOT)]
+            os.chdir(ROOT)
+            import pytest
+
+            rc = pytest.main(["-q", "-x", "-p", "no:cacheprovider", "-p", "no:randomly", "-o", "pythonpath=",
+                              *test_args])
+            os._exit(int(rc))
+        except BaseException:
+            os._exit(99)
+    deadline = start + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status), time.perf_counter() - start
+        if time.perf_counter() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return -9, time.perf_counter() - start
+        time.sleep(0.05)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--target", action="append", help="module:function|Class|* (repeatable)")
+    parser.add_argument("--tests", default=DEFAULT_TESTS, help=f"pytest arguments (default: {DEFAULT_TESTS!r})")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per mutant before it counts as killed")
+    parser.add_argument("--list", action="store_true", help="list the mutants and exit")
+    args = parser.parse_args(argv)
+    targets = args.target or list(DEFAULT_TARGETS)
+    test_args = shlex.split(args.tests)
+    all_mutants = list(mutants(targets))
+    if args.list:
+        for m, _src in all_mutants:
+            print(f"{m.path.relative_to(ROOT)}:{m.line}  {m.what}")
+        print(f"{len(all_mutants)} mutants")
+        return 0
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
+    sys.dont_write_bytecode = True
+    _preload()
+    with tempfile.TemporaryDirectory(prefix="reenact-mutants-") as tmp:
+        copy_root = Path(tmp)
+        shutil.copytree(ROOT / "reenact", copy_root / "reenact",
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        rc, seconds = run_tests(copy_root, test_args, args.timeout)
+        if rc != 0:
+            print(f"the selected tests fail on the unmutated code (exit {rc}); fix that first")
+            return 2
+        print(f"unmutated: tests pass in {seconds:.1f} s")
+        # the copy, not the tree, is what the tests import: a copy that cannot be imported must fail them
+        sentinel = copy_root / "reenact" / "pipeline" / "privacy.py"
+        original = sentinel.read_text()
+        sentinel.write_text("raise ImportError('mutation sentinel')\n" + original)
+        rc, _s = run_tests(copy_root, test_args, args.timeout)
+        sentinel.write_text(original)
+        if rc == 0:
+            print("the tests passed with a broken copy: they do not import the copy; aborting")
+            return 2
+
+        killed, survivors = 0, []
+        for k, (m, src) in enumerate(all_mutants, 1):
+            dest = copy_root / m.path.relative_to(ROOT)
+            before = dest.read_text()
+            dest.write_text(src)
+            rc, seconds = run_tests(copy_root, test_args, args.timeout)
+            dest.write_text(before)
+            where = f"{m.path.relative_to(ROOT)}:{m.line}"
+            status = "killed" if rc != 0 else "SURVIVED"
+            print(f"[{k}/{len(all_mutants)}] {status:8s} {where}  {m.what}  ({seconds:.1f} s)", flush=True)
+            if rc != 0:
+                killed += 1
+            else:
+                survivors.append(f"{where}  {m.what}")
+    share = killed / len(all_mutants) if all_mutants else 0.0
+    print(f"mutants: {len(all_mutants)}, killed: {killed}, survived: {len(survivors)}")
+    for s in survivors:
+        print(f"survivor {s}")
+    print(f"goal mutants_killed_privacy: {share:.3f} (target >= {GOAL}) {'PASS' if share >= GOAL else 'FAIL'}")
+    return 0 if share >= GOAL else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

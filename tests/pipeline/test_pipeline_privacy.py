@@ -1,0 +1,394 @@
+"""Deidentify's fail-closed paths, one test per path, on plain tensors (no model pack).
+
+These are the tests ``bench/mutation.py`` runs against every mutant of the privacy code
+(marker ``privacy``): each path must be caught when it is switched off or bent.
+
+* the check after rendering: an output face still similar to its original fails and is blurred;
+* detections that no released track covers are blurred;
+* a face the blender refused (or with no identity) is blurred, never left as it was;
+* the synthetic identity draw keeps only candidates below the threshold, and a person seen
+  again keeps their identity only while it passes;
+* the calibrated privacy thresholds and their override.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from reenact.errors import ConfigError, ShapeError
+from reenact.faces import FaceDetections
+from reenact.faces.privacy_thresholds import PRIVACY_THRESHOLDS, privacy_threshold
+from reenact.faces.track import TrackerSettings
+from reenact.pipeline import (
+    FaceRecord,
+    FrameSlot,
+    RunReport,
+    SyntheticIdentities,
+    TargetIdentity,
+    TrackIdentity,
+    blur_boxes,
+    check_identities,
+    redact,
+    untracked_faces,
+)
+
+pytestmark = pytest.mark.privacy
+
+H = W = 96
+BOX = np.array([20.0, 24.0, 60.0, 70.0], np.float32)
+
+
+def _textured(seed: int = 0) -> torch.Tensor:
+    """uint8 [H,W,3] with fine detail everywhere (what a blur must destroy)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (H, W, 3), generator=g, dtype=torch.uint8)
+
+
+def _unit(*values: float) -> torch.Tensor:
+    v = torch.tensor(values, dtype=torch.float32)
+    return v / v.norm()
+
+
+def _policy(threshold: float = 0.5, codes: list[torch.Tensor] | None = None, max_draws: int = 3,
+            fail_closed: bool = True) -> SyntheticIdentities:
+    pool = codes or [_unit(0.0, 1.0, 0.0)]
+    return SyntheticIdentities(lambda seed: pool[seed % len(pool)], threshold, seed=0, max_draws=max_draws,
+                               fail_closed=fail_closed)
+
+
+def _record(track_id: int = 0, failed: str | None = None) -> FaceRecord:
+    points = np.array([[30, 40], [50, 40], [40, 50], [32, 60], [48, 60]], np.float32)
+    return FaceRecord(track_id, BOX.copy(), points, failed=failed)
+
+
+def _changed(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a.int() - b.int()).abs().sum(-1) > 0
+
+
+def _inside(mask: torch.Tensor, box: np.ndarray = BOX) -> float:
+    x1, y1, x2, y2 = (int(v) for v in box)
+    return float(mask[y1:y2, x1:x2].float().mean())
+
+
+# --- blur_boxes --------------------------------------------------------------------------
+
+def test_blur_destroys_the_detail_inside_the_box_and_leaves_the_rest() -> None:
+    frame = _textured()
+    out = blur_boxes(frame, torch.from_numpy(BOX[None]))
+    changed = _changed(frame, out)
+    assert _inside(changed) > 0.95
+    # the box grown by the 25 % margin is the only place that changes
+    outside = changed.clone()
+    outside[12:82, 10:71] = False
+    assert not outside.any()
+    # detail is gone: neighbouring pixels inside the box are far more alike than before
+    x1, y1, x2, y2 = (int(v) for v in BOX)
+    def roughness(img: torch.Tensor) -> float:
+        region = img[y1:y2, x1:x2].float()
+        return float((region[:, 1:] - region[:, :-1]).abs().mean())
+    assert roughness(out) < 0.2 * roughness(frame)
+    assert torch.equal(frame, _textured()), "the input frame is not modified"
+
+
+def test_blur_clips_boxes_to_the_frame_and_skips_empty_ones() -> None:
+    frame = _textured()
+    out = blur_boxes(frame, torch.tensor([[80.0, 80.0, 140.0, 140.0], [-50.0, -50.0, -40.0, -40.0]]))
+    changed = _changed(frame, out)
+    assert changed[85:, 85:].float().mean() > 0.9 and not changed[:60, :60].any()
+    with pytest.raises(ShapeError):
+        blur_boxes(frame.float(), torch.from_numpy(BOX[None]))
+
+
+def test_blur_keeps_small_faces_unrecognisable() -> None:
+    frame = _textured(1)
+    small = np.array([40.0, 40.0, 52.0, 52.0], np.float32)
+    out = blur_boxes(frame, torch.from_numpy(small[None]))
+    # a 12 px face gets at most 2x2 blocks: nearly every pixel inside differs from its original
+    assert _inside(_changed(frame, out), small) > 0.9
+
+
+# --- the check after rendering -----------------------------------------------------------
+
+def _check(policy: SyntheticIdentities, output_code: torch.Tensor, original: torch.Tensor,
+           ) -> tuple[FaceRecord, RunReport]:
+    frames = _textured()[None]
+    record = _record()
+    identities = {0: TrackIdentity(code=_unit(0.0, 1.0, 0.0), original=original)}
+    report = RunReport(policy.similarity_key)
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def embed(out: torch.Tensor, index: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        seen.append((index, points))
+        return output_code[None].expand(index.shape[0], -1)
+
+    check_identities(frames, [(0, record)], [7], embed, policy, identities, report)
+    assert seen and seen[0][0].tolist() == [0] and seen[0][1].shape == (1, 5, 2)
+    return record, report
+
+
+def test_output_still_like_the_original_fails_the_check() -> None:
+    original = _unit(1.0, 0.0, 0.0)
+    record, report = _check(_policy(threshold=0.5), _unit(1.0, 0.1, 0.0), original)
+    assert record.failed is not None and "still similar" in record.failed
+    assert report.tracks[0].frame_indices == [7]
+    assert report.tracks[0].similarities[0] == pytest.approx(0.995, abs=1e-3)
+
+
+def test_output_far_from_the_original_passes_the_check() -> None:
+    record, report = _check(_policy(threshold=0.5), _unit(0.0, 1.0, 0.0), _unit(1.0, 0.0, 0.0))
+    assert record.failed is None
+    assert report.tracks[0].similarities[0] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_the_check_fails_at_the_threshold_itself() -> None:
+    policy = _policy(threshold=0.6)
+    assert policy.check(0.6) is not None and policy.check(0.5999) is None and policy.check(0.9) is not None
+    assert "0.600" in str(policy.check(0.6))
+
+
+def test_check_identities_rejects_frames_that_do_not_match_their_indices() -> None:
+    with pytest.raises(ShapeError):
+        check_identities(_textured()[None], [], [0, 1], lambda *a: torch.zeros(0, 3), _policy(), {},
+                         RunReport("s"))
+
+
+def test_reenact_never_fails_or_redacts() -> None:
+    target = _unit(1.0, 0.0)
+    policy = TargetIdentity(target)
+    assert policy.check(1.0) is None and policy.check(-1.0) is None
+    assert not policy.redacts and not policy.covers_untracked
+    assert policy.compare_with(policy.identity_for(3, lambda: _unit(0.0, 1.0))) is target
+
+
+def test_deidentify_compares_with_the_original_and_is_fail_closed() -> None:
+    policy = _policy()
+    original = _unit(1.0, 2.0, 3.0)
+    assert policy.compare_with(TrackIdentity(code=_unit(0.0, 1.0, 0.0), original=original)) is original
+    assert policy.redacts and policy.covers_untracked
+    assert not _policy(fail_closed=False).redacts
+
+
+# --- untracked detections ----------------------------------------------------------------
+
+def _detections(*boxes: list[float]) -> FaceDetections:
+    b = np.array(boxes, np.float32).reshape(-1, 4)
+    return FaceDetections(b, np.zeros((len(b), 5, 2), np.float32), np.ones(len(b), np.float32))
+
+
+def test_detections_no_track_covers_become_failed_records() -> None:
+    tracked = np.array([[20.0, 24.0, 60.0, 70.0]], np.float32)
+    raw = _detections([22.0, 25.0, 61.0, 69.0], [70.0, 5.0, 90.0, 30.0])
+    out = untracked_faces(raw, tracked)
+    assert len(out) == 1
+    assert out[0].track_id == -1 and out[0].failed == "untracked"
+    assert np.array_equal(out[0].box, raw.boxes[1])
+
+
+def test_every_detection_is_untracked_when_no_track_was_released() -> None:
+    raw = _detections([22.0, 25.0, 61.0, 69.0], [70.0, 5.0, 90.0, 30.0])
+    assert [r.box.tolist() for r in untracked_faces(raw, np.zeros((0, 4), np.float32))] == raw.boxes.tolist()
+
+
+def test_cover_needs_more_than_the_cover_iou() -> None:
+    # IoU exactly 0.3 with the tracked box: not covered; a bit more: covered
+    tracked = np.array([[0.0, 0.0, 10.0, 10.0]], np.float32)
+    # box [0,0,10,w]: IoU = w/10 with a 10x10 box when w <= 10
+    assert len(untracked_faces(_detections([0.0, 0.0, 3.0, 10.0]), tracked)) == 1
+    assert len(untracked_faces(_detections([0.0, 0.0, 3.2, 10.0]), tracked)) == 0
+
+
+# --- redaction ---------------------------------------------------------------------------
+
+def _slot(*records: FaceRecord) -> FrameSlot:
+    return FrameSlot(0, _textured(), 0, faces=list(records), tracked=True)
+
+
+def test_failed_faces_are_blurred_and_counted() -> None:
+    frame = _textured()
+    slots = [_slot(_record(0, failed="generated face refused by the blender (NaN or inf)")), _slot(_record(1))]
+    report = RunReport("similarity_to_original")
+    out = redact(torch.stack([frame, frame]), slots, True, report)
+    assert _inside(_changed(frame, out[0])) > 0.95, "the refused face was blurred"
+    assert torch.equal(out[1], frame), "a replaced face is left as rendered"
+    assert report.counts["faces_blurred"] == 1 and report.counts["faces_replaced"] == 1
+    assert (report.tracks[0].frames, report.tracks[0].blurred, report.tracks[0].replaced) == (1, 1, 0)
+    assert (report.tracks[1].frames, report.tracks[1].blurred, report.tracks[1].replaced) == (1, 0, 1)
+
+
+def test_untracked_detections_are_blurred_and_counted() -> None:
+    frame = _textured()
+    record = FaceRecord(-1, BOX.copy(), np.zeros((5, 2), np.float32), failed="untracked")
+    report = RunReport("similarity_to_original")
+    out = redact(frame[None], [_slot(record)], True, report)
+    assert _inside(_changed(frame, out[0])) > 0.95
+    assert report.counts["untracked_detections_blurred"] == 1 and report.counts["faces_blurred"] == 1
+    assert -1 not in report.tracks
+
+
+def test_every_failed_face_of_a_frame_is_blurred() -> None:
+    frame = _textured()
+    second = np.array([66.0, 10.0, 90.0, 40.0], np.float32)
+    a = _record(0, failed="no identity")
+    b = FaceRecord(-1, second, np.zeros((5, 2), np.float32), failed="untracked")
+    out = redact(frame[None], [_slot(a, b)], True, RunReport("s"))
+    changed = _changed(frame, out[0])
+    assert _inside(changed) > 0.95 and _inside(changed, second) > 0.95
+
+
+def test_without_redaction_nothing_is_blurred_but_everything_is_counted() -> None:
+    frame = _textured()
+    report = RunReport("similarity_to_target")
+    out = redact(frame[None], [_slot(_record(0, failed="x"))], False, report)
+    assert torch.equal(out[0], frame)
+    assert report.counts["faces_blurred"] == 0 and report.tracks[0].frames == 1
+    assert report.tracks[0].blurred == 0 and report.tracks[0].replaced == 0
+
+
+def test_redact_checks_one_row_per_slot() -> None:
+    with pytest.raises(ShapeError):
+        redact(_textured()[None].expand(2, -1, -1, -1), [_slot()], True, RunReport("s"))
+
+
+# --- the synthetic identity draw ---------------------------------------------------------
+
+def test_draw_keeps_the_first_candidate_below_the_threshold() -> None:
+    original = _unit(1.0, 0.0, 0.0)
+    near, far = _unit(1.0, 0.2, 0.0), _unit(0.0, 1.0, 0.0)
+    seeds: list[int] = []
+    pool = {0: near, 1: near, 2: far}
+
+    def candidate(seed: int) -> torch.Tensor:
+        seeds.append(seed)
+        return pool[len(seeds) - 1]
+
+    policy = SyntheticIdentities(candidate, 0.5, seed=3, max_draws=5)
+    got = policy.identity_for(4, lambda: original)
+    assert got.code is far and got.draws == 3 and got.failed is None
+    assert got.similarity_to_original == pytest.approx(0.0, abs=1e-6)
+    base = 3 * 1_000_003 + 4 * 10_007
+    assert seeds == [base, base + 1, base + 2]
+
+
+def test_no_candidate_below_the_threshold_leaves_the_track_without_identity() -> None:
+    original = _unit(1.0, 0.0, 0.0)
+    policy = _policy(threshold=0.5, codes=[_unit(1.0, 0.1, 0.0)], max_draws=2)
+    got = policy.identity_for(0, lambda: original)
+    assert got.code is None and got.draws == 2 and got.failed and "2 draws" in got.failed
+    # a candidate exactly at the threshold is not far enough
+    at = SyntheticIdentities(lambda s: _unit(1.0, 0.0, 0.0), 1.0, seed=0, max_draws=1)
+    assert at.identity_for(0, lambda: original).code is None
+    with pytest.raises(ConfigError):
+        _policy(max_draws=0)
+
+
+def test_a_person_seen_again_keeps_their_identity_only_while_it_passes() -> None:
+    alice, bob = _unit(1.0, 0.0, 0.0), _unit(0.0, 0.0, 1.0)
+    policy = _policy(threshold=0.5, codes=[_unit(0.0, 1.0, 0.0)])
+    first = policy.identity_for(0, lambda: alice)
+    again = policy.identity_for(1, lambda: _unit(1.0, 0.05, 0.0))
+    assert again.code is first.code and again.draws == 0
+    assert again.similarity_to_original == pytest.approx(0.05, abs=0.01)
+    # someone else draws their own
+    assert policy.identity_for(2, lambda: bob).draws == 1
+    # the kept identity would now be too close to this face: a new draw instead
+    strict = _policy(threshold=0.5, codes=[_unit(0.0, 1.0, 0.0), _unit(0.0, 0.0, 1.0)])
+    strict.identity_for(0, lambda: _unit(1.0, 0.0, 0.0))
+    close_to_code = _unit(1.0, 0.9, 0.0)  # same person (sim 0.74) but also near the code (0.67)
+    got = strict.identity_for(1, lambda: close_to_code)
+    assert got.draws >= 1 and got.code is not None
+    assert float(torch.dot(got.code, close_to_code)) < 0.5
+    # a track already known keeps its identity without embedding again
+    assert policy.identity_for(0, lambda: pytest.fail("embedded twice")) is first
+
+
+def test_same_person_needs_the_threshold_and_a_code() -> None:
+    policy = _policy(threshold=0.5, codes=[_unit(0.0, 1.0, 0.0)])
+    policy.identities[0] = TrackIdentity(code=None, original=_unit(1.0, 0.0, 0.0), failed="none")
+    assert policy.same_person(_unit(1.0, 0.0, 0.0)) is None
+    policy.identities[1] = TrackIdentity(code=_unit(0.0, 1.0, 0.0), original=_unit(1.0, 0.0, 0.0))
+    assert policy.same_person(_unit(0.0, 0.0, 1.0)) is None  # sim 0 to the earlier original
+    assert policy.same_person(_unit(1.0, 0.0, 0.0)) is not None
+    # similarity exactly at the threshold counts as the same person
+    at = _unit(0.5, 0.0, 0.75**0.5)
+    assert policy.same_person(at) is not None
+
+
+def test_describe_reports_the_draw() -> None:
+    policy = _policy()
+    got = policy.identity_for(0, lambda: _unit(1.0, 0.0, 0.0))
+    desc = policy.describe(got)
+    assert desc is not None
+    assert desc["draws"] == 1 and desc["failed"] is None and desc["code"] == [0.0, 1.0, 0.0]
+    assert desc["similarity_to_original"] == pytest.approx(0.0, abs=1e-6)
+    none = policy.describe(TrackIdentity(code=None, failed="f"))
+    assert none is not None and none["code"] is None and none["failed"] == "f"
+
+
+def test_fail_closed_needs_detection_on_every_frame() -> None:
+    with pytest.raises(ConfigError, match="detect_every"):
+        _policy().check_tracker(TrackerSettings(detect_every=2))
+    _policy().check_tracker(TrackerSettings(detect_every=1))
+    _policy(fail_closed=False).check_tracker(TrackerSettings(detect_every=2))
+
+
+# --- calibrated thresholds ---------------------------------------------------------------
+
+def test_privacy_thresholds_come_from_the_calibration_or_the_override() -> None:
+    assert privacy_threshold("arcface-onnx", "tight") == PRIVACY_THRESHOLDS["arcface-onnx"]["tight"].threshold
+    assert privacy_threshold("dlib-resnet", "loose") == pytest.approx(0.9206)
+    assert privacy_threshold("arcface-onnx", "tight", override=0.2) == 0.2
+    assert privacy_threshold("unknown", "tight", override=0.0) == 0.0
+    with pytest.raises(ConfigError, match="calibrate"):
+        privacy_threshold("unknown", "tight")
+
+
+class _Encoder:
+    """A stand-in identity encoder that records what it was asked to embed."""
+
+    crop_size = 112
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, torch.Tensor]] = []
+
+    def template(self) -> torch.Tensor:
+        return torch.tensor([[38.3, 51.7], [73.5, 51.5], [56.0, 71.7], [41.5, 92.4], [70.7, 92.2]])
+
+    def embed(self, frames: torch.Tensor, index: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        self.calls.append(("embed", points))
+        return torch.ones(points.shape[0], 4)
+
+    def embed_aligned(self, crops: torch.Tensor) -> torch.Tensor:
+        self.calls.append(("aligned", crops))
+        return torch.full((crops.shape[0], 4), 2.0)
+
+
+def test_loose_chip_shrinks_the_template_towards_the_centre() -> None:
+    from reenact.faces.privacy_thresholds import LOOSE_SCALE, chip_template
+
+    enc = _Encoder()
+    assert torch.equal(chip_template(enc, "tight"), enc.template())  # type: ignore[arg-type]
+    loose = chip_template(enc, "loose")  # type: ignore[arg-type]
+    centre = (112 - 1) / 2.0
+    assert torch.allclose(loose, (enc.template() - centre) * 0.7 + centre)
+    assert LOOSE_SCALE == 0.7
+    # the eyes are closer together: the face fills less of the chip
+    assert float(loose[1, 0] - loose[0, 0]) == pytest.approx(0.7 * (73.5 - 38.3), rel=1e-5)
+    with pytest.raises(ConfigError, match="chip"):
+        chip_template(enc, "wide")  # type: ignore[arg-type]
+
+
+def test_embed_with_chip_uses_the_model_alignment_or_a_loose_crop() -> None:
+    from reenact.faces.privacy_thresholds import chip_template, embed_with_chip
+
+    enc = _Encoder()
+    frames = torch.zeros(1, 200, 200, 3, dtype=torch.uint8)
+    frames[0, 60:140, 60:140] = 255  # a bright square where the face is
+    points = chip_template(enc, "tight")[None] + 44.0  # a face at the chip's own scale, offset
+    tight = embed_with_chip(enc, frames, torch.zeros(1, dtype=torch.long), points, "tight")  # type: ignore[arg-type]
+    assert enc.calls[-1][0] == "embed" and float(tight[0, 0]) == 1.0
+    loose = embed_with_chip(enc, frames, torch.zeros(1, dtype=torch.long), points, "loose")  # type: ignore[arg-type]
+    kind, crops = enc.calls[-1]
+    assert kind == "aligned" and float(loose[0, 0]) == 2.0
+    assert crops.shape[-2:] == (112, 112) or crops.shape[1:3] == (112, 112)
