@@ -77,7 +77,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _g(value: Any) -> str:
+    """A number for people: 4 significant digits (the report keeps full precision)."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
 def _summary_lines(s: dict[str, Any]) -> list[str]:
+    s = _rounded(s)
     t, a, p = s["temporal"], s["attributes"], s["privacy"]
     lines = []
     if "identity" in s:
@@ -92,3 +100,12 @@ def _summary_lines(s: dict[str, Any]) -> list[str]:
         f"flicker {t['flicker']['output']} (input {t['flicker']['input']})",
         f"background PSNR: {s['background']['psnr_db']} dB",
     ]
+
+
+def _rounded(value: Any) -> Any:
+    """``value`` with every float as its 4-significant-digit text (for the summary lines)."""
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return _g(value) if isinstance(value, float) else value
