@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from reenact.errors import InputError, NoFaceError, ShapeError
+from reenact.io.atomic import atomic_path
 from reenact.io.images import read_image
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
@@ -135,32 +136,46 @@ def attribute_interpolation(id_path: Path, attr_paths: list[Path], pack: Any, st
     return to_uint8(frames)
 
 
+#: output formats of the image tools: extension -> Pillow format
+IMAGE_OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+#: save_frames also writes an animation
+FRAMES_OUTPUT_FORMATS = {**IMAGE_OUTPUT_FORMATS, ".gif": "GIF"}
+
+
+def image_format(path: str | Path, formats: dict[str, str] = IMAGE_OUTPUT_FORMATS) -> str:
+    """The Pillow format of an output path, by its extension; InputError for one we do not write."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in formats:
+        raise InputError(f"{path}: cannot write {suffix or 'a file without extension'}; "
+                         f"use {' or '.join(formats)}")
+    return formats[suffix]
+
+
 def save_image(image: torch.Tensor, path: str | Path) -> Path:
-    """Write uint8 ``[H,W,3]`` as PNG/JPEG (by suffix), atomically."""
+    """Write uint8 ``[H,W,3]`` as PNG/JPEG/WebP (by suffix), atomically."""
     from PIL import Image
 
     if image.dtype != torch.uint8 or image.ndim != 3 or image.shape[-1] != 3:
         raise ShapeError(f"save_image expects uint8 [H,W,3], got {image.dtype} {tuple(image.shape)}")
     path = Path(path)
+    fmt = image_format(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial" + path.suffix)
-    Image.fromarray(image.numpy()).save(tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(image.numpy()).save(tmp, format=fmt)
     return path
 
 
 def save_frames(frames: torch.Tensor, path: str | Path, duration_ms: int = 120) -> Path:
-    """uint8 ``[T,H,W,3]`` as an animated GIF (``.gif``) or a horizontal strip (any other suffix)."""
+    """uint8 ``[T,H,W,3]`` as an animated GIF (``.gif``) or a horizontal strip (.png/.jpg/.webp)."""
     from PIL import Image
 
     if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
         raise ShapeError(f"save_frames expects uint8 [T,H,W,3], got {frames.dtype} {tuple(frames.shape)}")
     path = Path(path)
-    if path.suffix.lower() != ".gif":
+    if image_format(path, FRAMES_OUTPUT_FORMATS) != "GIF":
         return save_image(torch.cat(list(frames), dim=1), path)
     path.parent.mkdir(parents=True, exist_ok=True)
     images = [Image.fromarray(f.numpy()) for f in frames]
-    tmp = path.with_name(path.name + ".partial.gif")
-    images[0].save(tmp, save_all=True, append_images=images[1:], duration=duration_ms, loop=0)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=duration_ms, loop=0)
     return path

@@ -13,17 +13,23 @@ flags never loads torch. Modules that pull in torch or the models (``reenact.pip
 after parsing. ``tests/cli/test_cli_table.py`` checks that parsing leaves torch unloaded.
 
 Library errors (:class:`reenact.errors.ReenactError`) become one clear line on stderr and
-the error's ``exit_code`` (:func:`run_guarded`, the only place); Ctrl-C exits with 130;
-bad flags exit with argparse's 2.
+the error's ``exit_code`` (:func:`run_guarded`, the only place); Ctrl-C exits with 130,
+SIGTERM with 143 and SIGHUP with 129 after the same clean-up (:func:`stop_signals` turns
+them into :class:`Stopped`, a KeyboardInterrupt, which the writer already cleans up on);
+bad flags exit with argparse's 2. Any other exception is a bug: one line naming it, exit 1,
+no traceback (``REENACT_TRACEBACK=1`` shows it). ``docs/exit-statuses.md`` lists them all.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import traceback
+from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
 
 from reenact import __version__
@@ -32,7 +38,39 @@ from reenact.cli import eval as eval_cmd
 from reenact.cli import image_tools, models, video
 from reenact.errors import ReenactError
 
-__all__ = ["COMMANDS", "Command", "build_parser", "deidentify_main", "main", "run_guarded"]
+__all__ = ["COMMANDS", "Command", "Stopped", "build_parser", "deidentify_main", "main", "run_guarded",
+           "stop_signals"]
+
+
+class Stopped(KeyboardInterrupt):
+    """A stop signal (SIGTERM, SIGHUP) raised in the main thread like Ctrl-C, so every clean-up
+    that runs on KeyboardInterrupt (the writer removes its temporary file) runs for it too."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+#: signals that stop a run with the clean-up of Ctrl-C; exit status 128 + the signal number
+STOP_SIGNALS = tuple(s for s in (signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None)
+
+
+def _raise_stopped(signum: int, _frame: object) -> None:
+    raise Stopped(signum)
+
+
+@contextlib.contextmanager
+def stop_signals() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise :class:`Stopped` in the main thread while the block runs."""
+    previous = {}
+    for sig in STOP_SIGNALS:
+        with contextlib.suppress(ValueError):  # not the main thread: leave the handlers alone
+            previous[sig] = signal.signal(sig, _raise_stopped)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class Command(NamedTuple):
@@ -67,32 +105,42 @@ SUBCOMMANDS = [name for name, command in COMMANDS.items() if command.subcommand]
 def run_guarded(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     """Run a command; the one place that turns errors into exit statuses and one stderr line."""
     try:
-        return run(args)
+        with stop_signals():
+            return run(args)
     except ReenactError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except Stopped as exc:
+        print(f"stopped by {signal.Signals(exc.signum).name}: nothing partial was written", file=sys.stderr)
+        return 128 + exc.signum
     except KeyboardInterrupt:
         print("interrupted: nothing partial was written", file=sys.stderr)
         return 130
     except BrokenPipeError:  # e.g. `reenact ... --dry-run | head`: the reader left, that is fine
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except Exception as exc:  # a bug: still one line and a status, never a traceback
+        if os.environ.get("REENACT_TRACEBACK"):
+            traceback.print_exc()
+        print(f"error: internal error ({type(exc).__name__}: {exc}); please report it "
+              "(REENACT_TRACEBACK=1 shows where)", file=sys.stderr)
+        return 1
 
 
 def build_parser(name: str) -> argparse.ArgumentParser:
     """The parser of ``reenact`` (video command), ``deidentify``, or ``reenact <subcommand>``."""
     command = COMMANDS[name]
     if command.subcommand:
-        parser = argparse.ArgumentParser(prog="reenact", description="reenact tools")
+        parser = argparse.ArgumentParser(prog="reenact", description="reenact tools", allow_abbrev=False)
         parser.add_argument("--version", action="version", version=f"reenact {__version__}")
         sub = parser.add_subparsers(dest="command", required=True)
         for sub_name in SUBCOMMANDS:
-            sub_parser = sub.add_parser(sub_name, help=COMMANDS[sub_name].help)
+            sub_parser = sub.add_parser(sub_name, help=COMMANDS[sub_name].help, allow_abbrev=False)
             sub_parser.add_argument("--quiet", action="store_true", help="only print errors")
             COMMANDS[sub_name].add_args(sub_parser)
         return parser
     epilog = f"other tools: reenact {{{','.join(SUBCOMMANDS)}}} --help" if name == "reenact" else None
-    parser = argparse.ArgumentParser(prog=name, description=command.help, epilog=epilog)
+    parser = argparse.ArgumentParser(prog=name, description=command.help, epilog=epilog, allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"reenact {__version__}")
     parser.add_argument("--quiet", action="store_true", help="only print errors")
     command.add_args(parser)

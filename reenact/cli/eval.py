@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
+from reenact.cli.checks import check_photo_path, check_video_header
 from reenact.errors import InputError, OutputExistsError
 
 HELP = "quality metrics for an input/output video pair"
@@ -51,7 +52,19 @@ def _distractors(gallery: Path | None) -> list[Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    # reenact.evaluate imports torch and the face models: loaded here, after parsing.
+    for video in (args.input, args.output):  # cheap checks first: no torch yet
+        if not video.exists():
+            raise InputError(f"{video}: no such file")
+        if video.is_dir():
+            raise InputError(f"{video}: is a folder; eval compares two video files")
+        check_video_header(video)
+    if args.identity is not None:
+        check_photo_path(args.identity, "identity photo (--identity)")
+    elif args.mode == "reenact":
+        raise InputError("--mode reenact needs --identity PHOTO (the face the video was given)")
+    if args.max_frames is not None and args.max_frames < 1:
+        raise InputError(f"--max-frames must be at least 1, got {args.max_frames}")
+    # reenact.evaluate imports torch and the face models: loaded here, after the checks.
     from reenact.evaluate.models import EvalModelSettings, load_models
     from reenact.evaluate.report import EvalSettings, evaluate_videos, save_report
 
@@ -77,7 +90,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _g(value: Any) -> str:
+    """A number for people: 4 significant digits (the report keeps full precision)."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
 def _summary_lines(s: dict[str, Any]) -> list[str]:
+    s = _rounded(s)
     t, a, p = s["temporal"], s["attributes"], s["privacy"]
     lines = []
     if "identity" in s:
@@ -92,3 +113,12 @@ def _summary_lines(s: dict[str, Any]) -> list[str]:
         f"flicker {t['flicker']['output']} (input {t['flicker']['input']})",
         f"background PSNR: {s['background']['psnr_db']} dB",
     ]
+
+
+def _rounded(value: Any) -> Any:
+    """``value`` with every float as its 4-significant-digit text (for the summary lines)."""
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return _g(value) if isinstance(value, float) else value

@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from reenact.errors import InputError, OutputExistsError
+from reenact.cli.checks import check_output_file
+from reenact.errors import InputError
 
 if TYPE_CHECKING:
     from reenact.packs import LoadedPack
@@ -29,13 +30,31 @@ def _load_pack(args: argparse.Namespace) -> LoadedPack:
     return load_pack(PackSettings(pack=args.pack), device=resolve_device(args.device))
 
 
-def _output(args: argparse.Namespace, default_name: str) -> Path:
+#: what each tool writes (the same lists as reenact.image_tools, kept here so the check
+#: runs before torch is imported; tests/cli checks they agree)
+GRID_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+INTERPOLATE_SUFFIXES = (".gif", *GRID_SUFFIXES)
+
+
+def _output(args: argparse.Namespace, default_name: str, suffixes: tuple[str, ...]) -> Path:
+    """The output path, checked before any work (extension, folder, existing file)."""
     if args.output is None and args.output_dir is None:
         raise InputError("give --output FILE (or the authors' --output_dir DIR)")
-    out = Path(args.output) if args.output is not None else Path(args.output_dir) / default_name
-    if out.exists() and not args.overwrite:
-        raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")
+    if args.output is not None:
+        out = Path(args.output)
+    else:
+        if Path(args.output_dir).exists() and not Path(args.output_dir).is_dir():
+            raise InputError(f"--output_dir {args.output_dir} is a file, not a folder")
+        Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+        out = Path(args.output_dir) / default_name
+    check_output_file(None, out, args.overwrite, suffixes=suffixes, what="--output")
     return out
+
+
+def _folder(path: Path, flag: str) -> Path:
+    if not path.is_dir():
+        raise InputError(f"{flag} {path}: {'is a file, not' if path.exists() else 'no such'} folder")
+    return path
 
 
 def grid_add_args(p: argparse.ArgumentParser) -> None:
@@ -48,9 +67,15 @@ def grid_add_args(p: argparse.ArgumentParser) -> None:
 
 
 def grid_run(args: argparse.Namespace) -> int:
-    from reenact.image_tools import identity_attribute_grid, list_images, save_image
+    out = _output(args, "grid.png", GRID_SUFFIXES)
+    _folder(args.id_dir, "--id-dir")
+    _folder(args.attr_dir, "--attr-dir")
+    from reenact.image_tools import (  # torch: after the checks
+        identity_attribute_grid,
+        list_images,
+        save_image,
+    )
 
-    out = _output(args, "grid.png")
     pack = _load_pack(args)
     grid = identity_attribute_grid(list_images(args.id_dir), list_images(args.attr_dir), pack)
     save_image(grid, out)
@@ -72,16 +97,24 @@ def interpolate_add_args(p: argparse.ArgumentParser) -> None:
 
 
 def interpolate_run(args: argparse.Namespace) -> int:
-    from reenact.image_tools import attribute_interpolation, list_images, save_frames
+    if args.steps < 1:
+        raise InputError(f"--steps must be at least 1, got {args.steps}")
+    out = _output(args, "interpolation.gif", INTERPOLATE_SUFFIXES)
+    from reenact.image_tools import (  # torch: after the checks
+        attribute_interpolation,
+        list_images,
+        save_frames,
+    )
 
     if args.input_dir is not None:
-        images = list_images(args.input_dir)
+        images = list_images(_folder(args.input_dir, "--input_dir"))
         identity, attrs = images[0], images[1:]
     else:
         if args.identity is None:
             raise InputError("give --identity IMAGE and two or more --attr IMAGE (or --input_dir DIR)")
         identity, attrs = args.identity, list(args.attr)
-    out = _output(args, "interpolation.gif")
+    if len(attrs) < 2:
+        raise InputError(f"interpolation needs two or more attribute images (--attr), got {len(attrs)}")
     pack = _load_pack(args)
     frames = attribute_interpolation(identity, attrs, pack, steps=args.steps)
     save_frames(frames, out)

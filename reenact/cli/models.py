@@ -13,17 +13,17 @@ HELP = "list, pull, import and verify model weights"
 
 def add_args(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="models_command", required=True)
-    ls = sub.add_parser("list", help="packs, their components, sources, licences and cache state")
+    ls = sub.add_parser("list", allow_abbrev=False, help="packs, their components, sources, licences and cache state")
     ls.add_argument("pack", nargs="?", default=None, help="only this pack")
     ls.add_argument("--json", action="store_true", help="print JSON")
-    pull = sub.add_parser("pull", help="download (checked, resumable) and convert a pack's weights")
+    pull = sub.add_parser("pull", allow_abbrev=False, help="download (checked, resumable) and convert a pack's weights")
     pull.add_argument("pack", help="pack name, e.g. full")
     pull.add_argument("--component", default=None, help="only this component, e.g. generator")
-    imp = sub.add_parser("import", help="convert a local file into the cache (NVlabs .pkl, rosinality .pt, ...)")
+    imp = sub.add_parser("import", allow_abbrev=False, help="convert a local file into the cache (NVlabs .pkl, rosinality .pt, ...)")
     imp.add_argument("target", help="PACK/COMPONENT, e.g. full/generator; or `paper` with the authors' folder(s)")
     imp.add_argument("file", type=Path, nargs="+",
                      help="the local weight file (for `paper`: one folder, or the pretrained-models and checkpoint folders)")
-    ver = sub.add_parser("verify", help="re-hash and re-load a pack's cached weights")
+    ver = sub.add_parser("verify", allow_abbrev=False, help="re-hash and re-load a pack's cached weights")
     ver.add_argument("pack", help="pack name")
     ver.add_argument("--json", action="store_true", help="print JSON")
 

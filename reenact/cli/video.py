@@ -9,11 +9,18 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from reenact.cli.checks import (
+    check_output_file,
+    check_output_folder,
+    check_photo_path,
+    check_video_header,
+)
 from reenact.cli.settings import resolve_settings
 from reenact.config import to_dict
 from reenact.errors import InputError
 
 if TYPE_CHECKING:
+    from reenact.batch import FolderPlan
     from reenact.pipeline import PipelineConfig
 
 Mode = Literal["reenact", "deidentify"]
@@ -24,10 +31,21 @@ DESCRIPTION = {
 }
 
 
+class _NoIdentity(argparse.Action):
+    """``deidentify --identity``: say what deidentify does instead of "unrecognized argument"."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        parser.error("deidentify takes no --identity: it gives every face a synthetic identity; "
+                     "to put the face of a photo on a video use `reenact VIDEO --identity PHOTO`")
+
+
 def add_args(p: argparse.ArgumentParser, mode: Mode) -> None:
     p.add_argument("input", type=Path, help="a video file, or a folder of videos")
     if mode == "reenact":
         p.add_argument("--identity", type=Path, required=True, help="photo of the face to put on the video")
+    else:
+        p.add_argument("--identity", nargs="?", action=_NoIdentity, help=argparse.SUPPRESS)
     p.add_argument("-o", "--output", type=Path, default=None,
                    help="output file (or folder for a folder input); default: INPUT_"
                    f"{'reenacted' if mode == 'reenact' else 'deidentified'} next to the input")
@@ -60,47 +78,93 @@ def add_args(p: argparse.ArgumentParser, mode: Mode) -> None:
     p.add_argument("--dry-run", action="store_true", help="print the resolved plan and exit")
     p.add_argument("--workers", type=int, default=1, help="videos processed at once (folder input)")
     p.add_argument("--ray", default=None, metavar="ADDRESS",
-                   help="run one task per video on a Ray cluster (address, or auto)")
+                   help="run one task per video with Ray: a cluster's address, auto (the running "
+                   "cluster, or RAY_ADDRESS), or local (start a private Ray instance on this machine)")
     p.add_argument("--gpus-per-task", type=float, default=None, help="GPUs per Ray task (default 1 with CUDA, else 0)")
 
 
-def run(args: argparse.Namespace, mode: Mode) -> int:
+def precheck(args: argparse.Namespace, mode: Mode) -> tuple[Path, Path]:
+    """The cheap checks, before torch is imported: input exists and (a file) has a video
+    header, identity photo is a file, the output path can be written. Returns (input, output)."""
     source: Path = args.input.absolute()
-    if not source.exists():  # refused before anything loads torch
+    if not source.exists():
         raise InputError(f"{source}: no such file or folder")
-    # The pipeline imports torch: loaded here, after parsing, not when the CLI starts.
-    from reenact.pipeline import check_inputs
-
-    config = resolve_settings(args)
+    if args.workers < 1:
+        raise InputError(f"--workers must be at least 1, got {args.workers}")
     identity = getattr(args, "identity", None)
+    if identity is not None:
+        check_photo_path(Path(identity), "identity photo (--identity)")
     suffix = "reenacted" if mode == "reenact" else "deidentified"
     if source.is_dir():
         output = Path(args.output or source.with_name(f"{source.name}_{suffix}"))
-        if output.exists() and not output.is_dir():
-            raise InputError(f"-o {output} is a file; a folder input needs an output folder")
+        check_output_folder(output)
     else:
         output = Path(args.output or source.with_name(f"{source.stem}_{suffix}.mp4"))
+        check_video_header(source)
+        check_output_file(source, output, args.overwrite)
+    return source, output
+
+
+def run(args: argparse.Namespace, mode: Mode) -> int:
+    source, output = precheck(args, mode)  # refused before anything loads torch
+    # The pipeline imports torch: loaded here, after the cheap checks, not when the CLI starts.
+    from reenact.pipeline.run import check_inputs, check_photo_faces
+
+    config = resolve_settings(args)
+    identity = getattr(args, "identity", None)
     warn_unused_flags(args, mode, config, folder=source.is_dir())
     check_inputs(None if source.is_dir() else source, None if source.is_dir() else output, mode, config,
-                 identity=identity, overwrite=args.overwrite)
+                 identity=identity, overwrite=args.overwrite, preview=args.preview)
+    folder = folder_decisions(args, mode, config, source, output, identity) if source.is_dir() else None
     if args.dry_run:
-        print(json.dumps(_plan(args, mode, config, source, output, identity), indent=1))
+        # the run's last check before the video work: the photos show a face (loads the models)
+        if identity is not None or config.faces.startswith("reference:"):
+            check_photo_faces(config, identity)
+        print(json.dumps(_plan(mode, config, source, output, identity, folder), indent=1))
         return 0
-    if source.is_dir():
-        return _run_folder(args, mode, config, source, output, identity)
+    if folder is not None:
+        return _run_folder(args, mode, config, folder, identity)
     return _run_file(args, mode, config, source, output, identity)
 
 
-def _plan(args: argparse.Namespace, mode: Mode, config: PipelineConfig, source: Path, output: Path,
-          identity: Path | None) -> dict[str, Any]:
-    from reenact.batch import plan_folder
+def folder_decisions(args: argparse.Namespace, mode: Mode, config: PipelineConfig, source: Path, output: Path,
+                     identity: Path | None) -> FolderPlan:
+    """What a folder run does with each file, the same for ``--dry-run`` and the run: jobs,
+    outputs that are done (skipped) or stale (failed: made with other settings, another
+    identity photo, or from another clip under the same name), files that are not videos."""
+    from reenact.batch import JobResult, plan_folder
+    from reenact.errors import ReenactError
+    from reenact.pipeline.run import check_sidecars, stale_reason
 
+    folder = plan_folder(source, output, overwrite=args.overwrite)
+    for result in folder.known:
+        if result.status == "skipped" and result.output is not None:
+            reason = stale_reason(result.output, mode, config, identity, result.source)
+            if reason is not None:
+                result.status = "failed"
+                result.error = f"output exists but is stale: {reason}; use --overwrite to remake it"
+    jobs = []
+    for job in folder.jobs:
+        try:
+            check_video_header(job.source)
+            check_sidecars(job.output, args.overwrite, args.preview)
+        except ReenactError as exc:
+            folder.known.append(JobResult(job.source, job.output, "failed", error=str(exc)))
+            continue
+        jobs.append(job)
+    folder.jobs = jobs
+    return folder
+
+
+def _plan(mode: Mode, config: PipelineConfig, source: Path, output: Path, identity: Path | None,
+          folder: FolderPlan | None) -> dict[str, Any]:
     plan: dict[str, Any] = {"mode": mode, "input": str(source), "output": str(output),
                             "identity": str(identity) if identity else None, "config": to_dict(config)}
-    if source.is_dir():
-        folder = plan_folder(source, output, overwrite=args.overwrite)
+    if folder is not None:
         plan["jobs"] = [[str(j.source), str(j.output)] for j in folder.jobs]
-        plan["skipped"] = [[str(r.source), r.status, r.error] for r in folder.known]
+        plan["skipped"] = [[str(r.source), r.status, r.error] for r in folder.known if r.status == "skipped"]
+        plan["failed"] = [[str(r.source), r.error] for r in folder.known if r.status == "failed"]
+        plan["ignored"] = [[str(r.source), r.error] for r in folder.known if r.status == "ignored"]
     return plan
 
 
@@ -133,23 +197,16 @@ def _run_file(args: argparse.Namespace, mode: Mode, config: PipelineConfig, sour
     return 0
 
 
-def _run_folder(args: argparse.Namespace, mode: Mode, config: PipelineConfig, source: Path, output: Path,
+def _run_folder(args: argparse.Namespace, mode: Mode, config: PipelineConfig, folder: FolderPlan,
                 identity: Path | None) -> int:
     import torch
     from tqdm import tqdm
 
-    from reenact.batch import plan_folder, run_jobs, summary_table
-    from reenact.pipeline import stale_reason, video_job
+    from reenact.batch import run_jobs, summary_table
+    from reenact.pipeline import video_job
 
-    folder = plan_folder(source, output, overwrite=args.overwrite)
     if not folder.jobs and not folder.known:
-        logging.getLogger("reenact").warning("no videos found in %s", source)
-    for result in folder.known:
-        if result.status == "skipped" and result.output is not None:
-            reason = stale_reason(result.output, mode, config, identity)
-            if reason is not None:
-                result.status = "failed"
-                result.error = f"output exists but is stale: {reason}; use --overwrite to remake it"
+        logging.getLogger("reenact").warning("no videos found in %s", args.input)
     task = functools.partial(video_job, mode=mode, config=config, identity=identity, overwrite=args.overwrite,
                              preview=args.preview)
     bar = tqdm(total=len(folder.jobs), unit="video", disable=args.quiet or args.json)

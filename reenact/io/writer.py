@@ -20,6 +20,7 @@ High 4:4:4), which keeps every pixel: no cropping and no padding.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import uuid
@@ -70,12 +71,33 @@ class EncodeSettings:
     pix_fmt: str | None = None
 
     def __post_init__(self) -> None:
-        if not 0 <= self.crf <= 51:
-            raise ConfigError(f"crf must be in 0..51, got {self.crf}")
+        formats = encoder_pix_fmts(self.codec)  # also refuses a codec this PyAV/FFmpeg cannot encode
+        if isinstance(self.crf, bool) or not isinstance(self.crf, int) or not 0 <= self.crf <= 51:
+            raise ConfigError(f"encode.crf must be an integer in 0..51 (lower: better, larger), got {self.crf!r}")
+        if self.pix_fmt is not None and self.pix_fmt not in formats:
+            raise ConfigError(
+                f"encode.pix_fmt {self.pix_fmt!r} is not a pixel format {self.codec} encodes; choose one of "
+                f"{', '.join(formats)} (or leave it unset to keep the source's)"
+            )
         if self.codec in ("libx264", "libx265") and self.preset not in X264_PRESETS:
             raise ConfigError(f"unknown x264 preset {self.preset!r}; choose one of {list(X264_PRESETS)}")
         if self.codec == "libx264" and self.tune is not None and self.tune not in X264_TUNES:
             raise ConfigError(f"unknown x264 tune {self.tune!r}; choose one of {list(X264_TUNES)} or none")
+
+
+@functools.lru_cache(maxsize=8)
+def encoder_pix_fmts(codec: str) -> tuple[str, ...]:
+    """The pixel formats the installed FFmpeg's ``codec`` encoder accepts (asked from PyAV).
+
+    Raises ConfigError when this FFmpeg has no such video encoder.
+    """
+    try:
+        found = av.codec.Codec(codec, "w")
+    except (av.error.FFmpegError, ValueError) as exc:  # UnknownCodecError is a ValueError
+        raise ConfigError(f"encode.codec {codec!r}: this FFmpeg has no such encoder ({exc})") from exc
+    if found.type != "video":
+        raise ConfigError(f"encode.codec {codec!r} is not a video encoder")
+    return tuple(f.name for f in found.video_formats or ())
 
 
 def check_output_path(

@@ -30,11 +30,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
-from reenact.batch import Job
-from reenact.config import dump_yaml, to_dict
+from reenact.batch import Job, source_fingerprint
+from reenact.config import to_dict
 from reenact.device import resolve_device
-from reenact.errors import ConfigError, InputError
+from reenact.errors import ConfigError, InputError, NoFaceError, OutputExistsError
 from reenact.faces import identity_from_photo
 from reenact.io import (
     FrameChunk,
@@ -94,13 +95,25 @@ def cached_pack(config: PipelineConfig, device: torch.device, cache: PackCache |
 
 
 def report_paths(output: Path) -> dict[str, Path]:
-    """Files written beside an output video."""
-    stem = output.with_suffix("")
+    """Files written beside an output video: its whole name plus ``.report.json``,
+    ``.config.yaml`` and ``.preview.png`` (``o.mkv`` -> ``o.mkv.report.json``), so two outputs
+    in one folder (``o.mkv``, ``o.mov``) never share a sidecar."""
+    output = Path(output)
     return {
-        "report": Path(f"{stem}.report.json"),
-        "config": Path(f"{stem}.config.yaml"),
-        "preview": Path(f"{stem}.preview.png"),
+        "report": output.with_name(f"{output.name}.report.json"),
+        "config": output.with_name(f"{output.name}.config.yaml"),
+        "preview": output.with_name(f"{output.name}.preview.png"),
     }
+
+
+def check_sidecars(output: Path, overwrite: bool, preview: bool = False) -> None:
+    """Refuse, like the video itself, sidecar files of ``output`` that exist (without ``overwrite``)."""
+    if overwrite:
+        return
+    for kind, path in report_paths(output).items():
+        if (kind != "preview" or preview) and path.exists():
+            raise OutputExistsError(f"{path}: already exists (the {kind} of {output.name}); "
+                                    "pass --overwrite to replace it")
 
 
 def check_inputs(
@@ -111,6 +124,7 @@ def check_inputs(
     *,
     identity: str | Path | None = None,
     overwrite: bool = False,
+    preview: bool = False,
 ) -> VideoInfo | None:
     """Step 1: everything that can be checked before any model is loaded (also for --dry-run).
 
@@ -121,6 +135,7 @@ def check_inputs(
     info = probe(source) if source is not None else None
     if source is not None and output is not None:
         check_output_path(source, output, overwrite)
+        check_sidecars(output, overwrite, preview)
     policy_class(mode).check_request(identity)
     if identity is not None:
         _check_photo(Path(identity), "identity photo (--identity)")
@@ -144,6 +159,8 @@ def check_inputs(
 def _check_photo(path: Path, what: str) -> None:
     from reenact.io import read_image
 
+    if path.is_dir():
+        raise InputError(f"{what} {path} is a folder; give one photo file")
     if not path.is_file():
         raise InputError(f"{what} not found: {path}")
     try:
@@ -173,10 +190,10 @@ def process_video(
     started = time.perf_counter()
     source, output = Path(source), Path(output)
     # 1. check inputs
-    info = check_inputs(source, output, mode, config, identity=identity, overwrite=overwrite)
+    info = check_inputs(source, output, mode, config, identity=identity, overwrite=overwrite, preview=preview)
     assert info is not None
     # 2. models, identity policy, face selection
-    pack = cached_pack(config, resolve_device(config.device), packs)
+    pack = check_photo_faces(config, identity, packs)
     threshold = identity_threshold(config, pack)
     warnings: list[str] = []
     policy = policy_class(mode).for_run(pack, config, threshold, identity, warnings)
@@ -210,6 +227,7 @@ def process_video(
         seconds=time.perf_counter() - started,
     )
     report["identity_photo"] = _photo_record(identity)
+    report["source_fingerprint"] = source_fingerprint(source)
     report["warnings"].extend(warnings)
     if reference is not None:
         report["reference_similarity"] = {str(k): v for k, v in sorted(replacer.select.similarity.items())}
@@ -229,11 +247,35 @@ def process_video(
         report["warnings"].append("no faces found: the output is the input re-encoded")
     paths = report_paths(output)
     atomic_write_text(paths["report"], json.dumps(report, indent=2))
-    dump_yaml(config, paths["config"])
+    atomic_write_text(paths["config"], dump_yaml_text(config))
     if preview:
         _write_preview(replacer.kept, paths["preview"])
         report["preview"] = str(paths["preview"])
     return report
+
+
+def dump_yaml_text(config: PipelineConfig) -> str:
+    """The resolved settings as YAML text (written atomically beside the output)."""
+    return yaml.safe_dump(to_dict(config), sort_keys=False)
+
+
+def check_photo_faces(config: PipelineConfig, identity: str | Path | None,
+                      packs: PackCache | None = None) -> LoadedPack:
+    """The check a run makes once the models are loaded: the identity photo and the
+    ``reference:`` photo each show a face (NoFaceError otherwise). Returns the loaded pack
+    (cached, so a run after ``--dry-run`` in one process does not load it again)."""
+    pack = cached_pack(config, resolve_device(config.device), packs)
+    photos = [("identity photo (--identity)", identity)]
+    if config.faces.startswith("reference:"):
+        photos.append(("reference photo (--faces reference:...)", config.faces.split(":", 1)[1]))
+    for what, photo in photos:
+        if photo is None:
+            continue
+        try:
+            identity_from_photo(photo, pack.detector, pack.identity)
+        except NoFaceError as exc:
+            raise NoFaceError(f"{what}: {exc}") from exc
+    return pack
 
 
 def _photo_record(photo: str | Path | None) -> dict[str, str] | None:
@@ -243,10 +285,13 @@ def _photo_record(photo: str | Path | None) -> dict[str, str] | None:
     return {"path": str(Path(photo).absolute()), "sha256": hashlib.sha256(Path(photo).read_bytes()).hexdigest()}
 
 
-def stale_reason(output: Path, mode: Mode, config: PipelineConfig, identity: str | Path | None) -> str | None:
+def stale_reason(output: Path, mode: Mode, config: PipelineConfig, identity: str | Path | None,
+                 source: Path | None = None) -> str | None:
     """Why an existing output was made differently from what this run would make, or None.
 
-    Compares the report written beside it: mode, resolved settings and identity photo.
+    Compares the report written beside it: mode, resolved settings, identity photo and
+    the source's fingerprint (:func:`reenact.batch.source_fingerprint`), so a different clip
+    put in place under the same name is not taken for done.
     """
     path = report_paths(output)["report"]
     try:
@@ -261,6 +306,8 @@ def stale_reason(output: Path, mode: Mode, config: PipelineConfig, identity: str
     wanted = (_photo_record(identity) or {}).get("sha256")
     if made_with != wanted:
         return "it was made with another identity photo"
+    if source is not None and report.get("source_fingerprint") != source_fingerprint(source):
+        return "its source file changed since (another clip under the same name)"
     return None
 
 

@@ -139,7 +139,7 @@ def test_reenact_video_with_the_paper_pack_through_the_cli(one_folder: Path, tmp
     assert main([str(clip), "--identity", str(photo), "--pack", "paper", "-o", str(out), "--device", "cpu",
                  "--quiet"]) == 0
     assert _frames(out) == 3
-    report = json.loads(out.with_suffix(".report.json").read_text())
+    report = json.loads(out.with_name(out.name + ".report.json").read_text())
     assert report["models"]["pack"] == "paper"
     assert report["models"]["generator"].startswith("StyleGAN v1 256px, 14 ws")
     assert report["models"]["identity"] == "vggface2-paper"

@@ -38,7 +38,7 @@ def _check_run(fixtures: Path, folder: Path, out: Path, capsys: pytest.CaptureFi
     status = deidentify_main(_args(fixtures, folder, out, *extra))
     assert status == 1, "a failed file makes the exit status 1"
     assert (out / "a.mp4").is_file() and (out / "sub" / "b.mp4").is_file()
-    assert (out / "a.report.json").is_file()
+    assert (out / "a.mp4.report.json").is_file()
     assert not (out / "broken.mp4").exists() and not (out / "empty.mp4").exists()
     assert not [p for p in out.rglob("*") if "partial" in p.name], "no partial files left behind"
     # re-run: finished files are skipped, the broken ones fail again
@@ -87,3 +87,63 @@ def test_ray_folder_run_gathers_results_and_failures(
 def test_output_folder_inside_input_is_refused(folder: Path) -> None:
     with pytest.raises(InputError, match="inside the input folder"):
         plan_folder(folder, folder / "out")
+
+
+def _fake_done(output: Path, source: Path, config: object, mode: str = "deidentify") -> None:
+    """An output with the report a finished run writes beside it."""
+    import json
+
+    from reenact.batch import source_fingerprint
+    from reenact.config import to_dict
+    from reenact.pipeline.run import report_paths
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_bytes(b"video")
+    report_paths(output)["report"].write_text(json.dumps({
+        "mode": mode, "config": to_dict(config), "identity_photo": None,
+        "source_fingerprint": source_fingerprint(source)}))
+
+
+def test_a_replaced_source_is_stale_not_skipped(fixtures: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from reenact.pipeline import PipelineConfig
+    from reenact.pipeline.run import stale_reason
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    trim_clip(fixtures / "videos" / "liveportrait_d0.mp4", src / "a.mp4", 4)
+    _fake_done(out / "a.mp4", src / "a.mp4", PipelineConfig())
+    assert stale_reason(out / "a.mp4", "deidentify", PipelineConfig(), None, src / "a.mp4") is None
+    trim_clip(fixtures / "videos" / "sadtalker_WDA_KatieHill_000.mp4", src / "a.mp4", 4)  # another clip, same name
+    assert "source file changed" in (stale_reason(out / "a.mp4", "deidentify", PipelineConfig(), None,
+                                                  src / "a.mp4") or "")
+    # --dry-run says what the run would do: the stale output fails, it is not "skipped"
+    assert deidentify_main([str(src), "-o", str(out), "--dry-run"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["skipped"] == [] and "source file changed" in plan["failed"][0][1]
+
+
+def test_sidecars_are_named_per_output_and_refused_when_they_exist(tmp_path: Path) -> None:
+    from reenact.errors import OutputExistsError
+    from reenact.pipeline.run import check_sidecars, report_paths
+
+    names = {p.name for out in ("o.mkv", "o.mov", "o.avi", "o.mp4") for p in report_paths(tmp_path / out).values()}
+    assert len(names) == 12, "two outputs share a sidecar"
+    (tmp_path / "x.mp4.report.json").write_text("{}")
+    with pytest.raises(OutputExistsError, match="x.mp4.report.json"):
+        check_sidecars(tmp_path / "x.mp4", overwrite=False)
+    check_sidecars(tmp_path / "x.mp4", overwrite=True)
+    check_sidecars(tmp_path / "y.mp4", overwrite=False)
+
+
+def test_dry_run_lists_a_broken_file_as_the_run_would(folder: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    assert deidentify_main([str(folder), "-o", str(tmp_path / "o"), "--dry-run", "--device", "cpu"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    failed = {Path(name).name for name, _error in plan["failed"]}
+    assert failed == {"broken.mp4", "empty.mov"}
+    assert {Path(j[0]).name for j in plan["jobs"]} == {"a.mp4", "b.mp4"}

@@ -9,11 +9,15 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 HERE = Path(__file__).resolve().parent
 
 SCRIPT = """
 import sys
 from pathlib import Path
+
+import pytest
 sys.path.insert(0, {here!r})
 from pipeline_media import slow_job
 from reenact.batch import Job, run_jobs
@@ -46,3 +50,40 @@ def test_ctrl_c_with_workers_starts_no_new_video(tmp_path: Path) -> None:
     started = sorted(name for _t, name in starts)
     assert len(finished) >= 2 and set(finished) < set(started), (finished, started)
     assert not list(tmp_path.glob("*.partial"))
+
+
+def _cli_run_until_partial(fixtures: Path, tmp_path: Path) -> tuple[subprocess.Popen[str], Path]:
+    """A real ``deidentify`` run on a fixture clip, waited on until its hidden partial file exists."""
+    models = fixtures / "models"
+    out = tmp_path / "out.mp4"
+    code = "import sys; from reenact.cli import deidentify_main; sys.exit(deidentify_main())"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(fixtures / "videos" / "liveportrait_d12.mp4"), "-o", str(out), "--quiet",
+         "--device", "cpu", "--detector-model", str(models / "scrfd" / "scrfd_500m_kps.onnx"),
+         "--identity-model", str(models / "mobileface_recognition_onnx" / "mobileface_V2.onnx"),
+         "--identity-mean", "0", "--identity-std", "1", "--set", "read.chunk_size=8"],
+        stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        partial = [p for p in tmp_path.iterdir() if ".partial" in p.name]
+        if partial and partial[0].stat().st_size > 0:
+            return proc, out
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError(f"no partial file appeared; the run ended with {proc.poll()}: {proc.stderr.read()}")
+
+
+@pytest.mark.parametrize(("sig", "status"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_stop_signal_cleans_up_like_ctrl_c(fixtures: Path, tmp_path: Path, sig: signal.Signals, status: int) -> None:
+    """`timeout`, `docker stop` and schedulers stop a run with SIGTERM: no hidden partial file stays."""
+    proc, out = _cli_run_until_partial(fixtures, tmp_path)
+    sent = time.perf_counter()
+    proc.send_signal(sig)
+    assert proc.wait(timeout=60) == status
+    took = time.perf_counter() - sent
+    err = proc.stderr.read() if proc.stderr else ""
+    assert "Traceback" not in err and sig.name in err, err
+    assert not out.exists(), "a stopped run left an output"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], "a stopped run left files"
+    assert took < 30, f"stopping took {took:.1f} s"

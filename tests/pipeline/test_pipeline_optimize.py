@@ -38,7 +38,7 @@ def test_optimize_mapper_runs_end_to_end(command: str, fixtures: Path, clip: Pat
         status = deidentify_main(args)
     assert status == 0
     assert decode(out)[0].shape == decode(clip)[0].shape
-    report = json.loads(out.with_suffix(".report.json").read_text())
+    report = json.loads(out.with_name(out.name + ".report.json").read_text())
     assert report["mapper"]["kind"] == "optimize"
     per_track = report["mapper"]["tracks"]
     assert len(per_track) == 1

@@ -19,7 +19,7 @@ def test_readme_main_command_runs_on_the_samples(tmp_path: Path) -> None:
     argv = [str(ROOT / a) if a.startswith("samples/") else a for a in argv]
     argv[argv.index("-o") + 1] = str(tmp_path / out)
     assert main([*argv, "--quiet"]) == 0
-    report = json.loads((tmp_path / out).with_suffix(".report.json").read_text())
+    report = json.loads((tmp_path / f"{out}.report.json").read_text())
     assert report["frames"] == 50 and len(report["tracks"]) == 1
     assert report["counts"]["faces_replaced"] == 50
-    assert (tmp_path / out).with_suffix(".preview.png").is_file()
+    assert (tmp_path / f"{out}.preview.png").is_file()
