@@ -217,8 +217,7 @@ def process_video(
 
     # 12. report
     run = replacer.report
-    if not pack.trained:
-        run.warn(f"model pack {pack.name!r} is untrained: a smoke test, not a result")
+    # an untrained pack is logged once when it loads; the report's `models` says `trained: false`
     report = run.to_dict(
         mode=mode, source=source, output=output, models=pack.describe(), config=config, stream=stream,
         video={"width": info.width, "height": info.height, "fps": info.avg_fps, "frame_count": info.frame_count},
