@@ -492,5 +492,8 @@ class PrivacyGuard:
         record = face.record
         if record.track_id >= 0:
             self.track_rung[record.track_id] = max(self.track_rung.get(record.track_id, 0), face.rung)
-        self.report.add_privacy(record.track_id, frame_indices[face.row], rung, face.similarities, passed,
+        # solid is not checked (nothing is left to recognise): what the face-frame reports is the
+        # written output's check, so the failed check that led there is not kept
+        sims = {} if rung == "solid" else face.similarities
+        self.report.add_privacy(record.track_id, frame_indices[face.row], rung, sims, passed and face.error is None,
                                 face.error or record.failed)
