@@ -10,13 +10,14 @@ crop's edge can show in the frame.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
 import torch
 
 from reenact.blend.common import BlendSettings
-from reenact.errors import ShapeError
+from reenact.errors import ConfigError, ShapeError
 from reenact.shapes import check_shape
 
 # FFHQ-style aligned crop: the 5 points (left eye, right eye, nose, left and right mouth
@@ -140,3 +141,13 @@ def face_mask(size: int, settings: BlendSettings = BlendSettings(), points: torc
     mask = mask * _ramp(edge, max(feather, 2.0))[None]
     mask = mask.clamp(0.0, 1.0).to(torch.float32)
     return mask[0] if single else mask
+
+
+def grown_mask_settings(settings: BlendSettings, factor: float) -> BlendSettings:
+    """``settings`` with the face ellipse grown by ``factor`` (kept within ``mask_scale``'s
+    range of [0.1, 3]): the pasted face then also replaces forehead and jaw line, which a
+    recogniser with a loose crop would otherwise still see (the deidentify ladder's rung b).
+    """
+    if not factor >= 1.0:
+        raise ConfigError(f"a grown mask needs factor >= 1, got {factor!r}")
+    return dataclasses.replace(settings, mask_scale=min(3.0, settings.mask_scale * factor))

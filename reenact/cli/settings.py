@@ -53,6 +53,8 @@ FLAG_SETTINGS: dict[str, FlagSetting] = {
     "identity_std": FlagSetting(("models.identity_model_std",)),
     "landmark_model": FlagSetting(("optimize.landmark_model.path",)),
     "smooth": FlagSetting(("smoothing.latent.method",)),
+    "method": FlagSetting(("deidentify.method",)),
+    "privacy_threshold": FlagSetting(("deidentify.privacy_threshold",)),
     "no_smooth": FlagSetting(
         ("smoothing.latent.method", "smoothing.alignment.method", "smoothing.points.method"),
         value="none",
@@ -65,7 +67,7 @@ SOURCE_OPTIONS = ("config", "set")
 #: argparse ``dest`` of the options that steer the run, not the settings.
 RUN_OPTIONS = (
     "input", "identity", "output", "overwrite", "preview", "json", "dry_run", "workers", "ray",
-    "gpus_per_task", "quiet",
+    "gpus_per_task", "quiet", "audit",
 )
 
 

@@ -73,7 +73,18 @@ def add_args(p: argparse.ArgumentParser, mode: Mode) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one setting, e.g. --set blend.feather=0.1 (YAML value)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    p.add_argument("--preview", action="store_true", help="also write a PNG sheet of before/after frames")
+    if mode == "deidentify":
+        p.add_argument("--method", choices=["synthetic", "blur", "pixelate", "solid"], default=None,
+                       help="synthetic identities (default), or a classic redaction of each head: blur, "
+                       "pixelate or solid (no generator loaded); every method is privacy-checked and escalates")
+        p.add_argument("--privacy-threshold", type=float, default=None, metavar="SIMILARITY",
+                       help="similarity to the original every checker must stay below (default: calibrated "
+                       "per identity model and chip)")
+    p.add_argument("--preview", action="store_true",
+                   help="also write a PNG sheet of before/after frames (deidentify: only with --audit)")
+    p.add_argument("--audit", action="store_true",
+                   help="also write OUTPUT.audit.json (mode 0600): per-frame similarities, absolute paths, "
+                   "identity codes; the default report has aggregates only")
     p.add_argument("--json", action="store_true", help="print the report(s) as JSON")
     p.add_argument("--dry-run", action="store_true", help="print the resolved plan and exit")
     p.add_argument("--workers", type=int, default=1, help="videos processed at once (folder input)")
@@ -182,7 +193,8 @@ def _run_file(args: argparse.Namespace, mode: Mode, config: PipelineConfig, sour
 
     try:
         report = process_video(source, output, mode, config, identity=identity,
-                               overwrite=args.overwrite, preview=args.preview, progress=progress)
+                               overwrite=args.overwrite, preview=args.preview, progress=progress,
+                               audit=args.audit)
     finally:
         bar.close()
     if args.json:
@@ -208,7 +220,7 @@ def _run_folder(args: argparse.Namespace, mode: Mode, config: PipelineConfig, fo
     if not folder.jobs and not folder.known:
         logging.getLogger("reenact").warning("no videos found in %s", args.input)
     task = functools.partial(video_job, mode=mode, config=config, identity=identity, overwrite=args.overwrite,
-                             preview=args.preview)
+                             preview=args.preview, audit=args.audit)
     bar = tqdm(total=len(folder.jobs), unit="video", disable=args.quiet or args.json)
 
     def tick(_result: object) -> None:

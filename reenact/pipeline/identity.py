@@ -225,6 +225,23 @@ class SyntheticIdentities:
         best.failed = f"no identity below similarity {self.threshold} in {self.max_draws} draws"
         return best
 
+    def redraw(self, track_id: int) -> torch.Tensor | None:
+        """Another identity for ``track_id`` after its output failed the privacy check (the
+        ladder's rung a): the next candidates in the track's seeded sequence, kept when below
+        ``threshold`` to the original; None after ``max_draws`` more without one."""
+        identity = self.identities.get(track_id)
+        if identity is None or identity.original is None:
+            return None
+        start = identity.draws
+        for attempt in range(start, start + self.max_draws):
+            code = self.candidate((self.seed * 1_000_003 + track_id * 10_007 + attempt) % 2**63)
+            identity.draws = attempt + 1
+            sim = _similarity(code, identity.original)
+            if sim < self.threshold:
+                identity.code, identity.similarity_to_original = code, sim
+                return code
+        return None
+
     def compare_with(self, identity: TrackIdentity) -> torch.Tensor:
         assert identity.original is not None
         return identity.original
@@ -242,6 +259,39 @@ class SyntheticIdentities:
             "similarity_to_original": identity.similarity_to_original,
             "failed": identity.failed,
         }
+
+
+class ClassicRedaction:
+    """Deidentify with ``--method blur|pixelate|solid``: no identity is drawn; every tracked
+    face (and every untracked detection) goes to the privacy ladder's box rung."""
+
+    similarity_key = "similarity_to_original"
+    redacts = True
+    covers_untracked = True
+
+    def __init__(self, method: str) -> None:
+        if method not in ("blur", "pixelate", "solid"):
+            raise ConfigError(f"a classic redaction is blur, pixelate or solid, got {method!r}")
+        self.method = method
+
+    def check_tracker(self, settings: TrackerSettings) -> None:
+        if settings.detect_every != 1:
+            raise ConfigError(
+                f"deidentify must check every frame for faces, but tracker.detect_every is "
+                f"{settings.detect_every}; use detect_every 1"
+            )
+
+    def identity_for(self, track_id: int, original: Callable[[], torch.Tensor]) -> TrackIdentity:
+        return TrackIdentity(code=None, failed=f"redacted by --method {self.method}")
+
+    def compare_with(self, identity: TrackIdentity) -> torch.Tensor:
+        raise ConfigError("a classic redaction has nothing to compare an identity with")
+
+    def check(self, similarity: float) -> str | None:
+        return None
+
+    def describe(self, identity: TrackIdentity) -> dict[str, Any] | None:
+        return None
 
 
 class GeneratorCandidates:

@@ -7,6 +7,7 @@ import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,10 @@ class TrackReport:
     identity_failed: bool = False
     last_w: torch.Tensor | None = None
     w_steps: list[float] = field(default_factory=list)
+    rungs: dict[str, int] = field(default_factory=dict)
+    max_similarity: dict[str, float] = field(default_factory=dict)
+    failed_checks: int = 0
+    privacy_frames: list[list[Any]] = field(default_factory=list)
 
     def add_latent(self, ws: torch.Tensor) -> None:
         """Record the latent of the next frame (for the frame-to-frame W jitter)."""
@@ -43,18 +48,48 @@ class TrackReport:
         self.frame_indices.append(frame_index)
         self.similarities.append(similarity)
 
-    def summary(self, similarity_key: str) -> dict[str, Any]:
+    def add_privacy(self, frame_index: int, rung: str, similarities: dict[str, float], passed: bool,
+                    reason: str | None) -> None:
+        """One face-frame leaving the privacy ladder on ``rung`` with each checker's similarity."""
+        self.frames += 1
+        if rung in ("synthetic", "redraw", "grown_mask"):
+            self.replaced += 1
+        else:
+            self.blurred += 1
+        self.rungs[rung] = self.rungs.get(rung, 0) + 1
+        self.failed_checks += int(not passed)
+        for name, sim in similarities.items():
+            self.max_similarity[name] = max(self.max_similarity.get(name, -1.0), sim)
+        self.privacy_frames.append([frame_index, rung, {k: round(v, 4) for k, v in similarities.items()}, reason])
+
+    def summary(self, similarity_key: str, audit: bool = False) -> dict[str, Any]:
+        """The track's entry in the report: aggregates and pass/fail; ``audit`` adds the
+        per-frame similarities and the synthetic identity's code vector."""
         sims = self.similarities
         out: dict[str, Any] = {"frames": self.frames, "replaced": self.replaced, "blurred": self.blurred}
         out["w_jitter"] = float(np.mean(self.w_steps)) if self.w_steps else None
-        out[similarity_key] = {
-            "mean": float(np.mean(sims)) if sims else None,
-            "min": float(np.min(sims)) if sims else None,
-            "max": float(np.max(sims)) if sims else None,
-            "per_frame": [[i, round(v, 4)] for i, v in zip(self.frame_indices, sims, strict=True)],
-        }
+        if sims or similarity_key != "similarity_to_original":
+            out[similarity_key] = {
+                "mean": float(np.mean(sims)) if sims else None,
+                "min": float(np.min(sims)) if sims else None,
+                "max": float(np.max(sims)) if sims else None,
+            }
+            if audit:
+                out[similarity_key]["per_frame"] = [[i, round(v, 4)]
+                                                    for i, v in zip(self.frame_indices, sims, strict=True)]
+        if self.rungs:
+            out["privacy"] = {
+                "passed": self.failed_checks == 0,
+                "rungs": dict(self.rungs),
+                "max_similarity": {k: round(v, 4) for k, v in sorted(self.max_similarity.items())},
+            }
+            if audit:
+                out["privacy"]["per_frame"] = self.privacy_frames
         if self.identity is not None:
-            out["synthetic_identity"] = self.identity
+            ident = dict(self.identity)
+            if not audit:
+                ident.pop("code", None)
+            out["synthetic_identity"] = ident
         return out
 
 
@@ -92,6 +127,21 @@ class RunReport:
         self.tracks: dict[int, TrackReport] = defaultdict(TrackReport)
         self.timer = StageTimer()
         self.warnings: list[str] = []
+        self.privacy: dict[str, Any] | None = None
+        self.untracked_rungs: dict[str, int] = {}
+
+    def add_privacy(self, track_id: int, frame_index: int, rung: str, similarities: dict[str, float],
+                    passed: bool, reason: str | None) -> None:
+        """A face-frame leaving the privacy ladder (track -1: an untracked detection)."""
+        if rung in ("synthetic", "redraw", "grown_mask"):
+            self.count("faces_replaced")
+        else:
+            self.count("faces_blurred")
+        if track_id < 0:
+            self.count("untracked_detections_blurred")
+            self.untracked_rungs[rung] = self.untracked_rungs.get(rung, 0) + 1
+            return
+        self.tracks[track_id].add_privacy(frame_index, rung, similarities, passed, reason)
 
     def count(self, name: str, n: int = 1) -> None:
         if name not in self.counts:
@@ -109,12 +159,16 @@ class RunReport:
         self, *, mode: str, source: Any, output: Any, models: dict[str, Any], config: Any, stream: Any,
         video: dict[str, Any], threshold: float, mapper: dict[str, Any], seconds: float,
     ) -> dict[str, Any]:
-        """The report as written beside the output (``warnings`` are added by the caller)."""
+        """The report as written beside the output (``warnings`` are added by the caller).
+
+        It names files by their name only and holds aggregates per track, never per-frame
+        similarities or identity codes (those are in :meth:`audit_dict`).
+        """
         frames = self.counts["frames"]
-        return {
+        out = {
             "mode": mode,
-            "input": str(source),
-            "output": str(output),
+            "input": Path(source).name,
+            "output": Path(output).name,
             "models": models,
             "frames": frames,
             "fps_processed": frames / seconds if seconds > 0 else None,
@@ -126,6 +180,32 @@ class RunReport:
             "tracks": {str(k): v.summary(self.similarity_key) for k, v in sorted(self.tracks.items())},
             "mapper": mapper,
             "video": video,
-            "config": to_dict(config),
+            "config": public_config(config),
             "warnings": list(self.warnings),
         }
+        if self.privacy is not None:
+            rungs: dict[str, int] = dict(self.untracked_rungs)
+            for track in self.tracks.values():
+                for rung, n in track.rungs.items():
+                    rungs[rung] = rungs.get(rung, 0) + n
+            out["privacy"] = {**self.privacy, "rungs": rungs, "untracked_rungs": dict(self.untracked_rungs),
+                              "tracks_failed": sorted(k for k, t in self.tracks.items() if t.failed_checks)}
+        return out
+
+    def audit_dict(self, *, source: Any, output: Any) -> dict[str, Any]:
+        """What the default report leaves out: absolute paths, per-frame similarities per
+        checker and rung, synthetic identity codes (the ``--audit`` file)."""
+        return {
+            "input": str(Path(source).absolute()),
+            "output": str(Path(output).absolute()),
+            "tracks": {str(k): v.summary(self.similarity_key, audit=True) for k, v in sorted(self.tracks.items())},
+        }
+
+
+def public_config(config: Any) -> dict[str, Any]:
+    """The settings as a dict, with ``faces: reference:PATH`` reduced to the file's name."""
+    data = to_dict(config)
+    faces = data.get("faces")
+    if isinstance(faces, str) and faces.startswith("reference:"):
+        data["faces"] = "reference:" + Path(faces.split(":", 1)[1]).name
+    return data

@@ -10,8 +10,12 @@
 7. smooth each track's latent over time (:mod:`reenact.temporal`)
 8. synthesize the faces with the generator
 9. blend them back into the frames (:mod:`reenact.blend`)
-10. check identities of the output faces and redact what fails (:mod:`reenact.pipeline.privacy`)
-11. encode (writer thread; audio copied; atomic) and write the report beside the output
+10. check identities of the output faces and climb the privacy ladder where one fails
+    (:mod:`reenact.pipeline.privacy`; ``deidentify --method blur|pixelate|solid`` skip 5-8
+    and load no generator or mapper)
+11. encode (writer thread; audio copied; atomic) and write the report beside the output; with
+    ``audit`` the per-frame similarities, absolute paths and preview go to an audit file
+    (``OUTPUT.audit.json``, mode 0600), never into the default report
 
 Steps 4-10 are :class:`reenact.pipeline.stream.FaceReplacer`. Memory is bounded by the chunk
 size and the tracker and smoother delays, never by video length.
@@ -47,8 +51,10 @@ from reenact.io import (
     run_stream,
 )
 from reenact.io.atomic import atomic_path, atomic_write_text
-from reenact.packs import LoadedPack, check_pack_for_mode, load_pack
-from reenact.pipeline.identity import policy_class
+from reenact.packs import LoadedPack, check_pack_for_mode, load_pack, registry
+from reenact.packs import _face_models as pack_face_models
+from reenact.pipeline.identity import ClassicRedaction, policy_class
+from reenact.pipeline.report import public_config
 from reenact.pipeline.settings import Mode, PipelineConfig
 from reenact.pipeline.stream import FaceReplacer, ThresholdedDetector, identity_threshold
 
@@ -68,17 +74,28 @@ class PackCache:
         self._packs: dict[tuple[Any, ...], LoadedPack] = {}
         self.loads = 0
 
-    def get(self, config: PipelineConfig, device: torch.device) -> LoadedPack:
-        """The pack for ``config`` on ``device``; its detector applies ``detector.score_threshold``."""
+    def get(self, config: PipelineConfig, device: torch.device, faces_only: bool = False) -> LoadedPack:
+        """The pack for ``config`` on ``device``; its detector applies ``detector.score_threshold``.
+
+        ``faces_only``: only the face models (detector, identity), no generator or mapper
+        (``deidentify --method blur|pixelate|solid``).
+        """
         need_mapper = config.mapper == "trained"
         load_threshold = min(config.detector.score_threshold, DETECTOR_LOAD_THRESHOLD)
         detector_settings = dataclasses.replace(config.detector, score_threshold=load_threshold)
-        key = (config.models, detector_settings, str(device), need_mapper)
+        key = (config.models, detector_settings, str(device), need_mapper, faces_only)
         if key not in self._packs:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(config.seed)
-                self._packs[key] = load_pack(config.models, device=device, detector_settings=detector_settings,
-                                             need_mapper=need_mapper)
+                if faces_only:
+                    detector, identity, threshold = pack_face_models(
+                        config.models, registry.get_pack(config.models.pack), detector_settings)
+                    self._packs[key] = LoadedPack(
+                        name=config.models.pack, detector=detector, identity=identity, generator=None,  # type: ignore[arg-type]
+                        attribute_encoder=None, mapper=None, trained=True, match_threshold=threshold, device=device)
+                else:
+                    self._packs[key] = load_pack(config.models, device=device, detector_settings=detector_settings,
+                                                 need_mapper=need_mapper)
             self.loads += 1
         pack = self._packs[key]
         return dataclasses.replace(pack, detector=ThresholdedDetector(pack.detector,
@@ -88,10 +105,22 @@ class PackCache:
 _PROCESS_PACKS = PackCache()
 
 
-def cached_pack(config: PipelineConfig, device: torch.device, cache: PackCache | None = None) -> LoadedPack:
+def cached_pack(config: PipelineConfig, device: torch.device, cache: PackCache | None = None,
+                faces_only: bool = False) -> LoadedPack:
     """The pack for ``config`` from ``cache`` (default: one cache per process, so API calls and
     folder runs in one process share loaded models)."""
-    return (cache or _PROCESS_PACKS).get(config, device)
+    return (cache or _PROCESS_PACKS).get(config, device, faces_only)
+
+
+def classic_method(mode: Mode, config: PipelineConfig) -> bool:
+    """Whether the run redacts with blur/pixelate/solid (no generator or mapper needed)."""
+    return mode == "deidentify" and config.deidentify.method != "synthetic"
+
+
+def faces_only_models(pack: LoadedPack) -> dict[str, Any]:
+    """The report's models entry of a faces-only pack (no generator or mapper loaded)."""
+    return {"pack": pack.name, "detector": pack.detector.name, "identity": pack.identity.name,
+            "identity_match_threshold": pack.match_threshold, "generator": None}
 
 
 def report_paths(output: Path) -> dict[str, Path]:
@@ -103,6 +132,7 @@ def report_paths(output: Path) -> dict[str, Path]:
         "report": output.with_name(f"{output.name}.report.json"),
         "config": output.with_name(f"{output.name}.config.yaml"),
         "preview": output.with_name(f"{output.name}.preview.png"),
+        "audit": output.with_name(f"{output.name}.audit.json"),
     }
 
 
@@ -180,12 +210,15 @@ def process_video(
     preview: bool = False,
     progress: Callable[[int, int], None] | None = None,
     packs: PackCache | None = None,
+    audit: bool = False,
 ) -> dict[str, Any]:
     """Run the pipeline on one video and write the output, its report and resolved config.
 
     Returns the report (also written as JSON beside the output). Raises a ReenactError
     naming the problem before any work when the inputs cannot be used. ``packs``: where
-    loaded models are kept between videos (default: one cache per process).
+    loaded models are kept between videos (default: one cache per process). ``audit``: also
+    write ``OUTPUT.audit.json`` (mode 0600: per-frame similarities, absolute paths, identity
+    codes, the preview's path); a deidentify preview (original frames) is written only then.
     """
     started = time.perf_counter()
     source, output = Path(source), Path(output)
@@ -193,10 +226,17 @@ def process_video(
     info = check_inputs(source, output, mode, config, identity=identity, overwrite=overwrite, preview=preview)
     assert info is not None
     # 2. models, identity policy, face selection
-    pack = check_photo_faces(config, identity, packs)
+    classic = classic_method(mode, config)
+    pack = check_photo_faces(config, identity, packs, faces_only=classic)
     threshold = identity_threshold(config, pack)
     warnings: list[str] = []
-    policy = policy_class(mode).for_run(pack, config, threshold, identity, warnings)
+    if classic:
+        policy: Any = ClassicRedaction(config.deidentify.method)
+    else:
+        policy = policy_class(mode).for_run(pack, config, threshold, identity, warnings)
+    if preview and mode == "deidentify" and not audit:
+        preview = False
+        warnings.append("--preview shows the original faces: a deidentify run writes it only with --audit")
     reference = None
     if config.faces.startswith("reference:"):
         reference = identity_from_photo(config.faces.split(":", 1)[1], pack.detector, pack.identity).embedding
@@ -218,14 +258,17 @@ def process_video(
     # 12. report
     run = replacer.report
     # an untrained pack is logged once when it loads; the report's `models` says `trained: false`
+    models = faces_only_models(pack) if classic else pack.describe()
     report = run.to_dict(
-        mode=mode, source=source, output=output, models=pack.describe(), config=config, stream=stream,
+        mode=mode, source=source, output=output, models=models, config=config, stream=stream,
         video={"width": info.width, "height": info.height, "fps": info.avg_fps, "frame_count": info.frame_count},
         threshold=threshold,
-        mapper={"kind": config.mapper, "tracks": {str(k): v for k, v in replacer.mapping.report().items()}},
+        mapper={"kind": config.mapper, "tracks": {str(k): v for k, v in replacer.mapping.report().items()}
+                if replacer.mapping is not None else {}},
         seconds=time.perf_counter() - started,
     )
-    report["identity_photo"] = _photo_record(identity)
+    photo = _photo_record(identity)
+    report["identity_photo"] = {"name": Path(photo["path"]).name, "sha256": photo["sha256"]} if photo else None
     report["source_fingerprint"] = source_fingerprint(source)
     report["warnings"].extend(warnings)
     if reference is not None:
@@ -237,7 +280,7 @@ def process_video(
     if failed:
         report["warnings"].append(
             f"{len(failed)} track(s) got no synthetic identity that passes the privacy check; their faces were "
-            "blurred (fail-closed). With an ONNX identity model, check --identity-mean/--identity-std"
+            "redacted (fail-closed). With an ONNX identity model, check --identity-mean/--identity-std"
         )
     for warning in report["warnings"]:
         log.warning("%s: %s", source.name, warning)
@@ -246,10 +289,19 @@ def process_video(
         report["warnings"].append("no faces found: the output is the input re-encoded")
     paths = report_paths(output)
     atomic_write_text(paths["report"], json.dumps(report, indent=2))
-    atomic_write_text(paths["config"], dump_yaml_text(config))
+    written = config
+    if config.faces.startswith("reference:"):  # the written config names the photo, not its folder
+        written = dataclasses.replace(config, faces="reference:" + Path(config.faces.split(":", 1)[1]).name)
+    atomic_write_text(paths["config"], dump_yaml_text(written))
     if preview:
-        _write_preview(replacer.kept, paths["preview"])
-        report["preview"] = str(paths["preview"])
+        _write_preview(replacer.kept, paths["preview"], mode=0o600 if mode == "deidentify" else 0o644)
+    if audit:
+        record = run.audit_dict(source=source, output=output)
+        record["identity_photo"] = photo
+        record["faces"] = config.faces
+        record["preview"] = str(paths["preview"].absolute()) if preview else None
+        with atomic_path(paths["audit"], mode=0o600) as tmp:
+            tmp.write_text(json.dumps(record, indent=2), encoding="utf-8")
     return report
 
 
@@ -259,11 +311,11 @@ def dump_yaml_text(config: PipelineConfig) -> str:
 
 
 def check_photo_faces(config: PipelineConfig, identity: str | Path | None,
-                      packs: PackCache | None = None) -> LoadedPack:
+                      packs: PackCache | None = None, faces_only: bool = False) -> LoadedPack:
     """The check a run makes once the models are loaded: the identity photo and the
     ``reference:`` photo each show a face (NoFaceError otherwise). Returns the loaded pack
     (cached, so a run after ``--dry-run`` in one process does not load it again)."""
-    pack = cached_pack(config, resolve_device(config.device), packs)
+    pack = cached_pack(config, resolve_device(config.device), packs, faces_only)
     photos = [("identity photo (--identity)", identity)]
     if config.faces.startswith("reference:"):
         photos.append(("reference photo (--faces reference:...)", config.faces.split(":", 1)[1]))
@@ -299,7 +351,7 @@ def stale_reason(output: Path, mode: Mode, config: PipelineConfig, identity: str
         return "it has no readable report beside it"
     if report.get("mode") != mode:
         return f"it was made by {report.get('mode')}"
-    if report.get("config") != to_dict(config):
+    if report.get("config") not in (public_config(config), to_dict(config)):
         return "it was made with other settings"
     made_with = (report.get("identity_photo") or {}).get("sha256")
     wanted = (_photo_record(identity) or {}).get("sha256")
@@ -315,7 +367,7 @@ def _preview_frames(info: VideoInfo, count: int = 4) -> set[int]:
     return {min(n - 1, round(k * (n - 1) / max(count - 1, 1))) for k in range(count)}
 
 
-def _write_preview(kept: dict[int, tuple[torch.Tensor, torch.Tensor]], path: Path) -> None:
+def _write_preview(kept: dict[int, tuple[torch.Tensor, torch.Tensor]], path: Path, mode: int = 0o644) -> None:
     """A PNG sheet: one row per kept frame, before | after."""
     from PIL import Image
 
@@ -328,15 +380,16 @@ def _write_preview(kept: dict[int, tuple[torch.Tensor, torch.Tensor]], path: Pat
     image = Image.fromarray(sheet.numpy())
     if scale < 1:
         image = image.resize((max(1, math.floor(image.width * scale)), max(1, math.floor(image.height * scale))))
-    with atomic_path(path) as tmp:
+    with atomic_path(path, mode=mode) as tmp:
         image.save(tmp, format="PNG")
 
 
 def video_job(
-    job: Job, *, mode: Mode, config: PipelineConfig, identity: str | Path | None, overwrite: bool, preview: bool
+    job: Job, *, mode: Mode, config: PipelineConfig, identity: str | Path | None, overwrite: bool, preview: bool,
+    audit: bool = False,
 ) -> dict[str, Any]:
     """Folder runs: one video as a batch task (picklable through functools.partial); the
     models are loaded once per worker process and reused for each of its videos."""
     report = process_video(job.source, job.output, mode, config, identity=identity, overwrite=overwrite,
-                           preview=preview)
+                           preview=preview, audit=audit)
     return {"frames": report["frames"], "tracks": len(report["tracks"]), "counts": report["counts"]}

@@ -18,21 +18,61 @@ from reenact.temporal import SmoothingSettings
 Mode = Literal["reenact", "deidentify"]
 
 
+Method = Literal["synthetic", "blur", "pixelate", "solid"]
+HeadRedaction = Literal["pixelate", "blur"]
+
+
 @dataclass(frozen=True)
 class DeidentifySettings:
-    """How synthetic identities are drawn and checked.
+    """How faces are de-identified, checked and escalated (one place per setting).
 
-    ``threshold``: cosine similarity to the original person that an identity (drawn or
-    rendered) must stay below; ``None`` uses the identity model's same-person threshold.
-    ``max_draws``: identities drawn per track before giving up (the track is then blurred).
-    ``truncation``: StyleGAN truncation of drawn identities. ``fail_closed``: blur every
-    face-frame that could not be replaced or fails the check (never leave it as it was).
+    ``method``: ``synthetic`` (a synthetic identity per track, the default) or a classic
+    redaction of the grown head box: ``blur``, ``pixelate`` or ``solid`` (these load no
+    generator or mapper). Every method runs the same detection, tracking, privacy check,
+    escalation ladder and fail-closed rules (:mod:`reenact.pipeline.privacy`).
+
+    ``threshold``: for *drawing* synthetic identities only: a drawn identity code must stay
+    below this cosine similarity to the track's original face in the pack identity model's
+    space (the code the mapper gets); ``None`` uses the pack's same-person threshold.
+    ``privacy_threshold``: for the *output check* only: every checker (identity model x
+    chip) must see the output face below this similarity to the original; ``None`` uses the
+    calibrated per model and chip threshold (:mod:`reenact.faces.privacy_thresholds`).
+    ``max_draws``: identities drawn per track when the track starts. ``redraws``: ladder
+    rung (a), further identities drawn per track after its output failed the check.
+    ``grown_mask_scale``: rung (b), the blend mask's ``mask_scale`` is multiplied by it so
+    the synthetic face also covers forehead and jaw. ``head_redaction``: rung (c), how the
+    grown head box is redacted. ``head_margin``: how far the face box is grown to the head
+    box (fraction of the box size each side; twice that above, for the hair).
+    ``truncation``: StyleGAN truncation of drawn identities. ``fail_closed``: redact every
+    face-frame that could not be replaced, checked or fails every rung (never leave it as it
+    was; the last rung is a solid fill of the head box).
     """
 
+    method: Method = "synthetic"
     threshold: float | None = None
+    privacy_threshold: float | None = None
     max_draws: int = 32
+    redraws: int = 3
+    grown_mask_scale: float = 1.35
+    head_redaction: HeadRedaction = "pixelate"
+    head_margin: float = 0.3
     truncation: float = 0.7
     fail_closed: bool = True
+
+    def __post_init__(self) -> None:
+        if self.method not in ("synthetic", "blur", "pixelate", "solid"):
+            raise ConfigError(f"deidentify.method must be synthetic, blur, pixelate or solid, got {self.method!r}")
+        if self.head_redaction not in ("pixelate", "blur"):
+            raise ConfigError(f"deidentify.head_redaction must be pixelate or blur, got {self.head_redaction!r}")
+        if self.privacy_threshold is not None and not -1.0 <= self.privacy_threshold <= 1.0:
+            raise ConfigError(
+                f"deidentify.privacy_threshold is a cosine similarity in [-1, 1], got {self.privacy_threshold}")
+        if self.redraws < 0:
+            raise ConfigError(f"deidentify.redraws must be >= 0, got {self.redraws}")
+        if not 1.0 <= self.grown_mask_scale <= 3.0:
+            raise ConfigError(f"deidentify.grown_mask_scale must be in [1, 3], got {self.grown_mask_scale}")
+        if not 0.0 <= self.head_margin <= 2.0:
+            raise ConfigError(f"deidentify.head_margin must be in [0, 2], got {self.head_margin}")
 
 
 @dataclass(frozen=True)

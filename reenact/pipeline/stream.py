@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from reenact.blend import paste_faces
+from reenact.blend.masks import grown_mask_settings
 from reenact.faces import (
     FaceDetections,
     FaceDetector,
@@ -27,9 +28,18 @@ from reenact.faces import (
 from reenact.faces.track import FaceTracker, TrackedFaces
 from reenact.io import FrameChunk
 from reenact.packs import LoadedPack
-from reenact.pipeline.identity import IdentityPolicy, TrackIdentity, policy_class
+from reenact.pipeline.identity import ClassicRedaction, IdentityPolicy, TrackIdentity, policy_class
 from reenact.pipeline.mapping import make_mapping
-from reenact.pipeline.privacy import check_identities, redact, untracked_faces
+from reenact.pipeline.privacy import (
+    Checker,
+    PrivacyGuard,
+    check_identities,
+    checkers_for,
+    ladder_for,
+    redact,
+    run_recognisers,
+    untracked_faces,
+)
 from reenact.pipeline.report import RunReport
 from reenact.pipeline.selection import FaceSelection
 from reenact.pipeline.settings import Mode, PipelineConfig
@@ -85,12 +95,16 @@ class FaceReplacer:
         reference: torch.Tensor | None = None,
         keep_frames: set[int] | None = None,
         policy: IdentityPolicy | None = None,
+        checkers: list[Checker] | None = None,
     ) -> None:
         self.pack, self.config = pack, config
         self.device = pack.device
-        self.size = pack.generator.img_resolution
+        # --method blur|pixelate|solid run without a generator: the alignment is only smoothed
+        self.size = pack.generator.img_resolution if pack.generator is not None else 256
         self.template = ffhq_template(self.size).to(self.device)
         self.threshold = identity_threshold(config, pack)
+        if policy is None and mode == "deidentify" and config.deidentify.method != "synthetic":
+            policy = ClassicRedaction(config.deidentify.method)
         if policy is None:
             policy = policy_class(mode).build(pack, config, self.threshold, target)
         self.policy = policy
@@ -100,7 +114,19 @@ class FaceReplacer:
             config.faces, reference=reference.to(self.device) if reference is not None else None,
             threshold=self.threshold, embed=self._embed_faces,
         )
-        self.mapping = make_mapping(pack, config)
+        synthetic = mode == "reenact" or config.deidentify.method == "synthetic"
+        self.mapping = make_mapping(pack, config) if synthetic else None
+        self.guard: PrivacyGuard | None = None
+        if policy.redacts:
+            s = config.deidentify
+            if checkers is None:
+                checkers = checkers_for(run_recognisers(pack.identity, pack.recogniser), s.privacy_threshold)
+            self.guard = PrivacyGuard(
+                checkers, ladder_for(s.method, s.head_redaction, s.redraws), self.report, head_margin=s.head_margin,
+                render=self._rerender if synthetic else None, redraw=getattr(policy, "redraw", None),
+                redraws=s.redraws,
+            )
+        self._frames_in: torch.Tensor | None = None
         self.tracker = build_tracker(config, pack, fps)
         self.smooth_M = AlignmentSmoother(config.smoothing.alignment, fps, self.size)
         self.smooth_w = TrackSmoother(config.smoothing.latent, fps)
@@ -186,6 +212,9 @@ class FaceReplacer:
             self.to_map.append((frame_index, record))
 
     def _map_pending(self) -> None:
+        if self.mapping is None:
+            assert not self.to_map, "faces to map without a latent mapper"
+            return
         timer, max_batch = self.report.timer, self.config.max_batch
         while self.to_map:
             batch, self.to_map = self.to_map[:max_batch], self.to_map[max_batch:]
@@ -212,7 +241,8 @@ class FaceReplacer:
             self._map_pending()
             with self.report.timer("smooth"):
                 self._take_w(self.smooth_w.end_track(track_id))
-            self.mapping.end_track(track_id)
+            if self.mapping is not None:
+                self.mapping.end_track(track_id)
 
     # steps 8-10: synthesize, blend, check, redact ------------------------------------------
     def _emit(self, final: bool = False) -> Iterator[FrameChunk]:
@@ -223,13 +253,21 @@ class FaceReplacer:
         frames = torch.stack([s.frame for s in slots])
         indices = [s.index for s in slots]
         faces = [(j, f) for j, s in enumerate(slots) for f in s.faces if f.ws is not None and f.failed is None]
+        if self.guard is not None:  # a track already past the synthetic rungs is not synthesized
+            faces = [(j, f) for j, f in faces if self.guard.start_rung(f) < self.guard.first_box]
         out = frames
         if faces:
             out = self._synthesize_and_blend(frames, faces)
             faces = [(j, f) for j, f in faces if f.failed is None]
-            check_identities(out, faces, indices, self.pack.identity.embed, self.policy, self.identities,
-                             self.report)
-        out = redact(out, slots, self.policy.redacts, self.report)
+        if self.guard is not None:
+            self._frames_in = frames
+            out = self.guard.apply(frames, out, [(j, f) for j, s in enumerate(slots) for f in s.faces], indices)
+            self._frames_in = None
+        else:
+            if faces:
+                check_identities(out, faces, indices, self.pack.identity.embed, self.policy, self.identities,
+                                 self.report)
+            out = redact(out, slots, self.policy.redacts, self.report)
         self.report.count("frames", len(slots))
         self.report.count("frames_with_faces", sum(1 for s in slots if s.faces_seen or s.faces))
         for j, i in enumerate(indices):
@@ -260,3 +298,43 @@ class FaceReplacer:
         for k in stats.skipped_indices:
             faces[k][1].failed = "face outside the frame"
         return out
+
+    def _rerender(self, out: torch.Tensor, faces: list[tuple[int, FaceRecord]], codes: list[torch.Tensor | None],
+                  grown: bool) -> torch.Tensor:
+        """The ladder's synthetic rungs: render ``faces`` again, with a new identity code
+        (mapped from the input crop, unsmoothed) or their own latent (code None), and paste
+        them into ``out``, with the blend mask grown by ``deidentify.grown_mask_scale`` when
+        ``grown``. Faces the blender refuses are marked failed."""
+        assert self._frames_in is not None and self.mapping is not None
+        ws = [f.ws for _j, f in faces]
+        new = [k for k, c in enumerate(codes) if c is not None]
+        if new:
+            rows = torch.tensor([faces[k][0] for k in new], dtype=torch.long, device=self.device)
+            M = _stack_present([faces[k][1].M for k in new])
+            crops = warp_to_crop(self._frames_in, rows, M, self.size)
+            id_codes = _stack_present([codes[k] for k in new]).to(self.device)
+            with torch.no_grad():
+                mapped = self.mapping(crops, id_codes, [faces[k][1].track_id for k in new])
+            for k, w in zip(new, mapped, strict=True):
+                ws[k] = w
+        keep = [k for k, w in enumerate(ws) if w is not None and faces[k][1].M is not None]
+        if not keep:
+            return out
+        with torch.no_grad():
+            generated = self.pack.generator.synthesis(_stack_present([ws[k] for k in keep]), noise_mode="const")
+        index = torch.tensor([faces[k][0] for k in keep], dtype=torch.long, device=self.device)
+        M = _stack_present([faces[k][1].M for k in keep])
+        settings = self.config.blend
+        if grown:
+            settings = grown_mask_settings(settings, self.config.deidentify.grown_mask_scale)
+        out, stats = paste_faces(out, generated.float(), index, M, settings=settings)
+        for k in list(stats.refused_indices) + list(stats.skipped_indices):
+            faces[keep[k]][1].failed = "generated face refused by the blender (NaN, inf or outside the frame)"
+        return out
+
+
+def _stack_present(items: list[torch.Tensor | None]) -> torch.Tensor:
+    """Stack tensors that the caller has already checked are present."""
+    present = [t for t in items if t is not None]
+    assert len(present) == len(items), "a tensor expected here is missing"
+    return torch.stack(present)

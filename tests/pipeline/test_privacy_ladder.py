@@ -1,0 +1,266 @@
+"""The deidentify privacy check and its escalation ladder, on plain tensors with tiny fakes.
+
+The fake recogniser reads one pixel: its ``tight`` embedding is the angle of the red value at
+the face's centre, its ``loose`` embedding (through :func:`embed_with_chip`'s own warp) the
+angle of the red value at the loose chip's corner, i.e. context outside the face. So a face
+whose centre changed but whose surroundings did not passes the tight check and fails the
+loose one, the way a face swap that keeps hair and jaw line does.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from reenact.pipeline.privacy import (
+    Checker,
+    PrivacyGuard,
+    head_box,
+    ladder_for,
+    redact_region,
+)
+from reenact.pipeline.report import RunReport
+from reenact.pipeline.slots import FaceRecord
+
+H = W = 64
+BOX = np.array([20.0, 20.0, 44.0, 44.0], np.float32)
+POINTS = np.array([[27, 28], [37, 28], [32, 33], [28, 38], [36, 38]], np.float32)  # centroid (32, 33)
+CX, CY = 32, 33
+
+
+def _angle_code(red: torch.Tensor) -> torch.Tensor:
+    a = red.float() / 255.0 * math.pi
+    return torch.stack([torch.cos(a), torch.sin(a)], dim=-1)
+
+
+class PixelEncoder:
+    """A recogniser that sees one pixel (see the module docstring)."""
+
+    name, dim, crop_size = "pixel", 2, 16
+
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+
+    def template(self) -> torch.Tensor:
+        return torch.tensor([[5.0, 6.0], [11.0, 6.0], [8.0, 8.5], [6.0, 11.0], [10.0, 11.0]])
+
+    def embed(self, frames: torch.Tensor, frame_index: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        if self.fail:
+            raise RuntimeError("recogniser crashed")
+        centre = points.float().mean(dim=1).round().long()
+        return _angle_code(frames[frame_index, centre[:, 1], centre[:, 0], 0])
+
+    def embed_aligned(self, crops: torch.Tensor) -> torch.Tensor:
+        if self.fail:
+            raise RuntimeError("recogniser crashed")
+        return _angle_code((crops[:, 0, 0, 0] + 1) * 127.5)
+
+
+def checkers(*chips: str, threshold: float = 0.5, fail: bool = False) -> list[Checker]:
+    enc = PixelEncoder(fail)
+    return [Checker(enc, chip, threshold, "test") for chip in chips]  # type: ignore[arg-type]
+
+
+def frame_with_face(background: int = 255, centre: int = 0) -> torch.Tensor:
+    """Red ``background`` everywhere, a 3x3 patch of red ``centre`` at the face's centre."""
+    frame = torch.zeros(1, H, W, 3, dtype=torch.uint8)
+    frame[..., 0] = background
+    frame[0, CY - 1 : CY + 2, CX - 1 : CX + 2, 0] = centre
+    return frame
+
+
+def paint_centre(out: torch.Tensor, value: int, half: int = 1) -> torch.Tensor:
+    out = out.clone()
+    out[0, CY - half : CY + half + 1, CX - half : CX + half + 1, 0] = value
+    return out
+
+
+class FakeRender:
+    """Paints the face centre red ``value`` per rung (None: leaves it), and logs its calls."""
+
+    def __init__(self, redraw: int | None = None, grown: int | None = None) -> None:
+        self.values = {"redraw": redraw, "grown_mask": grown}
+        self.calls: list[str] = []
+
+    def __call__(self, out, faces, codes, grown):  # noqa: ANN001, ANN204 - the Render signature
+        rung = "grown_mask" if grown else "redraw"
+        self.calls.append(rung)
+        value = self.values[rung]
+        return out if value is None else paint_centre(out, value, half=3 if grown else 1)
+
+
+def record(track: int = 0, failed: str | None = None, points: np.ndarray = POINTS) -> FaceRecord:
+    return FaceRecord(track, BOX.copy(), points.copy(), failed=failed)
+
+
+def guard(ladder: tuple[str, ...], chk: list[Checker], render=None, redraw=None, redraws: int = 1):  # noqa: ANN001, ANN201
+    report = RunReport("similarity_to_original")
+    return PrivacyGuard(chk, ladder, report, render=render, redraw=redraw, redraws=redraws), report
+
+
+SYNTHETIC = ladder_for("synthetic", "pixelate", redraws=1)
+
+
+def test_ladders_end_with_solid() -> None:
+    assert SYNTHETIC == ("synthetic", "redraw", "grown_mask", "pixelate", "solid")
+    assert ladder_for("blur") == ("blur", "solid")
+    assert ladder_for("pixelate") == ("pixelate", "solid")
+    assert ladder_for("solid") == ("solid",)
+    assert ladder_for("synthetic", "blur", redraws=0) == ("synthetic", "grown_mask", "blur", "solid")
+
+
+def test_face_passing_tight_but_failing_loose_is_redacted() -> None:
+    frames = frame_with_face(background=0, centre=0)
+    out = paint_centre(frames, 255)  # the swapped face: centre changed, surroundings kept
+    g, report = guard(SYNTHETIC, checkers("tight"), render=FakeRender())
+    tight_only = g.apply(frames, out, [(0, record())], [0])
+    assert report.tracks[0].rungs == {"synthetic": 1}  # the tight check alone lets it through
+    assert torch.equal(tight_only, out)
+
+    g, report = guard(SYNTHETIC, checkers("tight", "loose"), render=FakeRender())
+    result = g.apply(frames, out, [(0, record())], [0])
+    assert report.tracks[0].rungs == {"solid": 1}
+    left, top, right, bottom = head_box(BOX, 0.3, W, H)
+    assert int(result[0, top:bottom, left:right].max()) == 0  # the whole head box is filled
+
+
+@pytest.mark.parametrize(("rung", "render", "redraw_code"), [
+    ("synthetic", FakeRender(), None),
+    ("redraw", FakeRender(redraw=255), torch.ones(2)),
+    ("grown_mask", FakeRender(redraw=0, grown=255), torch.ones(2)),
+    ("pixelate", FakeRender(redraw=0, grown=0), torch.ones(2)),
+])
+def test_each_rung_is_reached_and_counted(rung: str, render: FakeRender, redraw_code: torch.Tensor | None) -> None:
+    frames = frame_with_face(background=255, centre=0)
+    out = paint_centre(frames, 255) if rung == "synthetic" else frames.clone()
+    g, report = guard(SYNTHETIC, checkers("tight"), render=render, redraw=lambda _t: redraw_code)
+    result = g.apply(frames, out, [(0, record())], [7])
+    track = report.tracks[0]
+    assert track.rungs == {rung: 1}
+    assert track.frames == 1 and track.failed_checks == 0
+    assert track.max_similarity["pixel/tight"] < 0.5
+    assert not torch.equal(result, frames)  # the face that leaves the ladder is changed
+    if rung in ("synthetic", "redraw", "grown_mask"):
+        assert report.counts["faces_replaced"] == 1
+    else:
+        assert report.counts["faces_blurred"] == 1
+
+
+def test_nothing_passing_ends_on_solid_and_the_track_stays_there() -> None:
+    frames = frame_with_face(background=0, centre=0)  # nothing changes the one pixel it sees
+    render = FakeRender(redraw=0, grown=0)
+    g, report = guard(SYNTHETIC, checkers("tight"), render=render, redraw=lambda _t: torch.ones(2))
+    result = g.apply(frames, frames.clone(), [(0, record())], [0])
+    assert report.tracks[0].rungs == {"solid": 1}
+    assert render.calls == ["redraw", "grown_mask"]  # one redraw (redraws=1), then the grown mask
+    assert int(result[0, CY, CX, 0]) == 0 and int(result[0, CY, CX].sum()) == 0
+    # the next frame of the track starts on the rung the track reached: no flicker back
+    g.apply(frames, frames.clone(), [(0, record())], [1])
+    assert report.tracks[0].rungs == {"solid": 2}
+    assert render.calls == ["redraw", "grown_mask"]
+
+
+def test_redraws_are_bounded_per_track() -> None:
+    frames = frame_with_face(background=0, centre=0)
+    draws: list[int] = []
+
+    def redraw(track: int) -> torch.Tensor:
+        draws.append(track)
+        return torch.ones(2)
+
+    g, report = guard(SYNTHETIC, checkers("tight"), render=FakeRender(redraw=0, grown=0), redraw=redraw, redraws=3)
+    g.apply(frames, frames.clone(), [(0, record())], [0])
+    assert len(draws) == 3
+    assert report.tracks[0].rungs == {"solid": 1}
+
+
+def test_blend_refused_faces_are_redacted_not_left() -> None:
+    frames = frame_with_face(background=255, centre=0)
+    g, report = guard(SYNTHETIC, checkers("tight"), render=FakeRender())
+    result = g.apply(frames, frames.clone(), [(0, record(failed="generated face refused by the blender"))], [0])
+    assert report.tracks[0].rungs == {"pixelate": 1}  # straight to the box rung, re-checked
+    assert not torch.equal(result, frames)
+
+
+def test_untracked_detections_are_redacted() -> None:
+    frames = frame_with_face(background=255, centre=0)
+    g, report = guard(SYNTHETIC, checkers("tight"), render=FakeRender())
+    untracked = FaceRecord(-1, BOX.copy(), np.zeros((5, 2), np.float32), failed="untracked")
+    result = g.apply(frames, frames.clone(), [(0, untracked)], [0])
+    assert report.counts["untracked_detections_blurred"] == 1
+    assert report.untracked_rungs == {"solid": 1}  # no points to check it with: fail closed
+    left, top, right, bottom = head_box(BOX, 0.3, W, H)
+    assert int(result[0, top:bottom, left:right].max()) == 0
+
+
+def test_a_check_that_raises_fails_closed() -> None:
+    frames = frame_with_face(background=255, centre=0)
+    g, report = guard(ladder_for("pixelate"), checkers("tight", fail=True))
+    result = g.apply(frames, frames.clone(), [(0, record(failed="redacted by --method pixelate"))], [0])
+    assert report.tracks[0].rungs == {"solid": 1}
+    assert report.tracks[0].failed_checks == 1  # reported as not passed: it could not be checked
+    assert int(result[0, CY, CX].sum()) == 0
+
+
+@pytest.mark.parametrize("method", ["blur", "pixelate", "solid"])
+def test_classic_methods_change_the_face_and_keep_the_frame(method: str) -> None:
+    frames = torch.randint(0, 256, (2, H, W, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    frames[..., 0] = 255
+    frames[1, CY - 1 : CY + 2, CX - 1 : CX + 2, 0] = 0
+    g, report = guard(ladder_for(method), checkers("tight"))
+    faces = [(j, record(failed=f"redacted by --method {method}")) for j in (0, 1)]
+    result = g.apply(frames, frames.clone(), faces, [0, 1])
+    assert result.shape == frames.shape and result.dtype == torch.uint8
+    left, top, right, bottom = head_box(BOX, 0.3, W, H)
+    for j in (0, 1):
+        assert not torch.equal(result[j, top:bottom, left:right], frames[j, top:bottom, left:right])
+    outside = torch.ones(H, W, dtype=torch.bool)
+    outside[top:bottom, left:right] = False
+    assert torch.equal(result[:, outside], frames[:, outside])  # nothing outside the head box
+    assert sum(report.tracks[0].rungs.values()) == 2
+
+
+def test_blur_that_still_matches_escalates_to_solid() -> None:
+    frames = frame_with_face(background=0, centre=0)  # uniform: a blur changes nothing it sees
+    g, report = guard(ladder_for("blur"), checkers("tight", "loose"))
+    result = g.apply(frames, frames.clone(), [(0, record(failed="redacted by --method blur"))], [0])
+    assert report.tracks[0].rungs == {"solid": 1}
+    assert int(result[0, CY, CX].sum()) == 0
+
+
+def test_redact_region_methods() -> None:
+    frame = torch.randint(0, 256, (H, W, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    region = (8, 8, 40, 40)
+    for method in ("blur", "pixelate", "solid"):
+        out = redact_region(frame, region, method)
+        assert out.shape == frame.shape
+        patch = out[8:40, 8:40].float()
+        assert patch.std() < frame[8:40, 8:40].float().std() / 2  # the detail is gone
+        assert torch.equal(out[40:], frame[40:]) and torch.equal(out[:, 40:], frame[:, 40:])
+    pixelated = redact_region(frame, region, "pixelate")[8:40, 8:40]
+    assert len(torch.unique(pixelated.reshape(-1, 3), dim=0)) <= 16  # 4 x 4 blocks of 8 px
+
+
+def test_head_box_grows_more_above_for_hair() -> None:
+    left, top, right, bottom = head_box([20, 20, 40, 40], 0.3, 100, 100)
+    assert (left, right) == (14, 47) and bottom == 47 and top == 8
+    assert head_box([0, 0, 10, 10], 0.3, 12, 12) == (0, 0, 12, 12)  # clipped to the frame
+
+
+def test_default_report_has_aggregates_and_the_audit_has_frames() -> None:
+    frames = frame_with_face(background=255, centre=0)
+    g, report = guard(SYNTHETIC, checkers("tight", "loose"), render=FakeRender(redraw=255),
+                      redraw=lambda _t: torch.ones(2))
+    g.apply(frames, frames.clone(), [(0, record())], [3])
+    report.tracks[0].identity = {"draws": 2, "code": [0.1, 0.2], "similarity_to_original": 0.1, "failed": None}
+    public = report.tracks[0].summary("similarity_to_original")
+    assert set(public) == {"frames", "replaced", "blurred", "w_jitter", "privacy", "synthetic_identity"}
+    assert set(public["privacy"]) == {"passed", "rungs", "max_similarity"}
+    assert "code" not in public["synthetic_identity"]
+    audit = report.tracks[0].summary("similarity_to_original", audit=True)
+    assert audit["privacy"]["per_frame"][0][:2] == [3, audit["privacy"]["per_frame"][0][1]]
+    assert audit["synthetic_identity"]["code"] == [0.1, 0.2]
+    assert report.privacy is not None and [c["chip"] for c in report.privacy["checkers"]] == ["tight", "loose"]
