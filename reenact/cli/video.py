@@ -55,6 +55,11 @@ def add_args(p: argparse.ArgumentParser, mode: Mode) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one setting, e.g. --set blend.feather=0.1 (YAML value)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--keep-metadata", action="store_true",
+                   help="keep the input's container and stream tags (deidentify strips all but rotation, "
+                   "colour and language by default)")
+    p.add_argument("--audio", choices=["keep", "drop"], default=None,
+                   help="keep (default) or drop the input's audio")
     p.add_argument("--preview", action="store_true", help="also write a PNG sheet of before/after frames")
     p.add_argument("--json", action="store_true", help="print the report(s) as JSON")
     p.add_argument("--dry-run", action="store_true", help="print the resolved plan and exit")
