@@ -261,10 +261,10 @@ def models_dir() -> Path:
 
 
 def cache_file(comp: Component) -> Path:
-    """``models/<comp.file>``, resolved and required to stay inside the models folder."""
+    """``models/<comp.file>``, required to resolve inside the cache (a linked ``models`` too)."""
     if comp.file is None:
         raise ConfigError(f"component ({comp.source}) has no cache file name")
-    inside(models_dir(), comp.file, "pack file")
+    inside(cache_dir(), Path("models") / comp.file, "pack file")  # REENACT_HOME itself may be a link
     return models_dir() / comp.file
 
 
