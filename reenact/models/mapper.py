@@ -220,9 +220,9 @@ def load_identity_model(
     for file in (ATTR_ENCODER_FILE, MAPPER_FILE):
         if not (root / file).is_file():
             raise ModelError(f"identity model file missing: {root / file}")
+    mapper = build_bounded(lambda: Mapper(config.mapper), str(root / MAPPER_FILE), file_shapes(root / MAPPER_FILE))
     encoder = build_bounded(lambda: AttributeEncoder(enc_cfg), str(root / ATTR_ENCODER_FILE),
                             file_shapes(root / ATTR_ENCODER_FILE))
-    mapper = build_bounded(lambda: Mapper(config.mapper), str(root / MAPPER_FILE), file_shapes(root / MAPPER_FILE))
     _load_strict(encoder, root / ATTR_ENCODER_FILE)
     _load_strict(mapper, root / MAPPER_FILE)
     return encoder.to(device).eval(), mapper.to(device).eval(), config
