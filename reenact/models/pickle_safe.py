@@ -188,7 +188,7 @@ def _numpy_reconstruct(cls: Any, shape: Any, dtype: Any) -> np.ndarray[Any, Any]
         raise UnsafeModelFileError(f"numpy dtype {dt!r} holds Python objects; not allowed")
     if any(d < 0 for d in dims) or int(np.prod(dims, dtype=np.float64)) > MAX_RECONSTRUCT_ELEMENTS:
         raise UnsafeModelFileError(
-            f"numpy array reconstruct asks for shape {dims} up front; numpy pickles start empty "
+            f"refused numpy array reconstruct asking for shape {dims} up front; numpy pickles start empty "
             "(a memory bomb?)"
         )
     return np.ndarray.__new__(np.ndarray, tuple(dims), dt)
