@@ -30,7 +30,7 @@ from reenact import __version__
 from reenact.app import cli as app_cmd
 from reenact.cli import eval as eval_cmd
 from reenact.cli import image_tools, models, video
-from reenact.errors import ReenactError
+from reenact.errors import ReenactError, printable
 
 __all__ = ["COMMANDS", "Command", "build_parser", "deidentify_main", "main", "run_guarded"]
 
@@ -69,7 +69,7 @@ def run_guarded(run: Callable[[argparse.Namespace], int], args: argparse.Namespa
     try:
         return run(args)
     except ReenactError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {printable(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted: nothing partial was written", file=sys.stderr)
