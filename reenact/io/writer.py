@@ -308,7 +308,8 @@ class VideoWriter:
         keep = {k: v for k, v in dict(tags).items() if k not in skip}
         if not self.strip:
             return keep
-        gone = sorted(set(dict(tags)) - (_PLAYBACK_KEYS if where != "container" else set()))
+        regenerated = skip - {"encoder"}  # brands the muxer writes anew: not "stripped"
+        gone = sorted(set(dict(tags)) - regenerated - (_PLAYBACK_KEYS if where != "container" else set()))
         if gone and where == "container":
             self.stripped["container_tags"] = gone
         elif gone:
