@@ -36,7 +36,7 @@ from reenact import __version__
 from reenact.app import cli as app_cmd
 from reenact.cli import eval as eval_cmd
 from reenact.cli import image_tools, models, video
-from reenact.errors import ReenactError
+from reenact.errors import ReenactError, printable
 
 __all__ = ["COMMANDS", "Command", "Stopped", "build_parser", "deidentify_main", "main", "run_guarded",
            "stop_signals"]
@@ -108,7 +108,7 @@ def run_guarded(run: Callable[[argparse.Namespace], int], args: argparse.Namespa
         with stop_signals():
             return run(args)
     except ReenactError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {printable(exc)}", file=sys.stderr)
         return exc.exit_code
     except Stopped as exc:
         print(f"stopped by {signal.Signals(exc.signum).name}: nothing partial was written", file=sys.stderr)

@@ -48,6 +48,8 @@ FLAG_SETTINGS: dict[str, FlagSetting] = {
     "faces_backend": FlagSetting(("models.faces_backend",)),
     "detector_model": FlagSetting(("models.detector_model",)),
     "detector_threshold": FlagSetting(("detector.score_threshold",)),
+    "keep_metadata": FlagSetting(("encode.metadata",), "keep"),
+    "audio": FlagSetting(("encode.audio",)),
     "identity_model": FlagSetting(("models.identity_model",)),
     "identity_mean": FlagSetting(("models.identity_model_mean",)),
     "identity_std": FlagSetting(("models.identity_model_std",)),

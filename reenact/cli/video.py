@@ -85,6 +85,11 @@ def add_args(p: argparse.ArgumentParser, mode: Mode) -> None:
     p.add_argument("--audit", action="store_true",
                    help="also write OUTPUT.audit.json (mode 0600): per-frame similarities, absolute paths, "
                    "identity codes; the default report has aggregates only")
+    p.add_argument("--keep-metadata", action="store_true",
+                   help="keep the input's container and stream tags (deidentify strips all but rotation, "
+                   "colour and language by default)")
+    p.add_argument("--audio", choices=["keep", "drop"], default=None,
+                   help="keep (default) or drop the input's audio")
     p.add_argument("--json", action="store_true", help="print the report(s) as JSON")
     p.add_argument("--dry-run", action="store_true", help="print the resolved plan and exit")
     p.add_argument("--workers", type=int, default=1, help="videos processed at once (folder input)")

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from reenact.errors import ModelError
 
 logger = logging.getLogger(__name__)
@@ -52,8 +54,69 @@ def session_options(*, cpu_mem_arena: bool = True, mem_pattern: bool = True) -> 
     return options
 
 
+#: Largest tensor (bytes) a graph may produce per inference at its declared input sizes:
+#: 1 GiB (a detector at 640 px makes a few MB). Checked before the first run.
+MAX_TENSOR_BYTES = 1 << 30
+
+
+def check_graph_bounds(model: Any, path: str | Path, what: str, limit: int = MAX_TENSOR_BYTES) -> None:
+    """Raise :class:`ModelError` when a node of ``model`` would make a tensor over ``limit`` bytes.
+
+    Tensors whose size follows from constants (``ConstantOfShape``/``Expand`` with a constant
+    shape, and every shape ONNX shape inference can work out statically, data propagation
+    on) are sized without running anything: a 174-byte graph cannot ask for gigabytes.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    consts: dict[str, Any] = {t.name: t for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            consts[node.output[0]] = node.attribute[0].t
+
+    def refuse(name: str, shape: Any, nbytes: float) -> None:
+        raise ModelError(
+            f"{what} model {path}: tensor {name!r} would be {list(shape)} ({nbytes / 2**30:.1f} GiB), more "
+            f"than the {limit / 2**30:.1f} GiB allowed; refusing to run it (a corrupt or hostile graph)"
+        )
+
+    for node in model.graph.node:
+        shape_input = {"ConstantOfShape": 0, "Expand": 1}.get(node.op_type)
+        if shape_input is None or len(node.input) <= shape_input or node.input[shape_input] not in consts:
+            continue
+        try:
+            dims = numpy_helper.to_array(consts[node.input[shape_input]]).astype(np.float64).ravel()
+        except Exception as exc:  # a constant onnx cannot decode
+            raise ModelError(f"{what} model {path}: unreadable constant in {node.op_type} ({exc})") from exc
+        nbytes = float(np.prod(np.abs(dims))) * 4  # at least float32
+        if nbytes > limit:
+            refuse(node.output[0], dims.astype(np.int64).tolist(), nbytes)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except Exception as exc:  # inference fails on some valid graphs: the checks above stand
+        logger.debug("shape inference of %s failed: %s", path, exc)
+        return
+    for value in list(inferred.graph.value_info) + list(inferred.graph.output):
+        tt = value.type.tensor_type
+        known = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+        if not known or any(d is None for d in known):
+            continue
+        shape = [int(d) for d in known if d is not None]
+        try:
+            itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)).itemsize
+        except Exception:
+            itemsize = 8
+        nbytes = float(np.prod(np.array(shape, dtype=np.float64))) * itemsize
+        if nbytes > limit:
+            refuse(value.name, shape, nbytes)
+
+
 def load_onnx_model(path: str | Path, what: str) -> Any:
-    """Load and check an ONNX graph; :class:`ModelError` naming ``path`` if it is unusable."""
+    """Load and check an ONNX graph; :class:`ModelError` naming ``path`` if it is unusable.
+
+    Graphs that would make a tensor over :data:`MAX_TENSOR_BYTES` are refused
+    (:func:`check_graph_bounds`).
+    """
     import onnx
 
     path = Path(path)
@@ -69,6 +132,7 @@ def load_onnx_model(path: str | Path, what: str) -> Any:
             f"{what} model file {path} is not a valid ONNX model ({type(exc).__name__}: {exc}); "
             "replace it with an intact copy"
         ) from exc
+    check_graph_bounds(model, path, what)
     return model
 
 

@@ -12,6 +12,13 @@ the reader used for YUV->RGB), every audio stream packet for packet (no re-encod
 untouched, interleaved with the video as it is written so memory stays bounded), subtitle
 streams where the output container accepts them, and the container and stream metadata.
 
+``metadata="strip"`` (what ``deidentify`` uses by default) keeps only what playback needs:
+the rotation (display matrix), the colour tags and each stream's ``language``; every other
+container and stream tag (GPS ``location``, ``creation_time``, title, comment, encoder,
+``handler_name`` ...) and subtitle streams are left out, and the muxer is asked
+not to write its own ``encoder`` tag. ``audio="drop"`` leaves the audio out.
+:attr:`VideoWriter.stripped` lists what was left out, for the run's report.
+
 Pixel format: the source's chroma layout and bit depth where H.264 has them (yuv420p,
 yuv422p, yuv444p and their 10-bit forms), else yuv420p. Odd frame sizes: 4:2:0 and 4:2:2
 need even dimensions, so a video with an odd width or height is encoded as 4:4:4 (H.264
@@ -39,6 +46,10 @@ log = logging.getLogger(__name__)
 
 # Container keys the muxer writes itself; copying them would lie about the new file.
 _MUXER_KEYS = {"major_brand", "minor_version", "compatible_brands", "encoder"}
+# Stream tags kept by metadata="strip": what a player needs to pick the right track.
+_PLAYBACK_KEYS = {"language"}
+METADATA_MODES = ("auto", "keep", "strip")
+AUDIO_MODES = ("keep", "drop")
 # Seconds of source audio muxed ahead of the video written so far.
 _AUDIO_LEAD = 0.5
 
@@ -62,6 +73,11 @@ class EncodeSettings:
     fast as ``medium`` at the same PSNR against the input (within 0.1 dB) for files
     about 25-35 % larger. ``tune``: x264 tune (None for none). ``pix_fmt``: None keeps
     the source's chroma layout where H.264 has it.
+
+    ``metadata``: ``keep`` copies the source's container and stream tags, ``strip`` keeps
+    only what playback needs (rotation, colour, language); ``auto`` strips in
+    ``deidentify`` and keeps in ``reenact``. ``audio``: ``keep`` copies the audio packet
+    for packet, ``drop`` leaves it out.
     """
 
     codec: str = "libx264"
@@ -69,6 +85,8 @@ class EncodeSettings:
     preset: str = "veryfast"
     tune: str | None = "grain"
     pix_fmt: str | None = None
+    metadata: str = "auto"
+    audio: str = "keep"
 
     def __post_init__(self) -> None:
         formats = encoder_pix_fmts(self.codec)  # also refuses a codec this PyAV/FFmpeg cannot encode
@@ -79,6 +97,10 @@ class EncodeSettings:
                 f"encode.pix_fmt {self.pix_fmt!r} is not a pixel format {self.codec} encodes; choose one of "
                 f"{', '.join(formats)} (or leave it unset to keep the source's)"
             )
+        if self.metadata not in METADATA_MODES:
+            raise ConfigError(f"metadata must be one of {list(METADATA_MODES)}, got {self.metadata!r}")
+        if self.audio not in AUDIO_MODES:
+            raise ConfigError(f"audio must be one of {list(AUDIO_MODES)}, got {self.audio!r}")
         if self.codec in ("libx264", "libx265") and self.preset not in X264_PRESETS:
             raise ConfigError(f"unknown x264 preset {self.preset!r}; choose one of {list(X264_PRESETS)}")
         if self.codec == "libx264" and self.tune is not None and self.tune not in X264_TUNES:
@@ -171,6 +193,10 @@ class VideoWriter:
 
     ``info`` describes the frames (size, time base, rotation, colour); ``source``, when
     given, is the file whose audio/subtitle streams and metadata are copied.
+    ``metadata`` (``keep``/``strip``; ``auto`` means keep here, the pipeline resolves it by
+    mode) and ``audio`` (``keep``/``drop``) are described in the module docstring;
+    :attr:`stripped` lists what was left out (``container_tags``, ``stream_tags``,
+    ``streams``).
     """
 
     def __init__(
@@ -185,7 +211,17 @@ class VideoWriter:
         preset: str = EncodeSettings.preset,
         tune: str | None = EncodeSettings.tune,
         pix_fmt: str | None = None,
+        metadata: str = "auto",
+        audio: str = "keep",
     ) -> None:
+        EncodeSettings(codec=codec, crf=crf, preset=preset, tune=tune, pix_fmt=pix_fmt,
+                       metadata=metadata, audio=audio)  # validates the choices
+        self.strip = metadata == "strip"
+        self.drop_audio = audio == "drop"
+        #: What the source had that the output leaves out (for the report's ``stripped``).
+        self.stripped: dict[str, Any] = {"container_tags": [], "stream_tags": {}, "streams": []}
+        #: The source audio streams copied into the output (a voice identifies people too).
+        self.audio_kept: list[str] = []
         self.dst = check_output_path(source if source is not None else info.path, dst, overwrite)
         self.info = info
         self.source = Path(source) if source is not None else None
@@ -198,7 +234,9 @@ class VideoWriter:
         self._pending: Any = None
         self._copy_map: dict[int, Any] = {}
         try:
-            self._out = av.open(str(self.temp), mode="w")
+            # bitexact: the muxer writes no "encoder" tag of its own when stripping
+            options = {"fflags": "+bitexact"} if self.strip else {}
+            self._out = av.open(str(self.temp), mode="w", options=options)
         except (av.error.FFmpegError, ValueError) as exc:
             self._remove_temp()
             raise VideoWriteError(
@@ -249,14 +287,22 @@ class VideoWriter:
         except av.error.FFmpegError as exc:
             raise VideoWriteError(f"{self.source}: cannot open source to copy its audio ({exc})") from exc
         self._src = src
-        meta = {k: v for k, v in src.metadata.items() if k not in _MUXER_KEYS}
-        self._out.metadata.update(meta)
+        self._out.metadata.update(self._tags(src.metadata, "container", _MUXER_KEYS))
         if src.streams.video:
-            vmeta = {k: v for k, v in src.streams.video[0].metadata.items() if k not in _MUXER_KEYS}
-            self._video.metadata.update(vmeta)
+            v = src.streams.video[0]
+            self._video.metadata.update(self._tags(v.metadata, f"{v.index}:video", _MUXER_KEYS))
         copies = []
         for s in src.streams:
+            what = f"{s.index}:{s.type}"
+            if s.type == "audio" and self.drop_audio:
+                self.stripped["streams"].append(f"{what} ({s.codec_context.name}), dropped by --audio drop")
+                continue
+            if s.type == "subtitle" and self.strip:
+                self.stripped["streams"].append(f"{what} ({s.codec_context.name}): subtitles may name people")
+                continue
             if s.type not in ("audio", "subtitle"):
+                if s.type != "video" or s is not src.streams.video[0]:
+                    self.stripped["streams"].append(f"{what} ({s.codec_context.name if s.codec_context else '?'})")
                 continue
             try:
                 out_stream = self._out.add_stream_from_template(s)
@@ -271,11 +317,26 @@ class VideoWriter:
                     self.source, s.index, s.codec_context.name, self.dst.suffix,
                 )
                 continue
-            out_stream.metadata.update(dict(s.metadata))
+            out_stream.metadata.update(self._tags(s.metadata, what, set()))
+            if s.type == "audio":
+                self.audio_kept.append(f"{what} ({s.codec_context.name})")
             self._copy_map[s.index] = out_stream
             copies.append(s)
         if copies:
             self._copy_iter = src.demux(*copies)
+
+    def _tags(self, tags: Any, where: str, skip: set[str]) -> dict[str, str]:
+        """The tags of ``where`` to copy; with ``strip``, the left-out keys go to :attr:`stripped`."""
+        keep = {k: v for k, v in dict(tags).items() if k not in skip}
+        if not self.strip:
+            return keep
+        regenerated = skip - {"encoder"}  # brands the muxer writes anew: not "stripped"
+        gone = sorted(set(dict(tags)) - regenerated - (_PLAYBACK_KEYS if where != "container" else set()))
+        if gone and where == "container":
+            self.stripped["container_tags"] = gone
+        elif gone:
+            self.stripped["stream_tags"][where] = gone
+        return {k: v for k, v in keep.items() if k in _PLAYBACK_KEYS and where != "container"}
 
     # ---------------------------------------------------------------- writing
     def __enter__(self) -> VideoWriter:

@@ -10,8 +10,9 @@ module is a :class:`ModelError` naming it).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -19,7 +20,17 @@ from torch import nn
 from reenact.errors import ModelError
 from reenact.io.atomic import atomic_path
 
-__all__ = ["COMPONENT_FORMAT", "save_component", "read_component", "load_state_strict"]
+__all__ = [
+    "COMPONENT_FORMAT", "MAX_PARAMS", "MAX_DIM", "save_component", "read_component", "load_state_strict",
+    "build_bounded", "file_shapes", "check_dims",
+]
+
+#: Most parameters (and buffers) a model built from a file's config may have: 200 M
+#: (800 MB in float32; NVIDIA's 1024 px generator has 33 M). A config asking for more is
+#: refused before any tensor is allocated.
+MAX_PARAMS = 200_000_000
+#: Largest single width (z_dim, w_dim, hidden size...) a file's config may ask for.
+MAX_DIM = 8192
 
 COMPONENT_FORMAT = "reenact-component-1"
 _KIND_KEY = "reenact_component"
@@ -75,6 +86,81 @@ def read_component(path: str | Path, kind: str) -> tuple[dict[str, Any], dict[st
     if not isinstance(config, dict):
         raise ModelError(f"{path}: config metadata must be a JSON object, got {config!r}")
     return config, tensors
+
+
+def check_dims(config: dict[str, Any], keys: tuple[str, ...], source: str, limit: int = MAX_DIM) -> None:
+    """Raise :class:`ModelError` when a width in ``config`` is not an int in ``1..limit``."""
+    for key in keys:
+        value = config.get(key)
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for v in values:
+            if v is None:
+                continue
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= limit:
+                raise ModelError(
+                    f"{source}: config {key}={value!r} is outside the sane range 0..{limit}; "
+                    "refusing to build it (a corrupt or hostile file)"
+                )
+
+
+def file_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """The tensor shapes of a ``.safetensors`` file, read from its header (no tensor loaded)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as exc:  # safetensors raises its own error types for corrupt headers
+        raise ModelError(f"{path} is not a readable safetensors file: {exc}") from exc
+
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
+
+def build_bounded(
+    factory: Callable[[], ModuleT],
+    source: str,
+    shapes: dict[str, tuple[int, ...]] | None = None,
+    max_params: int = MAX_PARAMS,
+) -> ModuleT:
+    """``factory()`` built first on the ``meta`` device (no memory) and checked, then for real.
+
+    Raises :class:`ModelError` when the module would hold more than ``max_params`` values,
+    when ``shapes`` (the file's tensors) do not match its state dict by name and shape, or
+    when building runs out of memory -- so a tiny file claiming a huge architecture is
+    refused before anything is allocated.
+    """
+    try:
+        with torch.device("meta"):
+            meta = factory()
+    except MemoryError as exc:
+        raise ModelError(f"{source}: the architecture does not fit in memory") from exc
+    own = meta.state_dict()
+    total = sum(int(v.numel()) for v in own.values())
+    if total > max_params:
+        raise ModelError(
+            f"{source}: its config builds a model of {total:,} values, more than the {max_params:,} "
+            "allowed; refusing to allocate it (a corrupt or hostile file)"
+        )
+    if shapes is not None:
+        missing = sorted(set(own) - set(shapes))
+        extra = sorted(set(shapes) - set(own))
+        if missing or extra:
+            raise ModelError(
+                f"{source}: tensors do not match its config: missing {missing[:5]}"
+                f"{' ...' if len(missing) > 5 else ''}, unexpected {extra[:5]}{' ...' if len(extra) > 5 else ''}"
+            )
+        for name, value in own.items():
+            if tuple(shapes[name]) != tuple(value.shape):
+                raise ModelError(
+                    f"{source}: tensor {name} has shape {tuple(shapes[name])}, the config needs "
+                    f"{tuple(value.shape)}"
+                )
+    del meta, own
+    try:
+        return factory()
+    except MemoryError as exc:
+        raise ModelError(f"{source}: not enough memory to build the model ({total:,} values)") from exc
 
 
 def load_state_strict(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:

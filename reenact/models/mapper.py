@@ -211,9 +211,18 @@ def load_identity_model(
             f"{meta_path}: attribute_encoder.out_dim {config.attribute_encoder.out_dim} != "
             f"mapper.attr_dim {config.mapper.attr_dim}"
         )
+    from reenact.models.component_io import build_bounded, check_dims, file_shapes
+
+    check_dims(dataclasses.asdict(config.mapper), ("id_dim", "attr_dim", "w_dim", "hidden"), str(meta_path))
+    check_dims(dataclasses.asdict(config.attribute_encoder), ("out_dim", "input_size", "small_channels"),
+               str(meta_path), limit=4096)
     enc_cfg = dataclasses.replace(config.attribute_encoder, imagenet_init=False)
-    encoder = AttributeEncoder(enc_cfg)
-    mapper = Mapper(config.mapper)
+    for file in (ATTR_ENCODER_FILE, MAPPER_FILE):
+        if not (root / file).is_file():
+            raise ModelError(f"identity model file missing: {root / file}")
+    mapper = build_bounded(lambda: Mapper(config.mapper), str(root / MAPPER_FILE), file_shapes(root / MAPPER_FILE))
+    encoder = build_bounded(lambda: AttributeEncoder(enc_cfg), str(root / ATTR_ENCODER_FILE),
+                            file_shapes(root / ATTR_ENCODER_FILE))
     _load_strict(encoder, root / ATTR_ENCODER_FILE)
     _load_strict(mapper, root / MAPPER_FILE)
     return encoder.to(device).eval(), mapper.to(device).eval(), config

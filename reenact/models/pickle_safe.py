@@ -160,10 +160,38 @@ def _numpy_dtype(*args: Any) -> np.dtype[Any]:
     return dt
 
 
+class _NdarrayToken:
+    """What ``numpy.ndarray`` unpickles to: only a marker for :func:`_numpy_reconstruct`.
+
+    Calling it (``ndarray(shape, dtype)``, which allocates any size, objects included) is
+    refused; numpy's own pickles only pass it to ``_reconstruct``.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        raise UnsafeModelFileError("calling numpy.ndarray from a pickle is not allowed (it allocates any size)")
+
+
+#: Most elements ``_reconstruct`` may start an array with (numpy itself pickles ``(0,)``;
+#: the data then comes from the file's bytes through ``__setstate__``).
+MAX_RECONSTRUCT_ELEMENTS = 1
+
+
 def _numpy_reconstruct(cls: Any, shape: Any, dtype: Any) -> np.ndarray[Any, Any]:
-    if cls is not np.ndarray:
+    if cls is not _NdarrayToken:
         raise UnsafeModelFileError(f"numpy array reconstruct of {cls!r} is not allowed")
-    return np.ndarray.__new__(np.ndarray, shape, dtype)
+    try:
+        dt = np.dtype(dtype)
+        dims = [int(d) for d in (shape if isinstance(shape, (tuple, list)) else (shape,))]
+    except (TypeError, ValueError) as exc:
+        raise UnsafeModelFileError(f"numpy array reconstruct with shape {shape!r}, dtype {dtype!r}") from exc
+    if dt.hasobject:
+        raise UnsafeModelFileError(f"numpy dtype {dt!r} holds Python objects; not allowed")
+    if any(d < 0 for d in dims) or int(np.prod(dims, dtype=np.float64)) > MAX_RECONSTRUCT_ELEMENTS:
+        raise UnsafeModelFileError(
+            f"refused numpy array reconstruct asking for shape {dims} up front; numpy pickles start empty "
+            "(a memory bomb?)"
+        )
+    return np.ndarray.__new__(np.ndarray, tuple(dims), dt)
 
 
 #: ``(module, name)`` -> the object the restricted unpickler hands out for it.
@@ -178,7 +206,7 @@ ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
     ("numpy._core.multiarray", "scalar"): _numpy_scalar,
     ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct,
     ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct,
-    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "ndarray"): _NdarrayToken,
     ("numpy", "dtype"): _numpy_dtype,
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
@@ -216,6 +244,8 @@ def loads_restricted(data: bytes, source: str = "<bytes>") -> Any:
         ) from exc
     except RuntimeError as exc:  # torch storage errors
         raise ModelError(f"{source}: corrupt tensor data ({exc})") from exc
+    except MemoryError as exc:
+        raise ModelError(f"{source}: unpickling it ran out of memory; a corrupt or hostile file") from exc
 
 
 def load_nvlabs_pickle(path: str | Path) -> dict[str, Any]:

@@ -23,6 +23,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import urllib.error
@@ -74,6 +75,37 @@ __all__ = [
 ]
 
 _CHUNK = 1 << 20
+
+#: Pack and component names: letters, digits, ``_`` and ``-`` (they become file names).
+NAME_RE = re.compile(r"[A-Za-z0-9_-]+")
+#: Largest download accepted when the pack gives no ``size`` (``REENACT_MAX_DOWNLOAD`` bytes).
+MAX_DOWNLOAD = 4 << 30
+#: Hosts a download may be redirected to besides its own (``REENACT_DOWNLOAD_HOSTS`` adds more,
+#: comma separated). Redirects must also stay on https (an http URL may only stay on http
+#: on its own host).
+REDIRECT_HOSTS: tuple[str, ...] = ()
+
+
+def check_name(name: str, what: str = "pack") -> str:
+    """``name`` if it is a safe pack/component name, else :class:`ConfigError`."""
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        raise ConfigError(
+            f"{what} name {name!r} is not allowed: use letters, digits, '_' and '-' only "
+            "(a name is not a path)"
+        )
+    return name
+
+
+def inside(root: Path, rel: str | Path, what: str = "cache path") -> Path:
+    """``root / rel`` resolved, or :class:`ModelError` when it leaves ``root`` (``..``, links)."""
+    base = root.resolve()
+    path = (base / rel).resolve()
+    if path != base and not path.is_relative_to(base):
+        raise ModelError(
+            f"{what} {str(rel)!r} resolves to {path}, outside {base}; refusing to write there "
+            "(a pack file name must stay inside the cache)"
+        )
+    return path
 
 
 # --- per-kind loaders -----------------------------------------------------------------------
@@ -142,11 +174,12 @@ def list_packs() -> list[str]:
     folder = packs_dir()
     if not folder.is_dir():
         raise ConfigError(f"pack folder {folder} does not exist; set REENACT_PACKS to a folder of pack YAML files")
-    return sorted(p.stem for p in folder.glob("*.yaml"))
+    return sorted(p.stem for p in folder.glob("*.yaml") if NAME_RE.fullmatch(p.stem) and p.is_file())
 
 
 def get_pack(name: str) -> Pack:
     """Load and validate pack ``name`` (unknown keys/types raise ConfigError naming them)."""
+    check_name(name, "pack")
     path = packs_dir() / f"{name}.yaml"
     if not path.is_file():
         known = ", ".join(list_packs()) if packs_dir().is_dir() else "none"
@@ -165,6 +198,8 @@ def get_pack(name: str) -> Pack:
     comps = data.get("components")
     if not isinstance(comps, dict) or not comps:
         raise ConfigError(f"{path}: components must be a non-empty mapping")
+    for key in comps:
+        check_name(key, f"{path}: component")
     components = {
         str(key): _validated(from_dict(Component, value, where=f"{path}:components.{key}"), f"{path}:components.{key}")
         for key, value in comps.items()
@@ -183,12 +218,23 @@ def _validated(comp: Component, where: str) -> Component:
             raise ConfigError(f"{where}: source {comp.source!r}: unknown scheme {comp.scheme!r}")
         if comp.scheme in ("https", "http", "file", "import") and not comp.file:
             raise ConfigError(f"{where}: source {comp.source!r} needs a cache file name (file:)")
+    if comp.file is not None:
+        parts = Path(comp.file).parts
+        if (not parts or Path(comp.file).is_absolute() or any(p in ("..", ".") for p in parts)
+                or "\\" in comp.file or any(not NAME_RE.fullmatch(p.replace(".", "")) for p in parts)):
+            raise ConfigError(
+                f"{where}: file {comp.file!r} must be a plain name inside the cache (letters, digits, "
+                "'.', '_', '-'; no '..', no absolute path)"
+            )
+    if comp.size is not None and (not isinstance(comp.size, int) or comp.size <= 0):
+        raise ConfigError(f"{where}: size must be a positive number of bytes, got {comp.size!r}")
     return comp
 
 
 def get_component(pack: str, component: str) -> Component:
     """Component ``component`` of pack ``pack`` (:class:`ConfigError` naming the ones it has)."""
     spec = get_pack(pack)
+    check_name(component, "component")
     if component not in spec.components:
         raise ConfigError(
             f"pack {pack!r} has no component {component!r}; it has {sorted(spec.components)}"
@@ -212,6 +258,14 @@ def cache_dir() -> Path:
 def models_dir() -> Path:
     """Where ready-to-load model files live: ``cache_dir()/models``."""
     return cache_dir() / "models"
+
+
+def cache_file(comp: Component) -> Path:
+    """``models/<comp.file>``, required to resolve inside the cache (a linked ``models`` too)."""
+    if comp.file is None:
+        raise ConfigError(f"component ({comp.source}) has no cache file name")
+    inside(cache_dir(), Path("models") / comp.file, "pack file")  # REENACT_HOME itself may be a link
+    return models_dir() / comp.file
 
 
 def insightface_root() -> Path:
@@ -279,45 +333,133 @@ def _progress(total: int | None, initial: int, desc: str, enabled: bool) -> Iter
         bar.close()
 
 
+class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only to https on the URL's own host or a listed one."""
+
+    def __init__(self, url: str, hosts: tuple[str, ...]) -> None:
+        self.origin = urllib.parse.urlsplit(url)
+        self.hosts = hosts
+        self.final = url
+
+    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> Any:
+        check_redirect(self.origin.geturl(), newurl, self.hosts)
+        self.final = newurl
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _allowed_hosts(extra: tuple[str, ...] | None) -> tuple[str, ...]:
+    env = tuple(h.strip().lower() for h in os.environ.get("REENACT_DOWNLOAD_HOSTS", "").split(",") if h.strip())
+    return tuple(h.lower() for h in (extra or ())) + REDIRECT_HOSTS + env
+
+
+def check_redirect(url: str, newurl: str, hosts: tuple[str, ...] = ()) -> None:
+    """Raise :class:`DownloadError` unless a redirect ``url`` -> ``newurl`` may be followed.
+
+    Allowed: https to the URL's own host or one of ``hosts``; an http URL may also stay on
+    http on its own host. Refused: a downgrade from https to http, any other scheme, and
+    other hosts.
+    """
+    old, new = urllib.parse.urlsplit(url), urllib.parse.urlsplit(urllib.parse.urljoin(url, newurl))
+    same_host = (new.hostname or "").lower() == (old.hostname or "").lower() and new.port == old.port
+    if new.scheme == "https":
+        ok = same_host or (new.hostname or "").lower() in hosts
+    else:
+        ok = new.scheme == "http" and old.scheme == "http" and same_host
+    if not ok:
+        why = ("a downgrade from https to http" if old.scheme == "https" and new.scheme == "http"
+               else f"scheme {new.scheme!r}" if new.scheme not in ("http", "https")
+               else f"another host ({new.hostname})")
+        raise DownloadError(
+            f"refused the redirect of {url} to {new.geturl()}: {why}. Downloads follow redirects only "
+            "to https on the same host or a host listed in REENACT_DOWNLOAD_HOSTS"
+        )
+
+
+def _open_part(part: Path, append: bool) -> int:
+    """A file descriptor for ``part``; never through a symlink, never someone else's file."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC) | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(part, flags, 0o600)
+    except OSError as exc:
+        raise DownloadError(
+            f"cannot write {part}: {exc.strerror or exc} (a symlink planted there is not followed); "
+            "delete it and run again"
+        ) from exc
+    st = os.fstat(fd)
+    if st.st_nlink > 1:
+        os.close(fd)
+        raise DownloadError(f"{part} has other hard links; delete it and run again")
+    return fd
+
+
 def download(
     url: str,
     dest: str | Path,
     sha256: str | None = None,
     progress: bool = True,
     timeout: float = 60.0,
+    size: int | None = None,
+    max_bytes: int | None = None,
+    allowed_hosts: tuple[str, ...] | None = None,
 ) -> str:
     """Download ``url`` to ``dest`` atomically; returns the file's sha256.
 
-    The transfer goes to ``dest + '.part'`` and resumes from it with an HTTP Range
-    request when present. A cut-off transfer raises :class:`DownloadError` and keeps the
-    ``.part`` for the next call to resume; a hash mismatch deletes it and raises
-    :class:`ChecksumError`; only a complete, checked file is renamed to ``dest``. Without
-    ``sha256`` the hash is computed, logged as recorded, and returned.
+    The transfer goes to ``dest + '.part'`` (opened without following symlinks) and
+    resumes from it with an HTTP Range request when present. A cut-off transfer raises
+    :class:`DownloadError` and keeps the ``.part`` for the next call to resume; a hash
+    mismatch deletes it and raises :class:`ChecksumError`; only a complete, checked file is
+    renamed to ``dest``. Without ``sha256`` the hash is computed, logged as recorded, and
+    returned.
+
+    Bounds: the body stops at ``size`` when the pack gives it (else at ``max_bytes``,
+    default ``REENACT_MAX_DOWNLOAD`` or :data:`MAX_DOWNLOAD`); a longer body, or a ``.part``
+    already longer, is discarded with :class:`DownloadError`. Redirects are checked by
+    :func:`check_redirect` (``allowed_hosts`` adds hosts); the final URL is logged.
     """
     dest = Path(dest)
     scheme = urllib.parse.urlsplit(url).scheme
     if scheme not in ("http", "https", "file"):
         raise DownloadError(f"refusing to download {url!r}: only http(s) and file URLs are supported")
+    cap = size if size is not None else (max_bytes or int(os.environ.get("REENACT_MAX_DOWNLOAD", MAX_DOWNLOAD)))
+    hosts = _allowed_hosts(allowed_hosts)
     _ensure_writable(dest.parent, DownloadError)
     part = dest.with_name(dest.name + ".part")
     for attempt in range(2):
+        if part.is_symlink():
+            part.unlink()  # planted: never written through, never resumed from
         have = part.stat().st_size if part.exists() else 0
+        if have > cap:
+            logger.warning("%s is larger (%d bytes) than the download can be (%d); discarded", part, have, cap)
+            part.unlink()
+            have = 0
+        if size is not None and have == size:
+            have = 0  # complete but unchecked: hash it again from a fresh transfer
         h = hashlib.sha256()
         headers = {"User-Agent": "reenact-models/1"}
         if have and scheme != "file":
             headers["Range"] = f"bytes={have}-"
+        redirects = _CheckedRedirects(url, hosts)
+        opener = urllib.request.build_opener(redirects)
         try:
-            resp = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
+            resp = opener.open(urllib.request.Request(url, headers=headers), timeout=timeout)
         except urllib.error.HTTPError as exc:
             if exc.code == 416 and have and attempt == 0:
                 part.unlink()  # stale partial longer than the file: start over
                 continue
             raise DownloadError(f"download of {url} failed: HTTP {exc.code} {exc.reason}") from exc
+        except DownloadError:
+            raise
         except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            if isinstance(reason, DownloadError):
+                raise reason from exc
             raise DownloadError(
-                f"cannot reach {url}: {getattr(exc, 'reason', exc)}; check the network and run again"
+                f"cannot reach {url}: {reason}; check the network and run again"
             ) from exc
         with resp:
+            final = resp.geturl() if hasattr(resp, "geturl") else url
+            if final != url:
+                logger.info("%s was redirected to %s", url, final)
             status = getattr(resp, "status", 200)
             length = resp.headers.get("Content-Length")
             resume = bool(have) and status == 206
@@ -325,22 +467,30 @@ def download(
                 crange = resp.headers.get("Content-Range", "")
                 if not crange.startswith(f"bytes {have}-"):
                     raise DownloadError(f"{url}: server answered range {crange!r} to a request from byte {have}")
-                with open(part, "rb") as f:
+                fd = os.open(part, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+                with os.fdopen(fd, "rb") as f:
                     while chunk := f.read(_CHUNK):
                         h.update(chunk)
                 logger.info("resuming %s from byte %d", url, have)
             else:
                 have = 0
-            total = have + int(length) if length is not None else None
+            total = have + int(length) if length is not None and length.isdigit() else None
+            if total is not None and total > cap:
+                part.unlink(missing_ok=True)
+                raise DownloadError(
+                    f"{url} announces {total} bytes, more than the {cap} expected; refused (nothing kept)"
+                )
             got = have
             try:
-                with open(part, "ab" if resume else "wb") as f, _progress(
+                with os.fdopen(_open_part(part, resume), "wb" if not resume else "ab") as f, _progress(
                     total, have, dest.name, progress
                 ) as bar:
-                    while chunk := resp.read(_CHUNK):
+                    while chunk := resp.read(min(_CHUNK, cap + 1 - got)):
+                        got += len(chunk)
+                        if got > cap:
+                            break
                         f.write(chunk)
                         h.update(chunk)
-                        got += len(chunk)
                         bar.update(len(chunk))
                     f.flush()
                     os.fsync(f.fileno())
@@ -351,11 +501,20 @@ def download(
                 ) from exc
             except OSError as exc:
                 raise DownloadError(f"cannot write {part}: {exc.strerror or exc}") from exc
+        if got > cap:
+            part.unlink(missing_ok=True)
+            raise DownloadError(
+                f"{url} sent more than the {cap} bytes expected ({'the pack size' if size else 'the cap'}); "
+                "the transfer was stopped and discarded"
+            )
         if total is not None and got < total:
             raise DownloadError(
                 f"download of {url} was cut off after {got} of {total} bytes; run the same command "
                 "again to resume"
             )
+        if size is not None and got != size:
+            part.unlink(missing_ok=True)
+            raise DownloadError(f"{url} gave {got} bytes, the pack says {size}; discarded")
         digest = h.hexdigest()
         if sha256 is not None and digest != sha256.lower():
             part.unlink(missing_ok=True)
@@ -365,8 +524,11 @@ def download(
             )
         if sha256 is None:
             logger.warning(
-                "no sha256 was known for %s; recorded %s from this first download", url, digest
+                "no sha256 was known for %s (none is published): trusting this first download (final URL %s, sha256 %s) "
+                "and recording it; later downloads must match it. Compare it with a copy you trust.",
+                url, final, digest,
             )
+        logger.info("downloaded %s (final URL %s, %d bytes, sha256 %s)", url, final, got, digest)
         part.replace(dest)
         return digest
     raise DownloadError(f"download of {url} failed")  # pragma: no cover - loop always returns
@@ -396,7 +558,7 @@ def _store(
 ) -> Path:
     """Convert/copy ``src_file`` into ``models/<comp.file>`` and record it in the manifest."""
     assert comp.file is not None
-    target = models_dir() / comp.file
+    target = cache_file(comp)
     _ensure_writable(target.parent)
     loader = loader_for(comp.kind)
     if loader.convert is not None:
@@ -423,7 +585,10 @@ def _replace_folder(src: Path, target: Path) -> None:
     """Copy folder ``src`` to ``target`` through a private temporary folder beside it.
 
     (:func:`reenact.io.atomic.atomic_path` makes files; a folder needs ``mkdtemp``.)
+    A symlink leaving ``src`` is refused
+    (:func:`check_links`), one inside it is copied as the file it names.
     """
+    check_links(src)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial"))
     try:
         shutil.copytree(src, tmp, dirs_exist_ok=True)
@@ -435,6 +600,21 @@ def _replace_folder(src: Path, target: Path) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def check_links(folder: Path) -> None:
+    """Raise :class:`ModelError` when a symlink in ``folder`` points outside it."""
+    root = folder.resolve()
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            if p.is_symlink():
+                target = p.resolve()
+                if not target.is_relative_to(root):
+                    raise ModelError(
+                        f"{p} is a symlink to {target}, outside {folder}; refusing to import through it "
+                        "(copy the real file into the folder if it belongs to the model)"
+                    )
 
 
 def pull(pack: str, component: str | None = None, progress: bool = True) -> dict[str, Path | None]:
@@ -453,14 +633,16 @@ def pull(pack: str, component: str | None = None, progress: bool = True) -> dict
         comp = spec.components[name]
         if comp.scheme in ("http", "https", "file"):
             assert comp.source is not None and comp.file is not None
-            target = models_dir() / comp.file
+            target = cache_file(comp)
             entry = _read_json(_manifest_path()).get(comp.file)
             if target.is_file() and entry:
                 out[name] = target
                 continue
             known = comp.sha256 or _recorded_hash(comp.source)
-            raw = cache_dir() / "downloads" / Path(urllib.parse.urlsplit(comp.source).path).name
-            digest = download(comp.source, raw, sha256=known, progress=progress)
+            suffix = Path(urllib.parse.urlsplit(comp.source).path).suffix  # converters look at it
+            suffix = suffix if re.fullmatch(r"\.[A-Za-z0-9]{1,12}", suffix) else ""
+            raw = inside(cache_dir(), Path("downloads") / f"{pack}-{name}{suffix}", "download path")
+            digest = download(comp.source, raw, sha256=known, progress=progress, size=comp.size)
             if known is None:
                 _record_hash(comp.source, digest)
             try:
@@ -504,6 +686,8 @@ def import_file(path: str | Path, target: str) -> Path:
     src = Path(path)
     if not src.exists():
         raise ModelError(f"cannot import {src}: no such file or folder")
+    if src.is_dir():
+        check_links(src)
     pack, _, name = target.partition("/")
     comp_name = name or "generator"
     comp = get_component(pack, comp_name)
@@ -561,7 +745,7 @@ def resolve(pack: str, component: str) -> Path:
     assert comp.file is not None or scheme == "trained"
     if comp.file is None:
         raise ConfigError(f"{pack}/{component} has neither a source nor a file name")
-    path = models_dir() / comp.file
+    path = cache_file(comp)
     if not path.exists():
         if scheme == "import":
             where = comp.source.split(":", 1)[1] if comp.source else "its publisher"
@@ -592,7 +776,7 @@ def component_path(pack: str, component: str) -> Path:
     if comp.scheme == "trained":
         if comp.file is None:
             raise ConfigError(f"{pack}/{component} has neither a source nor a file name")
-        return models_dir() / comp.file
+        return cache_file(comp)
     return resolve(pack, component)
 
 

@@ -64,12 +64,15 @@ class Component:
     """One model of a pack (see the module docstring for the ``source`` forms).
 
     ``optional``: the pack loads without it (``verify`` reports it absent, not failed).
+    ``size``: the download's size in bytes where the source publishes it (a download stops
+    there; a longer one is refused). ``file`` is a name inside the cache (no ``..``).
     """
 
     kind: ComponentKind
     licence: str
     source: str | None = None
     sha256: str | None = None
+    size: int | None = None
     source_format: SourceFormat = "raw"
     file: str | None = None
     input_size: int | None = None

@@ -882,9 +882,22 @@ def generator_from_state_dict(
     missing_cfg = sorted({"z_dim", "c_dim", "w_dim", "img_resolution", "img_channels"} - set(config))
     if missing_cfg:
         raise ModelError(f"{source}: generator config lacks {missing_cfg}")
-    try:
+    from reenact.models.component_io import build_bounded, check_dims
+
+    check_dims(config, ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels"), source)
+    for sub in ("mapping_kwargs", "synthesis_kwargs"):
+        kw = config.get(sub) or {}
+        if not isinstance(kw, dict):
+            raise ModelError(f"{source}: generator config {sub} must be a mapping, got {kw!r}")
+        check_dims(kw, tuple(k for k, v in kw.items() if type(v) is int and k != "channel_base"), source)
+        check_dims(kw, ("channel_base",), source, limit=1 << 17)
+
+    def build() -> Generator:
         with torch.random.fork_rng(devices=[]):  # do not disturb the caller's RNG stream
-            G = Generator(**config)
+            return Generator(**config)
+
+    try:
+        G = build_bounded(build, source, {k: tuple(v.shape) for k, v in state.items()})
     except TypeError as exc:
         raise ModelError(f"{source}: invalid generator config {config!r}: {exc}") from exc
     expected = G.state_dict()

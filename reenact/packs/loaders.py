@@ -15,7 +15,7 @@ from reenact.models import inception_attr, paper_mapper, registry, stylegan1, vg
 from reenact.models.convert import convert_nvlabs_pickle, convert_rosinality, detect_format
 from reenact.models.mapper import load_identity_model
 from reenact.models.spec import Component
-from reenact.models.stylegan2 import load_generator, save_generator
+from reenact.models.stylegan2 import load_generator, read_generator_config, save_generator
 
 
 def _convert_generator(comp: Component, src: Path, target: Path, what: str) -> None:
@@ -26,6 +26,7 @@ def _convert_generator(comp: Component, src: Path, target: Path, what: str) -> N
     elif fmt == "rosinality-pt":
         G = convert_rosinality(src)
     else:
+        registry.check_architecture(comp, read_generator_config(src), what, src)  # before any tensor
         G = load_generator(src)
     registry.check_architecture(comp, G.config, what, src)
     save_generator(G, target)
@@ -79,6 +80,7 @@ def _convert_with(read: Callable[[Path], Any], save: Callable[[Any, Path], Path]
 
 
 def _check_generator(name: str, comp: Component, path: Path) -> None:
+    registry.check_architecture(comp, read_generator_config(path), name, path)  # before any tensor
     G = load_generator(path)
     registry.check_architecture(comp, G.config, name, path)
 
@@ -88,12 +90,9 @@ def _check_identity_model(name: str, comp: Component, path: Path) -> None:
 
 
 def _check_onnx(name: str, comp: Component, path: Path) -> None:
-    import onnx
+    from reenact.faces.onnx_session import load_onnx_model
 
-    try:
-        onnx.checker.check_model(str(path))
-    except Exception as exc:  # onnx raises its own ValidationError types
-        raise ModelError(f"{path} is not a valid ONNX model: {exc}") from exc
+    load_onnx_model(path, name)  # checked, and sized: no tensor over the limit
 
 
 def _check_dlib(name: str, comp: Component, path: Path) -> None:

@@ -252,7 +252,10 @@ def process_video(
             yield chunk
 
     with open_video(source, chunk_size=config.read.chunk_size, backend=config.read.backend) as reader:
-        with VideoWriter(output, info, source=source, overwrite=overwrite, **dataclasses.asdict(config.encode)) as writer:
+        encode = dataclasses.asdict(config.encode)
+        if encode["metadata"] == "auto":  # deidentify strips what names the person; reenact keeps
+            encode["metadata"] = "strip" if mode == "deidentify" else "keep"
+        with VideoWriter(output, info, source=source, overwrite=overwrite, **encode) as writer:
             stream = run_stream(reader, transform, writer)
 
     # 12. report
@@ -271,6 +274,13 @@ def process_video(
     report["identity_photo"] = {"name": Path(photo["path"]).name, "sha256": photo["sha256"]} if photo else None
     report["source_fingerprint"] = source_fingerprint(source)
     report["warnings"].extend(warnings)
+    if mode == "deidentify":
+        report["stripped"] = {**writer.stripped, "audio_kept": writer.audio_kept}
+        if writer.audio_kept:
+            report["warnings"].append(
+                f"the audio ({', '.join(writer.audio_kept)}) was kept as it is: a voice can identify the "
+                "person; pass --audio drop to leave it out"
+            )
     if reference is not None:
         report["reference_similarity"] = {str(k): v for k, v in sorted(replacer.select.similarity.items())}
         nobody = replacer.select.warning()

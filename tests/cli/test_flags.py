@@ -30,6 +30,8 @@ CASES: dict[str, tuple[list[str], dict[str, Any]]] = {
     "--faces-backend": (["--faces-backend", "insightface"], {"models.faces_backend": "insightface"}),
     "--detector-model": (["--detector-model", "scrfd.onnx"], {"models.detector_model": "scrfd.onnx"}),
     "--detector-threshold": (["--detector-threshold", "0.3"], {"detector.score_threshold": 0.3}),
+    "--keep-metadata": (["--keep-metadata"], {"encode.metadata": "keep"}),
+    "--audio": (["--audio", "drop"], {"encode.audio": "drop"}),
     "--identity-model": (["--identity-model", "arc.onnx"], {"models.identity_model": "arc.onnx"}),
     "--identity-mean": (["--identity-mean", "127.5"], {"models.identity_model_mean": 127.5}),
     "--identity-std": (["--identity-std", "128"], {"models.identity_model_std": 128.0}),
