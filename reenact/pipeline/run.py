@@ -81,8 +81,10 @@ class PackCache:
         (``deidentify --method blur|pixelate|solid``).
         """
         need_mapper = config.mapper == "trained"
-        load_threshold = min(config.detector.score_threshold, DETECTOR_LOAD_THRESHOLD)
-        detector_settings = dataclasses.replace(config.detector, score_threshold=load_threshold)
+        explicit = config.detector.score_threshold  # None: the mode's default (FaceReplacer resolves it)
+        load_threshold = min(DETECTOR_LOAD_THRESHOLD if explicit is None else explicit, DETECTOR_LOAD_THRESHOLD)
+        # every face size: deidentify redacts faces too small to replace (FaceReplacer applies the limit)
+        detector_settings = dataclasses.replace(config.detector, score_threshold=load_threshold, min_face_size=0.0)
         key = (config.models, detector_settings, str(device), need_mapper, faces_only)
         if key not in self._packs:
             with torch.random.fork_rng(devices=[]):
@@ -98,8 +100,8 @@ class PackCache:
                                                  need_mapper=need_mapper)
             self.loads += 1
         pack = self._packs[key]
-        return dataclasses.replace(pack, detector=ThresholdedDetector(pack.detector,
-                                                                       config.detector.score_threshold))
+        return dataclasses.replace(pack, detector=ThresholdedDetector(pack.detector, config.detector.threshold,
+                                                                       config.detector.min_face_size))
 
 
 _PROCESS_PACKS = PackCache()

@@ -70,6 +70,11 @@ class FrameSlots:
     def record(self, frame_index: int, track_id: int) -> FaceRecord:
         return self.records[(frame_index, track_id)]
 
+    def find(self, frame_index: int, track_id: int) -> FaceRecord | None:
+        """The record, or None when its frame has left already (a redacted face's frame
+        does not wait for the smoothers)."""
+        return self.records.get((frame_index, track_id))
+
     def pop_ready(self, final: bool = False) -> list[list[FrameSlot]]:
         """The next ready frames, in order, in batches; ``final``: every frame must be ready."""
         ready: list[FrameSlot] = []

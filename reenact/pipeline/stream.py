@@ -48,26 +48,40 @@ from reenact.temporal import AlignmentSmoother, TrackSmoother
 
 
 class ThresholdedDetector:
-    """A detector whose faces below ``score_threshold`` are dropped after detection.
+    """A detector whose faces below ``score_threshold`` (or with a box side under
+    ``min_face_size`` pixels) are dropped after detection.
 
     The model stays loaded once whatever the threshold (greedy NMS keeps a face only against
     higher-scored ones, so thresholding after it gives the faces thresholding before would).
+    Wrapping a ThresholdedDetector wraps the model it wraps (the new limits replace the old).
     """
 
-    def __init__(self, detector: FaceDetector, score_threshold: float) -> None:
-        self.detector, self.score_threshold = detector, score_threshold
-        self.name = detector.name
+    def __init__(self, detector: FaceDetector, score_threshold: float, min_face_size: float = 0.0) -> None:
+        inner: FaceDetector = detector.detector if isinstance(detector, ThresholdedDetector) else detector
+        self.detector: FaceDetector = inner
+        self.score_threshold, self.min_face_size = score_threshold, min_face_size
+        self.name = inner.name
 
     def detect(self, frames: torch.Tensor | np.ndarray) -> list[FaceDetections]:
         """Conventions: frames uint8 [T,H,W,3]; one FaceDetections per frame."""
-        return [d.select(d.scores >= self.score_threshold) for d in self.detector.detect(frames)]
+        out = []
+        for d in self.detector.detect(frames):
+            sides = (d.boxes[:, 2:] - d.boxes[:, :2]).min(axis=1) if len(d) else np.zeros((0,), np.float32)
+            out.append(d.select((d.scores >= self.score_threshold) & (sides >= self.min_face_size)))
+        return out
 
 
-def build_tracker(config: PipelineConfig, pack: Any, fps: float) -> FaceTracker:
+def too_small(box: np.ndarray, min_face_size: float) -> bool:
+    """Whether a face box (float [4], frame pixels) has a side under ``min_face_size`` pixels."""
+    return bool(min(box[2] - box[0], box[3] - box[1]) < min_face_size)
+
+
+def build_tracker(config: PipelineConfig, pack: Any, fps: float, detector: FaceDetector | None = None) -> FaceTracker:
     """The tracker as the pipeline runs it: the pack's identity model for the appearance term
     (``tracker.appearance_weight``, ``tracker.min_similarity``), ``smoothing.points`` for its
-    point filter, and the detector only when it detects on a subset of frames itself."""
-    detector = None if config.tracker.detect_every == 1 else pack.detector
+    point filter, and the detector (``detector``, else the pack's) only when it detects on a
+    subset of frames itself."""
+    detector = None if config.tracker.detect_every == 1 else (detector or pack.detector)
     return FaceTracker(config.tracker, detector=detector, encoder=pack.identity, fps=fps,
                        points=config.smoothing.points)
 
@@ -82,6 +96,13 @@ class FaceReplacer:
 
     ``policy``: the identity policy (built for ``mode`` from ``target`` when not given).
     ``keep_frames``: frame indices kept (before, after) in ``kept`` for a preview.
+
+    Detection follows the mode (:meth:`DetectorSettings.for_mode`): ``deidentify`` is
+    recall-first: its lower default threshold, and faces too small to replace (a box side
+    under ``detector.min_face_size``) are tracked and redacted, never dropped; faces of
+    tracks seen in fewer than ``tracker.min_hits`` frames are redacted too. ``reenact``
+    keeps the precision default, drops faces too small to replace, and replaces the faces
+    of every track, a face seen in one frame included.
     """
 
     def __init__(
@@ -114,7 +135,7 @@ class FaceReplacer:
             config.faces, reference=reference.to(self.device) if reference is not None else None,
             threshold=self.threshold, embed=self._embed_faces,
         )
-        synthetic = mode == "reenact" or config.deidentify.method == "synthetic"
+        synthetic = not (policy.redacts and config.deidentify.method != "synthetic")
         self.mapping = make_mapping(pack, config) if synthetic else None
         self.guard: PrivacyGuard | None = None
         if policy.redacts:
@@ -127,7 +148,12 @@ class FaceReplacer:
                 redraws=s.redraws,
             )
         self._frames_in: torch.Tensor | None = None
-        self.tracker = build_tracker(config, pack, fps)
+        self.detector_settings = config.detector.for_mode(mode)
+        self.recall_first = policy.redacts  # deidentify: every face found is covered, however small
+        self.min_face_size = self.detector_settings.min_face_size
+        self.detector = ThresholdedDetector(pack.detector, self.detector_settings.threshold,
+                                            0.0 if self.recall_first else self.min_face_size)
+        self.tracker = build_tracker(config, pack, fps, self.detector)
         self.smooth_M = AlignmentSmoother(config.smoothing.alignment, fps, self.size)
         self.smooth_w = TrackSmoother(config.smoothing.latent, fps)
         self.slots = FrameSlots(config.max_batch)
@@ -146,7 +172,7 @@ class FaceReplacer:
             raw: list[FaceDetections] | None = None
             if self.tracker.detector is None:
                 with timer("detect"):
-                    raw = self.pack.detector.detect(frames)
+                    raw = self.detector.detect(frames)
                 for i, dets in enumerate(raw):
                     self.slots[chunk.start_index + i].raw = dets
             with timer("track"):
@@ -172,13 +198,24 @@ class FaceReplacer:
             slot = self.slots[faces.frame_index]
             slot.faces_seen = len(faces)
             chosen = self.select(faces)
-            present = {int(faces.track_ids[i]) for i in chosen}
+            # deidentify: a face of a track seen in fewer than min_hits frames is redacted
+            assert faces.confirmed is not None
+            unconfirmed = {i for i in chosen if self.recall_first and not bool(faces.confirmed[i])}
+            present = {int(faces.track_ids[i]) for i in chosen if i not in unconfirmed}
             self._end_tracks(self.active - present)
             self.active = present
             for i in chosen:
                 track_id = int(faces.track_ids[i])
-                self.slots.add_face(faces.frame_index, FaceRecord(track_id, faces.boxes[i].copy(),
-                                                                  faces.points[i].copy()))
+                record = FaceRecord(track_id, faces.boxes[i].copy(), faces.points[i].copy())
+                if i in unconfirmed:
+                    record.failed = f"track seen in fewer than tracker.min_hits={self.config.tracker.min_hits} frames"
+                    self.report.count("unconfirmed_faces_redacted")
+                    self.slots.add_face(faces.frame_index, record)
+                    continue
+                if self.recall_first and too_small(record.box, self.min_face_size):
+                    record.failed = f"face smaller than detector.min_face_size={self.min_face_size:g} px"
+                    self.report.count("small_faces_redacted")
+                self.slots.add_face(faces.frame_index, record)
                 self._identity_for(track_id, faces.frame_index, faces.points[i : i + 1])
                 M = similarity_from_points(torch.from_numpy(faces.points[i : i + 1]).to(self.device),
                                            self.template)[0]
@@ -203,7 +240,9 @@ class FaceReplacer:
     # steps 5-7: align, map, smooth w -----------------------------------------------------
     def _take_M(self, released: list[tuple[int, int, torch.Tensor]]) -> None:
         for track_id, frame_index, M in released:
-            record = self.slots.record(frame_index, track_id)
+            record = self.slots.find(frame_index, track_id)
+            if record is None or record.failed is not None:
+                continue  # redacted (too small): in the smoother's sequence only; its frame may have left
             record.M = M
             identity = self.identities[track_id]
             if identity.code is None:

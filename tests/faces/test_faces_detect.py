@@ -166,3 +166,13 @@ def test_native_size_detection_keeps_the_recall_of_upscaling(read_clip, scrfd, c
         found[upscale] = hits / total
     assert total >= 6
     assert found[False] >= found[True] and found[False] >= 0.9, found
+
+
+def test_the_score_threshold_defaults_per_mode() -> None:
+    from reenact.faces.detect import SCORE_THRESHOLDS
+
+    assert DetectorSettings().threshold == SCORE_THRESHOLDS["reenact"] == 0.5, "outside a mode: precision"
+    assert DetectorSettings().for_mode("deidentify").threshold == SCORE_THRESHOLDS["deidentify"] == 0.2
+    assert DetectorSettings(score_threshold=0.35).for_mode("deidentify").threshold == 0.35
+    with pytest.raises(ConfigError, match="unknown mode"):
+        DetectorSettings().for_mode("blur")

@@ -260,3 +260,17 @@ def test_identity_within_tracks_full_length(clip, read_clip, scrfd, mobileface):
     assert overall >= 0.75
     assert min(r[2] for r in rows) >= 0.6
     assert sum(r[1] * r[4] for r in rows) / faces >= 0.9
+
+
+def test_a_face_detected_once_is_released_unconfirmed_never_dropped() -> None:
+    frames = torch.full((7, 64, 64, 3), 90, dtype=torch.uint8)
+    box = [[10.0, 10.0, 40.0, 40.0]]
+    dets = [FaceDetections.empty()] * 3 + [_dets(box)] + [FaceDetections.empty()] * 3
+    out = track_video(frames, detections=dets, settings=TrackerSettings(min_hits=2))
+    assert [len(f) for f in out] == [0, 0, 0, 1, 0, 0, 0]
+    assert out[3].confirmed is not None and not bool(out[3].confirmed[0])
+    # seen twice: confirmed, and the frames between the two detections are filled
+    dets = [_dets(box), FaceDetections.empty(), FaceDetections.empty(), _dets(box)] + [FaceDetections.empty()] * 3
+    out = track_video(frames, detections=dets, settings=TrackerSettings(min_hits=2))
+    assert [len(f) for f in out[:4]] == [1, 1, 1, 1] and all(bool(f.confirmed[0]) for f in out[:4])
+    assert [bool(f.interpolated[0]) for f in out[:4]] == [False, True, True, False]
