@@ -59,6 +59,9 @@ class IdentityPolicy(Protocol):
     """Faces that fail (no identity, failed check, refused by the blender) are blurred."""
     covers_untracked: bool
     """Detections that no released track covers are treated as failed faces."""
+    private: bool
+    """The output must not identify the people in it: metadata is stripped, the audio named
+    in a warning, and the preview (original faces) is written only with ``--audit``."""
 
     def check_tracker(self, settings: TrackerSettings) -> None:
         """Raise ConfigError when the tracker settings cannot give this policy its guarantees."""
@@ -87,6 +90,7 @@ class TargetIdentity:
     similarity_key = "similarity_to_target"
     redacts = False
     covers_untracked = False
+    private = False
 
     def __init__(self, target: torch.Tensor) -> None:
         if target.ndim != 1:
@@ -151,6 +155,7 @@ class SyntheticIdentities:
 
     similarity_key = "similarity_to_original"
     covers_untracked = True
+    private = True
 
     def __init__(
         self, candidate: Callable[[int], torch.Tensor], threshold: float, seed: int, max_draws: int,
@@ -268,6 +273,7 @@ class ClassicRedaction:
     similarity_key = "similarity_to_original"
     redacts = True
     covers_untracked = True
+    private = True
 
     def __init__(self, method: str) -> None:
         if method not in ("blur", "pixelate", "solid"):
@@ -320,8 +326,15 @@ POLICIES: dict[str, type[TargetIdentity] | type[SyntheticIdentities]] = {
 }
 
 
+def classic_method(mode: Mode, method: str) -> bool:
+    """Whether a run redacts with blur/pixelate/solid (``ClassicRedaction``, no generator or
+    mapper needed) instead of the mode's identity policy."""
+    return mode == "deidentify" and method != "synthetic"
+
+
 def policy_class(mode: Mode) -> type[TargetIdentity] | type[SyntheticIdentities]:
-    """The identity policy of ``mode`` (the one place where the mode decides anything)."""
+    """The identity policy of ``mode`` (with :func:`classic_method`, the one place where the
+    mode decides anything)."""
     if mode not in POLICIES:
         raise ConfigError(f"mode must be one of {sorted(POLICIES)}, got {mode!r}")
     return POLICIES[mode]

@@ -53,7 +53,7 @@ from reenact.io import (
 from reenact.io.atomic import atomic_path, atomic_write_text
 from reenact.packs import LoadedPack, check_pack_for_mode, load_pack, registry
 from reenact.packs import _face_models as pack_face_models
-from reenact.pipeline.identity import ClassicRedaction, policy_class
+from reenact.pipeline.identity import ClassicRedaction, classic_method, policy_class
 from reenact.pipeline.report import public_config
 from reenact.pipeline.settings import Mode, PipelineConfig
 from reenact.pipeline.stream import FaceReplacer, ThresholdedDetector, identity_threshold
@@ -112,11 +112,6 @@ def cached_pack(config: PipelineConfig, device: torch.device, cache: PackCache |
     """The pack for ``config`` from ``cache`` (default: one cache per process, so API calls and
     folder runs in one process share loaded models)."""
     return (cache or _PROCESS_PACKS).get(config, device, faces_only)
-
-
-def classic_method(mode: Mode, config: PipelineConfig) -> bool:
-    """Whether the run redacts with blur/pixelate/solid (no generator or mapper needed)."""
-    return mode == "deidentify" and config.deidentify.method != "synthetic"
 
 
 def faces_only_models(pack: LoadedPack) -> dict[str, Any]:
@@ -228,7 +223,7 @@ def process_video(
     info = check_inputs(source, output, mode, config, identity=identity, overwrite=overwrite, preview=preview)
     assert info is not None
     # 2. models, identity policy, face selection
-    classic = classic_method(mode, config)
+    classic = classic_method(mode, config.deidentify.method)
     pack = check_photo_faces(config, identity, packs, faces_only=classic)
     threshold = identity_threshold(config, pack)
     warnings: list[str] = []
@@ -236,7 +231,7 @@ def process_video(
         policy: Any = ClassicRedaction(config.deidentify.method)
     else:
         policy = policy_class(mode).for_run(pack, config, threshold, identity, warnings)
-    if preview and mode == "deidentify" and not audit:
+    if preview and policy.private and not audit:
         preview = False
         warnings.append("--preview shows the original faces: a deidentify run writes it only with --audit")
     reference = None
@@ -256,7 +251,7 @@ def process_video(
     with open_video(source, chunk_size=config.read.chunk_size, backend=config.read.backend) as reader:
         encode = dataclasses.asdict(config.encode)
         if encode["metadata"] == "auto":  # deidentify strips what names the person; reenact keeps
-            encode["metadata"] = "strip" if mode == "deidentify" else "keep"
+            encode["metadata"] = "strip" if policy.private else "keep"
         with VideoWriter(output, info, source=source, overwrite=overwrite, **encode) as writer:
             stream = run_stream(reader, transform, writer)
 
@@ -276,7 +271,7 @@ def process_video(
     report["identity_photo"] = {"name": Path(photo["path"]).name, "sha256": photo["sha256"]} if photo else None
     report["source_fingerprint"] = source_fingerprint(source)
     report["warnings"].extend(warnings)
-    if mode == "deidentify":
+    if policy.private:
         report["stripped"] = {**writer.stripped, "audio_kept": writer.audio_kept}
         if writer.audio_kept:
             report["warnings"].append(
@@ -306,7 +301,7 @@ def process_video(
         written = dataclasses.replace(config, faces="reference:" + Path(config.faces.split(":", 1)[1]).name)
     atomic_write_text(paths["config"], dump_yaml_text(written))
     if preview:
-        _write_preview(replacer.kept, paths["preview"], mode=0o600 if mode == "deidentify" else 0o644)
+        _write_preview(replacer.kept, paths["preview"], mode=0o600 if policy.private else 0o644)
     if audit:
         record = run.audit_dict(source=source, output=output)
         record["identity_photo"] = photo

@@ -28,7 +28,13 @@ from reenact.faces import (
 from reenact.faces.track import FaceTracker, TrackedFaces
 from reenact.io import FrameChunk
 from reenact.packs import LoadedPack
-from reenact.pipeline.identity import ClassicRedaction, IdentityPolicy, TrackIdentity, policy_class
+from reenact.pipeline.identity import (
+    ClassicRedaction,
+    IdentityPolicy,
+    TrackIdentity,
+    classic_method,
+    policy_class,
+)
 from reenact.pipeline.mapping import make_mapping
 from reenact.pipeline.privacy import (
     Checker,
@@ -124,7 +130,7 @@ class FaceReplacer:
         self.size = pack.generator.img_resolution if pack.generator is not None else 256
         self.template = ffhq_template(self.size).to(self.device)
         self.threshold = identity_threshold(config, pack)
-        if policy is None and mode == "deidentify" and config.deidentify.method != "synthetic":
+        if policy is None and classic_method(mode, config.deidentify.method):
             policy = ClassicRedaction(config.deidentify.method)
         if policy is None:
             policy = policy_class(mode).build(pack, config, self.threshold, target)
