@@ -8,6 +8,12 @@ same frames are mapped twice in this one run:
   frame's latent (the backend's normal mode, early stop on);
 * scratch: every frame from the best random start (``warm_start=False``), early stop on.
 
+Both runs get the SAME step budget per frame (``--budget``: ``steps_first == steps_warm``), and
+early stopping is on with the backend's defaults (``early_stop_patience``, ``early_stop_rel_tol``
+of :class:`OptimizeSettings`), so the step ratio is set by when each run stops improving, not by
+the budgets (the backend's default budgets, 100 first / 20 warm, would make it ~5x by
+themselves). Frames where a run used its whole budget (no early stop) are counted and printed.
+
 Over the frames after the first (the first is a cold start in both), the goal compares
 the optimisation steps each run takes until its early stop, and checks that the warm
 run's mean final task loss (all terms but the temporal one) is the same as the scratch
@@ -15,7 +21,7 @@ run's (within ``--tol``) or lower. Per frame, the steps each run needs to reach 
 scratch run's final loss are printed too. Steps, not seconds, are the measure (a step
 costs the same in both runs); wall times are printed as well.
 
-    python bench/optimize.py [--frames 8] [--stride 2] [--resolution 64] [--threads 1]
+    python bench/optimize.py [--frames 8] [--stride 2] [--resolution 64] [--budget 100] [--threads 1]
 
 Needs the shared fixtures (REENACT_FIXTURES or ../shared/fixtures).
 Goals (DESIGN.md format, at the end):
@@ -57,8 +63,8 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=8)
     ap.add_argument("--stride", type=int, default=2, help="use every n-th frame of the clip")
     ap.add_argument("--resolution", type=int, default=64)
-    ap.add_argument("--steps-first", type=int, default=100)
-    ap.add_argument("--steps-warm", type=int, default=20)
+    ap.add_argument("--budget", type=int, default=100,
+                    help="step budget of every frame in both runs (steps_first = steps_warm)")
     ap.add_argument("--tol", type=float, default=0.01, help="relative tolerance on 'the same loss'")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--clip", default="videos/liveportrait_d0.mp4")
@@ -97,11 +103,14 @@ def main() -> int:
                            arcface_template(112), 112)
     with torch.no_grad():
         target = identity(tcrop).expand(n, -1).contiguous()
-    settings = OptimizeSettings(steps_first=args.steps_first, steps_warm=args.steps_warm)
+    settings = OptimizeSettings(steps_first=args.budget, steps_warm=args.budget)
+    assert settings.early_stop_patience > 0  # early stopping on (backend defaults)
     G = tiny_generator(seed=0, resolution=R)
     track = torch.zeros(n, dtype=torch.long)
     print(f"{n} frames of {args.clip} (every {args.stride}), tiny generator {R} px, "
-          f"{args.threads} thread(s); setup {time.perf_counter() - t0:.1f} s")
+          f"{args.threads} thread(s); budget {args.budget} steps per frame in both runs, early stop "
+          f"after {settings.early_stop_patience} steps without a {settings.early_stop_rel_tol:g} relative "
+          f"gain; setup {time.perf_counter() - t0:.1f} s")
 
     runs = {}
     for name, warm in (("warm", True), ("scratch", False)):
@@ -143,6 +152,9 @@ def main() -> int:
           f"({ratio:.1f}x); mean final task loss: scratch {scratch_loss:.4f}, warm {warm_loss:.4f}")
     print(f"steps to each frame's scratch loss (+{args.tol:.0%}): scratch {total_scratch}, warm {total_warm} "
           f"({reach_ratio:.1f}x; warm reached it on {reached}/{later} frames, else counted with all its steps)")
+    for name, st in (("scratch", scratch_stats), ("warm", warm_stats)):
+        capped = int((st.steps[1:] >= args.budget).sum())
+        print(f"{name}: later frames that used the whole budget (no early stop): {capped}/{later}")
     print(f"wall time of all frames: scratch {scratch_s:.1f} s, warm {warm_s:.1f} s ({scratch_s / warm_s:.1f}x)")
     for term in ("identity", "landmarks"):
         print(f"mean final {term} (later frames): warm {float(warm_stats.final[term][1:].mean()):.4f}, "

@@ -5,22 +5,33 @@
    goal: e2e / sum <= 1.0 (reading and writing overlap compute).
 2. Frame-to-frame W jitter on a real single-face clip with One-Euro smoothing against without.
    goal: <= 0.5.
-3. Peak RSS processing a generated 60 s clip against a 10 s one, each in its own process.
-   goal: <= 1.1 (memory does not grow with video length).
+3. Peak RSS processing a generated 60 s clip against a 10 s one (640x480, 10 fps), each in its
+   own process. goal: <= 1.1 (memory does not grow with video length). The size is chosen so the
+   goal can see a leak: keeping every decoded frame of the 60 s clip would add 600 x 640 x 480 x 3
+   bytes = 527 MiB, and the bench prints that leak as a share of the 10 s peak (it must exceed
+   25 %). ``REENACT_BENCH_LEAK=1`` injects that leak into the measured child processes (they keep
+   every decoded frame), and the goal must then FAIL: the bench's own check.
 
-Run: ``python bench/pipeline.py [--frames 40] [--fixtures DIR]``.
+Stage timings are taken warm: the isolated stages and the end-to-end run each run once untimed
+before the timed runs (models, codecs, thread pools and allocator all warmed alike).
+
+Run: ``python bench/pipeline.py [--frames 40] [--fixtures DIR] [--only stages|jitter|rss]``;
+leak check: ``REENACT_BENCH_LEAK=1 python bench/pipeline.py --only rss``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -65,37 +76,49 @@ def cut(src: Path, dst: Path, frames: int) -> Path:
     return dst
 
 
-def stage_ratio(config: PipelineConfig, clip: Path, tmp: Path) -> list[str]:
-    identity = fixtures_dir() / "images" / "deepface" / "img1.jpg"  # type: ignore[operator]
-    cached_pack(config, torch.device("cpu"))  # load models outside every timing
-    info = probe(clip)
-    t = time.perf_counter()
-    with open_video(clip, chunk_size=config.read.chunk_size) as reader:
-        chunks = list(reader)
-    decode_s = time.perf_counter() - t
+def _stages(config: PipelineConfig, clip: Path, tmp: Path, identity: Path) -> dict[str, Any]:
+    """One pass of each stage alone (decode, compute on decoded frames, encode of computed
+    frames) and then the end-to-end run, each timed; returns the seconds and the e2e report."""
     from reenact.faces import identity_from_photo
 
+    info = probe(clip)
     pack = cached_pack(config, torch.device("cpu"))
     target = identity_from_photo(identity, pack.detector, pack.identity).embedding
+    t = time.perf_counter()
+    with open_video(clip, chunk_size=config.read.chunk_size, backend=config.read.backend) as reader:
+        chunks = list(reader)
+    decode_s = time.perf_counter() - t
     replacer = FaceReplacer(pack, config, "reenact", info.avg_fps, target=target)
     t = time.perf_counter()
     outputs = list(replacer(iter(chunks)))
     compute_s = time.perf_counter() - t
     t = time.perf_counter()
-    with VideoWriter(tmp / "alone.mp4", info, source=clip, overwrite=True) as writer:
+    with VideoWriter(tmp / f"{clip.stem}_alone.mp4", info, source=clip, overwrite=True) as writer:
         for chunk in outputs:
             writer.write(chunk)
     encode_s = time.perf_counter() - t
     t = time.perf_counter()
-    report = process_video(clip, tmp / "e2e.mp4", "reenact", config, identity=identity, overwrite=True)
+    report = process_video(clip, tmp / f"{clip.stem}_e2e.mp4", "reenact", config, identity=identity,
+                           overwrite=True)
     e2e_s = time.perf_counter() - t
+    return {"decode": decode_s, "compute": compute_s, "encode": encode_s, "e2e": e2e_s, "report": report}
+
+
+def stage_ratio(config: PipelineConfig, clip: Path, warmup: Path, tmp: Path) -> list[str]:
+    identity = fixtures_dir() / "images" / "deepface" / "img1.jpg"  # type: ignore[operator]
+    # warm-up of every timed path alike (models, codecs, thread pools, allocator), untimed
+    _stages(config, warmup, tmp, identity)
+    timed = _stages(config, clip, tmp, identity)
+    report = timed["report"]
     frames = report["frames"]
-    lines = [f"720p clip {clip.name}, {frames} frames, tiny pack"]
+    lines = [f"720p clip {clip.name}, {frames} frames, tiny pack (after an untimed warm-up of all "
+             f"four runs on {probe(warmup).frame_count} frames)"]
     for stage, seconds in report["stage_seconds"].items():
         lines.append(f"  stage {stage:<11} {seconds:8.2f} s  {1000 * seconds / frames:8.1f} ms/frame")
-    total = decode_s + compute_s + encode_s
-    lines.append(f"  alone: decode {decode_s:.2f} s, compute {compute_s:.2f} s, encode {encode_s:.2f} s; "
-                 f"end to end {e2e_s:.2f} s = {frames / e2e_s:.2f} fps")
+    total = timed["decode"] + timed["compute"] + timed["encode"]
+    e2e_s = timed["e2e"]
+    lines.append(f"  alone: decode {timed['decode']:.2f} s, compute {timed['compute']:.2f} s, encode "
+                 f"{timed['encode']:.2f} s; end to end {e2e_s:.2f} s = {frames / e2e_s:.2f} fps")
     lines.append(goal("pipeline_overlap_e2e_over_sum_of_stages", e2e_s / total, "<=", 1.0))
     return lines
 
@@ -103,8 +126,8 @@ def stage_ratio(config: PipelineConfig, clip: Path, tmp: Path) -> list[str]:
 def jitter_ratio(config: PipelineConfig, clip: Path, tmp: Path) -> list[str]:
     identity = fixtures_dir() / "images" / "deepface" / "img1.jpg"  # type: ignore[operator]
     jitters = {}
-    for method in ("none", "one_euro"):
-        cfg = replace(config, {"smoothing.method": method})
+    for method in ("none", "one_euro"):  # the W filter only; boxes and alignment filtered alike
+        cfg = replace(config, {"smoothing.latent.method": method})
         report = process_video(clip, tmp / f"jitter_{method}.mp4", "reenact", cfg, identity=identity, overwrite=True)
         values = [t["w_jitter"] for t in report["tracks"].values() if t["w_jitter"] is not None]
         jitters[method] = sum(values) / len(values)
@@ -115,19 +138,26 @@ def jitter_ratio(config: PipelineConfig, clip: Path, tmp: Path) -> list[str]:
     ]
 
 
-def _make_long_clip(path: Path, seconds: int, fps: int = 10, size: int = 192) -> Path:
-    """A clip of the astronaut sample's face moved by a synthetic camera, ``seconds`` long."""
+RSS_FPS, RSS_WIDTH, RSS_HEIGHT = 10, 640, 480
+RSS_SECONDS = (10, 60)
+RSS_GOAL = 1.1
+LEAK_ENV = "REENACT_BENCH_LEAK"
+
+
+def _make_long_clip(path: Path, seconds: int, fps: int = RSS_FPS, width: int = RSS_WIDTH,
+                    height: int = RSS_HEIGHT) -> Path:
+    """A clip of the astronaut sample's face played forwards and backwards, ``seconds`` long."""
     import av
     import numpy as np
 
     with av.open(str(ROOT / "samples" / "astronaut_clip.mp4")) as c:
         base = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
     base_t = torch.from_numpy(np.stack(base)).permute(0, 3, 1, 2).float()
-    small = torch.nn.functional.interpolate(base_t, size=(size, size), mode="area").round().byte()
-    small = small.permute(0, 2, 3, 1).numpy()
+    small = torch.nn.functional.interpolate(base_t, size=(height, width), mode="bilinear", antialias=True)
+    small = small.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
     with av.open(str(path), "w") as out:
         stream = out.add_stream("libx264", rate=fps)
-        stream.width = stream.height = size
+        stream.width, stream.height = width, height
         stream.pix_fmt = "yuv420p"
         for i in range(seconds * fps):
             k = i % (2 * len(small))
@@ -148,37 +178,86 @@ def _peak_rss_kib() -> int:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
+class _LeakyReader:
+    """The bench's injected defect: a reader that keeps a copy of every decoded frame."""
+
+    def __init__(self, reader: Any, kept: list[torch.Tensor]) -> None:
+        self._reader, self._kept = reader, kept
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reader, name)
+
+    def __iter__(self) -> Iterator[FrameChunk]:
+        for chunk in self._reader:
+            self._kept.append(chunk.frames.clone())
+            yield chunk
+
+
+def _inject_leak() -> list[torch.Tensor]:
+    """Make the pipeline's reader keep every decoded frame (only in the bench's child)."""
+    import reenact.pipeline.run as run_module
+
+    kept: list[torch.Tensor] = []
+    real_open = run_module.open_video
+
+    @contextlib.contextmanager
+    def leaky_open(*args: Any, **kwargs: Any) -> Iterator[_LeakyReader]:
+        with real_open(*args, **kwargs) as reader:
+            yield _LeakyReader(reader, kept)
+
+    run_module.open_video = leaky_open  # type: ignore[assignment]
+    return kept
+
+
 def _rss_child(clip: str, out: str, config_json: str) -> None:
     from reenact.config import from_dict
 
+    kept = _inject_leak() if os.environ.get(LEAK_ENV) == "1" else []
     config = from_dict(PipelineConfig, json.loads(config_json))
-    process_video(clip, out, "deidentify", config, overwrite=True)
-    print(json.dumps({"maxrss_kb": _peak_rss_kib()}))
+    report = process_video(clip, out, "deidentify", config, overwrite=True)
+    print(json.dumps({"maxrss_kb": _peak_rss_kib(), "frames": report["frames"],
+                      "kept_frames": sum(len(k) for k in kept)}))
 
 
 def rss_ratio(config: PipelineConfig, tmp: Path) -> list[str]:
     from reenact.config import to_dict
 
     cfg = replace(config, {"detector.working_size": 192})
-    peaks = {}
-    for seconds in (10, 60):
+    peaks, kept = {}, {}
+    for seconds in RSS_SECONDS:
         clip = _make_long_clip(tmp / f"long_{seconds}.mp4", seconds)
         result = subprocess.run(
             [sys.executable, __file__, "--rss-child", str(clip), str(tmp / f"long_{seconds}_out.mp4"),
              json.dumps(to_dict(cfg))],
             check=True, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
         )
-        peaks[seconds] = json.loads(result.stdout.strip().splitlines()[-1])["maxrss_kb"] / 1024
-    return [
-        f"peak RSS deidentify 192px 10 fps: 10 s clip {peaks[10]:.0f} MiB, 60 s clip {peaks[60]:.0f} MiB",
-        goal("peak_rss_60s_over_10s", peaks[60] / peaks[10], "<=", 1.1),
+        child = json.loads(result.stdout.strip().splitlines()[-1])
+        peaks[seconds] = child["maxrss_kb"] / 1024
+        kept[seconds] = child["kept_frames"]
+    short, long = RSS_SECONDS
+    frame_mib = RSS_WIDTH * RSS_HEIGHT * 3 / 2**20
+    leak_mib = long * RSS_FPS * frame_mib
+    slack_mib = (RSS_GOAL - 1) * peaks[short]
+    lines = [
+        f"peak RSS deidentify {RSS_WIDTH}x{RSS_HEIGHT} {RSS_FPS} fps: {short} s clip {peaks[short]:.0f} MiB, "
+        f"{long} s clip {peaks[long]:.0f} MiB",
+        f"  sensitivity: keeping all {long * RSS_FPS} frames would add {leak_mib:.0f} MiB = "
+        f"{leak_mib / peaks[short]:.0%} of the {short} s peak (goal slack {slack_mib:.0f} MiB; "
+        f"must be > 25 %: {'yes' if leak_mib > 0.25 * peaks[short] else 'NO'})",
     ]
+    if os.environ.get(LEAK_ENV) == "1":
+        lines.append(f"  {LEAK_ENV}=1: frames kept by the injected leak: {short} s {kept[short]}, "
+                     f"{long} s {kept[long]} (the goal below must FAIL)")
+    lines.append(goal(f"peak_rss_{long}s_over_{short}s", peaks[long] / peaks[short], "<=", RSS_GOAL))
+    return lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=40, help="frames of the 720p clip to time")
+    parser.add_argument("--warmup-frames", type=int, default=8, help="frames of the untimed warm-up")
     parser.add_argument("--fixtures", type=Path, default=None)
+    parser.add_argument("--only", choices=("stages", "jitter", "rss"), help="run one part")
     parser.add_argument("--skip-rss", action="store_true")
     parser.add_argument("--rss-child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -190,18 +269,21 @@ def main() -> None:
         sys.exit("fixtures not found: set REENACT_FIXTURES")
     os.environ["REENACT_FIXTURES"] = str(fixtures)
     config = fixture_config(fixtures)
+    parts = {args.only} if args.only else {"stages", "jitter"} | (set() if args.skip_rss else {"rss"})
     lines: list[str] = []
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
-        clip720 = cut(fixtures / "videos" / "mobileface_friends1.mp4", tmp / "friends720.mp4", args.frames)
-        lines += stage_ratio(config, clip720, tmp)
-        clip = cut(fixtures / "videos" / "liveportrait_d12.mp4", tmp / "d12.mp4", args.frames)
-        lines += jitter_ratio(config, clip, tmp)
-        if not args.skip_rss:
+        if "stages" in parts:
+            friends = fixtures / "videos" / "mobileface_friends1.mp4"
+            clip720 = cut(friends, tmp / "friends720.mp4", args.frames)
+            warmup = cut(friends, tmp / "friends720_warmup.mp4", args.warmup_frames)
+            lines += stage_ratio(config, clip720, warmup, tmp)
+        if "jitter" in parts:
+            clip = cut(fixtures / "videos" / "liveportrait_d12.mp4", tmp / "d12.mp4", args.frames)
+            lines += jitter_ratio(config, clip, tmp)
+        if "rss" in parts:
             lines += rss_ratio(config, tmp)
     print("\n".join(lines))
-
-
 
 
 if __name__ == "__main__":

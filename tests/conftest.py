@@ -43,6 +43,20 @@ def reference() -> Path:
     return found
 
 
+#: files of shared/reference/paper the paper tests read (the authors' checkpoints and TF2 outputs)
+PAPER_FILES = ("vectors.npz", "stylegan_G_256x256_synthesis.index", "stylegan_G_32x32_synthesis.index")
+
+
+@pytest.fixture(scope="session")
+def paper_reference(reference: Path) -> Path:
+    """``shared/reference/paper``: skipped when absent, a failure under REENACT_REQUIRE_FIXTURES=1."""
+    folder = reference / "paper"
+    missing = [name for name in PAPER_FILES if not (folder / name).is_file()]
+    if missing:
+        _missing(f"paper reference files {missing} in {folder}")
+    return folder
+
+
 def _has_cuda() -> bool:
     try:
         import torch

@@ -133,3 +133,24 @@ def audio_packets(path: Path) -> list[list[tuple[bytes, Fraction]]]:
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
     return 99.0 if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def tagged_copy(src: Path, dst: Path, tags: dict[str, str], video_tags: dict[str, str]) -> Path:
+    """``src`` remuxed (every stream copied packet for packet) with container ``tags`` and
+    video-stream ``video_tags`` added, so a metadata check has something to compare."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        out.metadata.update(tags)
+        streams = {}
+        for s in inp.streams:
+            if s.type not in ("video", "audio"):
+                continue
+            o = out.add_stream_from_template(s)
+            if s.type == "video":
+                o.metadata.update(video_tags)
+            streams[s.index] = o
+        for packet in inp.demux(*[inp.streams[i] for i in streams]):
+            if packet.dts is None:
+                continue
+            packet.stream = streams[packet.stream.index]
+            out.mux(packet)
+    return dst

@@ -44,11 +44,8 @@ TOL = 1e-4
 
 
 @pytest.fixture(scope="module")
-def paper(reference: Path) -> Path:
-    folder = reference / "paper"
-    if not (folder / "vectors.npz").is_file():
-        pytest.skip(f"{folder}/vectors.npz not found")
-    return folder
+def paper(paper_reference: Path) -> Path:
+    return paper_reference
 
 
 @pytest.fixture(scope="module")

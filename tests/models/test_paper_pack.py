@@ -29,11 +29,8 @@ CHECKPOINT = ("AttrEncoder.h5", "LatentMappingNetwork.h5")
 
 
 @pytest.fixture(scope="module")
-def paper(reference: Path) -> Path:
-    folder = reference / "paper"
-    if not (folder / "vectors.npz").is_file():
-        pytest.skip("shared/reference/paper is not present")
-    return folder
+def paper(paper_reference: Path) -> Path:
+    return paper_reference
 
 
 def _copy(paper: Path, dest: Path, names: tuple[str, ...]) -> Path:

@@ -20,11 +20,8 @@ NAME = "stylegan_G_32x32_synthesis"
 
 
 @pytest.fixture(scope="module")
-def paper(reference: Path) -> Path:
-    folder = reference / "paper"
-    if not (folder / f"{NAME}.index").is_file():
-        pytest.skip("shared/reference/paper is not present")
-    return folder
+def paper(paper_reference: Path) -> Path:
+    return paper_reference
 
 
 def _copy_ckpt(src: Path, dest: Path, name: str = NAME) -> Path:
