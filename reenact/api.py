@@ -26,9 +26,9 @@ class Reenactor:
         self.config = config or PipelineConfig()
 
     def __call__(self, source: str | Path, output: str | Path, *, overwrite: bool = False,
-                 preview: bool = False) -> dict[str, Any]:
+                 preview: bool = False, audit: bool = False) -> dict[str, Any]:
         return process_video(source, output, "reenact", self.config, identity=self.identity,
-                             overwrite=overwrite, preview=preview)
+                             overwrite=overwrite, preview=preview, audit=audit)
 
 
 class Deidentifier:
@@ -39,5 +39,7 @@ class Deidentifier:
         self.config = replace(config, {"seed": seed}) if seed is not None else config
 
     def __call__(self, source: str | Path, output: str | Path, *, overwrite: bool = False,
-                 preview: bool = False) -> dict[str, Any]:
-        return process_video(source, output, "deidentify", self.config, overwrite=overwrite, preview=preview)
+                 preview: bool = False, audit: bool = False) -> dict[str, Any]:
+        """Returns the report; ``audit`` also writes ``OUTPUT.audit.json`` (mode 0600)."""
+        return process_video(source, output, "deidentify", self.config, overwrite=overwrite, preview=preview,
+                             audit=audit)
