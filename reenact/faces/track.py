@@ -341,13 +341,20 @@ class FaceTracker:
         """Identity embeddings of detected faces (frames[i] holds found[i]), if an encoder is set."""
         if self.encoder is None or self.settings.appearance_weight <= 0:
             return [None] * len(found)
-        counts = [len(d) for d in found]
+        # appearance only tells people apart: a frame with one face while at most one track
+        # lives has nobody to confuse, so its face is not embedded (the costly part of tracking)
+        crowded = len(self._tracks) >= 2
+        wanted = [i for i, d in enumerate(found) if len(d) >= 2 or (crowded and len(d) >= 1)]
+        out: list[torch.Tensor | None] = [None] * len(found)
+        counts = [len(found[i]) for i in wanted]
         if not sum(counts):
-            return [torch.zeros((0, self.encoder.dim)) for _ in found]
-        index = torch.repeat_interleave(torch.arange(len(found)), torch.tensor(counts))
-        points = torch.from_numpy(np.concatenate([d.points for d in found]))
+            return out
+        index = torch.repeat_interleave(torch.tensor(wanted), torch.tensor(counts))
+        points = torch.from_numpy(np.concatenate([found[i].points for i in wanted]))
         all_e = self.encoder.embed(frames, index, points).cpu()
-        return list(torch.split(all_e, counts))
+        for i, e in zip(wanted, torch.split(all_e, counts), strict=True):
+            out[i] = e
+        return out
 
     def _observe(
         self, t: int, dets: FaceDetections, embs: torch.Tensor | None, frames: torch.Tensor, i: int

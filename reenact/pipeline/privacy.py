@@ -291,6 +291,10 @@ def _checkable(points: np.ndarray) -> bool:
     return bool(pts.shape == (5, 2) and np.isfinite(pts).all() and np.linalg.norm(pts[1] - pts[0]) >= 1.0)
 
 
+#: frames between two embeddings of a track's original face (see PrivacyGuard._originals)
+ORIGINAL_REFRESH_FRAMES = 8
+
+
 @dataclass
 class _Face:
     row: int
@@ -325,6 +329,8 @@ class PrivacyGuard:
         self.track_rung: dict[int, int] = {}
         self.codes: dict[int, torch.Tensor] = {}
         self.redrawn: dict[int, int] = {}
+        #: per track: the frame its original embeddings were taken at, and those embeddings
+        self.original_cache: dict[int, tuple[int, dict[str, torch.Tensor]]] = {}
         report.privacy = {"ladder": list(ladder), "checkers": [c.describe() for c in checkers]}
 
     def start_rung(self, record: FaceRecord) -> int:
@@ -357,7 +363,7 @@ class PrivacyGuard:
         checkable = [f for f in pending if f.rung != last]
         for k, face in enumerate(checkable):
             face.orig = k
-        originals = self._embed(frames, checkable) if checkable else {}
+        originals = self._originals(frames, checkable, frame_indices) if checkable else {}
         while pending:
             at_rung: dict[int, list[_Face]] = {}
             for face in pending:
@@ -403,6 +409,34 @@ class PrivacyGuard:
         if face.record.failed is not None:
             nxt = max(nxt, self.first_box)
         return nxt
+
+    def _originals(self, frames: torch.Tensor, faces: list[_Face], frame_indices: list[int]) -> dict[str, torch.Tensor]:
+        """Each checker's embeddings of the original faces, one row per face in ``faces``.
+
+        A person's identity does not change within a track, so a track's original is embedded
+        again only every :data:`ORIGINAL_REFRESH_FRAMES` frames (the pose does change, hence the
+        refresh); untracked faces are embedded every time. Embeddings that failed (NaN) are
+        never kept.
+        """
+        need = [f for f in faces if not self._cached(f.record.track_id, frame_indices[f.row])]
+        fresh = self._embed(frames, need) if need else {}
+        where = {id(f): k for k, f in enumerate(need)}
+        rows: dict[str, list[torch.Tensor]] = {c.name: [] for c in self.checkers}
+        for face in faces:
+            track = face.record.track_id
+            if id(face) in where:
+                codes = {c.name: fresh[c.name][where[id(face)]] for c in self.checkers}
+                if track >= 0 and all(bool(torch.isfinite(v).all()) for v in codes.values()):
+                    self.original_cache[track] = (frame_indices[face.row], codes)
+            else:
+                codes = self.original_cache[track][1]
+            for name, code in codes.items():
+                rows[name].append(code)
+        return {name: torch.stack(v) for name, v in rows.items()}
+
+    def _cached(self, track: int, frame_index: int) -> bool:
+        entry = self.original_cache.get(track)
+        return track >= 0 and entry is not None and 0 <= frame_index - entry[0] < ORIGINAL_REFRESH_FRAMES
 
     def _embed(self, frames: torch.Tensor, faces: list[_Face]) -> dict[str, torch.Tensor]:
         """Each checker's embeddings of the original faces (None when that fails: fail closed)."""
