@@ -273,8 +273,10 @@ class App:
         mode = req.mode
 
         def work(job: Job) -> dict[str, Any]:
+            # the preview sheet shows original faces: a deidentify run writes it only with the
+            # audit file; both stay in this app's private folder, shown to the user who uploaded
             report = process_video(video.path, output, mode, config, identity=identity, preview=True,
-                                   progress=job.progress)
+                                   audit=True, progress=job.progress)
             return {"frames": report["frames"], "fps": report["fps_processed"], "counts": report["counts"],
                     "tracks": _track_rows(report, None), "warnings": report["warnings"]}
 

@@ -130,7 +130,7 @@ def test_sidecars_are_named_per_output_and_refused_when_they_exist(tmp_path: Pat
     from reenact.pipeline.run import check_sidecars, report_paths
 
     names = {p.name for out in ("o.mkv", "o.mov", "o.avi", "o.mp4") for p in report_paths(tmp_path / out).values()}
-    assert len(names) == 12, "two outputs share a sidecar"
+    assert len(names) == 4 * len(report_paths(tmp_path / "o.mp4")), "two outputs share a sidecar"
     (tmp_path / "x.mp4.report.json").write_text("{}")
     with pytest.raises(OutputExistsError, match="x.mp4.report.json"):
         check_sidecars(tmp_path / "x.mp4", overwrite=False)

@@ -43,7 +43,9 @@ def test_optimize_mapper_runs_end_to_end(command: str, fixtures: Path, clip: Pat
     per_track = report["mapper"]["tracks"]
     assert len(per_track) == 1
     stats = next(iter(per_track.values()))
-    assert stats["frames"] == 4 and stats["steps"] >= 6
+    # every frame is optimised once; deidentify's privacy ladder may re-render a frame with
+    # another identity (a redraw), which optimises it again
+    assert (stats["frames"] == 4 if command == "reenact" else stats["frames"] >= 4) and stats["steps"] >= 6
     assert set(stats["final"]) >= {"identity", "landmarks"}
 
 

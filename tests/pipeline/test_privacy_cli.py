@@ -8,6 +8,7 @@ from pathlib import Path
 
 from reenact.cli import deidentify_main
 from reenact.io import probe
+from reenact.pipeline import report_paths
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIP = ROOT / "samples" / "astronaut_clip.mp4"
@@ -27,7 +28,7 @@ def test_blur_run_default_report_and_audit_file(tmp_path: Path) -> None:
     src, dst = probe(CLIP), probe(out)
     assert (dst.width, dst.height, dst.frame_count) == (src.width, src.height, src.frame_count)
     assert len(dst.audio_streams) == len(src.audio_streams) >= 1
-    text = (tmp_path / "clip.report.json").read_text()
+    text = report_paths(out)["report"].read_text()
     report = json.loads(text)
     assert {"privacy", "tracks", "counts", "config", "input", "output"} <= set(report)
     assert report["models"]["generator"] is None  # the fast path loads no generator
@@ -41,7 +42,7 @@ def test_blur_run_default_report_and_audit_file(tmp_path: Path) -> None:
     assert not _has_key(report, "per_frame") and not _has_key(report, "code")
     assert str(tmp_path) not in text and str(CLIP.parent) not in text
     assert report["input"] == CLIP.name
-    audit_path = tmp_path / "clip.audit.json"
+    audit_path = report_paths(out)["audit"]
     assert stat.S_IMODE(audit_path.stat().st_mode) == 0o600
     audit = json.loads(audit_path.read_text())
     assert audit["input"] == str(CLIP)
