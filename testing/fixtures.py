@@ -37,7 +37,7 @@ def reference_dir() -> Path | None:
     return None
 
 
-def require_extra(module: str) -> None:
+def require_extra(module: str, module_level: bool = False) -> None:
     """Skip the calling test when an optional extra is not installed, outside CI.
 
     In CI (``REENACT_REQUIRE_FIXTURES=1``) every extra the README installs is required, so a
@@ -52,4 +52,4 @@ def require_extra(module: str) -> None:
     except Exception as exc:
         if os.environ.get("REENACT_REQUIRE_FIXTURES") == "1":
             pytest.fail(f"{module} cannot be imported ({exc}); CI installs it, so this is a failure")
-        pytest.skip(f"{module} is not installed ({exc})")
+        pytest.skip(f"{module} is not installed ({exc})", allow_module_level=module_level)

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("fastapi")
-pytest.importorskip("httpx")
+from testing.fixtures import require_extra  # noqa: E402
+
+require_extra("fastapi", module_level=True)  # the app extra: a skip outside CI, a failure in it
+require_extra("httpx", module_level=True)
 
 from app_media import SAMPLE, count_frames, flat_clip, short_clip  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402

@@ -80,7 +80,9 @@ def test_summary_names_the_failures(fixtures: Path, folder: Path, tmp_path: Path
 def test_ray_folder_run_gathers_results_and_failures(
     fixtures: Path, folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    pytest.importorskip("ray")
+    from testing.fixtures import require_extra
+
+    require_extra("ray")
     _check_run(fixtures, folder, tmp_path / "out", capsys, "--ray", "local")
 
 
