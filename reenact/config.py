@@ -158,3 +158,15 @@ def load_yaml(cls: type[T], path: str | Path) -> T:
 def dump_yaml(obj: Any, path: str | Path) -> None:
     """Write the resolved config ``obj`` as YAML."""
     Path(path).write_text(yaml.safe_dump(to_dict(obj), sort_keys=False), encoding="utf-8")
+
+
+def parse_override(item: str, where: str = "--set") -> tuple[str, Any]:
+    """``"blend.feather=0.1"`` -> ``("blend.feather", 0.1)``: one ``KEY=VALUE`` setting, the
+    value parsed as YAML. ``where`` names the source in the error (``--set``, a file line)."""
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"{where}: {item!r} is not KEY=VALUE (e.g. blend.feather=0.1)")
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where} {key.strip()}: {value.strip()!r} is not a valid YAML value") from exc

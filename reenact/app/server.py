@@ -25,14 +25,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import yaml
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from reenact.config import from_dict, replace, to_dict
+from reenact.config import from_dict, parse_override, replace, to_dict
 from reenact.errors import ConfigError, InputError, ReenactError
 
 from .jobs import Job, JobQueue, QueueFullError
@@ -122,13 +121,8 @@ def parse_advanced(text: str) -> dict[str, Any]:
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        key, sep, value = line.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"advanced settings line {number}: {line!r} is not KEY=VALUE (e.g. blend.feather=0.1)")
-        try:
-            overrides[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"advanced settings line {number}: {value.strip()!r} is not a valid YAML value") from exc
+        key, value = parse_override(line, f"advanced settings line {number}")
+        overrides[key] = value
     return overrides
 
 

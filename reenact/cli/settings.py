@@ -14,10 +14,8 @@ import argparse
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
-from reenact.config import load_yaml, replace
-from reenact.errors import ConfigError, InputError
+from reenact.config import load_yaml, parse_override, replace
+from reenact.errors import InputError
 
 if TYPE_CHECKING:
     from reenact.pipeline import PipelineConfig
@@ -75,16 +73,7 @@ RUN_OPTIONS = (
 
 def parse_set(items: list[str]) -> dict[str, Any]:
     """``["blend.feather=0.1", ...]`` -> ``{"blend.feather": 0.1}`` (values parsed as YAML)."""
-    overrides: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set wants KEY=VALUE, got {item!r}")
-        try:
-            overrides[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"--set {key.strip()}: {value!r} is not a valid YAML value") from exc
-    return overrides
+    return dict(parse_override(item, "--set") for item in items)
 
 
 def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
