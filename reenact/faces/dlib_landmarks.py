@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from reenact.errors import ModelError, ShapeError
+from reenact.errors import ModelError
+from reenact.faces.landmarks import check_landmark_inputs
 
 
 class DlibLandmarks68:
@@ -54,15 +54,7 @@ class DlibLandmarks68:
             ``frames`` uint8 ``[T,H,W,3]`` RGB; ``frame_index`` int ``[F]``; ``boxes`` ``[F,4]``
             (x1, y1, x2, y2) and the returned points are pixel (x, y) of the frame.
         """
-        fr = torch.as_tensor(frames)
-        if fr.dtype != torch.uint8 or fr.ndim != 4 or fr.shape[-1] != 3:
-            raise ShapeError(f"frames must be uint8 [T,H,W,3], got {tuple(fr.shape)} {fr.dtype}")
-        idx = np.asarray(frame_index, dtype=np.int64).reshape(-1)
-        b = np.asarray(boxes, dtype=np.float64)
-        if b.ndim != 2 or b.shape != (idx.shape[0], 4):
-            raise ShapeError(f"boxes must be [F,4] with F={idx.shape[0]}, got {b.shape}")
-        if idx.size and (idx.min() < 0 or idx.max() >= fr.shape[0]):
-            raise ShapeError(f"frame_index out of range 0..{fr.shape[0] - 1}: {idx}")
+        fr, idx, b = check_landmark_inputs(frames, frame_index, boxes)
         out = np.zeros((idx.shape[0], 68, 2))
         images: dict[int, np.ndarray] = {}
         for f, (t, box) in enumerate(zip(idx.tolist(), b, strict=True)):

@@ -40,6 +40,24 @@ class LandmarkSettings:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
 
 
+def check_landmark_inputs(frames: Any, frame_index: Any, boxes: Any) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """Check and convert the arguments every landmark model's ``detect`` takes.
+
+    Conventions: frames uint8 ``[T,H,W,3]``; frame_index int ``[F]`` within ``0..T-1``;
+    boxes ``[F,4]`` (x1, y1, x2, y2). Returns them as a tensor, int64 and float64 arrays.
+    """
+    fr = torch.as_tensor(frames)
+    if fr.dtype != torch.uint8 or fr.ndim != 4 or fr.shape[-1] != 3:
+        raise ShapeError(f"frames must be uint8 [T,H,W,3], got {tuple(fr.shape)} {fr.dtype}")
+    idx = np.asarray(frame_index, dtype=np.int64).reshape(-1)
+    b = np.asarray(boxes, dtype=np.float64)
+    if b.ndim != 2 or b.shape != (idx.shape[0], 4):
+        raise ShapeError(f"boxes must be [F,4] with F={idx.shape[0]}, got {b.shape}")
+    if idx.size and (idx.min() < 0 or idx.max() >= fr.shape[0]):
+        raise ShapeError(f"frame_index out of range 0..{fr.shape[0] - 1}: {idx}")
+    return fr, idx, b
+
+
 def square_crop_boxes(boxes: np.ndarray, settings: LandmarkSettings) -> np.ndarray:
     """Square crop boxes ``[F,4]`` (x1,y1,x2,y2 frame pixels) around detection ``boxes`` ``[F,4]``."""
     b = np.asarray(boxes, dtype=np.float64)
@@ -89,15 +107,7 @@ class PfldLandmarks:
             ``frames`` uint8 ``[T,H,W,3]`` RGB; ``frame_index`` int ``[F]``; ``boxes`` ``[F,4]``
             (x1, y1, x2, y2) and the returned points are pixel (x, y) of the frame.
         """
-        fr = torch.as_tensor(frames)
-        if fr.dtype != torch.uint8 or fr.ndim != 4 or fr.shape[-1] != 3:
-            raise ShapeError(f"frames must be uint8 [T,H,W,3], got {tuple(fr.shape)} {fr.dtype}")
-        idx = np.asarray(frame_index, dtype=np.int64).reshape(-1)
-        b = np.asarray(boxes, dtype=np.float64)
-        if b.ndim != 2 or b.shape != (idx.shape[0], 4):
-            raise ShapeError(f"boxes must be [F,4] with F={idx.shape[0]}, got {b.shape}")
-        if idx.size and (idx.min() < 0 or idx.max() >= fr.shape[0]):
-            raise ShapeError(f"frame_index out of range 0..{fr.shape[0] - 1}: {idx}")
+        fr, idx, b = check_landmark_inputs(frames, frame_index, boxes)
         if idx.size == 0:
             return np.zeros((0, 68, 2))
         crops_px = square_crop_boxes(b, self.settings)
