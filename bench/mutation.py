@@ -45,7 +45,7 @@ DEFAULT_TARGETS = (
     "reenact.pipeline.identity:SyntheticIdentities",
     "reenact.faces.privacy_thresholds:*",
 )
-DEFAULT_TESTS = "-m privacy tests/pipeline/test_pipeline_privacy.py"
+DEFAULT_TESTS = "-m privacy tests/pipeline/test_pipeline_privacy.py tests/pipeline/test_privacy_ladder.py"
 GOAL = 0.9
 
 FLIPS: dict[type[ast.cmpop], tuple[type[ast.cmpop], ...]] = {

@@ -25,6 +25,8 @@ from reenact.pipeline.privacy import (
 from reenact.pipeline.report import RunReport
 from reenact.pipeline.slots import FaceRecord
 
+pytestmark = pytest.mark.privacy  # bench/mutation.py runs these per mutant
+
 H = W = 64
 BOX = np.array([20.0, 20.0, 44.0, 44.0], np.float32)
 POINTS = np.array([[27, 28], [37, 28], [32, 33], [28, 38], [36, 38]], np.float32)  # centroid (32, 33)
