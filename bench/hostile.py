@@ -44,7 +44,9 @@ except ModelError as exc:
 except BaseException as exc:
     out["result"] = "other error"
     out["error"] = type(exc).__name__ + ": " + str(exc)
-out["max_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent through fork+exec
+_hwm = [l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith("VmHWM:")][0]
+out["max_rss_mib"] = int(_hwm.split()[1]) / 1024
 print("RESULT " + json.dumps(out))
 """
 

@@ -196,6 +196,7 @@ def test_nothing_written_is_an_error_not_an_empty_file(tmp_path: Path) -> None:
 
 
 def test_ctrl_c_leaves_no_partial_output(tmp_path: Path) -> None:
+    before = set(threading.enumerate())  # other tests' threads (in any order) are not ours
     src = write_video(tmp_path / "in.mp4", frames=40, audio=True)
     out = tmp_path / "out.mp4"
     out.write_bytes(b"previous result")
@@ -220,7 +221,8 @@ def test_ctrl_c_leaves_no_partial_output(tmp_path: Path) -> None:
     presser.join()
     assert out.read_bytes() == b"previous result"
     assert leftovers(tmp_path) == []
-    assert threading.active_count() == 1  # reader and writer threads are gone
+    left = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+    assert not left, f"the stream left threads running: {left}"  # reader and writer threads are gone
 
 
 def test_same_input_is_refused_before_any_work(tmp_path: Path) -> None:
