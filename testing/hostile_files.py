@@ -8,11 +8,12 @@ reenact does with such a file. Every loader must refuse its file with a one-line
 
 from __future__ import annotations
 
+import contextlib
 import json
 import pickle
 import sys
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,23 +32,31 @@ def make_safetensors_generator(folder: Path, z_dim: int = 16000, w_dim: int = 16
     return path
 
 
-def _fake_persistence() -> Callable[[dict[str, Any]], Any]:
-    """A stand-in ``torch_utils.persistence._reconstruct_persistent_obj`` to pickle by name."""
-    mod = sys.modules.get("torch_utils.persistence")
-    if mod is None:
-        pkg = types.ModuleType("torch_utils")
-        mod = types.ModuleType("torch_utils.persistence")
+@contextlib.contextmanager
+def _fake_persistence() -> Iterator[Callable[[dict[str, Any]], Any]]:
+    """A stand-in ``torch_utils.persistence._reconstruct_persistent_obj``, registered in
+    ``sys.modules`` only while a pickle is written (so pickle finds it by name), then removed:
+    no other test ever sees these modules."""
+    pkg = types.ModuleType("torch_utils")
+    mod = types.ModuleType("torch_utils.persistence")
 
-        def _reconstruct_persistent_obj(meta: dict[str, Any]) -> Any:  # pragma: no cover - never run
-            raise RuntimeError("only pickled by name")
+    def _reconstruct_persistent_obj(meta: dict[str, Any]) -> Any:  # pragma: no cover - never run
+        raise RuntimeError("only pickled by name")
 
-        _reconstruct_persistent_obj.__module__ = "torch_utils.persistence"
-        _reconstruct_persistent_obj.__qualname__ = "_reconstruct_persistent_obj"
-        mod._reconstruct_persistent_obj = _reconstruct_persistent_obj  # type: ignore[attr-defined]
-        pkg.persistence = mod  # type: ignore[attr-defined]
-        sys.modules["torch_utils"] = pkg
-        sys.modules["torch_utils.persistence"] = mod
-    return mod._reconstruct_persistent_obj  # type: ignore[attr-defined, no-any-return]
+    _reconstruct_persistent_obj.__module__ = "torch_utils.persistence"
+    _reconstruct_persistent_obj.__qualname__ = "_reconstruct_persistent_obj"
+    mod._reconstruct_persistent_obj = _reconstruct_persistent_obj  # type: ignore[attr-defined]
+    pkg.persistence = mod  # type: ignore[attr-defined]
+    saved = {name: sys.modules.get(name) for name in ("torch_utils", "torch_utils.persistence")}
+    sys.modules["torch_utils"], sys.modules["torch_utils.persistence"] = pkg, mod
+    try:
+        yield _reconstruct_persistent_obj
+    finally:
+        for name, previous in saved.items():
+            if previous is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = previous
 
 
 class _Record:
@@ -55,7 +64,8 @@ class _Record:
         self.meta = {"type": "class", "version": 4, "module_src": "", "class_name": name, "state": state}
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_fake_persistence(), (self.meta,))
+        # pickled by name: only while _fake_persistence() has the module registered
+        return (sys.modules["torch_utils.persistence"]._reconstruct_persistent_obj, (self.meta,))
 
 
 def _module(name: str, children: dict[str, Any] | None = None, **attrs: Any) -> _Record:
@@ -72,7 +82,8 @@ def make_nvlabs_pickle(folder: Path, z_dim: int = 16000, w_dim: int = 16000) -> 
                                              "img_resolution": 8, "img_channels": 3,
                                              "synthesis_kwargs": {"channel_base": 16384, "channel_max": 512}})
     path = folder / "nvlabs.pkl"
-    path.write_bytes(pickle.dumps({"G_ema": g}, protocol=2))
+    with _fake_persistence():
+        path.write_bytes(pickle.dumps({"G_ema": g}, protocol=2))
     return path
 
 
