@@ -362,6 +362,8 @@ class DlibFaceNet(nn.Module):
         self.fc.weight.data.copy_(torch.from_numpy(layers[-1].params["weight"].copy()))
         self.requires_grad_(False)
         self.eval()
+        # oneDNN's convolutions and pooling run several times faster on NHWC tensors on CPU
+        self.to(memory_format=torch.channels_last)
 
     @staticmethod
     def _structure_problem(net: DlibNetFile) -> str | None:
@@ -399,7 +401,7 @@ class DlibFaceNet(nn.Module):
         """
         if chips.ndim != 4 or chips.shape[1:] != (3, *self.input_size):
             raise ShapeError(f"chips must be [N,3,{self.input_size[0]},{self.input_size[1]}], got {tuple(chips.shape)}")
-        x = (chips.float() - self.mean) / 256.0
+        x = ((chips.float() - self.mean) / 256.0).contiguous(memory_format=torch.channels_last)
         x = F.relu(self.stem_affine(self.stem_conv(x)))
         size, stride, pad = self.stem_pool
         x = F.max_pool2d(x, size, stride, pad)
