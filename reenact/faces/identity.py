@@ -174,7 +174,8 @@ class DlibFaceEncoder:
     ``batch_size`` chips per forward); ``"dlib"`` calls ``dlib-bin`` itself (CPU, about
     0.17 s per chip). Both see the same input (chips rounded to uint8, then dlib's
     ``(rgb - mean) / 256``) and give the same descriptors to float rounding (measured
-    max difference under 1e-6 on descriptors of norm ~1.3), so the thresholds measured with dlib hold for both.
+    max difference under 1e-6 on descriptors of norm ~1.3), so the thresholds measured
+    with dlib hold for both.
     """
 
     name = "dlib-resnet"
