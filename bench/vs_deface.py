@@ -38,6 +38,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from testing.fixtures import fixtures_dir  # noqa: E402
+from testing.media import cut_clip  # noqa: E402
 
 CLIPS = {"d0": "liveportrait_d0.mp4", "friends": "mobileface_friends1.mp4"}
 TARGET_WALL = {"blur": 1.0, "synthetic": 2.0}
@@ -108,31 +109,6 @@ def read_frames(path: Path, limit: int | None = None) -> np.ndarray:
             if limit is not None and len(frames) >= limit:
                 break
     return np.stack(frames)
-
-
-def cut_clip(src: Path, dst: Path, frames: int) -> None:
-    """The first ``frames`` frames of ``src``, nearly lossless (x264 crf 4), same rate."""
-    import av
-
-    with av.open(str(src)) as inp:
-        stream = inp.streams.video[0]
-        rate = stream.average_rate or 25
-        with av.open(str(dst), "w") as out:
-            o = out.add_stream("libx264", rate=rate)
-            o.width, o.height, o.pix_fmt = stream.width, stream.height, "yuv420p"
-            o.time_base = o.codec_context.time_base = stream.time_base
-            o.options = {"crf": "4", "preset": "veryfast"}
-            n = 0
-            for frame in inp.decode(stream):
-                f = frame.reformat(format="yuv420p")
-                f.pts, f.time_base = frame.pts, stream.time_base
-                for packet in o.encode(f):
-                    out.mux(packet)
-                n += 1
-                if n >= frames:
-                    break
-            for packet in o.encode(None):
-                out.mux(packet)
 
 
 def reference_faces(frames: np.ndarray, scrfd: Path) -> list[np.ndarray]:
@@ -206,7 +182,7 @@ def main() -> None:
     try:
         for clip in args.clips:
             src = work / f"{clip}.mp4"
-            cut_clip(fixtures / "videos" / CLIPS[clip], src, args.frames)
+            cut_clip(fixtures / "videos" / CLIPS[clip], src, args.frames, crf=4)
             outs = {"deface": work / f"{clip}_deface.mp4", "synthetic": work / f"{clip}_synthetic.mp4",
                     "blur": work / f"{clip}_blur.mp4"}
             tools = [

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -11,36 +10,6 @@ import numpy as np
 
 if TYPE_CHECKING:
     from reenact.pipeline import PipelineConfig
-
-
-def trim_clip(src: Path, dst: Path, frames: int) -> Path:
-    """Write the first ``frames`` frames of ``src`` to ``dst`` with the audio of that span."""
-    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
-        vin = inp.streams.video[0]
-        rate = vin.average_rate or Fraction(25)
-        vout = out.add_stream("libx264", rate=rate)
-        vout.width, vout.height, vout.pix_fmt = vin.codec_context.width, vin.codec_context.height, "yuv420p"
-        vout.options = {"crf": "12"}
-        ain = inp.streams.audio[0] if inp.streams.audio else None
-        aout = out.add_stream_from_template(ain) if ain is not None else None
-        seconds = frames / float(rate)
-        for i, frame in enumerate(inp.decode(vin)):
-            if i >= frames:
-                break
-            for packet in vout.encode(av.VideoFrame.from_ndarray(frame.to_ndarray(format="rgb24"), format="rgb24")):
-                out.mux(packet)
-        for packet in vout.encode():
-            out.mux(packet)
-        if ain is not None and aout is not None:
-            inp.seek(0)
-            for packet in inp.demux(ain):
-                if packet.dts is None or packet.size == 0:
-                    continue
-                if float(packet.dts * packet.time_base) >= seconds:
-                    break
-                packet.stream = aout
-                out.mux(packet)
-    return dst
 
 
 def audio_packets(path: Path) -> list[bytes]:

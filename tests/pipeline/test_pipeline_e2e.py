@@ -7,10 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pipeline_media import audio_packets, decode, fixture_config, trim_clip
+from pipeline_media import audio_packets, decode, fixture_config
 
 from reenact.faces import make_detector
 from reenact.pipeline import PipelineConfig, process_video, report_paths
+from testing.media import cut_clip
 
 FRAMES = 10
 
@@ -24,7 +25,7 @@ def config(fixtures: Path) -> PipelineConfig:
 def clip(fixtures: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """10 frames of a 512x512 clip with glasses and AAC audio."""
     out = tmp_path_factory.mktemp("clips") / "d12 clip é.mp4"
-    return trim_clip(fixtures / "videos" / "liveportrait_d12.mp4", out, FRAMES)
+    return cut_clip(fixtures / "videos" / "liveportrait_d12.mp4", out, FRAMES)
 
 
 def _face_region(frames: np.ndarray, fixtures: Path, margin: int = 12) -> np.ndarray:

@@ -7,18 +7,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from pipeline_media import decode, fixture_config, trim_clip
+from pipeline_media import decode, fixture_config
 
 from reenact.config import replace
 from reenact.faces import make_detector
 from reenact.pipeline import PipelineConfig, process_video
+from testing.media import cut_clip
 
 FRAMES = 4
 
 
 @pytest.fixture(scope="module")
 def crowd(fixtures: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return trim_clip(fixtures / "videos" / "mobileface_friends1.mp4", tmp_path_factory.mktemp("faces") / "f.mp4", FRAMES)
+    return cut_clip(fixtures / "videos" / "mobileface_friends1.mp4", tmp_path_factory.mktemp("faces") / "f.mp4", FRAMES)
 
 
 @pytest.fixture(scope="module")

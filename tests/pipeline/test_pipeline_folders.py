@@ -5,19 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pipeline_media import trim_clip
 
 from reenact.batch import plan_folder
 from reenact.cli import deidentify_main
 from reenact.errors import InputError
+from testing.media import cut_clip
 
 
 @pytest.fixture()
 def folder(fixtures: Path, tmp_path: Path) -> Path:
     root = tmp_path / "in put"
     (root / "sub").mkdir(parents=True)
-    trim_clip(fixtures / "videos" / "liveportrait_d0.mp4", root / "a.mp4", 4)
-    trim_clip(fixtures / "videos" / "sadtalker_WDA_KatieHill_000.mp4", root / "sub" / "b.mp4", 4)
+    cut_clip(fixtures / "videos" / "liveportrait_d0.mp4", root / "a.mp4", 4)
+    cut_clip(fixtures / "videos" / "sadtalker_WDA_KatieHill_000.mp4", root / "sub" / "b.mp4", 4)
     (root / "broken.mp4").write_text("this is not a video")
     (root / "empty.mov").write_bytes(b"")
     (root / "notes.txt").write_text("not a video either")
@@ -115,10 +115,10 @@ def test_a_replaced_source_is_stale_not_skipped(fixtures: Path, tmp_path: Path,
 
     src, out = tmp_path / "in", tmp_path / "out"
     src.mkdir()
-    trim_clip(fixtures / "videos" / "liveportrait_d0.mp4", src / "a.mp4", 4)
+    cut_clip(fixtures / "videos" / "liveportrait_d0.mp4", src / "a.mp4", 4)
     _fake_done(out / "a.mp4", src / "a.mp4", PipelineConfig())
     assert stale_reason(out / "a.mp4", "deidentify", PipelineConfig(), None, src / "a.mp4") is None
-    trim_clip(fixtures / "videos" / "sadtalker_WDA_KatieHill_000.mp4", src / "a.mp4", 4)  # another clip, same name
+    cut_clip(fixtures / "videos" / "sadtalker_WDA_KatieHill_000.mp4", src / "a.mp4", 4)  # another clip, same name
     assert "source file changed" in (stale_reason(out / "a.mp4", "deidentify", PipelineConfig(), None,
                                                   src / "a.mp4") or "")
     # --dry-run says what the run would do: the stale output fails, it is not "skipped"

@@ -6,14 +6,15 @@ import json
 from pathlib import Path
 
 import pytest
-from pipeline_media import decode, trim_clip
+from pipeline_media import decode
 
 from reenact.cli import deidentify_main, main
+from testing.media import cut_clip
 
 
 @pytest.fixture(scope="module")
 def clip(fixtures: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return trim_clip(fixtures / "videos" / "liveportrait_d0.mp4", tmp_path_factory.mktemp("opt") / "d0.mp4", 4)
+    return cut_clip(fixtures / "videos" / "liveportrait_d0.mp4", tmp_path_factory.mktemp("opt") / "d0.mp4", 4)
 
 
 def _args(fixtures: Path, clip: Path, out: Path) -> list[str]:
