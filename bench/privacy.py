@@ -301,7 +301,9 @@ def main() -> int:
             keep = ~np.isin(labels, list(CLIP_PEOPLE.get(name, ())))
             outputs: list[tuple[str, torch.Tensor, float | None]] = [("control_solid", solid_control(before, dets), None)]
             wall = run_deface(clip, Path(tmp) / f"{name}.deface.mp4")
-            outputs.append(("deface_blur", read_frames(Path(tmp) / f"{name}.deface.mp4"), wall))
+            # deface's encoder pads odd sizes to a multiple of 16 (360 -> 368): judged on the picture
+            deface = read_frames(Path(tmp) / f"{name}.deface.mp4")[:, : before.shape[1], : before.shape[2]]
+            outputs.append(("deface_blur", deface, wall))
             for method in args.methods:
                 out = Path(tmp) / f"{name}.{method}.mp4"
                 wall = run_deidentify(clip, out, method)
