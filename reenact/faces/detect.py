@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from reenact.errors import ConfigError, ModelError, ShapeError
+from reenact.faces.boxes import box_iou
 from reenact.faces.onnx_session import (
     available_providers,
     load_onnx_model,
@@ -218,12 +219,24 @@ def _finish(
 
 
 def _nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
-    from torchvision.ops import nms
+    """Greedy non-maximum suppression: indices of the kept boxes, highest score first.
 
-    if boxes.shape[0] == 0:
-        return np.zeros((0,), np.int64)
-    keep = nms(torch.from_numpy(boxes).float(), torch.from_numpy(scores).float(), iou)
-    return keep.numpy()
+    A box is dropped when its IoU with a kept, higher-scored box is above ``iou`` (the rule
+    of ``torchvision.ops.nms``, done here in numpy: importing torchvision pulls in
+    ``torch._dynamo``, about 150 MiB of resident memory for this one call).
+
+    Conventions: boxes float [N,4] (x1, y1, x2, y2) pixels, scores float [N]; returns int64 [K].
+    """
+    if boxes.ndim != 2 or boxes.shape[1] != 4 or scores.shape != (boxes.shape[0],):
+        raise ShapeError(f"nms takes boxes [N,4] and scores [N], got {boxes.shape} and {scores.shape}")
+    order = np.argsort(-scores, kind="stable")
+    keep: list[int] = []
+    while order.size:
+        best, order = order[0], order[1:]
+        keep.append(int(best))
+        if order.size:
+            order = order[box_iou(boxes[best], boxes[order])[0] <= iou]
+    return np.asarray(keep, dtype=np.int64)
 
 
 class CenterFaceDetector:
