@@ -142,7 +142,9 @@ def test_small_frames_run_at_their_own_size_and_large_ones_are_scaled_down():
     assert default.input_size(500, 300) == (500, 300, 512, 320)  # padded to multiples of 32
     assert default.input_size(720, 1280) == (360, 640, 384, 640)  # longest side down to 640
     assert DetectorSettings(upscale=True).input_size(256, 256) == (640, 640, 640, 640)
-    assert default.frames_per_call(512, 512) == 2  # batch_pixels bounds the call
+    # batch_pixels bounds the call: one 512x512 or 720p (640x384 input) frame, 4 of 256x256
+    assert default.frames_per_call(512, 512) == default.frames_per_call(384, 640) == 1
+    assert default.frames_per_call(256, 256) == 4
     assert default.frames_per_call(1024, 1024) == 1
     assert DetectorSettings(batch_pixels=10**9).frames_per_call(512, 512) == default.batch_size
     with pytest.raises(ConfigError):
