@@ -257,7 +257,11 @@ class CenterFaceDetector:
             model_path = default_centerface_path()
         self.model_path = Path(model_path)
         self.settings = settings
-        self._session = open_session(self.model_path, "CenterFace detector", dynamic_axes=(0, 2, 3))
+        # no CPU arena: it keeps the largest activations for the session's life. Measured
+        # (deidentify, 512x512 one-face clip, 60 frames, one frame per call): peak VmHWM
+        # 1144 -> 1058 MiB, the same wall time within the machine's noise.
+        self._session = open_session(self.model_path, "CenterFace detector", dynamic_axes=(0, 2, 3),
+                                     cpu_mem_arena=False)
         self._input = self._session.get_inputs()[0].name
         outputs = [o.name for o in self._session.get_outputs()]
         if len(outputs) != 4:
