@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
 
 from reenact import __version__
+from reenact.allocator import limit_heap_growth
 from reenact.app import cli as app_cmd
 from reenact.cli import eval as eval_cmd
 from reenact.cli import image_tools, models, video
@@ -153,6 +154,7 @@ def _dispatch(name: str, argv: list[str]) -> int:
     command = COMMANDS[args.command] if subcommand else COMMANDS[name]
     quiet = args.quiet or (not subcommand and args.json)  # the video commands' --json is quiet too
     logging.basicConfig(level=logging.ERROR if quiet else logging.INFO, format="%(levelname)s: %(message)s")
+    limit_heap_growth()  # before any large buffer: a lower peak resident size (reenact.allocator)
     return run_guarded(command.run, args)
 
 

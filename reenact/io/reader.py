@@ -61,26 +61,46 @@ def _log_once(key: str, message: str) -> None:
 #: five 16-frame 512x512 chunks, one 16-frame 1080p chunk). Measured with bench/io.py.
 DEFAULT_QUEUE_BYTES = 64 * 1024 * 1024
 
+#: Default bound of one chunk, in bytes of frames (16 MiB: 16 frames up to 512x682, 6 at
+#: 720p, 2 at 1080p). A chunk, once stacked, copied and blended, is held several times
+#: over; see ReadSettings.
+DEFAULT_CHUNK_BYTES = 16 * 1024 * 1024
+
 
 @dataclass(frozen=True)
 class ReadSettings:
     """Settings of the video reader (composable into the pipeline's config).
 
-    ``chunk_size``: frames per chunk. ``backend``: decoder. ``queue_bytes``: the most
-    bytes of decoded frames each of the streaming engine's two queues (decoded -> compute,
-    compute -> encoder) holds (``run_stream(..., queue_bytes=)``); one chunk always
-    passes, so memory is about ``2 * queue_bytes`` plus the chunks being worked on.
+    ``chunk_size``: most frames per chunk. ``chunk_bytes``: most bytes of decoded frames
+    per chunk (at least one frame): the pipeline reads :meth:`frames_per_chunk` frames at a
+    time, so a chunk of large frames stays small (16 frames are 12 MiB at 512x512 but
+    42 MiB at 720p and 95 MiB at 1080p, and a run holds several chunks: one decoding, the
+    queued ones, the ones in compute and the one encoding). ``backend``: decoder.
+    ``queue_bytes``: the most bytes of decoded frames each of the streaming engine's two
+    queues (decoded -> compute, compute -> encoder) holds (``run_stream(...,
+    queue_bytes=)``); one chunk always passes, so memory is about ``2 * queue_bytes`` plus
+    the chunks being worked on.
     """
 
     chunk_size: int = 16
     backend: Backend = "auto"
     queue_bytes: int = DEFAULT_QUEUE_BYTES
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES
 
     def __post_init__(self) -> None:
         if not isinstance(self.chunk_size, int) or self.chunk_size < 1:
             raise ConfigError(f"chunk_size must be a positive integer, got {self.chunk_size!r}")
         if not isinstance(self.queue_bytes, int) or self.queue_bytes < 1:
             raise ConfigError(f"queue_bytes must be a positive integer, got {self.queue_bytes!r}")
+        if not isinstance(self.chunk_bytes, int) or self.chunk_bytes < 1:
+            raise ConfigError(f"chunk_bytes must be a positive integer, got {self.chunk_bytes!r}")
+
+    def frames_per_chunk(self, width: int, height: int) -> int:
+        """Frames per chunk for ``width`` x ``height`` RGB frames: ``chunk_size``, cut so that a
+        chunk holds at most ``chunk_bytes`` (at least one frame)."""
+        if width < 1 or height < 1:
+            raise ConfigError(f"frame size must be positive, got {width}x{height}")
+        return max(1, min(self.chunk_size, self.chunk_bytes // (width * height * 3)))
 
 
 @dataclass

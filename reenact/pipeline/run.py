@@ -248,7 +248,8 @@ def process_video(
                 progress(chunk.start_index + len(chunk), info.frame_count)
             yield chunk
 
-    with open_video(source, chunk_size=config.read.chunk_size, backend=config.read.backend) as reader:
+    chunk_size = config.read.frames_per_chunk(info.width, info.height)  # bounded in bytes too
+    with open_video(source, chunk_size=chunk_size, backend=config.read.backend) as reader:
         encode = dataclasses.asdict(config.encode)
         if encode["metadata"] == "auto":  # deidentify strips what names the person; reenact keeps
             encode["metadata"] = "strip" if policy.private else "keep"

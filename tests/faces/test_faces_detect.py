@@ -142,7 +142,9 @@ def test_small_frames_run_at_their_own_size_and_large_ones_are_scaled_down():
     assert default.input_size(500, 300) == (500, 300, 512, 320)  # padded to multiples of 32
     assert default.input_size(720, 1280) == (360, 640, 384, 640)  # longest side down to 640
     assert DetectorSettings(upscale=True).input_size(256, 256) == (640, 640, 640, 640)
-    assert default.frames_per_call(512, 512) == 2  # batch_pixels bounds the call
+    # batch_pixels bounds the call: one 512x512 or 720p (640x384 input) frame, 4 of 256x256
+    assert default.frames_per_call(512, 512) == default.frames_per_call(384, 640) == 1
+    assert default.frames_per_call(256, 256) == 4
     assert default.frames_per_call(1024, 1024) == 1
     assert DetectorSettings(batch_pixels=10**9).frames_per_call(512, 512) == default.batch_size
     with pytest.raises(ConfigError):
@@ -176,3 +178,37 @@ def test_the_score_threshold_defaults_per_mode() -> None:
     assert DetectorSettings(score_threshold=0.35).for_mode("deidentify").threshold == 0.35
     with pytest.raises(ConfigError, match="unknown mode"):
         DetectorSettings().for_mode("blur")
+
+
+def test_nms_keeps_the_boxes_torchvision_keeps() -> None:
+    from torchvision.ops import nms
+
+    from reenact.faces.detect import _nms
+
+    rng = np.random.default_rng(7)
+    for n in (0, 1, 2, 50, 300):
+        xy = rng.uniform(0, 200, (n, 2)).astype(np.float32)
+        boxes = np.concatenate([xy, xy + rng.uniform(5, 60, (n, 2)).astype(np.float32)], axis=1)
+        scores = rng.uniform(0, 1, n).astype(np.float32)
+        for iou in (0.3, 0.5):
+            expected = nms(torch.from_numpy(boxes), torch.from_numpy(scores), iou).numpy()
+            np.testing.assert_array_equal(_nms(boxes, scores, iou), expected)
+
+
+def test_detecting_loads_neither_torchvision_nor_dynamo(fixtures) -> None:
+    """torchvision's import pulls in torch._dynamo (~150 MiB resident): a deidentify run
+    that only detects must not pay it."""
+    import subprocess
+    import sys
+
+    photo = next(p for p in sorted((fixtures / "images").rglob("*.jpg")))
+    code = (
+        "import sys, numpy as np; from PIL import Image; "
+        "from reenact.faces.detect import CenterFaceDetector; "
+        f"img = np.asarray(Image.open({str(photo)!r}).convert('RGB'))[None]; "
+        "CenterFaceDetector().detect(img); "
+        "print(sorted(m for m in ('torchvision', 'torch._dynamo') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -1,0 +1,44 @@
+"""Process-wide settings of the C allocator that keep the resident memory of a run low.
+
+glibc's ``malloc`` serves a large block from ``mmap`` (returned to the system when freed)
+only above a threshold that it raises, by default, to the size of every large block freed,
+up to 32 MiB. A video run frees and reallocates large buffers for every chunk (decoded
+frames, detector activations, face crops): once the threshold has risen they come from the
+heap instead, where freed space is kept and fragments, and the resident size creeps up over
+the run. A fixed threshold keeps large blocks on ``mmap``. Measured (``deidentify``, the
+512x512 one-face clip, 60 frames, 2 CPU cores): peak VmHWM 1199 -> 1144 MiB synthetic,
+1041 -> 1007 MiB ``--method blur``, the same wall time.
+
+Only the CLI calls :func:`limit_heap_growth` (a library does not change its host's
+allocator); an explicit ``MALLOC_MMAP_THRESHOLD_`` in the environment wins.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+
+M_MMAP_THRESHOLD = -3
+"""``mallopt`` parameter number of the mmap threshold (glibc ``malloc.h``)."""
+
+MMAP_THRESHOLD_BYTES = 1 << 20
+"""Blocks of this size or larger are mmapped (and unmapped when freed): 1 MiB."""
+
+
+def limit_heap_growth(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
+    """Fix glibc's mmap threshold at ``threshold`` bytes for this process.
+
+    Returns whether it was set: false off Linux, on a C library without ``mallopt`` or
+    ``gnu_get_libc_version`` (not glibc), or when ``MALLOC_MMAP_THRESHOLD_`` is set.
+    """
+    if not sys.platform.startswith("linux") or "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        libc.gnu_get_libc_version  # noqa: B018 (glibc only: musl's mallopt does nothing)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(mallopt(M_MMAP_THRESHOLD, int(threshold)))

@@ -1,0 +1,48 @@
+"""The CLI's allocator setting: large freed buffers go back to the system."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+_PROGRAM = """
+import re, sys
+import numpy as np
+from reenact.allocator import limit_heap_growth
+
+def rss_mib():
+    return int(re.search(r"VmRSS:\\s+(\\d+)", open("/proc/self/status").read()).group(1)) / 1024
+
+if sys.argv[1] == "limit":
+    assert limit_heap_growth()
+big = np.ones(16 << 20, np.uint8)  # freeing it raises glibc's default mmap threshold to 16 MiB
+del big
+before = rss_mib()
+blocks = [np.ones(4 << 20, np.uint8) for _ in range(16)]  # 64 MiB, as a chunk's buffers
+pinned = [np.ones(1000) for _ in range(10)]  # allocated after them: the heap cannot shrink
+del blocks
+print(rss_mib() - before)
+"""
+
+
+def _kept_mib(mode: str) -> float:
+    out = subprocess.run([sys.executable, "-c", _PROGRAM, mode], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return float(out.stdout.split()[-1])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_freed_chunk_buffers_leave_the_resident_memory() -> None:
+    default = _kept_mib("default")
+    limited = _kept_mib("limit")
+    assert limited < 8, f"{limited:.0f} MiB of freed buffers still resident with the limit"
+    assert default > 32, f"glibc's default kept only {default:.0f} MiB (the test lost its point)"
+
+
+def test_an_explicit_environment_setting_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    from reenact.allocator import limit_heap_growth
+
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
+    assert limit_heap_growth() is False
