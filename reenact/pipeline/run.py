@@ -254,7 +254,7 @@ def process_video(
         if encode["metadata"] == "auto":  # deidentify strips what names the person; reenact keeps
             encode["metadata"] = "strip" if policy.private else "keep"
         with VideoWriter(output, info, source=source, overwrite=overwrite, **encode) as writer:
-            stream = run_stream(reader, transform, writer)
+            stream = run_stream(reader, transform, writer, queue_bytes=config.read.queue_bytes)
 
     # 12. report
     run = replacer.report

@@ -172,6 +172,27 @@ def test_no_face_video_is_reencoded_with_a_warning(config: PipelineConfig, tmp_p
     assert a.shape == b.shape and _psnr(a, b) > 40
 
 
+def test_read_queue_bytes_setting_reaches_the_streaming_engine(
+    config: PipelineConfig, clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+
+    import reenact.pipeline.run as run_module
+
+    seen: list[int] = []
+    real = run_module.run_stream
+
+    def recording(*args: object, **kwargs: object) -> object:
+        seen.append(int(kwargs["queue_bytes"]))  # type: ignore[call-overload]
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(run_module, "run_stream", recording)
+    small = dataclasses.replace(config, read=dataclasses.replace(config.read, queue_bytes=3 * 2**20))
+    process_video(clip, tmp_path / "out.mp4", "deidentify", small)
+    assert seen == [3 * 2**20]
+    assert decode(tmp_path / "out.mp4")[0].shape == decode(clip)[0].shape
+
+
 def test_identity_photo_without_a_face_fails_before_any_output(
     clip: Path, config: PipelineConfig, tmp_path: Path
 ) -> None:
