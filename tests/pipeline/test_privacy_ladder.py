@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from reenact.errors import ShapeError
 from reenact.pipeline.privacy import (
     Checker,
     PrivacyGuard,
@@ -244,6 +245,66 @@ def test_redact_region_methods() -> None:
         assert torch.equal(out[40:], frame[40:]) and torch.equal(out[:, 40:], frame[:, 40:])
     pixelated = redact_region(frame, region, "pixelate")[8:40, 8:40]
     assert len(torch.unique(pixelated.reshape(-1, 3), dim=0)) <= 16  # 4 x 4 blocks of 8 px
+
+
+def _reference(frame: torch.Tensor, region: tuple[int, int, int, int], n: int, mode: str) -> torch.Tensor:
+    """redact_region's docstring for ``region``: averaged into ``n`` x ``n`` blocks, enlarged
+    by repeating them (pixelate, ``mode`` nearest) or smoothly (blur, ``mode`` bicubic)."""
+    left, top, right, bottom = region
+    patch = frame[top:bottom, left:right].permute(2, 0, 1)[None].float()
+    small = torch.nn.functional.adaptive_avg_pool2d(patch, (n, n))
+    extra = {} if mode == "nearest" else {"align_corners": False}
+    big = torch.nn.functional.interpolate(small, size=patch.shape[-2:], mode=mode, **extra)
+    out = frame.clone()
+    out[top:bottom, left:right] = big[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8)
+    return out
+
+
+def _checker_board(size: int = 96, block: int = 4) -> torch.Tensor:
+    """uint8 [size,size,3] black and white squares: what bicubic enlarging overshoots on."""
+    ij = torch.arange(size) // block
+    board = ((ij[:, None] + ij[None, :]) % 2 * 255).to(torch.uint8)
+    return board[..., None].expand(size, size, 3).contiguous()
+
+
+@pytest.mark.parametrize(("region", "method", "n"), [
+    ((8, 8, 40, 40), "pixelate", 4),    # 32 px: blocks of 8 px
+    ((8, 8, 40, 40), "blur", 5),        # 32 px: at least 6 px per block
+    ((4, 10, 80, 90), "pixelate", 8),   # 76 px: at most 8 blocks per side
+    ((4, 10, 80, 90), "blur", 8),
+    ((30, 30, 45, 45), "pixelate", 1),  # 15 px: a single block
+    ((30, 30, 41, 41), "blur", 1),      # 11 px: a single block
+    ((30, 30, 42, 42), "blur", 2),      # 12 px: two blocks of 6 px
+    ((30, 30, 46, 46), "pixelate", 2),  # 16 px: two blocks of 8 px
+    ((30, 30, 36, 37), "pixelate", 1),  # 6 px: still one block (never none)
+    ((30, 30, 35, 40), "blur", 1),      # 5 px: one block
+])
+def test_redact_region_pixels(region: tuple[int, int, int, int], method: str, n: int) -> None:
+    for frame in (torch.randint(0, 256, (96, 96, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(2)),
+                  _checker_board()):
+        expected = _reference(frame, region, n, "nearest" if method == "pixelate" else "bicubic")
+        assert torch.equal(redact_region(frame, region, method), expected)
+
+
+def test_redact_region_blur_overshoot_stays_black_and_white() -> None:
+    frame = _checker_board(block=12)
+    out = redact_region(frame, (0, 0, 96, 96), "blur")  # bicubic rings past 0 and 255 here
+    assert int(out.min()) == 0 and int(out.max()) == 255
+    # no pixel wraps around: the darkest output is where the black squares were
+    assert float(out[frame == 0].float().mean()) < float(out[frame == 255].float().mean())
+
+
+def test_redact_region_solid_empty_and_unknown() -> None:
+    frame = torch.full((H, W, 3), 200, dtype=torch.uint8)
+    solid = redact_region(frame, (4, 6, 20, 30), "solid")
+    assert int(solid[6:30, 4:20].max()) == 0 and int(solid.sum()) == 200 * 3 * (H * W - 24 * 16)
+    for empty in ((10, 10, 10, 30), (10, 10, 30, 10), (10, 10, 5, 30)):
+        for method in ("pixelate", "blur", "solid"):
+            assert torch.equal(redact_region(frame, empty, method), frame)
+    with pytest.raises(ShapeError, match="unknown redaction"):
+        redact_region(frame, (4, 6, 20, 30), "smear")
+    with pytest.raises(ShapeError):
+        redact_region(frame.float(), (4, 6, 20, 30), "solid")
 
 
 def test_head_box_grows_more_above_for_hair() -> None:
