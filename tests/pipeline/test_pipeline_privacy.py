@@ -355,6 +355,43 @@ def test_draw_keeps_the_first_candidate_below_the_threshold() -> None:
     assert seeds == [base, base + 1, base + 2]
 
 
+def test_redraw_continues_the_tracks_seeded_sequence() -> None:
+    original = _unit(1.0, 0.0, 0.0)
+    near, far, other = _unit(1.0, 0.2, 0.0), _unit(0.0, 1.0, 0.0), _unit(0.0, 0.0, 1.0)
+    seeds: list[int] = []
+    sequence = [far, near, other, near, near, near]
+
+    def candidate(seed: int) -> torch.Tensor:
+        seeds.append(seed)
+        return sequence[len(seeds) - 1]
+
+    seed = 2**62 + 5  # large: the seeds wrap into [0, 2**63)
+    policy = SyntheticIdentities(candidate, 0.5, seed=seed, max_draws=2)
+    first = policy.identity_for(4, lambda: original)
+    assert first.code is far and first.draws == 1
+    # the output failed the check: the next candidates of the same sequence, the first one far enough
+    assert policy.redraw(4) is other
+    assert first.code is other and first.draws == 3
+    assert first.similarity_to_original == pytest.approx(0.0, abs=1e-6)
+    # none far enough in max_draws more: None, and the draws are counted
+    assert policy.redraw(4) is None and first.draws == 5 and first.code is other
+    assert seeds == [(seed * 1_000_003 + 4 * 10_007 + i) % 2**63 for i in range(5)]
+    assert all(0 <= s < 2**63 for s in seeds)
+    # a track never seen, or one without an original face, gets nothing
+    assert policy.redraw(9) is None
+    policy.identities[9] = TrackIdentity(code=None)
+    assert policy.redraw(9) is None and len(seeds) == 5
+
+
+def test_a_redraw_exactly_at_the_threshold_is_not_kept() -> None:
+    original = _unit(1.0, 0.0, 0.0)
+    at = _unit(0.5, 0.75**0.5, 0.0)  # similarity 0.5 to the original: the threshold itself
+    sequence = iter([_unit(0.0, 1.0, 0.0), at])
+    policy = SyntheticIdentities(lambda _seed: next(sequence), 0.5, seed=0, max_draws=1)
+    policy.identity_for(0, lambda: original)
+    assert policy.redraw(0) is None
+
+
 def test_no_candidate_below_the_threshold_leaves_the_track_without_identity() -> None:
     original = _unit(1.0, 0.0, 0.0)
     policy = _policy(threshold=0.5, codes=[_unit(1.0, 0.1, 0.0)], max_draws=2)

@@ -327,3 +327,213 @@ def test_default_report_has_aggregates_and_the_audit_has_frames() -> None:
     assert audit["privacy"]["per_frame"][0][:2] == [3, audit["privacy"]["per_frame"][0][1]]
     assert audit["synthetic_identity"]["code"] == [0.1, 0.2]
     assert report.privacy is not None and [c["chip"] for c in report.privacy["checkers"]] == ["tight", "loose"]
+
+
+# --- the checkers and the recognisers ------------------------------------------------------------
+
+class Named:
+    """An identity model that is only its name (what checkers_for and run_recognisers look at)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def test_checkers_for_each_model_once_with_its_calibration_or_the_override() -> None:
+    from reenact.faces.privacy_thresholds import PRIVACY_THRESHOLDS
+    from reenact.pipeline.privacy import checkers_for
+
+    models = [Named("dlib-resnet"), Named("dlib-resnet"), Named("arcface-onnx")]
+    got = checkers_for(models)  # type: ignore[arg-type]
+    assert [c.name for c in got] == ["dlib-resnet/tight", "dlib-resnet/loose", "arcface-onnx/tight",
+                                     "arcface-onnx/loose"]
+    cal = PRIVACY_THRESHOLDS["arcface-onnx"]["loose"]
+    assert got[3].describe() == {"model": "arcface-onnx", "chip": "loose", "threshold": cal.threshold,
+                                 "source": cal.source, "genuine_pairs": cal.genuine_pairs,
+                                 "false_match_rate": cal.false_match_rate}
+    over = checkers_for(models[:1], 0.25)  # type: ignore[arg-type]
+    assert [c.describe() for c in over] == [
+        {"model": "dlib-resnet", "chip": chip, "threshold": 0.25, "source": "deidentify.privacy_threshold",
+         "genuine_pairs": None, "false_match_rate": None} for chip in ("tight", "loose")]
+
+
+def test_every_run_checks_with_dlib_and_its_recogniser(monkeypatch: pytest.MonkeyPatch) -> None:
+    import reenact.pipeline.privacy as privacy
+
+    dlib = Named("dlib-resnet")
+    monkeypatch.setattr(privacy, "offline_dlib", lambda: dlib)
+    code_model, arcface = Named("mapper-code"), Named("arcface-onnx")
+    assert privacy.run_recognisers(code_model, arcface) == [arcface, dlib]  # type: ignore[arg-type]
+    assert privacy.run_recognisers(arcface, None) == [arcface, dlib]  # type: ignore[arg-type]
+    own = Named("dlib-resnet")
+    assert privacy.run_recognisers(own, None) == [own]  # type: ignore[arg-type]
+    assert privacy.run_recognisers(code_model, own) == [own]  # type: ignore[arg-type]
+
+
+def test_dlib_is_loaded_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    import reenact.pipeline.privacy as privacy
+
+    made: list[Named] = []
+    monkeypatch.setattr(privacy, "DlibFaceEncoder", lambda: made.append(Named("dlib-resnet")) or made[-1])
+    privacy.offline_dlib.cache_clear()
+    try:
+        assert privacy.offline_dlib() is privacy.offline_dlib() and len(made) == 1
+    finally:
+        privacy.offline_dlib.cache_clear()
+
+
+# --- the guard's own checks ----------------------------------------------------------------------
+
+def test_guard_refuses_ladders_that_could_leave_a_face() -> None:
+    with pytest.raises(ShapeError, match="at least one checker"):
+        PrivacyGuard([], ("solid",), RunReport("s"))
+    with pytest.raises(ShapeError, match="end with solid"):
+        PrivacyGuard(checkers("tight"), ("pixelate",), RunReport("s"))
+    with pytest.raises(ShapeError, match="render"):
+        PrivacyGuard(checkers("tight"), SYNTHETIC, RunReport("s"))
+    with pytest.raises(ShapeError, match="mosaic"):
+        ladder_for("mosaic")
+    g, report = guard(ladder_for("blur"), checkers("tight"))
+    assert report.privacy is not None and report.privacy["ladder"] == ["blur", "solid"]
+    frames = frame_with_face()
+    with pytest.raises(ShapeError):
+        g.apply(frames, frames[:, :32].clone(), [], [0])
+    with pytest.raises(ShapeError):
+        g.apply(frames.float(), frames.float(), [], [0])
+    with pytest.raises(ShapeError):
+        g.apply(frames[0], frames[0].clone(), [], [0])
+    with pytest.raises(ShapeError, match="frame indices"):
+        g.apply(frames, frames.clone(), [], [0, 1])
+    out = frames.clone()
+    assert g.apply(frames, out, [], [0]) is out  # no faces: the frames as they were
+
+
+def _points_with_eyes(apart: float) -> np.ndarray:
+    """Five points whose centroid is the face centre, the eyes ``apart`` px apart."""
+    return np.array([[32 - apart / 2, 28], [32 + apart / 2, 28], [32, 33], [28, 38], [36, 38]], np.float32)
+
+
+@pytest.mark.parametrize(("points", "rung"), [
+    (_points_with_eyes(1.0), "pixelate"),    # eyes 1 px apart: a chip can still be aligned
+    (_points_with_eyes(0.5), "solid"),       # closer: nothing to check it with
+    (np.full((5, 2), np.nan, np.float32), "solid"),
+    (np.vstack([_points_with_eyes(10.0), [[32, 33]]]).astype(np.float32), "solid"),  # not five points
+])
+def test_faces_without_usable_points_are_filled_solid(points: np.ndarray, rung: str) -> None:
+    frames = frame_with_face(background=255, centre=0)
+    g, report = guard(ladder_for("pixelate"), checkers("tight"))
+    g.apply(frames, frames.clone(), [(0, record(failed="redacted by --method pixelate", points=points))], [0])
+    assert report.tracks[0].rungs == {rung: 1}
+    reason = report.tracks[0].privacy_frames[0][3]
+    assert reason == "redacted by --method pixelate"  # the record's own reason is what is reported
+
+
+def test_untracked_face_without_points_reports_why() -> None:
+    frames = frame_with_face(background=255, centre=0)
+    g, report = guard(ladder_for("pixelate"), checkers("tight"))
+    g.apply(frames, frames.clone(), [(0, FaceRecord(-1, BOX.copy(), np.zeros((5, 2), np.float32)))], [0])
+    assert report.untracked_rungs == {"solid": 1} and report.counts["faces_blurred"] == 1
+
+
+class CountingEncoder(PixelEncoder):
+    """PixelEncoder that logs which frames tensor it embedded, and can fail on some faces."""
+
+    def __init__(self, nan: bool = False, fail_right_of: float | None = None) -> None:
+        super().__init__()
+        self.seen: list[tuple[torch.Tensor, int]] = []
+        self.nan, self.fail_right_of = nan, fail_right_of
+
+    def embed(self, frames: torch.Tensor, frame_index: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        self.seen.append((frames, int(frame_index.shape[0])))
+        if self.fail_right_of is not None and float(points[..., 0].max()) > self.fail_right_of:
+            raise RuntimeError("degenerate face")
+        codes = super().embed(frames, frame_index, points)
+        return torch.full_like(codes, float("nan")) if self.nan else codes
+
+
+def _originals_embedded(enc: CountingEncoder, frames: torch.Tensor) -> int:
+    return sum(n for f, n in enc.seen if f is frames)
+
+
+def test_a_tracks_original_is_embedded_again_every_8_frames() -> None:
+    enc = CountingEncoder()
+    g, _report = guard(ladder_for("pixelate"), [Checker(enc, "tight", 0.5, "test")])  # type: ignore[arg-type]
+    embedded = []
+    for index in (0, 1, 7, 8, 15, 16, 3, 4):
+        frames = frame_with_face(background=255, centre=0)
+        g.apply(frames, frames.clone(), [(0, record(failed="redacted"))], [index])
+        embedded.append(_originals_embedded(enc, frames))
+    # refreshed at 0, 8 and 16 (7 and 15 still use the earlier one); going back (3) refreshes too
+    assert embedded == [1, 0, 0, 1, 0, 1, 1, 0]
+
+
+def test_untracked_originals_are_never_reused() -> None:
+    enc = CountingEncoder()
+    g, report = guard(ladder_for("pixelate"), [Checker(enc, "tight", 0.5, "test")])  # type: ignore[arg-type]
+    first = frame_with_face(background=255, centre=0)
+    g.apply(first, first.clone(), [(0, FaceRecord(-1, BOX.copy(), POINTS.copy(), failed="untracked"))], [0])
+    # the next frame's untracked face is someone else: the centre the blur keeps is their own
+    second = frame_with_face(background=0, centre=0)
+    g.apply(second, second.clone(), [(0, FaceRecord(-1, BOX.copy(), POINTS.copy(), failed="untracked"))], [1])
+    assert _originals_embedded(enc, second) == 1
+    assert report.untracked_rungs == {"pixelate": 1, "solid": 1}
+
+
+def test_an_original_that_embeds_to_nan_fails_closed() -> None:
+    enc = CountingEncoder(nan=True)
+    g, report = guard(ladder_for("pixelate"), [Checker(enc, "tight", 0.5, "test")])  # type: ignore[arg-type]
+    frames = frame_with_face(background=255, centre=0)
+    out = g.apply(frames, frames.clone(), [(0, record(failed="redacted"))], [0])
+    assert report.tracks[0].rungs == {"solid": 1} and report.tracks[0].failed_checks == 1
+    assert report.tracks[0].privacy_frames[0][3] == "the output face could not be checked"
+    assert report.tracks[0].max_similarity == {}  # a solid face reports no similarity
+    assert int(out[0, CY, CX].sum()) == 0
+
+
+def test_one_face_that_cannot_be_embedded_is_filled_alone() -> None:
+    frames = torch.cat([frame_with_face(background=255, centre=0)] * 2)
+    enc = CountingEncoder(fail_right_of=60.0)
+    g, report = guard(ladder_for("pixelate"), [Checker(enc, "tight", 0.5, "test")])  # type: ignore[arg-type]
+    bad = FaceRecord(1, BOX + np.float32(28), POINTS + np.float32(28), failed="redacted")
+    g.apply(frames, frames.clone(), [(0, record(failed="redacted")), (1, bad)], [0, 1])
+    assert report.tracks[0].rungs == {"pixelate": 1} and report.tracks[0].failed_checks == 0
+    assert report.tracks[1].rungs == {"solid": 1} and report.tracks[1].failed_checks == 1
+    assert report.tracks[1].privacy_frames[0][3] == "the original face could not be embedded"
+
+
+def test_two_faces_in_one_frame_are_both_redacted() -> None:
+    frame = torch.randint(0, 256, (1, H, W, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    g, report = guard(ladder_for("solid"), checkers("tight"))
+    other = FaceRecord(1, np.array([44.0, 44.0, 60.0, 60.0], np.float32), POINTS + np.float32(20), failed="x")
+    out = g.apply(frame, frame.clone(), [(0, record(failed="x")), (0, other)], [0])
+    for box in (BOX, other.box):
+        left, top, right, bottom = head_box(box, 0.3, W, H)
+        assert int(out[0, top:bottom, left:right].max()) == 0
+    assert report.counts["faces_blurred"] == 2
+
+
+def test_a_face_the_blender_refuses_on_a_redraw_goes_to_the_box_rung() -> None:
+    frames = frame_with_face(background=255, centre=0)
+
+    class Refusing(FakeRender):
+        def __call__(self, out, faces, codes, grown):  # noqa: ANN001, ANN204
+            self.calls.append("grown_mask" if grown else "redraw")
+            for _j, face in faces:
+                face.failed = "generated face refused by the blender"
+            return out
+
+    render = Refusing()
+    g, report = guard(SYNTHETIC, checkers("tight"), render=render, redraw=lambda _t: torch.ones(2))
+    g.apply(frames, frames.clone(), [(0, record())], [0])
+    assert render.calls == ["redraw"]  # not the grown mask: the blender refused this face
+    assert report.tracks[0].rungs == {"pixelate": 1}
+    assert report.tracks[0].privacy_frames[0][3] == "generated face refused by the blender"
+
+
+def test_no_identity_left_to_redraw_moves_on_to_the_grown_mask() -> None:
+    frames = frame_with_face(background=255, centre=0)
+    render = FakeRender(grown=255)
+    g, report = guard(SYNTHETIC, checkers("tight"), render=render, redraw=lambda _t: None, redraws=2)
+    g.apply(frames, frames.clone(), [(0, record())], [0])
+    assert render.calls == ["grown_mask"]
+    assert report.tracks[0].rungs == {"grown_mask": 1}
+    assert g.redrawn == {0: 2}
