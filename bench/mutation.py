@@ -57,7 +57,31 @@ GOAL = 0.9
 #: source line  [mutation]``, ``#k`` for the k-th identical mutation of one line), with the
 #: reason. They are reported apart and left out of the share (killed / (mutants - equivalent));
 #: one that a test does kill is reported as a stale entry, and so is a key no mutant has.
-EQUIVALENT: dict[str, str] = {}
+_BLUR_OUT = "out[top:bottom, left:right] = coarse[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8)"
+_REDACT_OUT = "out[top:bottom, left:right] = big[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8)"
+EQUIVALENT: dict[str, str] = {
+    f"blur_boxes: {_BLUR_OUT}  [0 -> -1]":
+        "bilinear enlarging (align_corners=False) mixes cell means with weights >= 0 summing to 1: "
+        "no value below 0 to clamp, so clamping at -1 is the same",
+    f"blur_boxes: {_BLUR_OUT}  [255 -> 256]":
+        "as above: no value above 255 to clamp",
+    f"blur_boxes: {_BLUR_OUT}  [0 -> -1] #3":
+        "coarse[-1] is coarse[0]: the batch holds one region",
+    f"redact_region: {_REDACT_OUT}  [0 -> -1] #3":
+        "big[-1] is big[0]: the batch holds one region",
+    "check_identities: sim = float(cosine_similarity(code[None], ref[None].to(code.device)).reshape(-1)[0])  "
+    "[0 -> -1]":
+        "the similarity of one pair is one number: [-1] is [0]",
+    "offline_dlib: @functools.lru_cache(maxsize=1)  [1 -> 2]":
+        "offline_dlib takes no arguments: the cache never holds more than one entry",
+    'ladder_for: def ladder_for(method: str, head_redaction: str = "pixelate", redraws: int = 1) '
+    '-> tuple[str, ...]:  [1 -> 2]':
+        "ladder_for only asks whether redraws > 0 (how many is PrivacyGuard's redraws, set by the caller)",
+    "_Face: orig: int = 0  [0 -> 1]":
+        "never used: PrivacyGuard.apply builds every _Face with its orig index",
+    "_Face: orig: int = 0  [0 -> -1]":
+        "never used: PrivacyGuard.apply builds every _Face with its orig index",
+}
 
 FLIPS: dict[type[ast.cmpop], tuple[type[ast.cmpop], ...]] = {
     ast.Lt: (ast.LtE, ast.GtE), ast.LtE: (ast.Lt, ast.Gt), ast.Gt: (ast.GtE, ast.LtE),

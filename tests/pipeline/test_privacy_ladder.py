@@ -9,6 +9,7 @@ loose one, the way a face swap that keeps hair and jaw line does.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -113,6 +114,7 @@ def test_ladders_end_with_solid() -> None:
     assert ladder_for("pixelate") == ("pixelate", "solid")
     assert ladder_for("solid") == ("solid",)
     assert ladder_for("synthetic", "blur", redraws=0) == ("synthetic", "grown_mask", "blur", "solid")
+    assert ladder_for("synthetic") == SYNTHETIC  # by default: one redraw, then a pixelated head
 
 
 def test_face_passing_tight_but_failing_loose_is_redacted() -> None:
@@ -350,6 +352,8 @@ def test_checkers_for_each_model_once_with_its_calibration_or_the_override() -> 
     assert got[3].describe() == {"model": "arcface-onnx", "chip": "loose", "threshold": cal.threshold,
                                  "source": cal.source, "genuine_pairs": cal.genuine_pairs,
                                  "false_match_rate": cal.false_match_rate}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        got[0].threshold = 1.0  # type: ignore[misc]  # what the report describes is what checks
     over = checkers_for(models[:1], 0.25)  # type: ignore[arg-type]
     assert [c.describe() for c in over] == [
         {"model": "dlib-resnet", "chip": chip, "threshold": 0.25, "source": "deidentify.privacy_threshold",
