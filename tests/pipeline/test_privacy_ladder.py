@@ -493,15 +493,17 @@ def test_an_original_that_embeds_to_nan_fails_closed() -> None:
     assert int(out[0, CY, CX].sum()) == 0
 
 
-def test_one_face_that_cannot_be_embedded_is_filled_alone() -> None:
+def test_one_face_that_cannot_be_embedded_is_filled_alone(caplog: pytest.LogCaptureFixture) -> None:
     frames = torch.cat([frame_with_face(background=255, centre=0)] * 2)
     enc = CountingEncoder(fail_right_of=60.0)
     g, report = guard(ladder_for("pixelate"), [Checker(enc, "tight", 0.5, "test")])  # type: ignore[arg-type]
     bad = FaceRecord(1, BOX + np.float32(28), POINTS + np.float32(28), failed="redacted")
-    g.apply(frames, frames.clone(), [(0, record(failed="redacted")), (1, bad)], [0, 1])
+    with caplog.at_level("WARNING", logger="reenact.pipeline.privacy"):
+        g.apply(frames, frames.clone(), [(0, record(failed="redacted")), (1, bad)], [0, 1])
     assert report.tracks[0].rungs == {"pixelate": 1} and report.tracks[0].failed_checks == 0
     assert report.tracks[1].rungs == {"solid": 1} and report.tracks[1].failed_checks == 1
     assert report.tracks[1].privacy_frames[0][3] == "the original face could not be embedded"
+    assert "original faces could not be embedded" in caplog.text
 
 
 def test_two_faces_in_one_frame_are_both_redacted() -> None:
@@ -541,3 +543,81 @@ def test_no_identity_left_to_redraw_moves_on_to_the_grown_mask() -> None:
     assert render.calls == ["grown_mask"]
     assert report.tracks[0].rungs == {"grown_mask": 1}
     assert g.redrawn == {0: 2}
+
+
+def test_a_guard_without_redraws_never_draws() -> None:
+    frames = frame_with_face(background=255, centre=0)
+    render, draws = FakeRender(grown=255), []
+    report = RunReport("similarity_to_original")
+    g = PrivacyGuard(checkers("tight"), SYNTHETIC, report, render=render, redraw=lambda t: draws.append(t))
+    g.apply(frames, frames.clone(), [(0, record())], [0])
+    assert draws == [] and render.calls == ["grown_mask"]
+    assert report.tracks[0].rungs == {"grown_mask": 1}
+
+
+def test_the_grown_mask_renders_the_faces_own_latent_not_the_failed_redraw() -> None:
+    frames = frame_with_face(background=0, centre=0)
+    codes_seen: list[list[torch.Tensor | None]] = []
+
+    class Logging(FakeRender):
+        def __call__(self, out, faces, codes, grown):  # noqa: ANN001, ANN204
+            codes_seen.append(list(codes))
+            return super().__call__(out, faces, codes, grown)
+
+    drawn = torch.tensor([0.6, 0.8])
+    g, report = guard(SYNTHETIC, checkers("tight"), render=Logging(redraw=0, grown=255), redraw=lambda _t: drawn)
+    g.apply(frames, frames.clone(), [(0, record())], [0])
+    assert codes_seen[0][0] is drawn and codes_seen[1] == [None]
+    assert report.tracks[0].rungs == {"grown_mask": 1} and 0 not in g.codes
+
+
+def test_an_output_check_that_raises_fails_closed(caplog: pytest.LogCaptureFixture) -> None:
+    frames = frame_with_face(background=255, centre=0)
+
+    class OutputFails(PixelEncoder):
+        def embed(self, f: torch.Tensor, index: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+            if f is not frames:
+                raise RuntimeError("recogniser crashed on the output")
+            return super().embed(f, index, points)
+
+    g, report = guard(ladder_for("pixelate"), [Checker(OutputFails(), "tight", 0.5, "test")])  # type: ignore[arg-type]
+    with caplog.at_level("WARNING", logger="reenact.pipeline.privacy"):
+        out = g.apply(frames, frames.clone(), [(0, record(failed="redacted"))], [0])
+    assert report.tracks[0].rungs == {"solid": 1} and report.tracks[0].failed_checks == 1
+    assert report.tracks[0].privacy_frames[0][3] == "the output face could not be checked"
+    assert int(out[0, CY, CX].sum()) == 0
+    assert "privacy check failed" in caplog.text and "crashed on the output" in caplog.text
+
+
+def test_a_similarity_at_the_threshold_fails_the_check() -> None:
+    from reenact.faces import cosine_similarity
+
+    frames = frame_with_face(background=255, centre=0)
+    out = paint_centre(frames, 255)
+    at = float(cosine_similarity(_angle_code(torch.tensor([255])), _angle_code(torch.tensor([0]))).reshape(-1)[0])
+    g, report = guard(SYNTHETIC, checkers("tight", threshold=at), render=FakeRender())
+    g.apply(frames, out, [(0, record())], [0])
+    assert "synthetic" not in report.tracks[0].rungs
+    g, report = guard(SYNTHETIC, checkers("tight", threshold=at + 1e-6), render=FakeRender())
+    g.apply(frames, out, [(0, record())], [0])
+    assert report.tracks[0].rungs == {"synthetic": 1}
+
+
+def test_untracked_faces_start_on_the_box_rung_whatever_earlier_ones_reached() -> None:
+    frames = frame_with_face(background=255, centre=0)
+    g, report = guard(ladder_for("pixelate"), checkers("tight"))
+    no_points = FaceRecord(-1, BOX.copy(), np.zeros((5, 2), np.float32), failed="untracked")
+    g.apply(frames, frames.clone(), [(0, no_points)], [0])
+    g.apply(frames, frames.clone(), [(0, FaceRecord(-1, BOX.copy(), POINTS.copy(), failed="untracked"))], [1])
+    assert report.untracked_rungs == {"solid": 1, "pixelate": 1}
+
+
+def test_a_track_that_passes_on_its_synthetic_face_stays_there() -> None:
+    frames = frame_with_face(background=255, centre=0)
+    out = paint_centre(frames, 255)
+    render = FakeRender(redraw=0)
+    g, report = guard(SYNTHETIC, checkers("tight"), render=render, redraw=lambda _t: torch.ones(2))
+    for index in (0, 1):
+        g.apply(frames, out, [(0, record())], [index])
+    assert report.tracks[0].rungs == {"synthetic": 2} and render.calls == []
+    assert g.track_rung == {0: 0}
