@@ -348,6 +348,7 @@ def test_draw_keeps_the_first_candidate_below_the_threshold() -> None:
         return pool[len(seeds) - 1]
 
     policy = SyntheticIdentities(candidate, 0.5, seed=3, max_draws=5)
+    assert policy.redacts and policy.covers_untracked and policy.private  # fail-closed unless told
     got = policy.identity_for(4, lambda: original)
     assert got.code is far and got.draws == 3 and got.failed is None
     assert got.similarity_to_original == pytest.approx(0.0, abs=1e-6)
@@ -434,6 +435,13 @@ def test_same_person_needs_the_threshold_and_a_code() -> None:
     # similarity exactly at the threshold counts as the same person
     at = _unit(0.5, 0.0, 0.75**0.5)
     assert policy.same_person(at) is not None
+    # an earlier track without a code (or without an original) is never the one matched
+    later = _policy(threshold=0.5)
+    later.identities[0] = TrackIdentity(code=_unit(0.0, 1.0, 0.0), original=_unit(1.0, 0.0, 0.0))
+    later.identities[1] = TrackIdentity(code=None, original=_unit(1.0, 0.0, 0.0), failed="none")
+    later.identities[2] = TrackIdentity(code=_unit(0.0, 0.0, 1.0), original=None)
+    kept = later.same_person(_unit(1.0, 0.0, 0.0))
+    assert kept is not None and torch.equal(kept.code, _unit(0.0, 1.0, 0.0))
 
 
 def test_describe_reports_the_draw() -> None:
@@ -443,8 +451,25 @@ def test_describe_reports_the_draw() -> None:
     assert desc is not None
     assert desc["draws"] == 1 and desc["failed"] is None and desc["code"] == [0.0, 1.0, 0.0]
     assert desc["similarity_to_original"] == pytest.approx(0.0, abs=1e-6)
+    exact = policy.describe(TrackIdentity(code=_unit(1.0, 2.0, 3.0), draws=2))
+    assert exact is not None and exact["code"] == [0.26726, 0.53452, 0.80178]  # five decimals
     none = policy.describe(TrackIdentity(code=None, failed="f"))
     assert none is not None and none["code"] is None and none["failed"] == "f"
+
+
+def test_a_runs_policy_takes_the_deidentify_settings() -> None:
+    from types import SimpleNamespace
+
+    from reenact.config import replace
+    from reenact.pipeline import PipelineConfig
+
+    pack = SimpleNamespace(generator=SimpleNamespace(img_resolution=256), device=torch.device("cpu"))
+    config = replace(PipelineConfig(), {"seed": 11, "deidentify.max_draws": 4, "deidentify.fail_closed": False})
+    for policy in (SyntheticIdentities.build(pack, config, 0.42, None),  # type: ignore[arg-type]
+                   SyntheticIdentities.for_run(pack, config, 0.42, None, [])):  # type: ignore[arg-type]
+        assert (policy.threshold, policy.seed, policy.max_draws, policy.redacts) == (0.42, 11, 4, False)
+        assert policy.candidate.truncation == config.deidentify.truncation  # type: ignore[attr-defined]
+    assert SyntheticIdentities.check_request(None) is None  # no identity photo needed
 
 
 def test_fail_closed_needs_detection_on_every_frame() -> None:
@@ -455,6 +480,13 @@ def test_fail_closed_needs_detection_on_every_frame() -> None:
 
 
 # --- calibrated thresholds ---------------------------------------------------------------
+
+def test_privacy_thresholds_cannot_be_changed_at_run_time() -> None:
+    import dataclasses
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        PRIVACY_THRESHOLDS["dlib-resnet"]["tight"].threshold = 0.99  # type: ignore[misc]
+
 
 def test_privacy_thresholds_come_from_the_calibration_or_the_override() -> None:
     assert privacy_threshold("arcface-onnx", "tight") == PRIVACY_THRESHOLDS["arcface-onnx"]["tight"].threshold
