@@ -4,21 +4,31 @@ Each mutant changes one thing in one target function (a comparison flipped, ``an
 swapped, a ``not`` removed, a constant moved by one or a boolean negated, a return value
 replaced by ``None``, a call statement deleted). It is written into a temporary copy of the
 ``reenact`` package (the tree is never edited) and the selected tests run against that copy
-in a forked child (the heavy third-party imports are done once in the parent, so a mutant
-costs about a second). A mutant is *killed* when the tests fail (or time out).
+in a forked child (the heavy third-party imports are done once in the parent, the copy is
+compiled once, so a mutant costs about a second). A mutant is *killed* when the tests fail
+(or run past the timeout: 5x the unmutated run, at least 20 s).
+
+Per mutant only the tests that run its line are run (traced once on the unmutated copy); a
+line no test runs (module constants, signature defaults: evaluated at import) gets all of them.
 
 Targets (``--target``, repeatable): ``module:name`` where ``name`` is a function, a class
 (all its methods) or ``*`` (every function and method of the module plus its module-level
-numeric constants). Default: all of ``reenact.pipeline.privacy`` and
-``reenact.faces.privacy_thresholds``, and the deidentify policy
-``reenact.pipeline.identity:SyntheticIdentities``.
+numeric constants). Default: all of ``reenact.pipeline.privacy`` (blur and box redactions,
+untracked cover, the checkers, the ladder ``PrivacyGuard`` with its blend-refusal and
+fail-closed paths) and ``reenact.faces.privacy_thresholds``, the deidentify policy
+``reenact.pipeline.identity:SyntheticIdentities``, and the small-face rule
+``reenact.pipeline.stream:too_small``.
 
-Tests (``--tests``): a pytest selection; default: the ``privacy`` marker over tests/pipeline
-and tests/faces (``-m privacy``), which must stay fast (< ~30 s in all).
+Tests (``--tests``): a pytest selection; default: the ``privacy`` marker over the two privacy
+test files, which must stay fast (< ~30 s in all).
 
-Run: ``python bench/mutation.py [--target MOD:NAME ...] [--tests ARGS] [--list]``.
-Prints ``goal mutants_killed_privacy: X (target >= 0.9) PASS|FAIL`` and every surviving
-mutant as ``file:line  mutation``.
+Surviving mutants that cannot change behaviour are listed in :data:`EQUIVALENT` with the reason
+and reported apart (not counted as killed, left out of the share).
+
+Run: ``python bench/mutation.py [--target MOD:NAME ...] [--tests ARGS] [--timeout S] [--list]``.
+Prints ``goal mutants_killed_privacy: X (target >= 0.9) PASS|FAIL`` where X is killed /
+(mutants - equivalent), every equivalent mutant with its reason and every surviving one as
+``file:line  function: source line  [mutation]``.
 """
 
 from __future__ import annotations
@@ -81,6 +91,33 @@ EQUIVALENT: dict[str, str] = {
         "never used: PrivacyGuard.apply builds every _Face with its orig index",
     "_Face: orig: int = 0  [0 -> -1]":
         "never used: PrivacyGuard.apply builds every _Face with its orig index",
+    "PrivacyGuard.__init__: render: Render | None = None, redraw: Redraw | None = None, redraws: int = 0,  "
+    "[0 -> -1]":
+        "a draw is made only while a track's draws are below redraws: below 0 and below -1 are both never",
+    "PrivacyGuard.apply: for face, row in zip(to_check, sims, strict=True):  [True -> False]":
+        "_similarities returns one row per face it was given, so the lengths always agree",
+    'PrivacyGuard._next_rung: if rung == "redraw" and self.redrawn.get(track, 0) < self.redraws and '
+    'self.redraw is not None:  [0 -> 1]':
+        "the default is read only when _render made no draw for the track, i.e. redraws is 0, and then "
+        "neither 0 nor 1 is below it",
+    "PrivacyGuard._originals: if track >= 0 and all(bool(torch.isfinite(v).all()) for v in codes.values()):  "
+    "[and <-> or]":
+        "what it adds to the cache is never read: untracked entries (_cached needs track >= 0), and a track "
+        "whose original is NaN fails its check, ends on solid and stays there (no later frame is checked)",
+    "PrivacyGuard._originals: if track >= 0 and all(bool(torch.isfinite(v).all()) for v in codes.values()):  "
+    "[0 -> -1]":
+        "caches untracked originals under track -1, which _cached never reads (it needs track >= 0)",
+    "PrivacyGuard._embed_one_by_one: codes = {c.name: c.embed(frames, index, points)[0] for c in "
+    "self.checkers}  [0 -> -1]":
+        "one face is embedded: row -1 is row 0",
+    "PrivacyGuard._done: self.track_rung[record.track_id] = max(self.track_rung.get(record.track_id, 0), "
+    "face.rung)  [0 -> -1]":
+        "rungs are >= 0, so max(-1, rung) is max(0, rung)",
+    "<module>: GENUINE_QUANTILE = 0.001  [0.001 -> 1.001]":
+        "read only by bench/calibrate_privacy.py when the thresholds are measured again; no run reads it "
+        "(the thresholds it produced are the PRIVACY_THRESHOLDS numbers, which the tests pin)",
+    "<module>: GENUINE_QUANTILE = 0.001  [0.001 -> -0.999]":
+        "as above: only the calibration bench reads it",
 }
 
 FLIPS: dict[type[ast.cmpop], tuple[type[ast.cmpop], ...]] = {
