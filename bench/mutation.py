@@ -118,6 +118,13 @@ EQUIVALENT: dict[str, str] = {
         "(the thresholds it produced are the PRIVACY_THRESHOLDS numbers, which the tests pin)",
     "<module>: GENUINE_QUANTILE = 0.001  [0.001 -> -0.999]":
         "as above: only the calibration bench reads it",
+    "PrivacyGuard._cached: return track >= 0 and entry is not None and 0 <= frame_index - entry[0] < ORIGINAL_REFRESH_FRAMES  [<= -> <]":
+        "asks only about a frame after the cached one: a track has one face per frame and each frame is "
+        "checked once (a batch embeds its uncached faces before it reads the cache), so the distance is never 0",
+    "PrivacyGuard._cached: return track >= 0 and entry is not None and 0 <= frame_index - entry[0] < ORIGINAL_REFRESH_FRAMES  [0 -> 1] #2":
+        "1 <= d is 0 < d for integers: the same as above, the distance is never 0",
+    "PrivacyGuard._cached: return track >= 0 and entry is not None and 0 <= frame_index - entry[0] < ORIGINAL_REFRESH_FRAMES  [0 -> -1]":
+        "no untracked (track -1) original is ever cached (_originals keeps tracks >= 0), so entry is None",
 }
 
 FLIPS: dict[type[ast.cmpop], tuple[type[ast.cmpop], ...]] = {
