@@ -125,6 +125,9 @@ EQUIVALENT: dict[str, str] = {
         "1 <= d is 0 < d for integers: the same as above, the distance is never 0",
     "PrivacyGuard._cached: return track >= 0 and entry is not None and 0 <= frame_index - entry[0] < ORIGINAL_REFRESH_FRAMES  [0 -> -1]":
         "no untracked (track -1) original is ever cached (_originals keeps tracks >= 0), so entry is None",
+    "PrivacyGuard._render: ok = [(f, c) for f, c in zip(group, codes, strict=True) if c is not None or "
+    'rung == "grown_mask"]  [True -> False]':
+        "codes is built with one entry per face of group just above: the lengths always agree",
 }
 
 FLIPS: dict[type[ast.cmpop], tuple[type[ast.cmpop], ...]] = {

@@ -277,6 +277,7 @@ def test_cover_needs_more_than_the_cover_iou() -> None:
     ((100.0, 10.0, 119.5, 40.0), True),   # 19.5 x 30: too narrow
     ((100.0, 300.0, 125.0, 330.0), False),
     ((300.0, 100.0, 318.0, 500.0), True),
+    ((10.0, 100.0, 25.0, 140.0), True),   # 15 wide, placed low in the frame
 ])
 def test_a_face_with_a_side_under_min_face_size_is_too_small(box: tuple[float, ...], small: bool) -> None:
     # deidentify redacts such a face instead of replacing it (FaceReplacer sets record.failed)
@@ -433,8 +434,17 @@ def test_same_person_needs_the_threshold_and_a_code() -> None:
     assert policy.same_person(_unit(0.0, 0.0, 1.0)) is None  # sim 0 to the earlier original
     assert policy.same_person(_unit(1.0, 0.0, 0.0)) is not None
     # similarity exactly at the threshold counts as the same person
+    from reenact.faces import cosine_similarity
+
     at = _unit(0.5, 0.0, 0.75**0.5)
-    assert policy.same_person(at) is not None
+    edge = _policy(threshold=float(cosine_similarity(at[None], _unit(1.0, 0.0, 0.0)[None]).reshape(-1)[0]))
+    edge.identities[0] = TrackIdentity(code=_unit(0.0, 1.0, 0.0), original=_unit(1.0, 0.0, 0.0))
+    assert edge.same_person(at) is not None
+    # the kept identity exactly at the threshold to this face is too close: not kept
+    face, code = _unit(1.0, 0.5, 0.0), _unit(0.0, 1.0, 0.0)
+    close = _policy(threshold=float(cosine_similarity(code[None], face[None]).reshape(-1)[0]))
+    close.identities[0] = TrackIdentity(code=code, original=_unit(1.0, 0.0, 0.0))
+    assert close.same_person(face) is None
     # an earlier track without a code (or without an original) is never the one matched
     later = _policy(threshold=0.5)
     later.identities[0] = TrackIdentity(code=_unit(0.0, 1.0, 0.0), original=_unit(1.0, 0.0, 0.0))
