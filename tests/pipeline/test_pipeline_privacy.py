@@ -33,6 +33,7 @@ from reenact.pipeline import (
     redact,
     untracked_faces,
 )
+from reenact.pipeline.stream import too_small
 
 pytestmark = pytest.mark.privacy
 
@@ -109,6 +110,64 @@ def test_blur_keeps_small_faces_unrecognisable() -> None:
     assert _inside(_changed(frame, out), small) > 0.9
 
 
+def _cells(frame: torch.Tensor, region: tuple[int, int, int, int], n: int) -> torch.Tensor:
+    """What blur_boxes' docstring promises for ``region`` (left, top, right, bottom): the
+    region averaged into ``n`` x ``n`` cells and smoothly (bilinearly) enlarged again."""
+    left, top, right, bottom = region
+    patch = frame[top:bottom, left:right].permute(2, 0, 1)[None].float()
+    small = torch.nn.functional.adaptive_avg_pool2d(patch, (n, n))
+    big = torch.nn.functional.interpolate(small, size=patch.shape[-2:], mode="bilinear", align_corners=False)
+    out = frame.clone()
+    out[top:bottom, left:right] = big[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8)
+    return out
+
+
+@pytest.mark.parametrize(("box", "region", "n"), [
+    # a 40x46 face: grown by 25 % to columns 10-70 and rows 12-81 (61 x 70 px): 8 x 8 cells
+    ((20.0, 24.0, 60.0, 70.0), (10, 12, 71, 82), 8),
+    # a 12 px face: grown to 19 px: 3 x 3 cells of at least 6 px
+    ((40.0, 40.0, 52.0, 52.0), (37, 37, 56, 56), 3),
+    # a 6 px face: grown to 10 px: a single cell, one colour
+    ((40.0, 40.0, 46.0, 46.0), (38, 38, 48, 48), 1),
+    # a face reaching over the top-left corner: clipped to the frame (columns and rows from 0)
+    ((-10.0, -6.0, 30.0, 34.0), (0, 0, 41, 45), 6),
+    # a face reaching over the bottom-right corner: clipped to the last row and column
+    ((70.0, 76.0, 110.0, 120.0), (60, 65, 96, 96), 5),
+])
+def test_blur_gives_each_face_size_its_grown_box_and_cells(box: tuple[float, ...], region: tuple[int, ...],
+                                                            n: int) -> None:
+    frame = _textured(2)
+    out = blur_boxes(frame, torch.tensor([box]))
+    assert torch.equal(out, _cells(frame, region, n))  # type: ignore[arg-type]
+
+
+def test_blur_of_a_one_cell_face_is_its_mean_colour() -> None:
+    frame = _textured(3)
+    out = blur_boxes(frame, torch.tensor([[40.0, 40.0, 46.0, 46.0]]))
+    patch = out[38:48, 38:48].reshape(-1, 3)
+    assert len(torch.unique(patch, dim=0)) == 1
+    assert torch.allclose(patch[0].float(), frame[38:48, 38:48].reshape(-1, 3).float().mean(0), atol=0.51)
+
+
+def test_blur_keeps_black_and_white_cells_black_and_white() -> None:
+    frame = torch.zeros(H, W, 3, dtype=torch.uint8)
+    frame[:, 40:] = 255  # the face box (grown: columns 10-70) is half black, half white
+    out = blur_boxes(frame, torch.from_numpy(BOX[None]))
+    assert out[40, 12].tolist() == [0, 0, 0] and out[40, 68].tolist() == [255, 255, 255]
+    assert 0 < int(out[40, 40, 0]) < 255  # the edge between them is smoothed
+
+
+def test_blur_leaves_boxes_the_frame_cuts_to_a_sliver() -> None:
+    frame = _textured(4)
+    # grown to a 2 x 2 px region: averaged to one colour
+    out = blur_boxes(frame, torch.tensor([[40.0, 40.0, 40.5, 40.5]]))
+    assert torch.equal(out, _cells(frame, (39, 39, 41, 41), 1)) and not torch.equal(out, frame)
+    # cut by the right edge to one column (16 rows tall): nothing of a face fits there, left as it is
+    assert torch.equal(blur_boxes(frame, torch.tensor([[95.9, 40.0, 96.5, 50.0]])), frame)
+    # one row at the bottom edge, wide: left as it is too
+    assert torch.equal(blur_boxes(frame, torch.tensor([[40.0, 95.9, 50.0, 96.5]])), frame)
+
+
 # --- the check after rendering -----------------------------------------------------------
 
 def _check(policy: SyntheticIdentities, output_code: torch.Tensor, original: torch.Tensor,
@@ -148,6 +207,15 @@ def test_the_check_fails_at_the_threshold_itself() -> None:
     assert "0.600" in str(policy.check(0.6))
 
 
+def test_an_embedder_that_loses_faces_is_an_error_not_an_unchecked_face() -> None:
+    policy = _policy(threshold=0.5)
+    identities = {0: TrackIdentity(code=_unit(0.0, 1.0, 0.0), original=_unit(1.0, 0.0, 0.0))}
+    record = _record()
+    with pytest.raises(ValueError):
+        check_identities(_textured()[None], [(0, record)], [0], lambda *a: torch.zeros(0, 3), policy, identities,
+                         RunReport(policy.similarity_key))
+
+
 def test_check_identities_rejects_frames_that_do_not_match_their_indices() -> None:
     with pytest.raises(ShapeError):
         check_identities(_textured()[None], [], [0, 1], lambda *a: torch.zeros(0, 3), _policy(), {},
@@ -184,6 +252,8 @@ def test_detections_no_track_covers_become_failed_records() -> None:
     assert len(out) == 1
     assert out[0].track_id == -1 and out[0].failed == "untracked"
     assert np.array_equal(out[0].box, raw.boxes[1])
+    # five points (float [5,2], like every record), all zero: nothing a check could align
+    assert out[0].points.shape == (5, 2) and not out[0].points.any()
 
 
 def test_every_detection_is_untracked_when_no_track_was_released() -> None:
@@ -197,6 +267,21 @@ def test_cover_needs_more_than_the_cover_iou() -> None:
     # box [0,0,10,w]: IoU = w/10 with a 10x10 box when w <= 10
     assert len(untracked_faces(_detections([0.0, 0.0, 3.0, 10.0]), tracked)) == 1
     assert len(untracked_faces(_detections([0.0, 0.0, 3.2, 10.0]), tracked)) == 0
+
+
+# --- small faces -------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("box", "small"), [
+    ((10.0, 100.0, 40.0, 120.0), False),  # 30 x 20: exactly the minimum side is replaced
+    ((10.0, 100.0, 40.0, 119.5), True),   # 30 x 19.5: too short
+    ((100.0, 10.0, 119.5, 40.0), True),   # 19.5 x 30: too narrow
+    ((100.0, 300.0, 125.0, 330.0), False),
+    ((300.0, 100.0, 318.0, 500.0), True),
+    ((10.0, 100.0, 25.0, 140.0), True),   # 15 wide, placed low in the frame
+])
+def test_a_face_with_a_side_under_min_face_size_is_too_small(box: tuple[float, ...], small: bool) -> None:
+    # deidentify redacts such a face instead of replacing it (FaceReplacer sets record.failed)
+    assert too_small(np.array(box, np.float32), 20.0) is small
 
 
 # --- redaction ---------------------------------------------------------------------------
@@ -264,11 +349,49 @@ def test_draw_keeps_the_first_candidate_below_the_threshold() -> None:
         return pool[len(seeds) - 1]
 
     policy = SyntheticIdentities(candidate, 0.5, seed=3, max_draws=5)
+    assert policy.redacts and policy.covers_untracked and policy.private  # fail-closed unless told
     got = policy.identity_for(4, lambda: original)
     assert got.code is far and got.draws == 3 and got.failed is None
     assert got.similarity_to_original == pytest.approx(0.0, abs=1e-6)
     base = 3 * 1_000_003 + 4 * 10_007
     assert seeds == [base, base + 1, base + 2]
+
+
+def test_redraw_continues_the_tracks_seeded_sequence() -> None:
+    original = _unit(1.0, 0.0, 0.0)
+    near, far, other = _unit(1.0, 0.2, 0.0), _unit(0.0, 1.0, 0.0), _unit(0.0, 0.0, 1.0)
+    seeds: list[int] = []
+    sequence = [far, near, other, near, near, near]
+
+    def candidate(seed: int) -> torch.Tensor:
+        seeds.append(seed)
+        return sequence[len(seeds) - 1]
+
+    seed = 2**62 + 5  # large: the seeds wrap into [0, 2**63)
+    policy = SyntheticIdentities(candidate, 0.5, seed=seed, max_draws=2)
+    first = policy.identity_for(4, lambda: original)
+    assert first.code is far and first.draws == 1
+    # the output failed the check: the next candidates of the same sequence, the first one far enough
+    assert policy.redraw(4) is other
+    assert first.code is other and first.draws == 3
+    assert first.similarity_to_original == pytest.approx(0.0, abs=1e-6)
+    # none far enough in max_draws more: None, and the draws are counted
+    assert policy.redraw(4) is None and first.draws == 5 and first.code is other
+    assert seeds == [(seed * 1_000_003 + 4 * 10_007 + i) % 2**63 for i in range(5)]
+    assert all(0 <= s < 2**63 for s in seeds)
+    # a track never seen, or one without an original face, gets nothing
+    assert policy.redraw(9) is None
+    policy.identities[9] = TrackIdentity(code=None)
+    assert policy.redraw(9) is None and len(seeds) == 5
+
+
+def test_a_redraw_exactly_at_the_threshold_is_not_kept() -> None:
+    original = _unit(1.0, 0.0, 0.0)
+    at = _unit(0.5, 0.75**0.5, 0.0)  # similarity 0.5 to the original: the threshold itself
+    sequence = iter([_unit(0.0, 1.0, 0.0), at])
+    policy = SyntheticIdentities(lambda _seed: next(sequence), 0.5, seed=0, max_draws=1)
+    policy.identity_for(0, lambda: original)
+    assert policy.redraw(0) is None
 
 
 def test_no_candidate_below_the_threshold_leaves_the_track_without_identity() -> None:
@@ -311,8 +434,24 @@ def test_same_person_needs_the_threshold_and_a_code() -> None:
     assert policy.same_person(_unit(0.0, 0.0, 1.0)) is None  # sim 0 to the earlier original
     assert policy.same_person(_unit(1.0, 0.0, 0.0)) is not None
     # similarity exactly at the threshold counts as the same person
+    from reenact.faces import cosine_similarity
+
     at = _unit(0.5, 0.0, 0.75**0.5)
-    assert policy.same_person(at) is not None
+    edge = _policy(threshold=float(cosine_similarity(at[None], _unit(1.0, 0.0, 0.0)[None]).reshape(-1)[0]))
+    edge.identities[0] = TrackIdentity(code=_unit(0.0, 1.0, 0.0), original=_unit(1.0, 0.0, 0.0))
+    assert edge.same_person(at) is not None
+    # the kept identity exactly at the threshold to this face is too close: not kept
+    face, code = _unit(1.0, 0.5, 0.0), _unit(0.0, 1.0, 0.0)
+    close = _policy(threshold=float(cosine_similarity(code[None], face[None]).reshape(-1)[0]))
+    close.identities[0] = TrackIdentity(code=code, original=_unit(1.0, 0.0, 0.0))
+    assert close.same_person(face) is None
+    # an earlier track without a code (or without an original) is never the one matched
+    later = _policy(threshold=0.5)
+    later.identities[0] = TrackIdentity(code=_unit(0.0, 1.0, 0.0), original=_unit(1.0, 0.0, 0.0))
+    later.identities[1] = TrackIdentity(code=None, original=_unit(1.0, 0.0, 0.0), failed="none")
+    later.identities[2] = TrackIdentity(code=_unit(0.0, 0.0, 1.0), original=None)
+    kept = later.same_person(_unit(1.0, 0.0, 0.0))
+    assert kept is not None and torch.equal(kept.code, _unit(0.0, 1.0, 0.0))
 
 
 def test_describe_reports_the_draw() -> None:
@@ -322,8 +461,25 @@ def test_describe_reports_the_draw() -> None:
     assert desc is not None
     assert desc["draws"] == 1 and desc["failed"] is None and desc["code"] == [0.0, 1.0, 0.0]
     assert desc["similarity_to_original"] == pytest.approx(0.0, abs=1e-6)
+    exact = policy.describe(TrackIdentity(code=_unit(1.0, 2.0, 3.0), draws=2))
+    assert exact is not None and exact["code"] == [0.26726, 0.53452, 0.80178]  # five decimals
     none = policy.describe(TrackIdentity(code=None, failed="f"))
     assert none is not None and none["code"] is None and none["failed"] == "f"
+
+
+def test_a_runs_policy_takes_the_deidentify_settings() -> None:
+    from types import SimpleNamespace
+
+    from reenact.config import replace
+    from reenact.pipeline import PipelineConfig
+
+    pack = SimpleNamespace(generator=SimpleNamespace(img_resolution=256), device=torch.device("cpu"))
+    config = replace(PipelineConfig(), {"seed": 11, "deidentify.max_draws": 4, "deidentify.fail_closed": False})
+    for policy in (SyntheticIdentities.build(pack, config, 0.42, None),  # type: ignore[arg-type]
+                   SyntheticIdentities.for_run(pack, config, 0.42, None, [])):  # type: ignore[arg-type]
+        assert (policy.threshold, policy.seed, policy.max_draws, policy.redacts) == (0.42, 11, 4, False)
+        assert policy.candidate.truncation == config.deidentify.truncation  # type: ignore[attr-defined]
+    assert SyntheticIdentities.check_request(None) is None  # no identity photo needed
 
 
 def test_fail_closed_needs_detection_on_every_frame() -> None:
@@ -334,6 +490,13 @@ def test_fail_closed_needs_detection_on_every_frame() -> None:
 
 
 # --- calibrated thresholds ---------------------------------------------------------------
+
+def test_privacy_thresholds_cannot_be_changed_at_run_time() -> None:
+    import dataclasses
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        PRIVACY_THRESHOLDS["dlib-resnet"]["tight"].threshold = 0.99  # type: ignore[misc]
+
 
 def test_privacy_thresholds_come_from_the_calibration_or_the_override() -> None:
     assert privacy_threshold("arcface-onnx", "tight") == PRIVACY_THRESHOLDS["arcface-onnx"]["tight"].threshold

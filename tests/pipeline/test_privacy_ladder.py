@@ -9,12 +9,14 @@ loose one, the way a face swap that keeps hair and jaw line does.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 import pytest
 import torch
 
+from reenact.errors import ShapeError
 from reenact.pipeline.privacy import (
     Checker,
     PrivacyGuard,
@@ -112,6 +114,7 @@ def test_ladders_end_with_solid() -> None:
     assert ladder_for("pixelate") == ("pixelate", "solid")
     assert ladder_for("solid") == ("solid",)
     assert ladder_for("synthetic", "blur", redraws=0) == ("synthetic", "grown_mask", "blur", "solid")
+    assert ladder_for("synthetic") == SYNTHETIC  # by default: one redraw, then a pixelated head
 
 
 def test_face_passing_tight_but_failing_loose_is_redacted() -> None:
@@ -125,6 +128,8 @@ def test_face_passing_tight_but_failing_loose_is_redacted() -> None:
     g, report = guard(SYNTHETIC, checkers("tight", "loose"), render=FakeRender())
     result = g.apply(frames, out, [(0, record())], [0])
     assert report.tracks[0].rungs == {"solid": 1}
+    # what is written (solid) passes: the failed checks on the way there are not the output's
+    assert report.tracks[0].failed_checks == 0 and report.tracks[0].max_similarity == {}
     left, top, right, bottom = head_box(BOX, 0.3, W, H)
     assert int(result[0, top:bottom, left:right].max()) == 0  # the whole head box is filled
 
@@ -246,6 +251,66 @@ def test_redact_region_methods() -> None:
     assert len(torch.unique(pixelated.reshape(-1, 3), dim=0)) <= 16  # 4 x 4 blocks of 8 px
 
 
+def _reference(frame: torch.Tensor, region: tuple[int, int, int, int], n: int, mode: str) -> torch.Tensor:
+    """redact_region's docstring for ``region``: averaged into ``n`` x ``n`` blocks, enlarged
+    by repeating them (pixelate, ``mode`` nearest) or smoothly (blur, ``mode`` bicubic)."""
+    left, top, right, bottom = region
+    patch = frame[top:bottom, left:right].permute(2, 0, 1)[None].float()
+    small = torch.nn.functional.adaptive_avg_pool2d(patch, (n, n))
+    extra = {} if mode == "nearest" else {"align_corners": False}
+    big = torch.nn.functional.interpolate(small, size=patch.shape[-2:], mode=mode, **extra)
+    out = frame.clone()
+    out[top:bottom, left:right] = big[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8)
+    return out
+
+
+def _checker_board(size: int = 96, block: int = 4) -> torch.Tensor:
+    """uint8 [size,size,3] black and white squares: what bicubic enlarging overshoots on."""
+    ij = torch.arange(size) // block
+    board = ((ij[:, None] + ij[None, :]) % 2 * 255).to(torch.uint8)
+    return board[..., None].expand(size, size, 3).contiguous()
+
+
+@pytest.mark.parametrize(("region", "method", "n"), [
+    ((8, 8, 40, 40), "pixelate", 4),    # 32 px: blocks of 8 px
+    ((8, 8, 40, 40), "blur", 5),        # 32 px: at least 6 px per block
+    ((4, 10, 80, 90), "pixelate", 8),   # 76 px: at most 8 blocks per side
+    ((4, 10, 80, 90), "blur", 8),
+    ((30, 30, 45, 45), "pixelate", 1),  # 15 px: a single block
+    ((30, 30, 41, 41), "blur", 1),      # 11 px: a single block
+    ((30, 30, 42, 42), "blur", 2),      # 12 px: two blocks of 6 px
+    ((30, 30, 46, 46), "pixelate", 2),  # 16 px: two blocks of 8 px
+    ((30, 30, 36, 37), "pixelate", 1),  # 6 px: still one block (never none)
+    ((30, 30, 35, 40), "blur", 1),      # 5 px: one block
+])
+def test_redact_region_pixels(region: tuple[int, int, int, int], method: str, n: int) -> None:
+    for frame in (torch.randint(0, 256, (96, 96, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(2)),
+                  _checker_board()):
+        expected = _reference(frame, region, n, "nearest" if method == "pixelate" else "bicubic")
+        assert torch.equal(redact_region(frame, region, method), expected)
+
+
+def test_redact_region_blur_overshoot_stays_black_and_white() -> None:
+    frame = _checker_board(block=12)
+    out = redact_region(frame, (0, 0, 96, 96), "blur")  # bicubic rings past 0 and 255 here
+    assert int(out.min()) == 0 and int(out.max()) == 255
+    # no pixel wraps around: the darkest output is where the black squares were
+    assert float(out[frame == 0].float().mean()) < float(out[frame == 255].float().mean())
+
+
+def test_redact_region_solid_empty_and_unknown() -> None:
+    frame = torch.full((H, W, 3), 200, dtype=torch.uint8)
+    solid = redact_region(frame, (4, 6, 20, 30), "solid")
+    assert int(solid[6:30, 4:20].max()) == 0 and int(solid.sum()) == 200 * 3 * (H * W - 24 * 16)
+    for empty in ((10, 10, 10, 30), (10, 10, 30, 10), (10, 10, 5, 30)):
+        for method in ("pixelate", "blur", "solid"):
+            assert torch.equal(redact_region(frame, empty, method), frame)
+    with pytest.raises(ShapeError, match="unknown redaction"):
+        redact_region(frame, (4, 6, 20, 30), "smear")
+    with pytest.raises(ShapeError):
+        redact_region(frame.float(), (4, 6, 20, 30), "solid")
+
+
 def test_head_box_grows_more_above_for_hair() -> None:
     left, top, right, bottom = head_box([20, 20, 40, 40], 0.3, 100, 100)
     assert (left, right) == (14, 47) and bottom == 47 and top == 8
@@ -266,3 +331,295 @@ def test_default_report_has_aggregates_and_the_audit_has_frames() -> None:
     assert audit["privacy"]["per_frame"][0][:2] == [3, audit["privacy"]["per_frame"][0][1]]
     assert audit["synthetic_identity"]["code"] == [0.1, 0.2]
     assert report.privacy is not None and [c["chip"] for c in report.privacy["checkers"]] == ["tight", "loose"]
+
+
+# --- the checkers and the recognisers ------------------------------------------------------------
+
+class Named:
+    """An identity model that is only its name (what checkers_for and run_recognisers look at)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def test_checkers_for_each_model_once_with_its_calibration_or_the_override() -> None:
+    from reenact.faces.privacy_thresholds import PRIVACY_THRESHOLDS
+    from reenact.pipeline.privacy import checkers_for
+
+    models = [Named("dlib-resnet"), Named("dlib-resnet"), Named("arcface-onnx")]
+    got = checkers_for(models)  # type: ignore[arg-type]
+    assert [c.name for c in got] == ["dlib-resnet/tight", "dlib-resnet/loose", "arcface-onnx/tight",
+                                     "arcface-onnx/loose"]
+    cal = PRIVACY_THRESHOLDS["arcface-onnx"]["loose"]
+    assert got[3].describe() == {"model": "arcface-onnx", "chip": "loose", "threshold": cal.threshold,
+                                 "source": cal.source, "genuine_pairs": cal.genuine_pairs,
+                                 "false_match_rate": cal.false_match_rate}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        got[0].threshold = 1.0  # type: ignore[misc]  # what the report describes is what checks
+    over = checkers_for(models[:1], 0.25)  # type: ignore[arg-type]
+    assert [c.describe() for c in over] == [
+        {"model": "dlib-resnet", "chip": chip, "threshold": 0.25, "source": "deidentify.privacy_threshold",
+         "genuine_pairs": None, "false_match_rate": None} for chip in ("tight", "loose")]
+
+
+def test_every_run_checks_with_dlib_and_its_recogniser(monkeypatch: pytest.MonkeyPatch) -> None:
+    import reenact.pipeline.privacy as privacy
+
+    dlib = Named("dlib-resnet")
+    monkeypatch.setattr(privacy, "offline_dlib", lambda: dlib)
+    code_model, arcface = Named("mapper-code"), Named("arcface-onnx")
+    assert privacy.run_recognisers(code_model, arcface) == [arcface, dlib]  # type: ignore[arg-type]
+    assert privacy.run_recognisers(arcface, None) == [arcface, dlib]  # type: ignore[arg-type]
+    own = Named("dlib-resnet")
+    assert privacy.run_recognisers(own, None) == [own]  # type: ignore[arg-type]
+    assert privacy.run_recognisers(code_model, own) == [own]  # type: ignore[arg-type]
+
+
+def test_dlib_is_loaded_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    import reenact.pipeline.privacy as privacy
+
+    made: list[Named] = []
+    monkeypatch.setattr(privacy, "DlibFaceEncoder", lambda: made.append(Named("dlib-resnet")) or made[-1])
+    privacy.offline_dlib.cache_clear()
+    try:
+        assert privacy.offline_dlib() is privacy.offline_dlib() and len(made) == 1
+    finally:
+        privacy.offline_dlib.cache_clear()
+
+
+# --- the guard's own checks ----------------------------------------------------------------------
+
+def test_guard_refuses_ladders_that_could_leave_a_face() -> None:
+    with pytest.raises(ShapeError, match="at least one checker"):
+        PrivacyGuard([], ("solid",), RunReport("s"))
+    with pytest.raises(ShapeError, match="end with solid"):
+        PrivacyGuard(checkers("tight"), ("pixelate",), RunReport("s"))
+    with pytest.raises(ShapeError, match="render"):
+        PrivacyGuard(checkers("tight"), SYNTHETIC, RunReport("s"))
+    with pytest.raises(ShapeError, match="mosaic"):
+        ladder_for("mosaic")
+    g, report = guard(ladder_for("blur"), checkers("tight"))
+    assert report.privacy is not None and report.privacy["ladder"] == ["blur", "solid"]
+    frames = frame_with_face()
+    with pytest.raises(ShapeError):
+        g.apply(frames, frames[:, :32].clone(), [], [0])
+    with pytest.raises(ShapeError):
+        g.apply(frames.float(), frames.float(), [], [0])
+    with pytest.raises(ShapeError):
+        g.apply(frames[0], frames[0].clone(), [], [0])
+    with pytest.raises(ShapeError, match="frame indices"):
+        g.apply(frames, frames.clone(), [], [0, 1])
+    out = frames.clone()
+    assert g.apply(frames, out, [], [0]) is out  # no faces: the frames as they were
+
+
+def _points_with_eyes(apart: float) -> np.ndarray:
+    """Five points whose centroid is the face centre, the eyes ``apart`` px apart."""
+    return np.array([[32 - apart / 2, 28], [32 + apart / 2, 28], [32, 33], [28, 38], [36, 38]], np.float32)
+
+
+@pytest.mark.parametrize(("points", "rung"), [
+    (_points_with_eyes(1.0), "pixelate"),    # eyes 1 px apart: a chip can still be aligned
+    (_points_with_eyes(0.5), "solid"),       # closer: nothing to check it with
+    (np.full((5, 2), np.nan, np.float32), "solid"),
+    (np.vstack([_points_with_eyes(10.0), [[32, 33]]]).astype(np.float32), "solid"),  # not five points
+])
+def test_faces_without_usable_points_are_filled_solid(points: np.ndarray, rung: str) -> None:
+    frames = frame_with_face(background=255, centre=0)
+    g, report = guard(ladder_for("pixelate"), checkers("tight"))
+    g.apply(frames, frames.clone(), [(0, record(failed="redacted by --method pixelate", points=points))], [0])
+    assert report.tracks[0].rungs == {rung: 1}
+    reason = report.tracks[0].privacy_frames[0][3]
+    assert reason == "redacted by --method pixelate"  # the record's own reason is what is reported
+
+
+def test_untracked_face_without_points_reports_why() -> None:
+    frames = frame_with_face(background=255, centre=0)
+    g, report = guard(ladder_for("pixelate"), checkers("tight"))
+    g.apply(frames, frames.clone(), [(0, FaceRecord(-1, BOX.copy(), np.zeros((5, 2), np.float32)))], [0])
+    assert report.untracked_rungs == {"solid": 1} and report.counts["faces_blurred"] == 1
+
+
+class CountingEncoder(PixelEncoder):
+    """PixelEncoder that logs which frames tensor it embedded, and can fail on some faces."""
+
+    def __init__(self, nan: bool = False, fail_right_of: float | None = None) -> None:
+        super().__init__()
+        self.seen: list[tuple[torch.Tensor, int]] = []
+        self.nan, self.fail_right_of = nan, fail_right_of
+
+    def embed(self, frames: torch.Tensor, frame_index: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        self.seen.append((frames, int(frame_index.shape[0])))
+        if self.fail_right_of is not None and float(points[..., 0].max()) > self.fail_right_of:
+            raise RuntimeError("degenerate face")
+        codes = super().embed(frames, frame_index, points)
+        return torch.full_like(codes, float("nan")) if self.nan else codes
+
+
+def _originals_embedded(enc: CountingEncoder, frames: torch.Tensor) -> int:
+    return sum(n for f, n in enc.seen if f is frames)
+
+
+def test_a_tracks_original_is_embedded_again_every_8_frames() -> None:
+    enc = CountingEncoder()
+    g, _report = guard(ladder_for("pixelate"), [Checker(enc, "tight", 0.5, "test")])  # type: ignore[arg-type]
+    embedded = []
+    for index in (0, 1, 7, 8, 15, 16, 15, 3, 4):
+        frames = frame_with_face(background=255, centre=0)
+        g.apply(frames, frames.clone(), [(0, record(failed="redacted"))], [index])
+        embedded.append(_originals_embedded(enc, frames))
+    # refreshed at 0, 8 and 16 (7 and 15 still use the earlier one); going back (15, 3) refreshes too
+    assert embedded == [1, 0, 0, 1, 0, 1, 1, 1, 0]
+
+
+def test_untracked_originals_are_never_reused() -> None:
+    enc = CountingEncoder()
+    g, report = guard(ladder_for("pixelate"), [Checker(enc, "tight", 0.5, "test")])  # type: ignore[arg-type]
+    first = frame_with_face(background=255, centre=0)
+    g.apply(first, first.clone(), [(0, FaceRecord(-1, BOX.copy(), POINTS.copy(), failed="untracked"))], [0])
+    # the next frame's untracked face is someone else: the centre the blur keeps is their own
+    second = frame_with_face(background=0, centre=0)
+    g.apply(second, second.clone(), [(0, FaceRecord(-1, BOX.copy(), POINTS.copy(), failed="untracked"))], [1])
+    assert _originals_embedded(enc, second) == 1
+    assert report.untracked_rungs == {"pixelate": 1, "solid": 1}
+
+
+def test_an_original_that_embeds_to_nan_fails_closed() -> None:
+    enc = CountingEncoder(nan=True)
+    g, report = guard(ladder_for("pixelate"), [Checker(enc, "tight", 0.5, "test")])  # type: ignore[arg-type]
+    frames = frame_with_face(background=255, centre=0)
+    out = g.apply(frames, frames.clone(), [(0, record(failed="redacted"))], [0])
+    assert report.tracks[0].rungs == {"solid": 1} and report.tracks[0].failed_checks == 1
+    assert report.tracks[0].privacy_frames[0][3] == "the output face could not be checked"
+    assert report.tracks[0].max_similarity == {}  # a solid face reports no similarity
+    assert int(out[0, CY, CX].sum()) == 0
+
+
+def test_one_face_that_cannot_be_embedded_is_filled_alone(caplog: pytest.LogCaptureFixture) -> None:
+    frames = torch.cat([frame_with_face(background=255, centre=0)] * 2)
+    enc = CountingEncoder(fail_right_of=60.0)
+    g, report = guard(ladder_for("pixelate"), [Checker(enc, "tight", 0.5, "test")])  # type: ignore[arg-type]
+    bad = FaceRecord(1, BOX + np.float32(28), POINTS + np.float32(28), failed="redacted")
+    with caplog.at_level("WARNING", logger="reenact.pipeline.privacy"):
+        g.apply(frames, frames.clone(), [(0, record(failed="redacted")), (1, bad)], [0, 1])
+    assert report.tracks[0].rungs == {"pixelate": 1} and report.tracks[0].failed_checks == 0
+    assert report.tracks[1].rungs == {"solid": 1} and report.tracks[1].failed_checks == 1
+    assert report.tracks[1].privacy_frames[0][3] == "the original face could not be embedded"
+    assert "original faces could not be embedded" in caplog.text
+
+
+def test_two_faces_in_one_frame_are_both_redacted() -> None:
+    frame = torch.randint(0, 256, (1, H, W, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    g, report = guard(ladder_for("solid"), checkers("tight"))
+    other = FaceRecord(1, np.array([44.0, 44.0, 60.0, 60.0], np.float32), POINTS + np.float32(20), failed="x")
+    out = g.apply(frame, frame.clone(), [(0, record(failed="x")), (0, other)], [0])
+    for box in (BOX, other.box):
+        left, top, right, bottom = head_box(box, 0.3, W, H)
+        assert int(out[0, top:bottom, left:right].max()) == 0
+    assert report.counts["faces_blurred"] == 2
+
+
+def test_a_face_the_blender_refuses_on_a_redraw_goes_to_the_box_rung() -> None:
+    frames = frame_with_face(background=255, centre=0)
+
+    class Refusing(FakeRender):
+        def __call__(self, out, faces, codes, grown):  # noqa: ANN001, ANN204
+            self.calls.append("grown_mask" if grown else "redraw")
+            for _j, face in faces:
+                face.failed = "generated face refused by the blender"
+            return out
+
+    render = Refusing()
+    g, report = guard(SYNTHETIC, checkers("tight"), render=render, redraw=lambda _t: torch.ones(2))
+    g.apply(frames, frames.clone(), [(0, record())], [0])
+    assert render.calls == ["redraw"]  # not the grown mask: the blender refused this face
+    assert report.tracks[0].rungs == {"pixelate": 1}
+    assert report.tracks[0].privacy_frames[0][3] == "generated face refused by the blender"
+
+
+def test_no_identity_left_to_redraw_moves_on_to_the_grown_mask() -> None:
+    frames = frame_with_face(background=255, centre=0)
+    render = FakeRender(grown=255)
+    g, report = guard(SYNTHETIC, checkers("tight"), render=render, redraw=lambda _t: None, redraws=2)
+    g.apply(frames, frames.clone(), [(0, record())], [0])
+    assert render.calls == ["grown_mask"]
+    assert report.tracks[0].rungs == {"grown_mask": 1}
+    assert g.redrawn == {0: 2}
+
+
+def test_a_guard_without_redraws_never_draws() -> None:
+    frames = frame_with_face(background=255, centre=0)
+    render, draws = FakeRender(grown=255), []
+    report = RunReport("similarity_to_original")
+    g = PrivacyGuard(checkers("tight"), SYNTHETIC, report, render=render, redraw=lambda t: draws.append(t))
+    g.apply(frames, frames.clone(), [(0, record())], [0])
+    assert draws == [] and render.calls == ["grown_mask"]
+    assert report.tracks[0].rungs == {"grown_mask": 1}
+
+
+def test_the_grown_mask_renders_the_faces_own_latent_not_the_failed_redraw() -> None:
+    frames = frame_with_face(background=0, centre=0)
+    codes_seen: list[list[torch.Tensor | None]] = []
+
+    class Logging(FakeRender):
+        def __call__(self, out, faces, codes, grown):  # noqa: ANN001, ANN204
+            codes_seen.append(list(codes))
+            return super().__call__(out, faces, codes, grown)
+
+    drawn = torch.tensor([0.6, 0.8])
+    g, report = guard(SYNTHETIC, checkers("tight"), render=Logging(redraw=0, grown=255), redraw=lambda _t: drawn)
+    g.apply(frames, frames.clone(), [(0, record())], [0])
+    assert codes_seen[0][0] is drawn and codes_seen[1] == [None]
+    assert report.tracks[0].rungs == {"grown_mask": 1} and 0 not in g.codes
+
+
+def test_an_output_check_that_raises_fails_closed(caplog: pytest.LogCaptureFixture) -> None:
+    frames = frame_with_face(background=255, centre=0)
+
+    class OutputFails(PixelEncoder):
+        def embed(self, f: torch.Tensor, index: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+            if f is not frames:
+                raise RuntimeError("recogniser crashed on the output")
+            return super().embed(f, index, points)
+
+    g, report = guard(ladder_for("pixelate"), [Checker(OutputFails(), "tight", 0.5, "test")])  # type: ignore[arg-type]
+    with caplog.at_level("WARNING", logger="reenact.pipeline.privacy"):
+        out = g.apply(frames, frames.clone(), [(0, record(failed="redacted"))], [0])
+    assert report.tracks[0].rungs == {"solid": 1} and report.tracks[0].failed_checks == 1
+    assert report.tracks[0].privacy_frames[0][3] == "the output face could not be checked"
+    assert int(out[0, CY, CX].sum()) == 0
+    assert "privacy check failed" in caplog.text and "crashed on the output" in caplog.text
+
+
+def test_a_similarity_at_the_threshold_fails_the_check() -> None:
+    from reenact.faces import cosine_similarity
+
+    frames = frame_with_face(background=255, centre=0)
+    out = paint_centre(frames, 255)
+    at = float(cosine_similarity(_angle_code(torch.tensor([255])), _angle_code(torch.tensor([0]))).reshape(-1)[0])
+    g, report = guard(SYNTHETIC, checkers("tight", threshold=at), render=FakeRender())
+    g.apply(frames, out, [(0, record())], [0])
+    assert "synthetic" not in report.tracks[0].rungs
+    g, report = guard(SYNTHETIC, checkers("tight", threshold=at + 1e-6), render=FakeRender())
+    g.apply(frames, out, [(0, record())], [0])
+    assert report.tracks[0].rungs == {"synthetic": 1}
+
+
+def test_untracked_faces_start_on_the_box_rung_whatever_earlier_ones_reached() -> None:
+    frames = frame_with_face(background=255, centre=0)
+    g, report = guard(ladder_for("pixelate"), checkers("tight"))
+    no_points = FaceRecord(-1, BOX.copy(), np.zeros((5, 2), np.float32), failed="untracked")
+    g.apply(frames, frames.clone(), [(0, no_points)], [0])
+    g.apply(frames, frames.clone(), [(0, FaceRecord(-1, BOX.copy(), POINTS.copy(), failed="untracked"))], [1])
+    assert report.untracked_rungs == {"solid": 1, "pixelate": 1}
+
+
+def test_a_track_that_passes_on_its_synthetic_face_stays_there() -> None:
+    frames = frame_with_face(background=255, centre=0)
+    out = paint_centre(frames, 255)
+    render = FakeRender(redraw=0)
+    g, report = guard(SYNTHETIC, checkers("tight"), render=render, redraw=lambda _t: torch.ones(2))
+    for index in (0, 1):
+        g.apply(frames, out, [(0, record())], [index])
+    assert report.tracks[0].rungs == {"synthetic": 2} and render.calls == []
+    assert g.track_rung == {0: 0}
