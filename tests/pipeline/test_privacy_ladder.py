@@ -273,9 +273,10 @@ def _checker_board(size: int = 96, block: int = 4) -> torch.Tensor:
 
 @pytest.mark.parametrize(("region", "method", "n"), [
     ((8, 8, 40, 40), "pixelate", 4),    # 32 px: blocks of 8 px
-    ((8, 8, 40, 40), "blur", 5),        # 32 px: at least 6 px per block
+    ((8, 8, 40, 40), "blur", 4),        # 32 px: at most 4 blocks per side (5 of 6 px would fit)
+    ((8, 8, 26, 26), "blur", 3),        # 18 px: at least 6 px per block
     ((4, 10, 80, 90), "pixelate", 8),   # 76 px: at most 8 blocks per side
-    ((4, 10, 80, 90), "blur", 8),
+    ((4, 10, 80, 90), "blur", 4),
     ((30, 30, 45, 45), "pixelate", 1),  # 15 px: a single block
     ((30, 30, 41, 41), "blur", 1),      # 11 px: a single block
     ((30, 30, 42, 42), "blur", 2),      # 12 px: two blocks of 6 px
@@ -292,7 +293,7 @@ def test_redact_region_pixels(region: tuple[int, int, int, int], method: str, n:
 
 def test_redact_region_blur_overshoot_stays_black_and_white() -> None:
     frame = _checker_board(block=12)
-    out = redact_region(frame, (0, 0, 96, 96), "blur")  # bicubic rings past 0 and 255 here
+    out = redact_region(frame, (0, 0, 96, 96), "blur", cells=8)  # bicubic rings past 0 and 255 here
     assert int(out.min()) == 0 and int(out.max()) == 255
     # no pixel wraps around: the darkest output is where the black squares were
     assert float(out[frame == 0].float().mean()) < float(out[frame == 255].float().mean())
