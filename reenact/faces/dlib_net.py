@@ -38,6 +38,7 @@ were zero-padded at the bottom, right and in the extra channels.
 
 from __future__ import annotations
 
+import builtins
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,12 +140,12 @@ class _Reader:
             values = np.array([self.float(what) for _ in range(count)], dtype=np.float32)
         return values.reshape(shape)
 
-    def alias(self, what: str) -> tuple[int, int, int, int]:
+    def alias(self, what: str) -> tuple[builtins.int, builtins.int, builtins.int, builtins.int]:
         version = self.int(what)
         if version != 1:
             raise self.fail(f"alias_tensor version {version} (expected 1) while reading {what}")
-        shape = tuple(self.int(what) for _ in range(4))
-        return shape  # type: ignore[return-value]
+        n, k, nr, nc = (self.int(what) for _ in range(4))
+        return n, k, nr, nc
 
 
 @dataclass
@@ -280,6 +281,9 @@ def read_dlib_net(path: str | Path) -> DlibNetFile:
 
 
 class _Affine(nn.Module):
+    gamma: torch.Tensor
+    beta: torch.Tensor
+
     def __init__(self, layer: DlibLayer):
         super().__init__()
         self.register_buffer("gamma", torch.from_numpy(layer.params["gamma"].copy()).view(1, -1, 1, 1))
@@ -292,9 +296,10 @@ class _Affine(nn.Module):
 def _conv(layer: DlibLayer) -> nn.Conv2d:
     w = torch.from_numpy(layer.params["weight"].copy())
     s = layer.settings
-    conv = nn.Conv2d(w.shape[1], w.shape[0], tuple(w.shape[2:]), stride=(s["stride_y"], s["stride_x"]),
+    conv = nn.Conv2d(w.shape[1], w.shape[0], (int(w.shape[2]), int(w.shape[3])), stride=(s["stride_y"], s["stride_x"]),
                      padding=(s["pad_y"], s["pad_x"]))
     conv.weight.data.copy_(w)
+    assert conv.bias is not None
     conv.bias.data.copy_(torch.from_numpy(layer.params["bias"].copy()))
     conv.requires_grad_(False)
     return conv
@@ -337,6 +342,8 @@ class DlibFaceNet(nn.Module):
     ``forward`` takes RGB chips on the 0..255 scale (integers, as dlib's ``rgb_pixel``) and
     returns dlib's descriptors, not normalised (dlib's ``compute_face_descriptor``).
     """
+
+    mean: torch.Tensor
 
     def __init__(self, net: DlibNetFile, source: str | Path = "dlib network"):
         super().__init__()

@@ -237,6 +237,7 @@ class DlibFaceEncoder:
 
     def _descriptors_dlib(self, chips: torch.Tensor) -> torch.Tensor:
         array = chips.permute(0, 2, 3, 1).cpu().numpy()
+        assert self._net is not None, "the dlib impl loads dlib's network"
         desc = self._net.compute_face_descriptor([np.ascontiguousarray(c) for c in array])
         return torch.tensor(np.asarray([np.asarray(d) for d in desc]), dtype=torch.float32)
 

@@ -43,6 +43,11 @@ class DeidentifySettings:
     the synthetic face also covers forehead and jaw. ``head_redaction``: rung (c), how the
     grown head box is redacted. ``head_margin``: how far the face box is grown to the head
     box (fraction of the box size each side; twice that above, for the hair).
+    ``synthetic_min_face``: (synthetic) a face whose box has a side under this many pixels
+    starts on the head-box rung instead of getting a synthetic identity (0: never). At
+    112 px (the input size of ArcFace-family recognisers) and below, a synthetic face keeps
+    hair, head shape and colours that let an independent recogniser pick the person out in
+    the fixture crowd clips, where the pixelated head box does not (``bench/privacy.py``).
     ``truncation``: StyleGAN truncation of drawn identities. ``fail_closed``: redact every
     face-frame that could not be replaced, checked or fails every rung (never leave it as it
     was; the last rung is a solid fill of the head box).
@@ -56,6 +61,7 @@ class DeidentifySettings:
     grown_mask_scale: float = 1.35
     head_redaction: HeadRedaction = "pixelate"
     head_margin: float = 0.3
+    synthetic_min_face: float = 112.0
     truncation: float = 0.7
     fail_closed: bool = True
 
@@ -73,6 +79,8 @@ class DeidentifySettings:
             raise ConfigError(f"deidentify.grown_mask_scale must be in [1, 3], got {self.grown_mask_scale}")
         if not 0.0 <= self.head_margin <= 2.0:
             raise ConfigError(f"deidentify.head_margin must be in [0, 2], got {self.head_margin}")
+        if not self.synthetic_min_face >= 0.0:
+            raise ConfigError(f"deidentify.synthetic_min_face must be >= 0 pixels, got {self.synthetic_min_face}")
 
 
 @dataclass(frozen=True)

@@ -157,6 +157,8 @@ class FaceReplacer:
         self.detector_settings = config.detector.for_mode(mode)
         self.recall_first = policy.redacts  # deidentify: every face found is covered, however small
         self.min_face_size = self.detector_settings.min_face_size
+        #: deidentify synthetic: faces under this side go to the head-box rung (settings)
+        self.synthetic_min_face = config.deidentify.synthetic_min_face if policy.redacts and synthetic else 0.0
         self.detector = ThresholdedDetector(pack.detector, self.detector_settings.threshold,
                                             0.0 if self.recall_first else self.min_face_size)
         self.tracker = build_tracker(config, pack, fps, self.detector)
@@ -220,6 +222,10 @@ class FaceReplacer:
                     continue
                 if self.recall_first and too_small(record.box, self.min_face_size):
                     record.failed = f"face smaller than detector.min_face_size={self.min_face_size:g} px"
+                    self.report.count("small_faces_redacted")
+                elif too_small(record.box, self.synthetic_min_face):
+                    record.failed = (f"face smaller than deidentify.synthetic_min_face="
+                                     f"{self.synthetic_min_face:g} px")
                     self.report.count("small_faces_redacted")
                 self.slots.add_face(faces.frame_index, record)
                 self._identity_for(track_id, faces.frame_index, faces.points[i : i + 1])

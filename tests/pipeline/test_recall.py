@@ -159,3 +159,22 @@ def test_a_face_under_20_px_is_redacted_by_deidentify_and_left_by_reenact(face: 
         assert _changed(frames[i], out[i], 110, 110, 30) > 4.0
     out, replacer = _run(frames, "reenact")
     assert replacer.report.counts["frames_with_faces"] == 0 and torch.equal(out, frames), "too small to reenact"
+
+
+def test_a_face_under_synthetic_min_face_gets_its_head_box_pixelated_instead_of_a_synthetic_face(
+    face: torch.Tensor,
+) -> None:
+    frames = torch.stack([_frame((_resize(face, 150), 50, 50))] * 6)
+    found = make_detector("offline", None, DetectorSettings(min_face_size=0, score_threshold=0.2)).detect(frames[:1])[0]
+    side = float((found.boxes[0, 2:] - found.boxes[0, :2]).min())
+    assert len(found) == 1 and 20 < side < 112, f"the fixture face spans {side:.0f} px"
+    out, replacer = _run(frames, "deidentify")
+    counts = replacer.report.counts
+    assert counts["small_faces_redacted"] == 6 and counts["faces_replaced"] == 0
+    rungs = replacer.report.tracks[next(iter(replacer.report.tracks))].rungs
+    assert set(rungs) <= {"pixelate", "solid"} and sum(rungs.values()) == 6, rungs
+    assert all(_changed(frames[i], out[i], 50, 50, 150) > 4.0 for i in range(6))
+    # with the setting off, the same face gets a synthetic identity
+    _out, replacer = _run(frames, "deidentify", **{"deidentify.synthetic_min_face": 0.0})
+    assert replacer.report.counts["small_faces_redacted"] == 0
+    assert replacer.report.counts["faces_replaced"] > 0
