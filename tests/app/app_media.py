@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
+
+from testing.media import cut_clip
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "samples" / "astronaut_clip.mp4"
@@ -15,28 +16,7 @@ SAMPLE_PHOTO = REPO / "samples" / "astronaut_identity.jpg"
 
 def short_clip(dest: Path, frames: int = 3) -> Path:
     """The first ``frames`` frames of the sample clip, with the audio of that span."""
-    with av.open(str(SAMPLE)) as inp, av.open(str(dest), "w") as out:
-        vin = inp.streams.video[0]
-        vout = out.add_stream("libx264", rate=vin.average_rate or Fraction(25))
-        vout.width, vout.height, vout.pix_fmt = vin.codec_context.width, vin.codec_context.height, "yuv420p"
-        ain = inp.streams.audio[0]
-        aout = out.add_stream_from_template(ain)
-        for i, frame in enumerate(inp.decode(vin)):
-            if i >= frames:
-                break
-            for packet in vout.encode(av.VideoFrame.from_ndarray(frame.to_ndarray(format="rgb24"), format="rgb24")):
-                out.mux(packet)
-        for packet in vout.encode():
-            out.mux(packet)
-        inp.seek(0)
-        for packet in inp.demux(ain):
-            if packet.dts is None or packet.size == 0:
-                continue
-            if float(packet.dts * packet.time_base) >= frames / 25:
-                break
-            packet.stream = aout
-            out.mux(packet)
-    return dest
+    return cut_clip(SAMPLE, dest, frames)
 
 
 def flat_clip(dest: Path, frames: int = 6, size: int = 128) -> Path:

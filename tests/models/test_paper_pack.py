@@ -23,6 +23,7 @@ from reenact.errors import InputError, ModelError, UnsafeModelFileError, Weights
 from reenact.models import stylegan1
 from reenact.packs import PackSettings, check_pack_for_mode, load_pack
 from reenact.packs.paper_import import find_paper_files, import_paper
+from testing.media import cut_clip
 
 PRETRAINED = ("vggface2.h5", "stylegan_G_256x256_synthesis.index", "stylegan_G_256x256_synthesis.data-00000-of-00001")
 CHECKPOINT = ("AttrEncoder.h5", "LatentMappingNetwork.h5")
@@ -49,22 +50,6 @@ def one_folder(paper: Path, tmp_path: Path) -> Path:
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("REENACT_HOME", str(tmp_path / "home"))
     return tmp_path / "home"
-
-
-def _clip(src: Path, dst: Path, frames: int) -> Path:
-    """The first ``frames`` frames of ``src``, re-encoded (video only)."""
-    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
-        vin = inp.streams.video[0]
-        vout = out.add_stream("libx264", rate=vin.average_rate or 25)
-        vout.width, vout.height, vout.pix_fmt = vin.codec_context.width, vin.codec_context.height, "yuv420p"
-        for i, frame in enumerate(inp.decode(vin)):
-            if i >= frames:
-                break
-            for packet in vout.encode(av.VideoFrame.from_ndarray(frame.to_ndarray(format="rgb24"), format="rgb24")):
-                out.mux(packet)
-        for packet in vout.encode():
-            out.mux(packet)
-    return dst
 
 
 def _frames(path: Path) -> int:
@@ -130,7 +115,7 @@ def test_import_authors_layout_through_the_cli_then_grid_and_interpolate(
 def test_reenact_video_with_the_paper_pack_through_the_cli(one_folder: Path, tmp_path: Path, home: Path,
                                                           fixtures: Path) -> None:
     assert main(["models", "--quiet", "import", "paper", str(one_folder)]) == 0
-    clip = _clip(fixtures / "videos" / "liveportrait_d0.mp4", tmp_path / "clip.mp4", 3)
+    clip = cut_clip(fixtures / "videos" / "liveportrait_d0.mp4", tmp_path / "clip.mp4", 3)
     photo = fixtures / "images" / "deepface" / "img1.jpg"
     out = tmp_path / "out.mp4"
     assert main([str(clip), "--identity", str(photo), "--pack", "paper", "-o", str(out), "--device", "cpu",
