@@ -68,7 +68,12 @@ class DetectorSettings:
     speed (convolutions already use the cores at batch 1). The default is one frame of
     up to 512x512 input pixels per call: 16 random 512x512 frames peak 185 MiB above the
     loaded session at 2 frames per call, 97 MiB at one; 1280x720 frames (640x384 input)
-    278 MiB at 2, 102 MiB at one (onnxruntime's arena on, same speed).
+    278 MiB at 2, 102 MiB at one (onnxruntime's arena on, same speed). ``memory_arena``:
+    CenterFace's onnxruntime session keeps its CPU memory arena (the largest activations
+    it has seen) for its life. Off by default: measured on ``deidentify``, 512x512 one-face
+    clip, 60 frames, peak 1144 -> 1058 MiB; on an idle 2-core machine the session then takes
+    0.100 s a 512x512 frame against 0.063 s with it on. Turn it on for speed where memory
+    allows.
 
     ``score_threshold`` ``None`` (the default) means the mode's default
     (:data:`SCORE_THRESHOLDS`, resolved in one place: :meth:`for_mode`); a detector built
@@ -82,6 +87,7 @@ class DetectorSettings:
     batch_size: int = 8
     batch_pixels: int = 512 * 512
     upscale: bool = False
+    memory_arena: bool = False
 
     def __post_init__(self) -> None:
         if self.working_size < 32:
@@ -257,11 +263,9 @@ class CenterFaceDetector:
             model_path = default_centerface_path()
         self.model_path = Path(model_path)
         self.settings = settings
-        # no CPU arena: it keeps the largest activations for the session's life. Measured
-        # (deidentify, 512x512 one-face clip, 60 frames, one frame per call): peak VmHWM
-        # 1144 -> 1058 MiB, the same wall time within the machine's noise.
+        # the CPU arena trades memory for speed (DetectorSettings.memory_arena)
         self._session = open_session(self.model_path, "CenterFace detector", dynamic_axes=(0, 2, 3),
-                                     cpu_mem_arena=False)
+                                     cpu_mem_arena=settings.memory_arena)
         self._input = self._session.get_inputs()[0].name
         outputs = [o.name for o in self._session.get_outputs()]
         if len(outputs) != 4:

@@ -212,3 +212,9 @@ def test_detecting_loads_neither_torchvision_nor_dynamo(fixtures) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_centerface_memory_arena_is_a_setting(centerface) -> None:
+    assert centerface._session.get_session_options().enable_cpu_mem_arena is False, "off by default (memory)"
+    fast = make_detector("offline", None, DetectorSettings(memory_arena=True))
+    assert fast._session.get_session_options().enable_cpu_mem_arena is True
