@@ -133,8 +133,6 @@ def photo_impostors(codes: torch.Tensor, labels: np.ndarray) -> np.ndarray:
 class Judged:
     """MobileFace's view of one output's faces of a clip (see :func:`judge_mobileface`)."""
 
-    faces: int = 0
-    untouched: int = 0
     genuine: list[float] = field(default_factory=list)  # output face vs its own original
     impostor: list[float] = field(default_factory=list)  # its highest similarity to anyone else
 
@@ -146,21 +144,29 @@ class Judged:
         return int((hit & (gen > np.asarray(self.impostor))).sum() if identified else hit.sum())
 
 
-def judge_mobileface(before: torch.Tensor, after: torch.Tensor, dets: list[object], codes_in: list[torch.Tensor],
-                     mobileface: OnnxArcFaceEncoder, photos: torch.Tensor, unchanged: float) -> Judged:
+def count_untouched(before: torch.Tensor, after: torch.Tensor, dets: list[object], unchanged: float) -> tuple[int, int]:
+    """(faces SCRFD found in ``before``, those whose box ``after`` left within ``unchanged``
+    levels on average)."""
+    faces = untouched = 0
+    for t in range(before.shape[0]):
+        for box in dets[t].boxes:  # type: ignore[attr-defined]
+            x1, y1, x2, y2 = (max(0, int(round(v))) for v in box)
+            diff = (before[t, y1:y2, x1:x2].float() - after[t, y1:y2, x1:x2].float()).abs()
+            faces += 1
+            untouched += int(diff.numel() == 0 or float(diff.mean()) < unchanged)
+    return faces, untouched
+
+
+def judge_mobileface(after: torch.Tensor, dets: list[object], codes_in: list[torch.Tensor],
+                     mobileface: OnnxArcFaceEncoder, photos: torch.Tensor) -> Judged:
     """Each input face (SCRFD's ``dets`` per frame, MobileFace ``codes_in`` per frame) against
     the same place in ``after``."""
     out = Judged()
-    for t in range(before.shape[0]):
+    for t in range(after.shape[0]):
         d = dets[t]
         n = len(d)  # type: ignore[arg-type]
         if n == 0:
             continue
-        for x1, y1, x2, y2 in (np.round(b).astype(int) for b in d.boxes):  # type: ignore[attr-defined]
-            x1, y1 = max(0, x1), max(0, y1)
-            diff = (before[t, y1:y2, x1:x2].float() - after[t, y1:y2, x1:x2].float()).abs()
-            out.faces += 1
-            out.untouched += int(diff.numel() == 0 or float(diff.mean()) < unchanged)
         codes = embed_heads(mobileface, after[t], d.boxes, d.points)  # type: ignore[attr-defined]
         sims = (codes @ codes_in[t].T).numpy()
         others = (codes @ photos.T).numpy().max(axis=1)
@@ -227,23 +233,19 @@ def run_deidentify(clip: Path, out: Path, method: str) -> float:
     return time.perf_counter() - started
 
 
-def judge_dlib(before: torch.Tensor, after: torch.Tensor, dets: list[object], dlib_pipe: DlibPipeline,
-               unchanged: float) -> tuple[int, int, int, int]:
-    """(faces, untouched, face-frames dlib's pipeline sees in the input, linked back at 0.6)."""
-    faces = untouched = judged = linked = 0
+def judge_dlib(before: torch.Tensor, after: torch.Tensor, dets: list[object],
+               dlib_pipe: DlibPipeline) -> tuple[int, int]:
+    """(face-frames dlib's pipeline sees in the input, those linked back at 0.6)."""
+    judged = linked = 0
     for t in range(before.shape[0]):
         for box in dets[t].boxes:  # type: ignore[attr-defined]
-            x1, y1, x2, y2 = (max(0, int(round(v))) for v in box)
-            faces += 1
-            diff = (before[t, y1:y2, x1:x2].float() - after[t, y1:y2, x1:x2].float()).abs()
-            untouched += int(diff.numel() == 0 or float(diff.mean()) < unchanged)
             d_in = dlib_pipe.descriptor(before[t].numpy(), box)
             if d_in is None:
                 continue  # dlib's pipeline cannot see this face in the input: nothing to link
             judged += 1
             d_out = dlib_pipe.descriptor(after[t].numpy(), box)
             linked += int(d_out is not None and float(np.linalg.norm(d_in - d_out)) < DLIB_DISTANCE)
-    return faces, untouched, judged, linked
+    return judged, linked
 
 
 def run_deface(clip: Path, out: Path) -> float:
@@ -313,19 +315,17 @@ def main() -> int:
                 if after.shape != before.shape:
                     raise RuntimeError(f"{name} {tool}: output {tuple(after.shape)} != input {tuple(before.shape)}")
                 rate = f"{before.shape[0] / wall:6.2f}" if wall else f"{'-':>6s}"
+                faces, untouched = count_untouched(before, after, dets, args.unchanged)
                 if recogniser == "mobileface":
-                    j = judge_mobileface(before, after, dets, codes_in, mobileface, photos[keep], args.unchanged)
-                    thr = photo_threshold
-                    faces, untouched, judged = j.faces, j.untouched, len(j.genuine)
+                    j = judge_mobileface(after, dets, codes_in, mobileface, photos[keep])
+                    thr, judged = photo_threshold, len(j.genuine)
                     linked, raw = j.linked(thr), j.linked(thr, identified=False)
-                    if tool == "control_solid":
-                        floor = linked / judged if judged else 0.0
                 else:
                     assert dlib_pipe is not None
-                    faces, untouched, judged, linked = judge_dlib(before, after, dets, dlib_pipe, args.unchanged)
+                    judged, linked = judge_dlib(before, after, dets, dlib_pipe)
                     thr, raw = DLIB_DISTANCE, linked
-                    if tool == "control_solid":
-                        floor = linked / judged if judged else 0.0
+                if tool == "control_solid":
+                    floor = linked / judged if judged else 0.0
                 print(f"{name:9s} {tool:13s} {before.shape[0]:6d} {faces:6d} {untouched:9d} {judged:7d} {linked:7d} "
                       f"{raw:5d} {thr:7.4f} {rate}", flush=True)
                 if tool in args.methods:
