@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 ColourMatch = Literal["stats", "histogram", "none"]
 ColourSpace = Literal["ycbcr", "lab", "rgb"]
 BadFacePolicy = Literal["refuse", "raise"]
+Impl = Literal["auto", "torch", "numba", "cupy"]
+IMPLS = ("auto", "torch", "numba", "cupy")
 
 # Integer codes the kernels use (numba and CUDA take no strings).
 MATCH_CODES = {"none": 0, "stats": 1, "histogram": 2}
@@ -60,6 +62,8 @@ class BlendSettings:
     - ``histogram_bins``: bins per channel in "histogram" mode.
     - ``laplacian`` / ``levels``: Laplacian-pyramid blend of the face into the frame.
     - ``on_bad_face``: a face with NaN/inf is "refuse"d (counted, not written) or "raise"s.
+    - ``impl``: "auto", "torch", "numba" or "cupy": which implementation pastes
+      (:mod:`reenact.blend`; auto is cupy on CUDA, the torch reference elsewhere).
     """
 
     erosion: float = 0.02
@@ -73,6 +77,7 @@ class BlendSettings:
     laplacian: bool = False
     levels: int = 4
     on_bad_face: BadFacePolicy = "refuse"
+    impl: Impl = "auto"
 
     def __post_init__(self) -> None:
         checks = [
@@ -91,6 +96,7 @@ class BlendSettings:
             "colour_match": (self.colour_match, MATCH_CODES),
             "colour_space": (self.colour_space, SPACE_CODES),
             "on_bad_face": (self.on_bad_face, {"refuse": 0, "raise": 1}),
+            "impl": (self.impl, {name: 0 for name in IMPLS}),
         }
         for name, (choice, allowed) in choices.items():
             if choice not in allowed:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -95,25 +97,41 @@ def test_nan_face_is_refused_and_not_written(impl: str, caplog: pytest.LogCaptur
 def test_impl_switch_and_dispatch() -> None:
     frames, faces, fi, M = _case()
     _, stats = paste_faces(frames, faces, fi, M)
-    assert stats.impl == "numba", "auto picks numba for CPU tensors"
+    assert stats.impl == "torch", "auto picks the torch reference for CPU tensors (numba costs ~100 MiB)"
+    _, stats = paste_faces(frames, faces, fi, M, settings=BlendSettings(impl="numba"))
+    assert stats.impl == "numba", "blend.impl chooses"
+    _, stats = paste_faces(frames, faces, fi, M, settings=BlendSettings(impl="numba"), impl="torch")
+    assert stats.impl == "torch", "an explicit impl wins over the settings"
     with pytest.raises(ConfigError, match="impl='opencl'"):
         paste_faces(frames, faces, fi, M, impl="opencl")
+    with pytest.raises(ConfigError, match="blend.impl = 'opencl'"):
+        BlendSettings(impl="opencl")  # type: ignore[arg-type]
     with pytest.raises(ShapeError, match="CUDA"):
         paste_faces(frames, faces, fi, M, impl="cupy")
     assert blend.available_impls("cpu")[0] == "numba"
 
 
-def test_auto_warns_once_when_falling_back(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+def test_auto_on_cpu_does_not_load_numba() -> None:
+    code = (
+        "import sys, torch\n"
+        "from reenact.blend import paste_faces\n"
+        "frames = torch.zeros(1, 32, 32, 3, dtype=torch.uint8)\n"
+        "M = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]])\n"
+        "_, stats = paste_faces(frames, torch.zeros(1, 3, 16, 16), torch.zeros(1, dtype=torch.long), M)\n"
+        "print(stats.impl, stats.pasted, 'numba' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["torch", "1", "False"]
+
+
+def test_numba_asked_for_but_unusable_names_the_problem(monkeypatch: pytest.MonkeyPatch) -> None:
     frames, faces, fi, M = _case()
     monkeypatch.setattr(blend, "_numba_problem", lambda: "ImportError: no numba")
-    monkeypatch.setattr(blend, "_warned", set())
-    with caplog.at_level(logging.WARNING, logger="reenact.blend"):
-        _, first = paste_faces(frames, faces, fi, M)
-        _, second = paste_faces(frames, faces, fi, M)
-    assert first.impl == second.impl == "torch"
-    assert caplog.text.count("numba kernels unavailable") == 1
-    with pytest.raises(ConfigError, match="no numba"):
+    with pytest.raises(ConfigError, match="no numba.*impl='torch'"):
         paste_faces(frames, faces, fi, M, impl="numba")
+    with pytest.raises(ConfigError, match="no numba"):
+        paste_faces(frames, faces, fi, M, settings=BlendSettings(impl="numba"))
 
 
 def test_face_mask_shape_range_and_controls() -> None:
