@@ -42,7 +42,9 @@ class DeidentifySettings:
     ``grown_mask_scale``: rung (b), the blend mask's ``mask_scale`` is multiplied by it so
     the synthetic face also covers forehead and jaw. ``head_redaction``: rung (c), how the
     grown head box is redacted. ``head_margin``: how far the face box is grown to the head
-    box (fraction of the box size each side; twice that above, for the hair).
+    box (fraction of the box size each side; twice that above, for the hair); blur reaches
+    :data:`~reenact.pipeline.privacy.BLUR_MARGIN_SCALE` times as far (a smooth blur of the
+    head alone keeps its outline, which a recogniser still matches on small dim faces).
     ``synthetic_min_face``: (synthetic) a face whose box has a side under this many pixels
     starts on the head-box rung instead of getting a synthetic identity (0: never). At
     112 px (the input size of ArcFace-family recognisers) and below, a synthetic face keeps

@@ -221,12 +221,18 @@ def test_classic_methods_change_the_face_and_keep_the_frame(method: str) -> None
     faces = [(j, record(failed=f"redacted by --method {method}")) for j in (0, 1)]
     result = g.apply(frames, frames.clone(), faces, [0, 1])
     assert result.shape == frames.shape and result.dtype == torch.uint8
-    left, top, right, bottom = head_box(BOX, 0.3, W, H)
+    # blur reaches BLUR_MARGIN_SCALE (2) times the head margin, the others the head box
+    left, top, right, bottom = head_box(BOX, 0.6 if method == "blur" else 0.3, W, H)
     for j in (0, 1):
         assert not torch.equal(result[j, top:bottom, left:right], frames[j, top:bottom, left:right])
     outside = torch.ones(H, W, dtype=torch.bool)
     outside[top:bottom, left:right] = False
-    assert torch.equal(result[:, outside], frames[:, outside])  # nothing outside the head box
+    assert torch.equal(result[:, outside], frames[:, outside])  # nothing outside the redacted box
+    ring = ~outside
+    inner = head_box(BOX, 0.3, W, H)
+    ring[inner[1] : inner[3], inner[0] : inner[2]] = False
+    changed_in_ring = bool((result[:, ring] != frames[:, ring]).any())
+    assert changed_in_ring == (method == "blur"), "only blur reaches past the head box"
     assert sum(report.tracks[0].rungs.values()) == 2
 
 
@@ -253,12 +259,16 @@ def test_redact_region_methods() -> None:
 
 def _reference(frame: torch.Tensor, region: tuple[int, int, int, int], n: int, mode: str) -> torch.Tensor:
     """redact_region's docstring for ``region``: averaged into ``n`` x ``n`` blocks, enlarged
-    by repeating them (pixelate, ``mode`` nearest) or smoothly (blur, ``mode`` bicubic)."""
+    by repeating them (pixelate, ``mode`` nearest) or smoothly (blur, ``mode`` bicubic) with
+    grain of std BLUR_NOISE (10 levels) seeded by the region."""
     left, top, right, bottom = region
     patch = frame[top:bottom, left:right].permute(2, 0, 1)[None].float()
     small = torch.nn.functional.adaptive_avg_pool2d(patch, (n, n))
     extra = {} if mode == "nearest" else {"align_corners": False}
     big = torch.nn.functional.interpolate(small, size=patch.shape[-2:], mode=mode, **extra)
+    if mode == "bicubic":
+        grain = torch.Generator().manual_seed(left * 7919 + top * 104729 + right * 31 + bottom)
+        big = big + torch.randn(big.shape, generator=grain) * 10.0
     out = frame.clone()
     out[top:bottom, left:right] = big[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8)
     return out
@@ -289,6 +299,15 @@ def test_redact_region_pixels(region: tuple[int, int, int, int], method: str, n:
                   _checker_board()):
         expected = _reference(frame, region, n, "nearest" if method == "pixelate" else "bicubic")
         assert torch.equal(redact_region(frame, region, method), expected)
+
+
+def test_blur_grain_is_reproducible_and_about_10_levels() -> None:
+    flat = torch.full((96, 96, 3), 128, dtype=torch.uint8)
+    first, second = redact_region(flat, (8, 8, 88, 88), "blur"), redact_region(flat, (8, 8, 88, 88), "blur")
+    assert torch.equal(first, second), "the same region gets the same grain (a run is reproducible)"
+    assert 9.0 < float(first[8:88, 8:88].float().std()) < 11.0
+    moved = redact_region(flat, (9, 8, 89, 88), "blur")
+    assert not torch.equal(moved[9:88, 8:88], first[9:88, 8:88]), "another region, other grain"
 
 
 def test_redact_region_blur_overshoot_stays_black_and_white() -> None:
