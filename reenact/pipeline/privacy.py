@@ -188,7 +188,7 @@ BLUR_MARGIN_SCALE = 2.0
 #: standard deviation (levels) of the grain added to a blur. Blurred smooth, even twice as
 #: wide, the friends clip's faces were still linked above the floor (33 of 107 against 18);
 #: with this grain 8 (and 7 with grain 20 on the narrower box, 21 with grain 10). Grain also
-#: makes the blur non-invertible: a deblurring attack has no clean signal to sharpen.
+#: leaves a deblurring attack no clean signal to sharpen (not measured here).
 BLUR_NOISE = 10.0
 
 

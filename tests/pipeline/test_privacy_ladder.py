@@ -316,6 +316,8 @@ def test_redact_region_blur_overshoot_stays_black_and_white() -> None:
     assert int(out.min()) == 0 and int(out.max()) == 255
     # no pixel wraps around: the darkest output is where the black squares were
     assert float(out[frame == 0].float().mean()) < float(out[frame == 255].float().mean())
+    # values past either end (overshoot plus grain) are clamped to it, exactly
+    assert torch.equal(out, _reference(frame, (0, 0, 96, 96), 8, "bicubic"))
 
 
 def test_redact_region_solid_empty_and_unknown() -> None:
