@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -214,7 +216,24 @@ def test_detecting_loads_neither_torchvision_nor_dynamo(fixtures) -> None:
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
-def test_centerface_memory_arena_is_a_setting(centerface) -> None:
-    assert centerface._session.get_session_options().enable_cpu_mem_arena is False, "off by default (memory)"
-    fast = make_detector("offline", None, DetectorSettings(memory_arena=True))
-    assert fast._session.get_session_options().enable_cpu_mem_arena is True
+def test_centerface_arena_is_shrunk_after_each_detect_call_unless_kept(centerface, monkeypatch) -> None:
+    frames = np.zeros((3, 64, 64, 3), np.uint8)
+    kept = make_detector("offline", None, DetectorSettings(memory_arena=True, batch_pixels=64 * 64))
+    for det in (centerface, kept):
+        assert det._session.get_session_options().enable_cpu_mem_arena is True, "the arena is on (speed)"
+    seen: list[str] = []
+    for det in (centerface, kept):
+        run = det._session.run
+
+        def spy(outputs, feeds, run_options=None, _run=run):  # noqa: ANN001, ANN202
+            entry = run_options.get_run_config_entry("memory.enable_memory_arena_shrinkage") if run_options else ""
+            seen.append(entry)
+            return _run(outputs, feeds, run_options=run_options)
+
+        monkeypatch.setattr(det._session, "run", spy)
+    monkeypatch.setattr(centerface, "settings", dataclasses.replace(centerface.settings, batch_pixels=64 * 64))
+    assert [len(d) for d in centerface.detect(frames)] == [0, 0, 0]
+    assert seen == ["", "", "cpu:0"], "shrunk after the call's last frame only"
+    seen.clear()
+    kept.detect(frames)
+    assert seen == ["", "", ""], "memory_arena=True keeps it for the session"
