@@ -293,16 +293,21 @@ class _Affine(nn.Module):
         return torch.addcmul(self.beta, x, self.gamma)
 
 
-def _conv(layer: DlibLayer) -> nn.Conv2d:
-    w = torch.from_numpy(layer.params["weight"].copy())
-    s = layer.settings
-    conv = nn.Conv2d(w.shape[1], w.shape[0], (int(w.shape[2]), int(w.shape[3])), stride=(s["stride_y"], s["stride_x"]),
-                     padding=(s["pad_y"], s["pad_x"]))
-    conv.weight.data.copy_(w)
-    assert conv.bias is not None
-    conv.bias.data.copy_(torch.from_numpy(layer.params["bias"].copy()))
-    conv.requires_grad_(False)
-    return conv
+class _Conv(nn.Module):
+    """A convolution with dlib's weights (``F.conv2d``, as ``nn.Conv2d`` runs it, without
+    ``nn.Conv2d``'s random initialisation of weights that are overwritten: that took half
+    of building the network)."""
+
+    def __init__(self, layer: DlibLayer):
+        super().__init__()
+        s = layer.settings
+        self.weight = nn.Parameter(torch.from_numpy(layer.params["weight"].copy()), requires_grad=False)
+        self.bias = nn.Parameter(torch.from_numpy(layer.params["bias"].copy()), requires_grad=False)
+        self.stride = (int(s["stride_y"]), int(s["stride_x"]))
+        self.padding = (int(s["pad_y"]), int(s["pad_x"]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding)
 
 
 def _add_zero_padded(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -321,8 +326,8 @@ def _add_zero_padded(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 class _Residual(nn.Module):
     def __init__(self, layers: list[DlibLayer], down: bool):
         super().__init__()
-        self.conv1, self.affine1 = _conv(layers[0]), _Affine(layers[1])
-        self.conv2, self.affine2 = _conv(layers[3]), _Affine(layers[4])
+        self.conv1, self.affine1 = _Conv(layers[0]), _Affine(layers[1])
+        self.conv2, self.affine2 = _Conv(layers[3]), _Affine(layers[4])
         self.down = down
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -354,7 +359,7 @@ class DlibFaceNet(nn.Module):
             raise ModelError(f"{source}: {problem} (layers read: {kinds}); {_FIX}")
         layers = net.layers
         self.register_buffer("mean", torch.tensor(net.mean_rgb, dtype=torch.float32).view(1, 3, 1, 1))
-        self.stem_conv, self.stem_affine = _conv(layers[0]), _Affine(layers[1])
+        self.stem_conv, self.stem_affine = _Conv(layers[0]), _Affine(layers[1])
         pool = layers[3].settings
         self.stem_pool = (pool["nr"], pool["stride_y"], pool["pad_y"])
         blocks = []
