@@ -161,7 +161,7 @@ def test_a_face_under_20_px_is_redacted_by_deidentify_and_left_by_reenact(face: 
     assert replacer.report.counts["frames_with_faces"] == 0 and torch.equal(out, frames), "too small to reenact"
 
 
-def test_a_face_under_synthetic_min_face_gets_its_head_box_pixelated_instead_of_a_synthetic_face(
+def test_a_face_under_synthetic_min_face_gets_its_head_box_redacted_instead_of_a_synthetic_face(
     face: torch.Tensor,
 ) -> None:
     frames = torch.stack([_frame((_resize(face, 150), 50, 50))] * 6)
@@ -172,7 +172,7 @@ def test_a_face_under_synthetic_min_face_gets_its_head_box_pixelated_instead_of_
     counts = replacer.report.counts
     assert counts["small_faces_redacted"] == 6 and counts["faces_replaced"] == 0
     rungs = replacer.report.tracks[next(iter(replacer.report.tracks))].rungs
-    assert set(rungs) <= {"pixelate", "solid"} and sum(rungs.values()) == 6, rungs
+    assert set(rungs) <= {"blur", "solid"} and sum(rungs.values()) == 6, rungs  # head_redaction blur
     assert all(_changed(frames[i], out[i], 50, 50, 150) > 4.0 for i in range(6))
     # with the setting off, the same face gets a synthetic identity
     _out, replacer = _run(frames, "deidentify", **{"deidentify.synthetic_min_face": 0.0})
