@@ -212,6 +212,23 @@ def check_frames(frames: torch.Tensor | np.ndarray) -> torch.Tensor:
     return frames
 
 
+def _shrink(frames: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Frames scaled down by area averaging (OpenCV's ``INTER_AREA``, on the uint8 pixels).
+
+    On the CPU this is ~15x cheaper than converting whole frames to float for torch's
+    antialiased bilinear (0.8-1.2 against 16-18 ms a 1280x720 frame to 640x360), and it
+    is what a detector sees when a camera scales a frame down.
+
+    Conventions: frames uint8 [T,H,W,3]; returns float32 [T,3,height,width].
+    """
+    import cv2  # only runs that scale frames down need OpenCV
+
+    out = np.empty((frames.shape[0], 3, height, width), np.float32)
+    for i, frame in enumerate(frames):
+        out[i] = cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA).transpose(2, 0, 1)
+    return out
+
+
 def _finish(
     boxes: np.ndarray, points: np.ndarray, scores: np.ndarray, height: int, width: int, settings: DetectorSettings
 ) -> FaceDetections:
@@ -300,7 +317,9 @@ class CenterFaceDetector:
             # only this call's frames become float, straight into the padded input
             part = frames[start : start + step].permute(0, 3, 1, 2)
             blob = np.zeros((part.shape[0], 3, ph, pw), np.float32)
-            if (nh, nw) != (h, w):
+            if (nh, nw) != (h, w) and part.device.type == "cpu" and nh <= h:
+                blob[:, :, :nh, :nw] = _shrink(frames[start : start + step].numpy(), nh, nw)
+            elif (nh, nw) != (h, w):
                 scaled = F.interpolate(
                     part.float(), size=(nh, nw), mode="bilinear", antialias=True, align_corners=False
                 )

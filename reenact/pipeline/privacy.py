@@ -200,23 +200,36 @@ def redact_region(frame: torch.Tensor, region: tuple[int, int, int, int], method
     reduced to at most ``cells`` per side (at least 6 px each), smoothly enlarged again, with
     :data:`BLUR_NOISE` grain seeded by the region (the same region gets the same grain);
     ``solid``: filled black. ``cells`` defaults to :data:`REDACTION_CELLS` of the method.
-    The input is not modified.
+    The input is not modified (:func:`redact_region_` redacts in place).
 
     Conventions: frame uint8 [H,W,3]; returns the same.
     """
+    _check_frame(frame)
+    out = frame.clone()
+    redact_region_(out, region, method, cells)
+    return out
+
+
+def _check_frame(frame: torch.Tensor) -> None:
     if frame.dtype != torch.uint8 or frame.ndim != 3 or frame.shape[-1] != 3:
         raise ShapeError(f"frame must be uint8 [H,W,3], got {frame.dtype} {tuple(frame.shape)}")
+
+
+def redact_region_(frame: torch.Tensor, region: tuple[int, int, int, int], method: str,
+                   cells: int | None = None) -> None:
+    """:func:`redact_region` in place: only the region's pixels are read and written (the
+    ladder redacts faces of frames it already owns, without a copy of the frame per face)."""
+    _check_frame(frame)
     left, top, right, bottom = region
-    out = frame.clone()
     if right <= left or bottom <= top:
-        return out
+        return
     if method == "solid":
-        out[top:bottom, left:right] = 0
-        return out
+        frame[top:bottom, left:right] = 0
+        return
     if method not in ("pixelate", "blur"):
         raise ShapeError(f"unknown redaction {method!r}; use pixelate, blur or solid")
     cells = REDACTION_CELLS[method] if cells is None else cells
-    patch = out[top:bottom, left:right].permute(2, 0, 1)[None].float()
+    patch = frame[top:bottom, left:right].permute(2, 0, 1)[None].float()
     side = min(bottom - top, right - left)
     n = max(1, min(cells, side // (8 if method == "pixelate" else 6)))
     small = F.adaptive_avg_pool2d(patch, (n, n))
@@ -226,9 +239,9 @@ def redact_region(frame: torch.Tensor, region: tuple[int, int, int, int], method
         big = F.interpolate(small, size=patch.shape[-2:], mode="bicubic", align_corners=False)
         # grain, seeded by the region so a run is reproducible (BLUR_NOISE)
         grain = torch.Generator().manual_seed(left * 7919 + top * 104729 + right * 31 + bottom)
-        big = big + torch.randn(big.shape, generator=grain) * BLUR_NOISE
-    out[top:bottom, left:right] = big[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8)
-    return out
+        big.add_(torch.randn(big.shape, generator=grain).mul_(BLUR_NOISE))
+    # rounded and clamped first, so the copy into uint8 only drops the (zero) fraction
+    frame[top:bottom, left:right].copy_(big[0].permute(1, 2, 0).round_().clamp_(0, 255))
 
 
 # --- the checkers ------------------------------------------------------------------------------
@@ -523,14 +536,9 @@ class PrivacyGuard:
         if rung in ("redraw", "grown_mask"):
             return self._render(rung, out, group)
         height, width = out.shape[1:3]
-        rows: dict[int, torch.Tensor] = {}
-        for face in group:
-            j = face.row
+        for face in group:  # out is apply's own copy: redacted in place
             margin = self.head_margin * (BLUR_MARGIN_SCALE if rung == "blur" else 1.0)
-            region = head_box(face.record.box, margin, width, height)
-            rows[j] = redact_region(rows.get(j, out[j]), region, rung)
-        for j, row in rows.items():
-            out[j] = row
+            redact_region_(out[face.row], head_box(face.record.box, margin, width, height), rung)
         return out
 
     def _render(self, rung: str, out: torch.Tensor, group: list[_Face]) -> torch.Tensor:

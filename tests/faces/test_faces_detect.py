@@ -66,6 +66,33 @@ def test_working_size_maps_back_to_frame_pixels(fixtures, load_photo):
     assert small.boxes[0, 2] > 600  # in frame pixels, not working pixels
 
 
+def _torch_shrink(frames: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The torch path's downscale (antialiased bilinear on float frames), for comparison."""
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
+    return torch.nn.functional.interpolate(x, size=(height, width), mode="bilinear", antialias=True,
+                                           align_corners=False).numpy()
+
+
+def test_cpu_downscale_by_area_finds_what_the_antialiased_one_does(fixtures, load_photo, monkeypatch):
+    """CPU frames larger than working_size are shrunk by OpenCV's area averaging (cheaper than
+    torch's antialiased bilinear on float frames); the face and its points come out the same."""
+    from reenact.faces import detect as detect_module
+
+    image = load_photo(fixtures / "images/deepface/img1.jpg")  # 947x1280
+    pixels = image.numpy()[None]
+    shrunk, reference = detect_module._shrink(pixels, 240, 178), _torch_shrink(pixels, 240, 178)
+    assert shrunk.shape == reference.shape == (1, 3, 240, 178)
+    assert float(np.abs(shrunk - reference).mean()) < 2.0  # levels
+    detector = CenterFaceDetector(settings=DetectorSettings(working_size=320))
+    fast = detector.detect(image[None])[0]
+    monkeypatch.setattr(detect_module, "_shrink", _torch_shrink)
+    slow = detector.detect(image[None])[0]
+    assert len(fast) == len(slow) == 1
+    assert _iou(fast.boxes[0], slow.boxes[0]) > 0.95
+    side = float(slow.boxes[0, 2] - slow.boxes[0, 0])
+    assert np.abs(fast.points - slow.points).max() < 0.03 * side
+
+
 def test_batched_detection_equals_one_frame_at_a_time(read_clip, centerface):
     frames = read_clip("liveportrait_d0.mp4", 3)
     batched = centerface.detect(frames)
