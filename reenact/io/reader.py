@@ -57,9 +57,11 @@ def _log_once(key: str, message: str) -> None:
     log.warning(message)
 
 
-#: Default bound of each of the streaming engine's two queues, in bytes of frames (64 MiB:
-#: five 16-frame 512x512 chunks, one 16-frame 1080p chunk). Measured with bench/io.py.
-DEFAULT_QUEUE_BYTES = 64 * 1024 * 1024
+#: Default bound of each of the streaming engine's two queues, in bytes of frames (16 MiB:
+#: one full chunk ahead of compute and one behind it). Compute is the slowest stage on
+#: every machine measured, so deeper queues only held frames: on the 720p fixture clip
+#: (deidentify, 60 frames) 64 MiB peaked 46 MiB higher than 16 MiB at the same wall time.
+DEFAULT_QUEUE_BYTES = 16 * 1024 * 1024
 
 #: Default bound of one chunk, in bytes of frames (16 MiB: 16 frames up to 512x682, 6 at
 #: 720p, 2 at 1080p). A chunk, once stacked, copied and blended, is held several times
