@@ -91,6 +91,12 @@ def test_cpu_downscale_by_area_finds_what_the_antialiased_one_does(fixtures, loa
     assert _iou(fast.boxes[0], slow.boxes[0]) > 0.95
     side = float(slow.boxes[0, 2] - slow.boxes[0, 0])
     assert np.abs(fast.points - slow.points).max() < 0.03 * side
+    # a frame given as a strided view (here transposed) is shrunk like its contiguous copy
+    monkeypatch.undo()
+    turned = image.transpose(0, 1)
+    assert not turned.is_contiguous()
+    view, copy = detector.detect(turned[None])[0], detector.detect(turned.contiguous()[None])[0]
+    assert len(view) == len(copy) == 1 and np.allclose(view.boxes, copy.boxes)
 
 
 def test_batched_detection_equals_one_frame_at_a_time(read_clip, centerface):
