@@ -68,7 +68,7 @@ GOAL = 0.9
 #: reason. They are reported apart and left out of the share (killed / (mutants - equivalent));
 #: one that a test does kill is reported as a stale entry, and so is a key no mutant has.
 _BLUR_OUT = "out[top:bottom, left:right] = coarse[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8)"
-_REDACT_OUT = "out[top:bottom, left:right] = big[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8)"
+_REDACT_OUT = "frame[top:bottom, left:right].copy_(big[0].permute(1, 2, 0).round_().clamp_(0, 255))"
 EQUIVALENT: dict[str, str] = {
     f"blur_boxes: {_BLUR_OUT}  [0 -> -1]":
         "bilinear enlarging (align_corners=False) mixes cell means with weights >= 0 summing to 1: "
@@ -77,7 +77,7 @@ EQUIVALENT: dict[str, str] = {
         "as above: no value above 255 to clamp",
     f"blur_boxes: {_BLUR_OUT}  [0 -> -1] #3":
         "coarse[-1] is coarse[0]: the batch holds one region",
-    f"redact_region: {_REDACT_OUT}  [0 -> -1] #3":
+    f"redact_region_: {_REDACT_OUT}  [0 -> -1] #3":
         "big[-1] is big[0]: the batch holds one region",
     "check_identities: sim = float(cosine_similarity(code[None], ref[None].to(code.device)).reshape(-1)[0])  "
     "[0 -> -1]":

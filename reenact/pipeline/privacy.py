@@ -204,9 +204,8 @@ def redact_region(frame: torch.Tensor, region: tuple[int, int, int, int], method
 
     Conventions: frame uint8 [H,W,3]; returns the same.
     """
-    _check_frame(frame)
     out = frame.clone()
-    redact_region_(out, region, method, cells)
+    redact_region_(out, region, method, cells)  # checks the frame
     return out
 
 

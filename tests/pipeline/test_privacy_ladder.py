@@ -23,6 +23,7 @@ from reenact.pipeline.privacy import (
     head_box,
     ladder_for,
     redact_region,
+    redact_region_,
 )
 from reenact.pipeline.report import RunReport
 from reenact.pipeline.slots import FaceRecord
@@ -331,6 +332,17 @@ def test_redact_region_solid_empty_and_unknown() -> None:
         redact_region(frame, (4, 6, 20, 30), "smear")
     with pytest.raises(ShapeError):
         redact_region(frame.float(), (4, 6, 20, 30), "solid")
+    for bad in (frame.float(), frame[..., :2], frame[0]):
+        with pytest.raises(ShapeError, match=r"uint8 \[H,W,3\]"):
+            redact_region_(bad.clone(), (4, 6, 20, 30), "solid")
+
+
+def test_redact_region_in_place_writes_only_the_region() -> None:
+    frame = torch.randint(0, 256, (H, W, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    for method in ("blur", "pixelate", "solid"):
+        target = frame.clone()
+        assert redact_region_(target, (8, 8, 40, 40), method) is None
+        assert torch.equal(target, redact_region(frame, (8, 8, 40, 40), method))
 
 
 def test_head_box_grows_more_above_for_hair() -> None:
