@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from testing.fixtures import fixtures_dir  # noqa: E402
-from testing.media import cut_clip  # noqa: E402
+from testing.media import cut_clip, read_frames  # noqa: E402
 
 CLIPS = {"d0": "liveportrait_d0.mp4", "friends": "mobileface_friends1.mp4"}
 TARGET_WALL = {"blur": 1.0, "synthetic": 2.0}
@@ -99,18 +99,6 @@ def measure(cmd: list[str], env: dict[str, str]) -> Run:
 
 
 # ----------------------------------------------------------------------------- frames
-def read_frames(path: Path, limit: int | None = None) -> np.ndarray:
-    import av
-
-    frames = []
-    with av.open(str(path)) as container:
-        for frame in container.decode(video=0):
-            frames.append(frame.to_ndarray(format="rgb24"))
-            if limit is not None and len(frames) >= limit:
-                break
-    return np.stack(frames)
-
-
 def reference_faces(frames: np.ndarray, scrfd: Path) -> list[np.ndarray]:
     """SCRFD boxes [N,4] per frame (the independent detector of the recall measure)."""
     from reenact.faces.detect import DetectorSettings, make_detector

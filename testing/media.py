@@ -1,4 +1,5 @@
-"""Short clips cut from the fixture videos for tests and benches (one helper for all)."""
+"""Short clips cut from the fixture videos, and their frames, for tests and benches (one
+helper each for all)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import numpy as np
 
 
 def cut_clip(src: Path, dst: Path, frames: int, crf: int = 12) -> Path:
@@ -41,3 +43,17 @@ def cut_clip(src: Path, dst: Path, frames: int, crf: int = 12) -> Path:
                 packet.stream = aout
                 out.mux(packet)
     return dst
+
+
+def read_frames(path: Path, limit: int | None = None) -> np.ndarray:
+    """The frames of a (short) clip decoded by PyAV, the first ``limit`` when given.
+
+    Conventions: returns uint8 [T,H,W,3] RGB.
+    """
+    frames = []
+    with av.open(str(path)) as container:
+        for frame in container.decode(video=0):
+            frames.append(frame.to_ndarray(format="rgb24"))
+            if limit is not None and len(frames) >= limit:
+                break
+    return np.stack(frames)

@@ -24,17 +24,6 @@ def load_models(fixtures: Path):
     return detector, identity, landmarks
 
 
-def read_frames(path: Path, n: int) -> np.ndarray:
-    """The first ``n`` frames, uint8 [n,H,W,3] RGB."""
-    out = []
-    with av.open(str(path)) as c:
-        for frame in c.decode(video=0):
-            out.append(frame.to_ndarray(format="rgb24"))
-            if len(out) == n:
-                break
-    return np.stack(out)
-
-
 def write_clip(path: Path, frames: Sequence[np.ndarray] | np.ndarray, fps: int = 25, crf: int = 12) -> Path:
     """Encode uint8 [T,H,W,3] RGB frames as H.264 (near-lossless by default)."""
     with av.open(str(path), "w") as c:

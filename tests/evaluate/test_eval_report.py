@@ -16,13 +16,13 @@ from eval_media import (
     erase,
     flicker,
     load_models,
-    read_frames,
     strong_blur,
     write_clip,
 )
 
 from reenact.errors import InputError, NoFaceError, VideoReadError
 from reenact.evaluate.report import EvalSettings, evaluate_videos
+from testing.media import read_frames
 
 N = 8  # frames per evaluation: keeps each run a few seconds on 2 CPU cores
 
