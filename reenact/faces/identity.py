@@ -169,7 +169,7 @@ class OnnxArcFaceEncoder:
 #: the dlib network's batches are padded with blank chips to a multiple of this many
 #: (dropped from the result; chips do not interact): with every face count from 1 to 16
 #: a shape of its own, the resident memory of a 720p run kept growing by ~95 MiB (oneDNN's
-#: per-shape kernels); padded to multiples of 4, 30 MiB less in 32 forwards of 1..16 chips
+#: per-shape kernels); 32 forwards of 1..16 chips grew it by 93 MiB, padded to multiples of 4 by 52
 BATCH_STEP = 4
 
 
