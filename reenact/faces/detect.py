@@ -216,8 +216,7 @@ def _shrink(frames: np.ndarray, height: int, width: int) -> np.ndarray:
     """Frames scaled down by area averaging (OpenCV's ``INTER_AREA``, on the uint8 pixels).
 
     On the CPU this is ~15x cheaper than converting whole frames to float for torch's
-    antialiased bilinear (0.8-1.2 against 16-18 ms a 1280x720 frame to 640x360), and it
-    is what a detector sees when a camera scales a frame down.
+    antialiased bilinear (0.8-1.2 against 16-18 ms a 1280x720 frame to 640x360).
 
     Conventions: frames uint8 [T,H,W,3]; returns float32 [T,3,height,width].
     """
@@ -315,17 +314,18 @@ class CenterFaceDetector:
         results: list[FaceDetections] = []
         for start in range(0, t, step):
             # only this call's frames become float, straight into the padded input
-            part = frames[start : start + step].permute(0, 3, 1, 2)
+            part = frames[start : start + step]
             blob = np.zeros((part.shape[0], 3, ph, pw), np.float32)
-            if (nh, nw) != (h, w) and part.device.type == "cpu" and nh <= h:
-                blob[:, :, :nh, :nw] = _shrink(frames[start : start + step].numpy(), nh, nw)
-            elif (nh, nw) != (h, w):
+            if (nh, nw) == (h, w):
+                blob[:, :, :nh, :nw] = part.permute(0, 3, 1, 2).cpu().numpy()
+            elif part.device.type == "cpu" and nh <= h:  # shrinking on the CPU: from uint8 (_shrink)
+                blob[:, :, :nh, :nw] = _shrink(part.numpy(), nh, nw)
+            else:
                 scaled = F.interpolate(
-                    part.float(), size=(nh, nw), mode="bilinear", antialias=True, align_corners=False
+                    part.permute(0, 3, 1, 2).float(), size=(nh, nw), mode="bilinear", antialias=True,
+                    align_corners=False,
                 )
                 blob[:, :, :nh, :nw] = scaled.cpu().numpy()
-            else:
-                blob[:, :, :nh, :nw] = part.cpu().numpy()
             last = start + step >= t  # the arena is shrunk after the last call (memory_arena)
             heat, size, offset, marks = self._session.run(self._outputs, {self._input: blob},
                                                           run_options=self._release if last else None)

@@ -167,9 +167,8 @@ class OnnxArcFaceEncoder:
 
 
 #: the dlib network's batches are padded with blank chips to a multiple of this many
-#: (dropped from the result; chips do not interact): with every face count from 1 to 16
-#: a shape of its own, the resident memory of a 720p run kept growing by ~95 MiB (oneDNN's
-#: per-shape kernels); 32 forwards of 1..16 chips grew it by 93 MiB, padded to multiples of 4 by 52
+#: (dropped from the result; chips do not interact). oneDNN keeps kernels per input shape:
+#: 32 forwards of 1..16 chips grew resident memory by 93 MiB unpadded, by 52 padded to 4s
 BATCH_STEP = 4
 
 
@@ -241,8 +240,6 @@ class DlibFaceEncoder:
             for start in range(0, chips.shape[0], self.batch_size):
                 part = chips[start : start + self.batch_size].float()
                 n = part.shape[0]
-                # a few batch shapes only (BATCH_STEP): oneDNN keeps kernels and reordered
-                # weights per input shape, and every face count 1..16 had its own
                 padded = -(-n // BATCH_STEP) * BATCH_STEP
                 if padded != n:
                     part = torch.cat([part, part.new_zeros((padded - n, *part.shape[1:]))])

@@ -209,16 +209,12 @@ def redact_region(frame: torch.Tensor, region: tuple[int, int, int, int], method
     return out
 
 
-def _check_frame(frame: torch.Tensor) -> None:
-    if frame.dtype != torch.uint8 or frame.ndim != 3 or frame.shape[-1] != 3:
-        raise ShapeError(f"frame must be uint8 [H,W,3], got {frame.dtype} {tuple(frame.shape)}")
-
-
 def redact_region_(frame: torch.Tensor, region: tuple[int, int, int, int], method: str,
                    cells: int | None = None) -> None:
     """:func:`redact_region` in place: only the region's pixels are read and written (the
     ladder redacts faces of frames it already owns, without a copy of the frame per face)."""
-    _check_frame(frame)
+    if frame.dtype != torch.uint8 or frame.ndim != 3 or frame.shape[-1] != 3:
+        raise ShapeError(f"frame must be uint8 [H,W,3], got {frame.dtype} {tuple(frame.shape)}")
     left, top, right, bottom = region
     if right <= left or bottom <= top:
         return
