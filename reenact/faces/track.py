@@ -342,9 +342,10 @@ class FaceTracker:
         if self.encoder is None or self.settings.appearance_weight <= 0:
             return [None] * len(found)
         # appearance only tells people apart: a frame with one face while at most one track
-        # lives has nobody to confuse, so its face is not embedded (the costly part of tracking)
+        # lives has nobody to confuse, so its face is not embedded (the costly part of tracking);
+        # nor are faces of a light detector pass (DetectionCadence): appearance comes from full passes
         crowded = len(self._tracks) >= 2
-        wanted = [i for i, d in enumerate(found) if len(d) >= 2 or (crowded and len(d) >= 1)]
+        wanted = [i for i, d in enumerate(found) if d.scale == 1.0 and (len(d) >= 2 or (crowded and len(d) >= 1))]
         out: list[torch.Tensor | None] = [None] * len(found)
         counts = [len(found[i]) for i in wanted]
         if not sum(counts):

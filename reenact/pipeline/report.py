@@ -16,7 +16,8 @@ import torch
 from reenact.config import to_dict
 
 COUNTS = ("frames", "frames_with_faces", "faces_replaced", "faces_blurred", "faces_refused_by_blend",
-          "untracked_detections_blurred", "small_faces_redacted", "unconfirmed_faces_redacted")
+          "untracked_detections_blurred", "small_faces_redacted", "unconfirmed_faces_redacted",
+          "frames_light_detected")
 
 
 @dataclass

@@ -25,6 +25,7 @@ from reenact.faces import (
     similarity_from_points,
     warp_to_crop,
 )
+from reenact.faces.cadence import DetectionCadence
 from reenact.faces.track import FaceTracker, TrackedFaces
 from reenact.io import FrameChunk
 from reenact.packs import LoadedPack
@@ -68,10 +69,11 @@ class ThresholdedDetector:
         self.score_threshold, self.min_face_size = score_threshold, min_face_size
         self.name = inner.name
 
-    def detect(self, frames: torch.Tensor | np.ndarray) -> list[FaceDetections]:
-        """Conventions: frames uint8 [T,H,W,3]; one FaceDetections per frame."""
+    def detect(self, frames: torch.Tensor | np.ndarray, scale: float = 1.0) -> list[FaceDetections]:
+        """Conventions: frames uint8 [T,H,W,3]; one FaceDetections per frame (``scale``: the
+        pass, as :meth:`FaceDetector.detect`)."""
         out = []
-        for d in self.detector.detect(frames):
+        for d in self.detector.detect(frames, scale):
             sides = (d.boxes[:, 2:] - d.boxes[:, :2]).min(axis=1) if len(d) else np.zeros((0,), np.float32)
             out.append(d.select((d.scores >= self.score_threshold) & (sides >= self.min_face_size)))
         return out
@@ -162,6 +164,10 @@ class FaceReplacer:
         self.detector = ThresholdedDetector(pack.detector, self.detector_settings.threshold,
                                             0.0 if self.recall_first else self.min_face_size)
         self.tracker = build_tracker(config, pack, fps, self.detector)
+        full_every = self.detector_settings.full_every or 1
+        DetectionCadence.check(full_every, config.tracker.fill_gap)
+        self.cadence = DetectionCadence(self.detector, full_every, self.detector_settings.light_scale,
+                                        config.tracker.scene_cut_threshold)
         self.smooth_M = AlignmentSmoother(config.smoothing.alignment, fps, self.size)
         self.smooth_w = TrackSmoother(config.smoothing.latent, fps)
         self.slots = FrameSlots(config.max_batch)
@@ -180,7 +186,8 @@ class FaceReplacer:
             raw: list[FaceDetections] | None = None
             if self.tracker.detector is None:
                 with timer("detect"):
-                    raw = self.detector.detect(frames)
+                    raw = self.cadence.detect(frames)
+                self.report.count("frames_light_detected", sum(d.scale < 1.0 for d in raw))
                 for i, dets in enumerate(raw):
                     self.slots[chunk.start_index + i].raw = dets
             with timer("track"):

@@ -55,16 +55,17 @@ def _frame(*placed: tuple[torch.Tensor, int, int]) -> torch.Tensor:
 
 
 class MissingDetector:
-    """Wraps a detector and finds nothing in the given frames (a detector that misses a visible face)."""
+    """Wraps a detector and finds nothing in the given frames, by either pass (a detector
+    that misses a visible face)."""
 
-    def __init__(self, detector, missed: set[int]) -> None:
-        self.detector, self.missed, self.seen = detector, missed, 0
+    def __init__(self, detector, missed: list[torch.Tensor]) -> None:
+        self.detector, self.missed = detector, missed
         self.name = detector.name
 
-    def detect(self, frames: torch.Tensor) -> list[FaceDetections]:
-        out = self.detector.detect(frames)
-        first, self.seen = self.seen, self.seen + len(out)
-        return [FaceDetections.empty() if first + k in self.missed else d for k, d in enumerate(out)]
+    def detect(self, frames: torch.Tensor, scale: float = 1.0) -> list[FaceDetections]:
+        out = self.detector.detect(frames, scale)
+        return [FaceDetections.empty() if any(torch.equal(f, m) for m in self.missed) else d
+                for f, d in zip(frames, out, strict=True)]
 
 
 def _run(frames: torch.Tensor, mode: str, missed: set[int] | None = None, chunk: int = 4,
@@ -72,7 +73,7 @@ def _run(frames: torch.Tensor, mode: str, missed: set[int] | None = None, chunk:
     config = replace(PipelineConfig(device="cpu"), dict(settings)) if settings else PipelineConfig(device="cpu")
     pack = cached_pack(config, CPU)
     if missed:
-        pack = dataclasses.replace(pack, detector=MissingDetector(pack.detector, missed))
+        pack = dataclasses.replace(pack, detector=MissingDetector(pack.detector, [frames[i] for i in missed]))
     target = torch.nn.functional.normalize(torch.randn(pack.identity.dim, generator=torch.Generator().manual_seed(1)),
                                            dim=0)
     replacer = FaceReplacer(pack, config, mode, 25.0, target=target if mode == "reenact" else None)
