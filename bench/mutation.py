@@ -16,11 +16,12 @@ Targets (``--target``, repeatable): ``module:name`` where ``name`` is a function
 numeric constants). Default: all of ``reenact.pipeline.privacy`` (blur and box redactions,
 untracked cover, the checkers, the ladder ``PrivacyGuard`` with its blend-refusal and
 fail-closed paths) and ``reenact.faces.privacy_thresholds``, the deidentify policy
-``reenact.pipeline.identity:SyntheticIdentities``, and the small-face rule
-``reenact.pipeline.stream:too_small``.
+``reenact.pipeline.identity:SyntheticIdentities``, the small-face rule
+``reenact.pipeline.stream:too_small`` and the detection cadence ``reenact.faces.cadence``
+(every frame searched, full passes on cuts and after a loss, lost faces held).
 
 Tests (``--tests``): a pytest selection; default: the ``privacy`` marker over the two privacy
-test files, which must stay fast (< ~30 s in all).
+test files and the cadence's, which must stay fast (< ~30 s in all).
 
 Surviving mutants that cannot change behaviour are listed in :data:`EQUIVALENT` with the reason
 and reported apart (not counted as killed, left out of the share).
@@ -59,8 +60,10 @@ DEFAULT_TARGETS = (
     "reenact.pipeline.identity:SyntheticIdentities",
     "reenact.faces.privacy_thresholds:*",
     "reenact.pipeline.stream:too_small",
+    "reenact.faces.cadence:*",
 )
-DEFAULT_TESTS = "-m privacy tests/pipeline/test_pipeline_privacy.py tests/pipeline/test_privacy_ladder.py"
+DEFAULT_TESTS = ("-m privacy tests/pipeline/test_pipeline_privacy.py tests/pipeline/test_privacy_ladder.py "
+                 "tests/faces/test_cadence.py")
 GOAL = 0.9
 
 #: Surviving mutants that cannot change behaviour, keyed by :attr:`Mutant.key` (``function:

@@ -290,7 +290,8 @@ class _Affine(nn.Module):
         self.register_buffer("beta", torch.from_numpy(layer.params["beta"].copy()).view(1, -1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.addcmul(self.beta, x, self.gamma)
+        """In place: ``x`` is a convolution's fresh output (see :class:`DlibFaceNet`)."""
+        return x.mul_(self.gamma).add_(self.beta)
 
 
 class _Conv(nn.Module):
@@ -312,9 +313,11 @@ class _Conv(nn.Module):
 
 def _add_zero_padded(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """dlib's ``add_prev``: the sum over the larger extent, the smaller one zero-padded
-    at the end of channels, rows and columns."""
-    if a.shape == b.shape:
-        return a + b
+    at the end of channels, rows and columns. ``a`` (a fresh block output) is added to in
+    place when it covers ``b``'s extent."""
+    if all(a.shape[i] >= b.shape[i] for i in (1, 2, 3)):
+        a[:, : b.shape[1], : b.shape[2], : b.shape[3]] += b
+        return a
     c, h, w = (max(a.shape[i], b.shape[i]) for i in (1, 2, 3))
 
     def grow(t: torch.Tensor) -> torch.Tensor:
@@ -331,9 +334,9 @@ class _Residual(nn.Module):
         self.down = down
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.affine2(self.conv2(F.relu(self.affine1(self.conv1(x)))))
+        y = self.affine2(self.conv2(F.relu(self.affine1(self.conv1(x)), inplace=True)))
         shortcut = F.avg_pool2d(x, 2, 2) if self.down else x
-        return F.relu(_add_zero_padded(y, shortcut))
+        return F.relu(_add_zero_padded(y, shortcut), inplace=True)
 
 
 _STEM = ("con", "affine", "relu", "max_pool")
@@ -345,7 +348,11 @@ class DlibFaceNet(nn.Module):
     """dlib's face descriptor ResNet (``anet_type``) with weights read from dlib's file.
 
     ``forward`` takes RGB chips on the 0..255 scale (integers, as dlib's ``rgb_pixel``) and
-    returns dlib's descriptors, not normalised (dlib's ``compute_face_descriptor``).
+    returns dlib's descriptors, not normalised (dlib's ``compute_face_descriptor``). Affine
+    layers, ReLUs and the residual sums write into the convolution outputs they follow, in
+    place: a forward allocates little beyond one tensor per convolution (on the CPU each
+    fresh multi-MiB tensor is page-faulted in anew; the out-of-place version faulted several
+    GiB a minute of video in the privacy check).
     """
 
     mean: torch.Tensor
@@ -414,7 +421,7 @@ class DlibFaceNet(nn.Module):
         if chips.ndim != 4 or chips.shape[1:] != (3, *self.input_size):
             raise ShapeError(f"chips must be [N,3,{self.input_size[0]},{self.input_size[1]}], got {tuple(chips.shape)}")
         x = ((chips.float() - self.mean) / 256.0).contiguous(memory_format=torch.channels_last)
-        x = F.relu(self.stem_affine(self.stem_conv(x)))
+        x = F.relu(self.stem_affine(self.stem_conv(x)), inplace=True)
         size, stride, pad = self.stem_pool
         x = F.max_pool2d(x, size, stride, pad)
         for block in self.blocks:

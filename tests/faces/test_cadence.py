@@ -15,6 +15,8 @@ from reenact.faces.detect import FULL_EVERY, DetectorSettings, make_detector
 from reenact.faces.track import FaceTracker, TrackerSettings
 from reenact.io.images import read_image
 
+pytestmark = pytest.mark.privacy  # bench/mutation.py runs these per mutant: every frame is searched
+
 BIG = np.array([10, 10, 30, 30], np.float32)
 SMALL = np.array([40, 40, 44, 44], np.float32)  # what only the full pass finds
 
