@@ -14,8 +14,9 @@ large on each side (about ``light_scale**2`` of the cost).
 A face of the previous frame that the light pass does not find again (no light box overlaps
 it by ``FOUND_IOU``: small, dim or turned faces near the threshold) is **held**: reported
 in this frame with its previous box, points and score, and the next frame gets the full
-pass. So a lost face is covered where it just was for one frame, then looked for at full
-cost; nothing the full pass would have found goes uncovered for longer than a frame, and
+pass. A frame after one with a face too small for the light pass (its box's shorter side
+under ``light_min_face`` pixels of the light pass's input) gets the full pass too. So a lost
+face is covered where it just was for one frame, then looked for at full cost; nothing the full pass would have found goes uncovered for longer than a frame, and
 at worst a weak face's frames alternate between the two passes. A face found by full passes
 on either side of light frames is also covered by the tracker's interpolation (gaps of up
 to ``tracker.max_gap`` frames, so ``full_every - 1`` must not exceed it: :meth:`check`).
@@ -48,13 +49,15 @@ class DetectionCadence:
     :attr:`full_frames`, :attr:`light_frames`, :attr:`held_faces`.
     """
 
-    def __init__(self, detector: FaceDetector, full_every: int, light_scale: float, cut_threshold: float) -> None:
+    def __init__(self, detector: FaceDetector, full_every: int, light_scale: float, cut_threshold: float,
+                 light_min_face: float = 0.0) -> None:
         if full_every < 1:
             raise ConfigError(f"full_every must be >= 1, got {full_every}")
         if not 0.0 < light_scale <= 1.0:
             raise ConfigError(f"light_scale must be in (0, 1], got {light_scale}")
         self.detector = detector
         self.full_every, self.light_scale, self.cut_threshold = full_every, light_scale, cut_threshold
+        self.light_min_face = light_min_face
         self.name = detector.name
         self._since_full: int | None = None  # frames since the last full pass; None: none yet
         self._prev_hist: torch.Tensor | None = None
@@ -94,10 +97,12 @@ class DetectionCadence:
         """
         frames = check_frames(frames)
         cut = self._plan(frames)
+        # frame pixels of the smallest face the light pass may be trusted with
+        smallest = self.light_min_face / (self.detector.input_scale(frames.shape[1], frames.shape[2]) * self.light_scale)
         light: dict[int, FaceDetections] = {}
         out: list[FaceDetections] = []
         for i in range(frames.shape[0]):
-            full = (self._since_full is None or cut[i] or self._lost
+            full = (self._since_full is None or cut[i] or self._lost or self._has_smaller(smallest)
                     or self._since_full + 1 >= self.full_every)
             if full:
                 dets = self.detector.detect(frames[i : i + 1], 1.0)[0]
@@ -116,6 +121,12 @@ class DetectionCadence:
             out.append(dets)
             self._prev = dets
         return out
+
+    def _has_smaller(self, side: float) -> bool:
+        """Whether the last frame had a face whose box's shorter side is under ``side`` pixels."""
+        if self._prev is None or not len(self._prev):
+            return False
+        return bool(((self._prev.boxes[:, 2:] - self._prev.boxes[:, :2]).min(axis=1) < side).any())
 
     def _hold_lost(self, light: FaceDetections, prev: FaceDetections) -> FaceDetections:
         """``light`` plus the faces of ``prev`` it does not find again (held where they

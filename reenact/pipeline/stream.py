@@ -69,6 +69,9 @@ class ThresholdedDetector:
         self.score_threshold, self.min_face_size = score_threshold, min_face_size
         self.name = inner.name
 
+    def input_scale(self, height: int, width: int) -> float:
+        return self.detector.input_scale(height, width)
+
     def detect(self, frames: torch.Tensor | np.ndarray, scale: float = 1.0) -> list[FaceDetections]:
         """Conventions: frames uint8 [T,H,W,3]; one FaceDetections per frame (``scale``: the
         pass, as :meth:`FaceDetector.detect`)."""
@@ -167,7 +170,7 @@ class FaceReplacer:
         full_every = self.detector_settings.full_every or 1
         DetectionCadence.check(full_every, config.tracker.fill_gap)
         self.cadence = DetectionCadence(self.detector, full_every, self.detector_settings.light_scale,
-                                        config.tracker.scene_cut_threshold)
+                                        config.tracker.scene_cut_threshold, self.detector_settings.light_min_face)
         self.smooth_M = AlignmentSmoother(config.smoothing.alignment, fps, self.size)
         self.smooth_w = TrackSmoother(config.smoothing.latent, fps)
         self.slots = FrameSlots(config.max_batch)

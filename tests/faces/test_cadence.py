@@ -29,12 +29,16 @@ def _dets(boxes: list[np.ndarray], scale: float, score: float = 0.9) -> FaceDete
 
 class ScriptedDetector:
     """Finds BIG in every frame, and SMALL in the frames listed in ``small`` only with the full
-    pass. The frame index is read from pixel (0, 0). Records (frame index, scale) per frame."""
+    pass (with either when ``small_in_light``). The frame index is read from pixel (0, 0).
+    Records (frame index, scale) per frame. Its full pass sees 2 input pixels per frame pixel."""
 
     name = "scripted"
 
-    def __init__(self, small: set[int] = frozenset()) -> None:
-        self.small, self.calls, self.passes = small, 0, []
+    def __init__(self, small: set[int] = frozenset(), small_in_light: bool = False) -> None:
+        self.small, self.small_in_light, self.calls, self.passes = small, small_in_light, 0, []
+
+    def input_scale(self, height: int, width: int) -> float:
+        return 2.0
 
     def detect(self, frames: torch.Tensor, scale: float = 1.0) -> list[FaceDetections]:
         self.calls += 1
@@ -42,7 +46,8 @@ class ScriptedDetector:
         for frame in frames:
             t = int(frame[0, 0, 0])
             self.passes.append((t, scale))
-            out.append(_dets([BIG] + ([SMALL] if t in self.small and scale == 1.0 else []), scale))
+            small = t in self.small and (scale == 1.0 or self.small_in_light)
+            out.append(_dets([BIG] + ([SMALL] if small else []), scale))
         return out
 
 
@@ -101,6 +106,22 @@ def test_a_face_the_light_pass_loses_is_held_one_frame_then_looked_for_at_full_c
     assert cadence.held_faces == 4
 
 
+def test_a_face_too_small_for_the_light_pass_gets_the_next_frame_the_full_pass() -> None:
+    # SMALL's 4 px side is 4 px of the light input (2 input px per frame px, light scale 0.5): under 5
+    detector = ScriptedDetector(small={2, 3, 4}, small_in_light=True)
+    cadence = DetectionCadence(detector, full_every=4, light_scale=0.5, cut_threshold=0.12, light_min_face=5.0)
+    out = _run(cadence, _frames(0, 10), 10)
+    full = [t for t, s in sorted(detector.passes) if s == 1.0]
+    assert full == [0, 3, 4, 5, 9], "after each frame with SMALL; the clock runs from the last full pass"
+    assert cadence.held_faces == 0 and all(len(out[t]) == 2 for t in (2, 3, 4))
+    # BIG's 20 px side is 20 px of the light input: the light pass may follow it
+    detector = ScriptedDetector(small={2, 3, 4}, small_in_light=True)
+    cadence = DetectionCadence(detector, full_every=4, light_scale=0.5, cut_threshold=0.12, light_min_face=4.0)
+    _run(cadence, _frames(0, 10), 10)
+    full = [t for t, s in sorted(detector.passes) if s == 1.0]
+    assert full == [0, 4, 6], "4 px is not under 4: only SMALL leaving after frame 4 (held at 5) adds one"
+
+
 def test_a_face_found_again_by_the_light_pass_is_not_held() -> None:
     detector = ScriptedDetector()
     cadence = DetectionCadence(detector, full_every=4, light_scale=0.5, cut_threshold=0.12)
@@ -123,7 +144,7 @@ def test_settings_resolve_the_cadence_per_mode() -> None:
     assert DetectorSettings().for_mode("deidentify").full_every == 4
     assert DetectorSettings().for_mode("reenact").full_every == 1
     assert DetectorSettings(full_every=2).for_mode("deidentify").full_every == 2, "a set value wins"
-    for bad in ({"full_every": 0}, {"light_scale": 0.0}, {"light_scale": 1.5}):
+    for bad in ({"full_every": 0}, {"light_scale": 0.0}, {"light_scale": 1.5}, {"light_min_face": -1.0}):
         with pytest.raises(ConfigError):
             DetectorSettings(**bad)
     assert DetectorSettings().input_size(512, 512, 0.5) == (256, 256, 256, 256)
@@ -135,6 +156,8 @@ def test_the_light_pass_of_centerface_finds_a_big_face_where_the_full_pass_does(
     detector = make_detector("offline", None, DetectorSettings(score_threshold=0.5))
     full, light = detector.detect(image[None])[0], detector.detect(image[None], 0.5)[0]
     assert len(full) >= 1 and full.scale == 1.0 and light.scale == 0.5
+    h, w = image.shape[:2]
+    assert detector.input_scale(h, w) == pytest.approx(min(1.0, 640 / max(h, w)), abs=2 / h)
     big = int(np.argmax(full.areas()))
     side = float((full.boxes[big, 2:] - full.boxes[big, :2]).min())
     error = np.abs(light.boxes - full.boxes[big]).max(axis=1).min()

@@ -62,6 +62,9 @@ class MissingDetector:
         self.detector, self.missed = detector, missed
         self.name = detector.name
 
+    def input_scale(self, height: int, width: int) -> float:
+        return self.detector.input_scale(height, width)
+
     def detect(self, frames: torch.Tensor, scale: float = 1.0) -> list[FaceDetections]:
         out = self.detector.detect(frames, scale)
         return [FaceDetections.empty() if any(torch.equal(f, m) for m in self.missed) else d
