@@ -37,8 +37,8 @@ from reenact.faces.boxes import box_iou
 from reenact.faces.detect import FaceDetections, FaceDetector, check_frames
 from reenact.faces.track import frame_histograms
 
-FOUND_IOU = 0.3
-"""Overlap with a light-pass box at which a face of the previous frame counts as found again."""
+FOUND_IOU = 0.25
+"""Overlap (IoU) with a light-pass box at which a face of the previous frame counts as found again."""
 
 
 class DetectionCadence:
@@ -50,7 +50,7 @@ class DetectionCadence:
     """
 
     def __init__(self, detector: FaceDetector, full_every: int, light_scale: float, cut_threshold: float,
-                 light_min_face: float = 0.0) -> None:
+                 light_min_face: float) -> None:
         if full_every < 1:
             raise ConfigError(f"full_every must be >= 1, got {full_every}")
         if not 0.0 < light_scale <= 1.0:
@@ -59,13 +59,13 @@ class DetectionCadence:
         self.full_every, self.light_scale, self.cut_threshold = full_every, light_scale, cut_threshold
         self.light_min_face = light_min_face
         self.name = detector.name
-        self._since_full: int | None = None  # frames since the last full pass; None: none yet
+        self._full_next = True  # the first frame, and the frame after a light pass lost a face
+        self._since_full: int  # frames since the last full pass: set by the first frame's
+        self._prev: FaceDetections  # the last frame's faces: set by the first frame
         self._prev_hist: torch.Tensor | None = None
-        self._prev: FaceDetections | None = None  # the last frame's faces
         self.full_frames = 0
         self.light_frames = 0
         self.held_faces = 0
-        self._lost = False  # the last light pass lost a face: the next frame gets the full pass
 
     @staticmethod
     def check(full_every: int, max_gap: int) -> None:
@@ -78,16 +78,13 @@ class DetectionCadence:
                 "or raise tracker.max_gap"
             )
 
-    def _plan(self, frames: torch.Tensor) -> list[bool]:
-        """Which frames get the full pass by the clock and by cuts (a lost face adds more
-        in :meth:`detect`). Conventions: frames uint8 [T,H,W,3]; returns T booleans."""
+    def _cuts(self, frames: torch.Tensor) -> list[bool]:
+        """Which frames start a shot (the tracker's rule; the video's first frame does not).
+        Conventions: frames uint8 [T,H,W,3]; returns T booleans."""
         hist = frame_histograms(frames)
-        prev = torch.cat([self._prev_hist[None], hist[:-1]]) if self._prev_hist is not None else None
-        cut = [False] * frames.shape[0]
-        if prev is not None:
-            cut = (0.5 * (hist - prev).abs().sum(dim=1) > self.cut_threshold).tolist()
+        before = torch.cat([hist[:1] if self._prev_hist is None else self._prev_hist[None], hist[:-1]])
         self._prev_hist = hist[-1].clone()
-        return cut
+        return (0.5 * (hist - before).abs().sum(dim=1) > self.cut_threshold).tolist()
 
     def detect(self, frames: torch.Tensor | np.ndarray) -> list[FaceDetections]:
         """Detect faces in every frame: the full pass or the light one (see the module docstring).
@@ -96,26 +93,19 @@ class DetectionCadence:
         returns one FaceDetections per frame, in order.
         """
         frames = check_frames(frames)
-        cut = self._plan(frames)
-        # frame pixels of the smallest face the light pass may be trusted with
+        cuts = self._cuts(frames)
+        # frame pixels of the smallest face the light pass is trusted with
         smallest = self.light_min_face / (self.detector.input_scale(frames.shape[1], frames.shape[2]) * self.light_scale)
-        light: dict[int, FaceDetections] = {}
         out: list[FaceDetections] = []
-        for i in range(frames.shape[0]):
-            full = (self._since_full is None or cut[i] or self._lost or self._has_smaller(smallest)
-                    or self._since_full + 1 >= self.full_every)
-            if full:
-                dets = self.detector.detect(frames[i : i + 1], 1.0)[0]
-                self._since_full, self._lost = 0, False
+        for i, frame in enumerate(frames):
+            if (self._full_next or cuts[i] or self._since_full + 1 >= self.full_every
+                    or self._has_smaller(smallest)):
+                (dets,) = self.detector.detect(frame[None], 1.0)
+                self._full_next, self._since_full = False, 0
                 self.full_frames += 1
             else:
-                assert self._since_full is not None and self._prev is not None
-                if i not in light:  # one call for the light frames up to the next full one by clock or cut
-                    end = min(frames.shape[0], i + self.full_every - 1 - self._since_full)
-                    end = next((k for k in range(i + 1, end) if cut[k]), end)
-                    light.update(zip(range(i, end), self.detector.detect(frames[i:end], self.light_scale),
-                                     strict=True))
-                dets = self._hold_lost(light[i], self._prev)
+                (light,) = self.detector.detect(frame[None], self.light_scale)
+                dets = self._hold_lost(light)
                 self._since_full += 1
                 self.light_frames += 1
             out.append(dets)
@@ -123,23 +113,23 @@ class DetectionCadence:
         return out
 
     def _has_smaller(self, side: float) -> bool:
-        """Whether the last frame had a face whose box's shorter side is under ``side`` pixels."""
-        if self._prev is None or not len(self._prev):
-            return False
-        return bool(((self._prev.boxes[:, 2:] - self._prev.boxes[:, :2]).min(axis=1) < side).any())
+        """Whether a face of the last frame has a box side under ``side`` pixels."""
+        return bool((self._prev.boxes[:, 2:] - self._prev.boxes[:, :2] < side).any())
 
-    def _hold_lost(self, light: FaceDetections, prev: FaceDetections) -> FaceDetections:
-        """``light`` plus the faces of ``prev`` it does not find again (held where they
+    def _hold_lost(self, light: FaceDetections) -> FaceDetections:
+        """``light`` plus the last frame's faces it does not find again (held where they
         were; the next frame then gets the full pass)."""
-        if not len(prev):
-            return light
+        prev = self._prev
         lost = box_iou(prev.boxes, light.boxes).max(axis=1) < FOUND_IOU if len(light) else np.ones(len(prev), bool)
         if not lost.any():
             return light
-        self._lost = True
+        self._full_next = True
         self.held_faces += int(lost.sum())
         held = prev.select(lost)
         return FaceDetections(
             np.concatenate([light.boxes, held.boxes]), np.concatenate([light.points, held.points]),
             np.concatenate([light.scores, held.scores]), light.scale,
         )
+
+
+__all__ = ["DetectionCadence"]

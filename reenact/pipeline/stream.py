@@ -113,7 +113,10 @@ class FaceReplacer:
     under ``detector.min_face_size``) are tracked and redacted, never dropped; faces of
     tracks seen in fewer than ``tracker.min_hits`` frames are redacted too. ``reenact``
     keeps the precision default, drops faces too small to replace, and replaces the faces
-    of every track, a face seen in one frame included.
+    of every track, a face seen in one frame included. Every frame is detected, through
+    :class:`DetectionCadence` (``deidentify``: the full pass on every
+    ``detector.full_every``-th frame, a light pass between; ``reenact``: the full pass on
+    every frame).
     """
 
     def __init__(

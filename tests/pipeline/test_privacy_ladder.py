@@ -299,7 +299,17 @@ def test_redact_region_pixels(region: tuple[int, int, int, int], method: str, n:
     for frame in (torch.randint(0, 256, (96, 96, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(2)),
                   _checker_board()):
         expected = _reference(frame, region, n, "nearest" if method == "pixelate" else "bicubic")
-        assert torch.equal(redact_region(frame, region, method), expected)
+        _assert_same_pixels(redact_region(frame, region, method), expected, exact=method == "pixelate")
+
+
+def _assert_same_pixels(out: torch.Tensor, expected: torch.Tensor, exact: bool) -> None:
+    """Pixelation exactly; blur (enlarged by matrix products, F.interpolate in the reference)
+    within one level, and that only where float rounding lands on a half (a few in 10^4)."""
+    if exact:
+        assert torch.equal(out, expected)
+        return
+    diff = (out.int() - expected.int()).abs()
+    assert int(diff.max()) <= 1 and float((diff > 0).float().mean()) < 1e-3, (int(diff.max()), int((diff > 0).sum()))
 
 
 def test_blur_grain_is_reproducible_and_about_10_levels() -> None:
@@ -317,8 +327,8 @@ def test_redact_region_blur_overshoot_stays_black_and_white() -> None:
     assert int(out.min()) == 0 and int(out.max()) == 255
     # no pixel wraps around: the darkest output is where the black squares were
     assert float(out[frame == 0].float().mean()) < float(out[frame == 255].float().mean())
-    # values past either end (overshoot plus grain) are clamped to it, exactly
-    assert torch.equal(out, _reference(frame, (0, 0, 96, 96), 8, "bicubic"))
+    # values past either end (overshoot plus grain) are clamped to it
+    _assert_same_pixels(out, _reference(frame, (0, 0, 96, 96), 8, "bicubic"), exact=False)
 
 
 def test_redact_region_solid_empty_and_unknown() -> None:
