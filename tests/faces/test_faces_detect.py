@@ -49,6 +49,17 @@ def test_both_backends_find_the_same_face(fixtures, load_photo, scrfd, centerfac
     assert np.linalg.norm(a.points[0] - b.points[0], axis=1).mean() < 0.15 * eye_distance
 
 
+def test_both_backends_light_pass_finds_the_face_at_half_the_input(fixtures, load_photo, scrfd, centerface):
+    image = load_photo(fixtures / "images/deepface/img1.jpg")
+    h, w = image.shape[:2]
+    assert scrfd.input_scale(h, w) == min(640 / h, 640 / w)  # letter-boxed into 640 x 640
+    assert centerface.input_scale(h, w) == centerface.settings.input_size(h, w)[0] / h
+    for det, scale in ((scrfd, 1.0), (centerface, 0.5)):  # the fixture SCRFD's input is fixed: always full
+        full, light = det.detect(image[None])[0], det.detect(image[None], 0.5)[0]
+        assert (full.scale, light.scale) == (1.0, scale) and len(light) == 1, det.name
+        assert _iou(full.boxes[0], light.boxes[0]) > 0.7, det.name
+
+
 def test_centerface_on_a_multi_face_photo(fixtures, load_photo, centerface, scrfd):
     image = load_photo(fixtures / "images/deepface/couple.jpg")
     c, s = centerface.detect(image[None])[0], scrfd.detect(image[None])[0]
