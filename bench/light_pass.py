@@ -28,17 +28,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from testing.fixtures import fixtures_dir  # noqa: E402
+from testing.fixtures import CLIPS, fixtures_dir  # noqa: E402
 from testing.media import read_frames  # noqa: E402
 
-CLIPS = {
-    "d0": "liveportrait_d0.mp4",
-    "d12": "liveportrait_d12.mp4",
-    "katie": "sadtalker_WDA_KatieHill_000.mp4",
-    "hamilton": "face_recognition_short_hamilton_clip.mp4",
-    "friends": "mobileface_friends1.mp4",
-    "crowd": "facenet_pytorch_video.mp4",
-}
 TARGET_RECALL = 0.98
 TARGET_TIME = 1.05
 """Never (much) slower than the full pass: clips whose faces are too small for the light pass

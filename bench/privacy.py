@@ -65,17 +65,9 @@ from reenact.faces.identity import OnnxArcFaceEncoder  # noqa: E402
 from reenact.io.images import read_image  # noqa: E402
 from reenact.io.reader import open_video  # noqa: E402
 from reenact.pipeline.privacy import head_box, redact_region  # noqa: E402
-from testing.fixtures import fixtures_dir  # noqa: E402
+from testing.fixtures import CLIPS, fixtures_dir  # noqa: E402
 from testing.media import cut_clip  # noqa: E402
 
-CLIPS = {
-    "d0": "liveportrait_d0.mp4",
-    "d12": "liveportrait_d12.mp4",
-    "katie": "sadtalker_WDA_KatieHill_000.mp4",
-    "hamilton": "face_recognition_short_hamilton_clip.mp4",
-    "friends": "mobileface_friends1.mp4",
-    "crowd": "facenet_pytorch_video.mp4",
-}
 FALSE_MATCH_RATE = 0.001
 METHODS = ("synthetic", "blur", "pixelate", "solid")
 #: fixture photo identities that appear in a clip (never counted as other people for it)

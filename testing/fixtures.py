@@ -12,6 +12,17 @@ from pathlib import Path
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent  # testing/ sits at the repository root
 
+CLIPS = {
+    "d0": "liveportrait_d0.mp4",
+    "d12": "liveportrait_d12.mp4",
+    "katie": "sadtalker_WDA_KatieHill_000.mp4",
+    "hamilton": "face_recognition_short_hamilton_clip.mp4",
+    "friends": "mobileface_friends1.mp4",
+    "crowd": "facenet_pytorch_video.mp4",
+}
+"""The fixture videos (under ``videos/``) the benches name: three 512x512 one-face clips,
+a dark 640x360 stage, a dim 720p group and a 1080p crowd of small faces."""
+
 
 def fixtures_dir() -> Path | None:
     """Return the fixtures folder, or ``None`` when it cannot be found."""
