@@ -16,12 +16,14 @@ it by ``FOUND_IOU``: small, dim or turned faces near the threshold) is **held**:
 in this frame with its previous box, points and score, and the next frame gets the full
 pass. A frame after one with a face too small for the light pass (its box's shorter side
 under ``light_min_face`` pixels of the light pass's input) gets the full pass too. So a lost
-face is covered where it just was for one frame, then looked for at full cost; nothing the full pass would have found goes uncovered for longer than a frame, and
-at worst a weak face's frames alternate between the two passes. A face found by full passes
-on either side of light frames is also covered by the tracker's interpolation (gaps of up
-to ``tracker.max_gap`` frames, so ``full_every - 1`` must not exceed it: :meth:`check`).
-What the light pass finds, and costs, on the fixture clips is measured by
-``bench/light_pass.py``.
+face is covered where it just was for one frame, then looked for at full cost, and at worst
+a weak face's frames alternate between the two passes. A face found by full passes on either
+side of light frames is also covered by the tracker's interpolation (gaps of up to
+``tracker.max_gap`` frames, so ``full_every - 1`` must not exceed it: :meth:`check`). What
+the cadence does not promise: a face that *appears* during light frames and that the light
+pass misses is found by the next full pass, up to ``full_every - 1`` frames later.
+``bench/light_pass.py`` measures what it finds, and costs, on the fixture clips against the
+full pass on every frame.
 
 Light-pass detections carry their ``scale`` (:attr:`FaceDetections.scale`); the tracker
 takes appearance (identity embeddings) only from full passes.

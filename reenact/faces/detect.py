@@ -51,8 +51,8 @@ FULL_EVERY: dict[str, int] = {"reenact": 1, "deidentify": 4}
 set (:class:`reenact.faces.cadence.DetectionCadence`): ``reenact`` on every frame (its
 landmarks drive the generated face); ``deidentify`` on every 4th frame and each shot's
 first, with a light pass (``light_scale``) on the frames between: every frame is still
-searched for faces, and a face the light pass misses between two full passes is
-interpolated by the tracker (``tracker.max_gap`` >= 3). Measured on the fixture clips
+searched for faces, and a face the light pass does not find again is held for that frame
+and looked for by the next frame's full pass. Measured on the fixture clips
 (``bench/light_pass.py``)."""
 
 
@@ -92,9 +92,9 @@ class DetectorSettings:
     outside a mode uses the precision-oriented ``reenact`` default (:attr:`threshold`).
 
     ``full_every``: the detector's full pass runs on every ``full_every``-th frame (and on
-    the first frame of each shot); the frames between get a light pass whose input is
-    ``light_scale`` times the full pass's on each side (about ``light_scale**2`` of its
-    cost). ``None`` (the default): the mode's (:data:`FULL_EVERY`). ``light_min_face``: the
+    the first frame of each shot, and after a lost or small face); the others get a light
+    pass whose input is ``light_scale`` times the full pass's on each side (about
+    ``light_scale**2`` of its cost). ``None`` (the default): the mode's (:data:`FULL_EVERY`). ``light_min_face``: the
     smallest face (its box's shorter side, in the light pass's input pixels) after which a
     frame may have the light pass; a smaller face gets the next frame the full pass (the
     light pass misses faces that small: at 4-6 px, the 1080p crowd clip's, it found 187 of

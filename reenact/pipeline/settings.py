@@ -8,6 +8,7 @@ from typing import Literal
 from reenact.blend import BlendSettings
 from reenact.errors import ConfigError
 from reenact.faces import DetectorSettings
+from reenact.faces.cadence import DetectionCadence
 from reenact.faces.track import TrackerSettings
 from reenact.io import EncodeSettings
 from reenact.io.reader import ReadSettings
@@ -118,3 +119,6 @@ class PipelineConfig:
             raise ConfigError(f"faces must be all, largest or reference:IMAGE, got {self.faces!r}")
         if self.max_batch < 1:
             raise ConfigError(f"max_batch must be >= 1, got {self.max_batch}")
+        # the cadence against the tracker's gap filling, before any file is opened; the mode's
+        # default cadence is checked when the run builds it (FaceReplacer)
+        DetectionCadence.check(self.detector.full_every or 1, self.tracker.fill_gap)

@@ -14,6 +14,7 @@ from reenact.faces.cadence import FOUND_IOU, DetectionCadence
 from reenact.faces.detect import FULL_EVERY, DetectorSettings, make_detector
 from reenact.faces.track import FaceTracker, TrackerSettings
 from reenact.io.images import read_image
+from reenact.pipeline.settings import PipelineConfig
 
 pytestmark = pytest.mark.privacy  # bench/mutation.py runs these per mutant: every frame is searched
 
@@ -186,6 +187,9 @@ def test_the_cadence_must_leave_gaps_the_tracker_fills() -> None:
         with pytest.raises(ConfigError, match="light_scale"):
             DetectionCadence(ScriptedDetector(), 4, bad, 0.12, 8.0)
     DetectionCadence(ScriptedDetector(), 4, 1.0, 0.12, 8.0)  # a light pass at full size is allowed
+    with pytest.raises(ConfigError, match="full_every 9"):  # a run's settings refuse it before any file is opened
+        PipelineConfig(detector=DetectorSettings(full_every=9))
+    PipelineConfig(detector=DetectorSettings(full_every=9), tracker=TrackerSettings(max_gap=8))
 
 
 def test_settings_resolve_the_cadence_per_mode() -> None:
