@@ -37,7 +37,7 @@ import torch
 from reenact.errors import ConfigError
 from reenact.faces.boxes import box_iou
 from reenact.faces.detect import FaceDetections, FaceDetector, check_frames
-from reenact.faces.track import frame_histograms
+from reenact.faces.track import frame_histograms, shot_cuts
 
 FOUND_IOU = 0.25
 """Overlap (IoU) with a light-pass box at which a face of the previous frame counts as found again."""
@@ -60,7 +60,6 @@ class DetectionCadence:
         self.detector = detector
         self.full_every, self.light_scale, self.cut_threshold = full_every, light_scale, cut_threshold
         self.light_min_face = light_min_face
-        self.name = detector.name
         self._full_next = True  # the first frame, and the frame after a light pass lost a face
         self._since_full: int  # frames since the last full pass: set by the first frame's
         self._prev: FaceDetections  # the last frame's faces: set by the first frame
@@ -84,9 +83,9 @@ class DetectionCadence:
         """Which frames start a shot (the tracker's rule; the video's first frame does not).
         Conventions: frames uint8 [T,H,W,3]; returns T booleans."""
         hist = frame_histograms(frames)
-        before = torch.cat([hist[:1] if self._prev_hist is None else self._prev_hist[None], hist[:-1]])
+        cuts = shot_cuts(hist, self._prev_hist, self.cut_threshold).tolist()
         self._prev_hist = hist[-1].clone()
-        return (0.5 * (hist - before).abs().sum(dim=1) > self.cut_threshold).tolist()
+        return cuts
 
     def detect(self, frames: torch.Tensor | np.ndarray) -> list[FaceDetections]:
         """Detect faces in every frame: the full pass or the light one (see the module docstring).

@@ -178,9 +178,9 @@ class DlibFaceEncoder:
     ``impl``: ``"torch"`` (default) runs dlib's network, read from dlib's own weight file
     by :mod:`reenact.faces.dlib_net`, batched in torch on the crops' device (at most
     ``batch_size`` chips per forward; 8 holds half the activations of 16 at about the same
-    speed per chip: 4.0-5.2 against 3.8-4.1 ms on 2 CPU cores); ``"dlib"`` calls ``dlib-bin`` itself (CPU, about
-    0.17 s per chip). Both see the same input (chips rounded to uint8, then dlib's
-    ``(rgb - mean) / 256``) and give the same descriptors to float rounding (measured
+    speed per chip: 4.0-5.2 against 3.8-4.1 ms on 2 CPU cores); ``"dlib"`` calls
+    ``dlib-bin`` itself (CPU, about 0.17 s per chip). Both see the same input (chips
+    rounded to uint8, then dlib's ``(rgb - mean) / 256``) and give the same descriptors to float rounding (measured
     max difference under 1e-6 on descriptors of norm ~1.3), so the thresholds measured
     with dlib hold for both.
     """

@@ -199,6 +199,18 @@ def frame_histograms(frames: torch.Tensor) -> torch.Tensor:
     return hist / index.shape[1]
 
 
+def shot_cuts(hist: torch.Tensor, before: torch.Tensor | None, threshold: float) -> torch.Tensor:
+    """Which frames start a new shot: the total-variation distance between each frame's
+    histogram and the one before it above ``threshold``.
+
+    Conventions: hist float [T,512] (:func:`frame_histograms` of consecutive frames);
+    before float [512], the previous frame's (None at the video's start, whose first frame
+    starts no shot); returns bool [T] on the CPU.
+    """
+    prev = torch.cat([hist[:1] if before is None else before[None], hist[:-1]])
+    return (0.5 * (hist - prev).abs().sum(dim=1) > threshold).cpu()
+
+
 class FaceTracker:
     """Streaming face tracker with bounded delay (see the module docstring).
 
@@ -270,12 +282,7 @@ class FaceTracker:
             return []
 
         hist = frame_histograms(frames)
-        prev = torch.cat([self._prev_hist[None], hist[:-1]]) if self._prev_hist is not None else None
-        cut = torch.zeros(t_count, dtype=torch.bool)
-        if prev is not None:
-            cut = (0.5 * (hist - prev).abs().sum(dim=1) > self.settings.scene_cut_threshold).cpu()
-        elif t_count > 1:
-            cut[1:] = (0.5 * (hist[1:] - hist[:-1]).abs().sum(dim=1) > self.settings.scene_cut_threshold).cpu()
+        cut = shot_cuts(hist, self._prev_hist, self.settings.scene_cut_threshold)
         base = self._next_frame
 
         dets: dict[int, FaceDetections] = {}
@@ -501,4 +508,4 @@ def track_video(
     return out
 
 
-__all__ = ["FaceTracker", "TrackedFaces", "TrackerSettings", "frame_histograms", "track_video"]
+__all__ = ["FaceTracker", "TrackedFaces", "TrackerSettings", "frame_histograms", "shot_cuts", "track_video"]
