@@ -160,7 +160,8 @@ def main() -> None:
     scrfd = fixtures / "models" / "scrfd" / "scrfd_500m_kps.onnx"
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     deface_bin = shutil.which("deface") or str(Path(sys.executable).parent / "deface")
-    deid = [sys.executable, "-c", "import sys; from reenact.cli import deidentify_main; sys.exit(deidentify_main())"]
+    # what the ``deidentify`` console script runs (reenact.cli.deidentify_script), from this checkout
+    deid = [sys.executable, "-c", "from reenact.cli import deidentify_script; deidentify_script()"]
     blur_ok = has_method_option(env)
 
     work = Path(tempfile.mkdtemp(prefix="vs_deface_")) if args.keep is None else args.keep

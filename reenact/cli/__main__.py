@@ -1,7 +1,5 @@
 """``python -m reenact.cli ...`` is ``reenact ...``."""
 
-import sys
+from reenact.cli import reenact_script
 
-from reenact.cli import main
-
-sys.exit(main())
+reenact_script()
