@@ -9,6 +9,13 @@ the run. A fixed threshold keeps large blocks on ``mmap``. Measured (``deidentif
 512x512 one-face clip, 60 frames, 2 CPU cores): peak VmHWM 1199 -> 1144 MiB synthetic,
 1041 -> 1007 MiB ``--method blur``, the same wall time.
 
+The threshold is a trade: every block above it is page-faulted in anew each time it is
+allocated. At 1 MiB, dlib's activations (2-3 MiB a batch) and the blur's head regions
+(about 2 MiB) were all mapped afresh: 3.4-3.6M page faults on the 720p clip. At 4 MiB, with
+the reader's chunks and queues at 8 MiB (``reenact.io.reader``), the same 60 frames
+(synthetic) took 1.3-1.4M faults and 19.8-20.8 s against 24-27 s, peaking at 950 MiB
+against 990 (1 MiB threshold, 16 MiB chunks); blur 16.0 against 20.4 s, 945 against 960 MiB.
+
 Only the CLI calls :func:`limit_heap_growth` (a library does not change its host's
 allocator); an explicit ``MALLOC_MMAP_THRESHOLD_`` in the environment wins.
 """
@@ -22,8 +29,8 @@ import sys
 M_MMAP_THRESHOLD = -3
 """``mallopt`` parameter number of the mmap threshold (glibc ``malloc.h``)."""
 
-MMAP_THRESHOLD_BYTES = 1 << 20
-"""Blocks of this size or larger are mmapped (and unmapped when freed): 1 MiB."""
+MMAP_THRESHOLD_BYTES = 4 << 20
+"""Blocks of this size or larger are mmapped (and unmapped when freed): 4 MiB."""
 
 
 def limit_heap_growth(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:

@@ -20,7 +20,7 @@ if sys.argv[1] == "limit":
 big = np.ones(16 << 20, np.uint8)  # freeing it raises glibc's default mmap threshold to 16 MiB
 del big
 before = rss_mib()
-blocks = [np.ones(4 << 20, np.uint8) for _ in range(16)]  # 64 MiB, as a chunk's buffers
+blocks = [np.ones(8 << 20, np.uint8) for _ in range(8)]  # 64 MiB, as a chunk's buffers
 pinned = [np.ones(1000) for _ in range(10)]  # allocated after them: the heap cannot shrink
 del blocks
 print(rss_mib() - before)

@@ -168,13 +168,14 @@ def test_auto_falls_back_when_decord_refuses_the_file(make_video, monkeypatch, c
 def test_chunks_of_large_frames_are_bounded_in_bytes() -> None:
     from reenact.io.reader import ReadSettings
 
-    settings = ReadSettings()  # 16 frames, 16 MiB
-    assert settings.frames_per_chunk(512, 512) == 16  # small frames: the frame count bounds
-    for width, height in ((1280, 720), (1920, 1080), (3840, 2160)):
+    settings = ReadSettings()  # 16 frames, 8 MiB
+    assert settings.frames_per_chunk(320, 240) == 16  # small frames: the frame count bounds
+    assert settings.frames_per_chunk(512, 512) == 10
+    for width, height in ((512, 512), (1280, 720), (1920, 1080), (3840, 2160)):
         frames = settings.frames_per_chunk(width, height)
         assert 1 <= frames < 16
         assert frames * width * height * 3 <= settings.chunk_bytes or frames == 1
-    assert settings.frames_per_chunk(1280, 720) == 6
+    assert settings.frames_per_chunk(1280, 720) == 3
     assert settings.frames_per_chunk(7680, 4320) == 1  # one frame always fits
     assert ReadSettings(chunk_bytes=1 << 40).frames_per_chunk(1920, 1080) == 16
     with pytest.raises(ConfigError, match="chunk_bytes"):
