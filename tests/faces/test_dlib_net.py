@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from reenact.errors import ConfigError, ModelError
 from reenact.faces.align import similarity_from_points, warp_to_crop
 from reenact.faces.dlib_net import load_dlib_face_net, read_dlib_net
-from reenact.faces.identity import BATCH_STEP, DlibFaceEncoder
+from reenact.faces.identity import DlibFaceEncoder, padded_batch
 
 # Measured: the torch port and dlib-bin differ by at most 4.0e-7 on this suite's 17 real chips,
 # 4.3e-7 on random chips, 6.5e-7 on bench/faces.py's 32 clip chips, on descriptors of norm
@@ -65,8 +65,8 @@ def test_batched_descriptors_equal_one_chip_at_a_time(device, real_chips, torch_
 
 
 def test_batches_are_padded_to_a_few_shapes_and_the_padding_is_dropped(real_chips):
-    """The network sees multiples of BATCH_STEP chips (few shapes: bounded oneDNN caches);
-    the blank chips added never reach the result."""
+    """The network sees powers of two chips, at most batch_size (few shapes: bounded oneDNN
+    caches); the blank chips added never reach the result."""
     encoder = DlibFaceEncoder(batch_size=16)
     net = encoder._torch_net(torch.device("cpu"))
     seen: list[int] = []
@@ -74,9 +74,14 @@ def test_batches_are_padded_to_a_few_shapes_and_the_padding_is_dropped(real_chip
     try:
         out = encoder.descriptors(real_chips[:7])
         tail = encoder.descriptors(real_chips[:17])
+        one = encoder.descriptors(real_chips[:1])
+        three = encoder.descriptors(real_chips[:3])
     finally:
         handle.remove()
-    assert BATCH_STEP == 4 and seen == [8, 16, 4]
+    assert seen == [8, 16, 1, 1, 4]
+    assert one.shape == (1, 128) and three.shape == (3, 128)
+    assert [padded_batch(n, 8) for n in range(1, 9)] == [1, 2, 4, 4, 8, 8, 8, 8]
+    assert [padded_batch(n, 6) for n in (3, 5, 6)] == [4, 6, 6]
     assert out.shape == (7, 128) and tail.shape == (17, 128)
     single = torch.cat([encoder.descriptors(real_chips[i : i + 1]) for i in range(7)])
     assert (out - single).abs().max().item() < MAX_ABS_DIFF
