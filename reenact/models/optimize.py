@@ -37,12 +37,11 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from kornia.geometry.transform import warp_affine
 from pytorch_msssim import ms_ssim
 from torch import nn
 
 from reenact.errors import ConfigError, ShapeError
-from reenact.faces.align import arcface_template, ffhq_template, similarity_from_points
+from reenact.faces.align import arcface_template, ffhq_template, similarity_from_points, warp_affine
 from reenact.models.onnx_modules import OnnxIdentity, OnnxLandmarks, OnnxModelSpec
 
 log = logging.getLogger(__name__)
@@ -353,13 +352,11 @@ class OptimizingMapper:
         """Identity embedding [B,D] and inner landmarks [B,51,2] (crop-side units)."""
         b = img.shape[0]
         g = self.geometry
-        id_in = warp_affine(img, self._id_m.expand(b, -1, -1), (g.identity_size, g.identity_size),
-                            align_corners=True)
+        id_in = warp_affine(img, self._id_m.expand(b, -1, -1), (g.identity_size, g.identity_size))
         emb = self.identity_net(id_in)
         if self.landmark_net is None:
             return emb, torch.zeros(b, len(INNER_POINTS), 2, device=img.device)
-        lnd_in = warp_affine(img, self._lnd_m.expand(b, -1, -1), (g.landmark_size, g.landmark_size),
-                             align_corners=True)
+        lnd_in = warp_affine(img, self._lnd_m.expand(b, -1, -1), (g.landmark_size, g.landmark_size))
         pts = self.landmark_net(lnd_in)
         if pts.ndim != 3 or pts.shape[1:] != (68, 2):
             source = getattr(getattr(self.landmark_net, "spec", None), "path", "the landmark network")

@@ -7,11 +7,10 @@ crop (FFHQ 5-point template -> ArcFace template) and the landmark network's a fi
 from __future__ import annotations
 
 import torch
-from kornia.geometry.transform import warp_affine
 from torch import nn
 
 from reenact.errors import ShapeError
-from reenact.faces.align import arcface_template, ffhq_template, similarity_from_points
+from reenact.faces.align import arcface_template, ffhq_template, similarity_from_points, warp_affine
 from reenact.models.onnx_modules import OnnxIdentity, OnnxLandmarks
 from reenact.train.config import FaceModelsConfig
 
@@ -54,8 +53,7 @@ class FaceCritics(nn.Module):
             raise ShapeError(f"FaceCritics expects float [B,3,{r},{r}] in [-1,1], got {tuple(img.shape)}")
 
     def _crop(self, img: torch.Tensor, M: torch.Tensor, size: int) -> torch.Tensor:
-        return warp_affine(img, M.expand(img.shape[0], 2, 3), (size, size), mode="bilinear",
-                           padding_mode="border", align_corners=True)
+        return warp_affine(img, M.expand(img.shape[0], 2, 3), (size, size), padding_mode="border")
 
     def identity_crop(self, img: torch.Tensor) -> torch.Tensor:
         """The ArcFace-aligned crop the identity network sees, ``[B,3,S,S]`` in [-1,1]."""

@@ -16,6 +16,7 @@ from reenact.faces.align import (
     invert_affine,
     similarity_from_points,
     transform_points,
+    warp_affine,
     warp_from_crop,
     warp_to_crop,
 )
@@ -39,6 +40,35 @@ def test_invert_affine_round_trip():
     M = torch.stack([_similarity(0.7, 1.7, 3.0, 4.0), _similarity(-2.0, 0.3, -9.0, 1.0)])
     pts = torch.rand(2, 7, 2) * 100
     assert torch.allclose(transform_points(transform_points(pts, M), invert_affine(M)), pts, atol=1e-3)
+
+
+@pytest.mark.parametrize("padding_mode", ["zeros", "border"])
+@pytest.mark.parametrize(("src_size", "out_size"), [((37, 53), (20, 31)), ((150, 150), (150, 150)), ((1, 40), (8, 9))])
+def test_warp_affine_is_kornias(padding_mode, src_size, out_size):
+    """Our warp (torch's affine_grid and grid_sample) samples what kornia's warp_affine does,
+    for rotations, scales, shifts that leave the image, and a one-pixel-high source."""
+    from kornia.geometry.transform import warp_affine as kornia_warp_affine
+
+    gen = torch.Generator().manual_seed(0)
+    images = torch.rand(4, 3, *src_size, generator=gen) * 255
+    M = torch.stack([_similarity(0.0, 1.0, 0.0, 0.0), _similarity(0.4, 0.6, 3.0, -2.0),
+                     _similarity(-2.5, 1.7, -9.0, 12.0), _similarity(1.0, 0.3, 40.0, 30.0)])
+    ours = warp_affine(images, M, out_size, padding_mode=padding_mode)
+    theirs = kornia_warp_affine(images, M, out_size, mode="bilinear", padding_mode=padding_mode, align_corners=True)
+    assert ours.shape == (4, 3, *out_size)
+    assert (ours - theirs).abs().max() < 1e-2  # grey levels of 0..255
+    assert ours[1].abs().sum() > 0 and (ours[3] == 0).any() == (padding_mode == "zeros")
+
+
+def test_warp_affine_gradients_and_bad_input():
+    images = torch.rand(2, 3, 16, 16, requires_grad=True)
+    M = torch.stack([_similarity(0.2, 1.1, 1.0, 2.0)] * 2)
+    warp_affine(images, M, (12, 12)).sum().backward()
+    assert images.grad is not None and images.grad.abs().sum() > 0
+    with pytest.raises(ShapeError, match="padding_mode"):
+        warp_affine(images, M, (12, 12), padding_mode="reflection")
+    with pytest.raises(ShapeError):
+        warp_affine(images[:1], M, (12, 12))  # one image, two matrices
 
 
 def test_warp_puts_pixels_where_the_matrix_puts_points():
