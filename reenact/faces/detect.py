@@ -85,7 +85,9 @@ class DetectorSettings:
     ``True``: it keeps the largest activations it has seen for the session's life (about 86
     MiB more at the peak of ``deidentify`` on the 512x512 fixture clip). Measured in one run,
     512x512 frames in chunks of 16, 2 busy cores: shrunk 0.083-0.085 s a frame, kept
-    0.075-0.079 s, no arena 0.101-0.114 s.
+    0.075-0.079 s, no arena 0.101-0.114 s. ``threads``: onnxruntime's threads for the
+    detector; ``None`` (the default): half the CPU cores
+    (:func:`reenact.faces.onnx_session.default_threads`, where it is measured).
 
     ``score_threshold`` ``None`` (the default) means the mode's default
     (:data:`SCORE_THRESHOLDS`, resolved in one place: :meth:`for_mode`); a detector built
@@ -113,6 +115,7 @@ class DetectorSettings:
     full_every: int | None = None
     light_scale: float = 0.5
     light_min_face: float = 8.0
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         if self.working_size < 32:
@@ -133,6 +136,9 @@ class DetectorSettings:
             raise ConfigError(f"light_scale must be in (0, 1], got {self.light_scale}")
         if self.light_min_face < 0:
             raise ConfigError(f"light_min_face must be >= 0, got {self.light_min_face}")
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            raise ConfigError(f"detector threads must be a positive integer or null (half the cores), got "
+                              f"{self.threads!r}")
 
     @property
     def threshold(self) -> float:
@@ -323,7 +329,8 @@ class CenterFaceDetector:
         self.model_path = Path(model_path)
         self.settings = settings
         # the CPU arena: kept for the session, or shrunk after each detect call (memory_arena)
-        self._session = open_session(self.model_path, "CenterFace detector", dynamic_axes=(0, 2, 3))
+        self._session = open_session(self.model_path, "CenterFace detector", dynamic_axes=(0, 2, 3),
+                                     threads=settings.threads)
         self._release: Any = None  # onnxruntime RunOptions that shrink the arena
         if not settings.memory_arena:
             import onnxruntime as ort
@@ -418,7 +425,7 @@ class InsightFaceDetector:
             from insightface.model_zoo import get_model
 
             model = get_model(
-                str(self.model_path), providers=available_providers(), sess_options=session_options()
+                str(self.model_path), providers=available_providers(), sess_options=session_options(threads=settings.threads)
             )
         except Exception as exc:
             raise ModelError(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 
 from reenact.faces.detect import CenterFaceDetector, default_centerface_path
 from reenact.faces.onnx_session import constant_weights, session_options, symbolic_axes
@@ -48,3 +49,22 @@ def test_graphs_before_ir_version_4_keep_their_weight_inputs() -> None:
     model.ir_version = 3  # IR 3 requires every weight to be a graph input
     assert constant_weights(model) == 0
     assert len(model.graph.input) == 195
+
+
+def test_onnxruntime_threads_default_to_half_the_cores(monkeypatch) -> None:
+    import os
+
+    from reenact.errors import ConfigError
+    from reenact.faces.detect import DetectorSettings
+    from reenact.faces.onnx_session import default_threads
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert default_threads() == 1 and session_options().intra_op_num_threads == 1
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert default_threads() == 8 and session_options(threads=3).intra_op_num_threads == 3
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    assert default_threads() == 1
+    detector = CenterFaceDetector(settings=DetectorSettings(threads=2))
+    assert detector._session.get_session_options().intra_op_num_threads == 2
+    with pytest.raises(ConfigError, match="threads"):
+        DetectorSettings(threads=0)
