@@ -191,6 +191,28 @@ BLUR_MARGIN_SCALE = 2.0
 #: leaves a deblurring attack no clean signal to sharpen (not measured here).
 BLUR_NOISE = 10.0
 
+#: seed of the grain field (:func:`grain_field`)
+GRAIN_SEED = 20201
+
+
+@functools.lru_cache(maxsize=2)
+def grain_field(height: int, width: int) -> torch.Tensor:
+    """The blur's grain for a frame of ``height`` x ``width``: normal, :data:`BLUR_NOISE`
+    levels of standard deviation, rounded to whole levels, from :data:`GRAIN_SEED`.
+
+    The grain belongs to the frame's pixels, not to the region blurred: a pixel gets the
+    same grain in every frame. Seeded by the region instead (as it was first), a blurred head
+    that moves by a pixel got all-new noise each frame, which the encoder must spend bits on:
+    the 512x512 fixture clip's 60 frames blurred came out at 4.4 MB against 70 kB without
+    grain. Within one frame the two are alike (the same normal grain on every pixel).
+    Like any seeded grain it is known to whoever reads this code, so it hides the face from a
+    recogniser that takes the frame as it is, not from one that first subtracts the grain.
+
+    Conventions: returns int8 [height,width,3] (kept for the last two frame sizes).
+    """
+    grain = torch.randn((height, width, 3), generator=torch.Generator().manual_seed(GRAIN_SEED))
+    return grain.mul_(BLUR_NOISE).round_().clamp_(-127, 127).to(torch.int8)
+
 
 def redact_region(frame: torch.Tensor, region: tuple[int, int, int, int], method: str,
                   cells: int | None = None) -> torch.Tensor:
@@ -198,7 +220,7 @@ def redact_region(frame: torch.Tensor, region: tuple[int, int, int, int], method
 
     ``pixelate``: blocks of at least 8 px, at most ``cells`` per side; ``blur``: the region
     reduced to at most ``cells`` per side (at least 6 px each), smoothly enlarged again, with
-    :data:`BLUR_NOISE` grain seeded by the region (the same region gets the same grain);
+    the frame's grain added (:func:`grain_field`: the same pixel gets the same grain);
     ``solid``: filled black. ``cells`` defaults to :data:`REDACTION_CELLS` of the method.
     The input is not modified (:func:`redact_region_` redacts in place).
 
@@ -233,9 +255,9 @@ def redact_region_(frame: torch.Tensor, region: tuple[int, int, int, int], metho
     else:
         # F.interpolate's bicubic, as two small matrix products: 6x faster on a head-sized region
         big = (_bicubic_weights(bottom - top, n) @ small.squeeze(0) @ _bicubic_weights(right - left, n).T)[None]
-        # grain, seeded by the region so a run is reproducible (BLUR_NOISE)
-        grain = torch.Generator().manual_seed(left * 7919 + top * 104729 + right * 31 + bottom)
-        big.add_(torch.randn(big.shape, generator=grain).mul_(BLUR_NOISE))
+        # the frame's grain on these pixels (grain_field)
+        grain = grain_field(frame.shape[0], frame.shape[1])[top:bottom, left:right]
+        big.add_(grain.permute(2, 0, 1)[None])
     # rounded and clamped first, so the copy into uint8 only drops the (zero) fraction
     frame[top:bottom, left:right].copy_(big[0].permute(1, 2, 0).round_().clamp_(0, 255))
 
