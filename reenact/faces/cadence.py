@@ -99,13 +99,14 @@ class DetectionCadence:
         smallest = self.light_min_face / (self.detector.input_scale(frames.shape[1], frames.shape[2]) * self.light_scale)
         out: list[FaceDetections] = []
         for i, frame in enumerate(frames):
+            last = i == len(frames) - 1  # the detector keeps its working memory until then
             if (self._full_next or cuts[i] or self._since_full + 1 >= self.full_every
                     or self._has_smaller(smallest)):
-                (dets,) = self.detector.detect(frame[None], 1.0)
+                (dets,) = self.detector.detect(frame[None], 1.0, release=last)
                 self._full_next, self._since_full = False, 0
                 self.full_frames += 1
             else:
-                (light,) = self.detector.detect(frame[None], self.light_scale)
+                (light,) = self.detector.detect(frame[None], self.light_scale, release=last)
                 dets = self._hold_lost(light)
                 self._since_full += 1
                 self.light_frames += 1

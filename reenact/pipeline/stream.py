@@ -72,11 +72,12 @@ class ThresholdedDetector:
     def input_scale(self, height: int, width: int) -> float:
         return self.detector.input_scale(height, width)
 
-    def detect(self, frames: torch.Tensor | np.ndarray, scale: float = 1.0) -> list[FaceDetections]:
-        """Conventions: frames uint8 [T,H,W,3]; one FaceDetections per frame (``scale``: the
-        pass, as :meth:`FaceDetector.detect`)."""
+    def detect(self, frames: torch.Tensor | np.ndarray, scale: float = 1.0,
+               release: bool = True) -> list[FaceDetections]:
+        """Conventions: frames uint8 [T,H,W,3]; one FaceDetections per frame (``scale`` and
+        ``release``: as :meth:`FaceDetector.detect`)."""
         out = []
-        for d in self.detector.detect(frames, scale):
+        for d in self.detector.detect(frames, scale, release):
             sides = (d.boxes[:, 2:] - d.boxes[:, :2]).min(axis=1) if len(d) else np.zeros((0,), np.float32)
             out.append(d.select((d.scores >= self.score_threshold) & (sides >= self.min_face_size)))
         return out

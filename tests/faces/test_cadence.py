@@ -42,15 +42,18 @@ class ScriptedDetector:
                  light_big: np.ndarray = BIG) -> None:
         self.small, self.small_in_light, self.blind, self.light_big = small, small_in_light, blind, light_big
         self.passes: list[tuple[int, float]] = []
+        self.released: list[int] = []  # frames after which the detector may free its memory
 
     def input_scale(self, height: int, width: int) -> float:
         return 6144.0 / (height * width)
 
-    def detect(self, frames: torch.Tensor, scale: float = 1.0) -> list[FaceDetections]:
+    def detect(self, frames: torch.Tensor, scale: float = 1.0, release: bool = True) -> list[FaceDetections]:
         out = []
         for frame in frames:
             t = int(frame[0, 0, 0])
             self.passes.append((t, scale))
+            if release:
+                self.released.append(t)
             light = scale != 1.0
             boxes = [] if light and t in self.blind else [self.light_big if light else BIG]
             if t in self.small and (not light or self.small_in_light):
@@ -91,6 +94,12 @@ def test_full_pass_every_k_frames_light_between_whatever_the_chunking(chunk: int
     assert _full(detector, 20) == [0, 4, 8, 12, 16]
     assert [d.scale for d in out] == [1.0 if t % 4 == 0 else 0.5 for t in range(20)]
     assert (cadence.full_frames, cadence.light_frames, cadence.held_faces) == (5, 15, 0)
+
+
+def test_the_detector_keeps_its_memory_through_a_chunk_and_frees_it_at_the_end() -> None:
+    detector = ScriptedDetector()
+    _run(_cadence(detector), _frames(0, 20), 8)
+    assert detector.released == [7, 15, 19]
 
 
 def test_full_every_1_never_runs_the_light_pass() -> None:

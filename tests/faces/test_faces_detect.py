@@ -279,5 +279,8 @@ def test_centerface_arena_is_shrunk_after_each_detect_call_unless_kept(centerfac
     assert [len(d) for d in centerface.detect(frames)] == [0, 0, 0]
     assert seen == ["", "", "cpu:0"], "shrunk after the call's last frame only"
     seen.clear()
+    centerface.detect(frames, release=False)
+    assert seen == ["", "", ""], "kept when more calls follow"
+    seen.clear()
     kept.detect(frames)
     assert seen == ["", "", ""], "memory_arena=True keeps it for the session"

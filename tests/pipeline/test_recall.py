@@ -65,7 +65,7 @@ class MissingDetector:
     def input_scale(self, height: int, width: int) -> float:
         return self.detector.input_scale(height, width)
 
-    def detect(self, frames: torch.Tensor, scale: float = 1.0) -> list[FaceDetections]:
+    def detect(self, frames: torch.Tensor, scale: float = 1.0, release: bool = True) -> list[FaceDetections]:
         out = self.detector.detect(frames, scale)
         return [FaceDetections.empty() if any(torch.equal(f, m) for m in self.missed) else d
                 for f, d in zip(frames, out, strict=True)]
