@@ -72,7 +72,16 @@ GOAL = 0.9
 #: one that a test does kill is reported as a stale entry, and so is a key no mutant has.
 _BLUR_OUT = "out[top:bottom, left:right] = coarse[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8)"
 _REDACT_OUT = "frame[top:bottom, left:right].copy_(big[0].permute(1, 2, 0).round_().clamp_(0, 255))"
+_GRAIN_OUT = "return grain.mul_(BLUR_NOISE).round_().clamp_(-127, 127).to(torch.int8)"
+_GRAIN_CACHE = "@functools.lru_cache(maxsize=2)"
+
 EQUIVALENT: dict[str, str] = {
+    **{f"grain_field: {_GRAIN_CACHE}  [2 -> {n}]": "how many frame sizes keep their field: a cache, not the grain"
+       for n in (1, 3)},
+    **{f"grain_field: {_GRAIN_OUT}  [127 -> {n}]{tag}":
+       "normal grain of 10 levels reaches 126 (12.6 standard deviations) with a probability of about 1e-36 "
+       "a pixel: the clamp only keeps int8 from wrapping"
+       for n in (126, 128) for tag in ("", " #2")},
     f"blur_boxes: {_BLUR_OUT}  [0 -> -1]":
         "bilinear enlarging (align_corners=False) mixes cell means with weights >= 0 summing to 1: "
         "no value below 0 to clamp, so clamping at -1 is the same",

@@ -329,9 +329,13 @@ def test_blur_grain_is_reproducible_about_10_levels_and_belongs_to_the_pixels() 
     assert torch.equal(moved[8:88, 9:88], first[8:88, 9:88])
     grain = first[8:88, 8:88].float() - 128
     assert abs(float((grain[1:] * grain[:-1]).mean())) < 5.0  # neighbours uncorrelated (variance ~100)
-    # another frame size: a field of its own, with the same statistics
-    other = redact_region(torch.full((64, 80, 3), 128, dtype=torch.uint8), (0, 0, 80, 64), "blur")
-    assert 9.0 < float(other.float().std()) < 11.0
+    # a frame that is not square: its own field, height by width
+    for height, width in ((64, 80), (80, 64)):
+        flat = torch.full((height, width, 3), 128, dtype=torch.uint8)
+        assert 9.0 < float(redact_region(flat, (0, 0, width, height), "blur").float().std()) < 11.0
+        frame = torch.randint(0, 256, (height, width, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+        region = (6, 4, width, height - 4)
+        _assert_same_pixels(redact_region(frame, region, "blur"), _reference(frame, region, 4, "bicubic"), exact=False)
 
 
 def test_redact_region_blur_overshoot_stays_black_and_white() -> None:
