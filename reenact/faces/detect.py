@@ -80,7 +80,7 @@ class DetectorSettings:
     278 MiB at 2, 102 MiB at one (onnxruntime's arena on, same speed). ``memory_arena``:
     CenterFace's onnxruntime session runs with its CPU memory arena (activations reused
     from call to call instead of allocated and page-faulted afresh). ``False`` (the default):
-    the arena is shrunk back at the end of each :meth:`detect` call (one chunk of frames), so
+    the arena is shrunk back after each chunk's detection (the :meth:`detect` call with ``release``), so
     it holds memory only while a chunk is detected, not while the rest of the pipeline runs;
     ``True``: it keeps the largest activations it has seen for the session's life (about 86
     MiB more at the peak of ``deidentify`` on the 512x512 fixture clip). Measured in one run,
@@ -331,7 +331,7 @@ class CenterFaceDetector:
             model_path = default_centerface_path()
         self.model_path = Path(model_path)
         self.settings = settings
-        # the CPU arena: kept for the session, or shrunk after each detect call (memory_arena)
+        # the CPU arena: kept for the session, or shrunk after a detect call that releases it (memory_arena)
         self._session = open_session(self.model_path, "CenterFace detector", dynamic_axes=(0, 2, 3),
                                      threads=settings.threads)
         self._release: Any = None  # onnxruntime RunOptions that shrink the arena
