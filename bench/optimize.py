@@ -44,8 +44,8 @@ from reenact.faces.detect import largest_face, make_detector
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from reenact.io.images import read_image
 from reenact.io.reader import VideoReader
+from reenact.mapping.optimize import OptimizeSettings, OptimizingMapper
 from reenact.models.onnx_modules import OnnxIdentity, OnnxLandmarks, OnnxModelSpec
-from reenact.models.optimize import OptimizeSettings, OptimizingMapper
 from reenact.models.stylegan2 import tiny_generator
 from testing.fixtures import fixtures_dir  # noqa: E402
 

@@ -350,12 +350,12 @@ def _load_paper_pack(
     ``match_threshold`` is set. ``recogniser`` is the offline dlib descriptor (the face models
     the settings choose) with its calibrated threshold, for checks that need one.
     """
-    from reenact.models.inception_attr import load_attr_encoder
-    from reenact.models.paper_adapters import (
+    from reenact.mapping.paper_adapters import (
         PAPER_ID_THRESHOLD,
         PaperAttributeAdapter,
         PaperIdentityCode,
     )
+    from reenact.models.inception_attr import load_attr_encoder
     from reenact.models.paper_mapper import load_paper_mapper
     from reenact.models.vggface2 import load_id_encoder
 

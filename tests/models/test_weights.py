@@ -22,8 +22,8 @@ from reenact.errors import (
     ModelError,
     WeightsMissingError,
 )
-from reenact.models.stylegan2 import save_generator, tiny_generator
 from reenact.models import download
+from reenact.models.stylegan2 import save_generator, tiny_generator
 from reenact.packs import pack_generator, registry
 
 PAYLOAD = os.urandom(300_000)

@@ -15,8 +15,8 @@ import torch
 from reenact.faces.align import align_faces, arcface_template, ffhq_template
 from reenact.io.images import read_image
 from reenact.io.reader import VideoReader
+from reenact.mapping.optimize import OptimizeSettings, OptimizingMapper
 from reenact.models.onnx_modules import OnnxIdentity, OnnxLandmarks, OnnxModelSpec
-from reenact.models.optimize import OptimizeSettings, OptimizingMapper
 from reenact.models.stylegan2 import tiny_generator
 
 R = 64
@@ -113,7 +113,7 @@ def test_pipeline_factory_uses_the_packs_identity_model(fixtures: Path, clip_cro
 
     from reenact.errors import ConfigError
     from reenact.faces import DlibFaceEncoder, OnnxArcFaceEncoder
-    from reenact.models.optimize import make_optimizing_mapping
+    from reenact.mapping.optimize import make_optimizing_mapping
 
     models = fixtures / "models"
     encoder = OnnxArcFaceEncoder(models / "mobileface_recognition_onnx/mobileface_V2.onnx", 0.0, 1.0)
