@@ -56,7 +56,6 @@ __all__ = [
     "check_pack_for_mode",
     "PackSettings",
     "load_pack",
-    "pack_generator",
     "registry",
     "tiny_models",
 ]
@@ -395,11 +394,3 @@ def _load_paper_pack(
     )
 
 
-def pack_generator(pack: str, device: str = "cpu") -> Generator:
-    """The pack's generator, ready for inference (eval, no gradients); seeded ones use the pack's seed."""
-    comp = registry.get_component(pack, "generator")
-    if comp.kind == "stylegan1":
-        return _stylegan1_generator(registry.get_pack(pack), device)  # type: ignore[return-value]
-    if comp.builtin == "tiny_generator":
-        return tiny_generator(seed=comp.seed or 0, resolution=comp.output_size or 64).to(device)
-    return load_generator(registry.resolve(pack, "generator"), device=device)
