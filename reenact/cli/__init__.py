@@ -55,6 +55,9 @@ class Command(NamedTuple):
     left: str = NOTHING_PARTIAL
     #: False when the command's own subcommands add --quiet (a console script's top level only)
     top_quiet: bool = True
+    #: fix the allocator's mmap threshold (:func:`reenact.allocator.limit_heap_growth`), measured
+    #: for video runs; training keeps the C library's default
+    limit_heap: bool = True
 
 
 #: Every command of the CLI. ``reenact``, ``deidentify`` and ``reenact-train`` are console
@@ -72,7 +75,7 @@ COMMANDS: dict[str, Command] = {
     "app": Command("the local web app: preview, run and download in a browser (needs the app extra)",
                    app_cmd.add_args, app_cmd.run),
     "reenact-train": Command(train_cmd.HELP, train_cmd.add_args, train_cmd.run, subcommand=False,
-                             left=train_cmd.LEFT, top_quiet=False),
+                             left=train_cmd.LEFT, top_quiet=False, limit_heap=False),
 }
 
 SUBCOMMANDS = [name for name, command in COMMANDS.items() if command.subcommand]
@@ -105,7 +108,8 @@ def _dispatch(name: str, argv: list[str]) -> int:
     command = COMMANDS[args.command] if subcommand else COMMANDS[name]
     quiet = args.quiet or getattr(args, "json", False)  # the video commands' --json is quiet too
     logging.basicConfig(level=logging.ERROR if quiet else logging.INFO, format="%(levelname)s: %(message)s")
-    limit_heap_growth()  # before any large buffer: a lower peak resident size (reenact.allocator)
+    if command.limit_heap:
+        limit_heap_growth()  # before any large buffer: a lower peak resident size (reenact.allocator)
     return run_guarded(command.run, args, command.left)
 
 

@@ -29,15 +29,6 @@ CLIP_POINTS = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Several OpenMP threads stall on the shared 2-core machine; use one (restored after)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def nets(fixtures: Path) -> tuple[OnnxIdentity, OnnxLandmarks]:
     return OnnxIdentity(MOBILEFACE.spec(fixtures)), OnnxLandmarks(PFLD.spec(fixtures))

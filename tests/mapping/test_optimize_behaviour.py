@@ -68,14 +68,6 @@ class SmallLandmarks(nn.Module):
         return torch.sigmoid(self.fc(F.avg_pool2d(x, 8).flatten(1))).view(-1, 68, 2) * 112
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 FAST = OptimizeSettings(steps_first=6, steps_warm=3, init_candidates=3, early_stop_patience=50)
 
 
