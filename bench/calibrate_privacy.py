@@ -36,15 +36,16 @@ from reenact.faces.identity import DlibFaceEncoder, OnnxArcFaceEncoder  # noqa: 
 from reenact.io.images import read_image  # noqa: E402
 from reenact.io.reader import open_video  # noqa: E402
 from testing.fixtures import fixtures_dir  # noqa: E402
+from testing.models import MOBILEFACE  # noqa: E402
 
 SINGLE_PERSON_CLIPS = ("liveportrait_d0.mp4", "liveportrait_d12.mp4", "sadtalker_WDA_KatieHill_000.mp4")
 
 
 def _encoders(fx: Path) -> dict[str, object]:
     encoders: dict[str, object] = {"dlib-resnet": DlibFaceEncoder()}
-    mobileface = fx / "models" / "mobileface_recognition_onnx" / "mobileface_V2.onnx"
+    mobileface = MOBILEFACE.file(fx)
     if mobileface.is_file():
-        encoders["arcface-onnx"] = OnnxArcFaceEncoder(mobileface, input_mean=0.0, input_std=1.0)
+        encoders["arcface-onnx"] = OnnxArcFaceEncoder(mobileface, input_mean=MOBILEFACE.mean, input_std=MOBILEFACE.std)
     return encoders
 
 
