@@ -147,7 +147,7 @@ def test_detector_threshold_applies_without_reloading_models(fixtures: Path) -> 
     frame = read_image(photo)[None]
     for threshold in (0.3, 0.6, 0.9):
         config = replace(PipelineConfig(device="cpu"), {"detector.score_threshold": threshold})
-        found = cache.get(config, CPU).detector.detect(frame)[0]
+        found = cache.get(plan_run("deidentify", config)).detector.detect(frame)[0]
         # the same faces as a detector loaded with that threshold
         direct = make_detector("offline", None, settings=DetectorSettings(score_threshold=threshold)).detect(frame)[0]
         assert np.allclose(found.boxes, direct.boxes) and np.allclose(found.scores, direct.scores), threshold
