@@ -51,7 +51,7 @@ class TrainedMapping:
 
 
 def make_mapping(pack: LoadedPack, config: PipelineConfig) -> LatentMapper:
-    """The latent mapper that ``config.mapper`` names (``optimize``: :mod:`reenact.models.optimize`,
+    """The latent mapper that ``config.mapper`` names (``optimize``: :mod:`reenact.mapping.optimize`,
     seeded by ``config.seed`` and started from the trained mapper where the pack has one)."""
     if config.mapper == "trained":
         return TrainedMapping(pack)
