@@ -27,7 +27,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import math
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -54,6 +53,7 @@ from reenact.io.atomic import atomic_path, atomic_write_text
 from reenact.packs import LoadedPack, check_pack_for_mode, load_pack, registry
 from reenact.packs import _face_models as pack_face_models
 from reenact.pipeline.identity import ClassicRedaction, classic_method, policy_class
+from reenact.pipeline.preview_sheet import face_labels, write_sheet
 from reenact.pipeline.report import public_config
 from reenact.pipeline.settings import Mode, PipelineConfig
 from reenact.pipeline.stream import FaceReplacer, ThresholdedDetector, identity_threshold
@@ -301,13 +301,15 @@ def process_video(
     if config.faces.startswith("reference:"):  # the written config names the photo, not its folder
         written = dataclasses.replace(config, faces="reference:" + Path(config.faces.split(":", 1)[1]).name)
     atomic_write_text(paths["config"], dump_yaml_text(written))
+    labels = face_labels(replacer.kept_faces, run.tracks, ladder=run.privacy is not None)
     if preview:
-        _write_preview(replacer.kept, paths["preview"], mode=0o600 if policy.private else 0o644)
+        write_sheet(replacer.kept, labels, paths["preview"], mode=0o600 if policy.private else 0o644)
     if audit:
         record = run.audit_dict(source=source, output=output)
         record["identity_photo"] = photo
         record["faces"] = config.faces
         record["preview"] = str(paths["preview"].absolute()) if preview else None
+        record["preview_faces"] = {str(k): v for k, v in labels.items()} if preview else None
         with atomic_path(paths["audit"], mode=0o600) as tmp:
             tmp.write_text(json.dumps(record, indent=2), encoding="utf-8")
     return report
@@ -373,23 +375,6 @@ def stale_reason(output: Path, mode: Mode, config: PipelineConfig, identity: str
 def _preview_frames(info: VideoInfo, count: int = 4) -> set[int]:
     n = max(info.frame_count, 1)
     return {min(n - 1, round(k * (n - 1) / max(count - 1, 1))) for k in range(count)}
-
-
-def _write_preview(kept: dict[int, tuple[torch.Tensor, torch.Tensor]], path: Path, mode: int = 0o644) -> None:
-    """A PNG sheet: one row per kept frame, before | after."""
-    from PIL import Image
-
-    if not kept:
-        return
-    rows = [torch.cat([before, after], dim=1) for _i, (before, after) in sorted(kept.items())]
-    width = max(r.shape[1] for r in rows)
-    sheet = torch.cat([torch.nn.functional.pad(r, (0, 0, 0, width - r.shape[1])) for r in rows], dim=0)
-    scale = min(1.0, 1600 / max(sheet.shape[0], sheet.shape[1]))
-    image = Image.fromarray(sheet.numpy())
-    if scale < 1:
-        image = image.resize((max(1, math.floor(image.width * scale)), max(1, math.floor(image.height * scale))))
-    with atomic_path(path, mode=mode) as tmp:
-        image.save(tmp, format="PNG")
 
 
 def video_job(
