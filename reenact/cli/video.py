@@ -136,6 +136,7 @@ def run(args: argparse.Namespace, mode: Mode) -> int:
     warn_unused_flags(args, mode, config, folder=source.is_dir())
     check_inputs(None if source.is_dir() else source, None if source.is_dir() else output, mode, config,
                  identity=identity, overwrite=args.overwrite, preview=args.preview)
+    check_model_files(mode, config)
     folder = folder_decisions(args, mode, config, source, output, identity) if source.is_dir() else None
     if args.dry_run:
         # the run's last check before the video work: the photos show a face (loads the models)
@@ -146,6 +147,18 @@ def run(args: argparse.Namespace, mode: Mode) -> int:
     if folder is not None:
         return _run_folder(args, mode, config, folder, identity)
     return _run_file(args, mode, config, source, output, identity)
+
+
+def check_model_files(mode: Mode, config: PipelineConfig) -> None:
+    """Every model file this run loads is here, or one error naming all that are missing."""
+    from reenact.packs.status import check_pack_files, needed_components
+    from reenact.pipeline.identity import classic_method
+
+    models = config.models
+    check_pack_files(models.pack, needed_components(
+        models.pack, faces_only=classic_method(mode, config.deidentify.method), need_mapper=config.mapper == "trained",
+        own_faces=models.faces_backend != "offline", detector_model=bool(models.detector_model),
+        identity_model=bool(models.identity_model)))
 
 
 def folder_decisions(args: argparse.Namespace, mode: Mode, config: PipelineConfig, source: Path, output: Path,
