@@ -6,8 +6,6 @@ import argparse
 import json
 from pathlib import Path
 
-from reenact.errors import ModelError
-
 HELP = "list, pull, import and verify model weights"
 
 
