@@ -56,6 +56,7 @@ PAGE_WORDS = (
     (re.compile(r"--detector-threshold"), "the detector.score_threshold setting"),
     (re.compile(r"--privacy-threshold"), "the privacy_threshold setting"),
     (re.compile(r"--overwrite"), "a new run"),
+    (re.compile(r" \((?:--identity|--faces reference:\.\.\.)\)"), ""),
 )
 
 
