@@ -122,7 +122,7 @@ def pack_names() -> list[str]:
 
 def pack_states() -> dict[str, dict[str, Any]]:
     """Per pack: whether its files are here, whether it is untrained, and its verdict for a page."""
-    from reenact.packs.status import component_states, pack_verdict, untrained
+    from reenact.models.pack_status import component_states, pack_verdict, untrained
 
     out = {}
     for name in pack_names():
@@ -445,11 +445,17 @@ def create_app(settings: AppSettings = AppSettings()) -> FastAPI:
 
     @app.get("/api/options")
     def options() -> dict[str, Any]:
-        return {"packs": pack_names(), "pack_states": pack_states(), "modes": ["deidentify", "reenact"],
+        return {"packs": pack_names(), "modes": ["deidentify", "reenact"],
                 "methods": ["synthetic", "blur", "pixelate", "solid"], "audio": ["keep", "drop"],
                 "smoothing": ["one_euro", "gaussian", "none"], "faces": ["all", "largest"],
                 "max_upload": settings.max_upload,
                 "allow": [str(p) for p in settings.allow]}
+
+    @app.get("/api/packs")
+    def packs() -> dict[str, Any]:
+        """Per pack: ready, untrained, and its verdict (imports the model registry: its own request,
+        so the page's options arrive at once)."""
+        return pack_states()
 
     @app.put("/api/upload/{kind}")
     async def upload(kind: Literal["video", "photo"], request: Request, name: str = "upload") -> dict[str, Any]:

@@ -31,8 +31,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
+    from reenact.models.pack_status import component_states, pack_verdict
     from reenact.packs import registry as weights  # imports torch: loaded here, after parsing
-    from reenact.packs.status import component_states, pack_verdict
 
     names = [args.pack] if args.pack else weights.list_packs()
     packs = {name: component_states(name) for name in names}
@@ -84,8 +84,8 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    from reenact.models.pack_status import component_states, pack_verdict, verify_line
     from reenact.packs import registry as weights
-    from reenact.packs.status import component_states, pack_verdict, verify_line
 
     results = weights.verify(args.pack)
     if args.json:

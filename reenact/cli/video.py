@@ -151,7 +151,7 @@ def run(args: argparse.Namespace, mode: Mode) -> int:
 
 def check_model_files(mode: Mode, config: PipelineConfig) -> None:
     """Every model file this run loads is here, or one error naming all that are missing."""
-    from reenact.packs.status import check_pack_files, needed_components
+    from reenact.models.pack_status import check_pack_files, needed_components
     from reenact.pipeline.identity import classic_method
 
     models = config.models
