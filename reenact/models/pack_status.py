@@ -53,13 +53,22 @@ class ComponentState:
         return f"{self.component:<18} {words}"
 
 
+def insightface_folder(model_pack: str) -> str:
+    """Where insightface keeps ``model_pack`` on this machine, ``~``-shortened under the home folder."""
+    folder = registry.insightface_root() / model_pack
+    try:
+        return "~/" + str(folder.relative_to(Path.home()))
+    except ValueError:
+        return str(folder)
+
+
 def how_to_get(pack: str, name: str, comp: Component) -> str:
     """How a user gets a missing component, in one clause naming the file and the command."""
     scheme = comp.scheme
     if scheme == "insightface":
         model_pack, _, file = (comp.source or "").split(":", 1)[1].partition("/")
         return (f"{file} of insightface's {model_pack} models, which insightface downloads into "
-                f"~/.insightface/models/{model_pack} on a machine with internet (or copy that folder here)")
+                f"{insightface_folder(model_pack)} on a machine with internet (or copy that folder there)")
     if scheme == "trained":
         return (f"made by training: `reenact-train fit --config configs/train_ffhq256.yaml`, then "
                 f"`reenact-train export` and `reenact models import {pack}/{name} FOLDER` "
@@ -78,7 +87,8 @@ def short_how(pack: str, name: str, comp: Component) -> str:
     """The missing file and the one step that gets it, for a one-line error."""
     scheme = comp.scheme
     if scheme == "insightface":
-        return f"{name}: ~/.insightface/models/{(comp.source or '').split(':', 1)[1]} (insightface downloads it)"
+        model_pack, _, file = (comp.source or "").split(":", 1)[1].partition("/")
+        return f"{name}: {insightface_folder(model_pack)}/{file} (insightface downloads it)"
     if scheme == "trained":
         return f"{name}: {comp.file} (train it with reenact-train, or run with --mapper optimize)"
     if scheme == "import":
