@@ -128,8 +128,11 @@ def pack_states() -> dict[str, dict[str, Any]]:
     for name in pack_names():
         try:
             states = component_states(name)
-            out[name] = {"ready": all(s.state != "missing" for s in states), "untrained": untrained(name),
-                         "verdict": for_page(pack_verdict(name, states))}
+            missing = [s.component for s in states if s.state == "missing"]
+            verdict = (f"The {name!r} pack is not ready: {len(missing)} of {len(states)} model files are missing "
+                       f"({', '.join(missing)}); the README's \"Real faces\" section says how to get each."
+                       if missing else pack_verdict(name, states))
+            out[name] = {"ready": not missing, "untrained": untrained(name), "verdict": verdict}
         except ReenactError as exc:
             out[name] = {"ready": False, "untrained": False, "verdict": f"{name}: cannot be read ({exc})"}
     return out

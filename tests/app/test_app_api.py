@@ -168,7 +168,8 @@ def test_no_response_may_be_framed_and_the_icon_is_served(allowed: Path) -> None
         assert icon.content[:4] == b"\x00\x00\x01\x00", "not an ICO file"
         states = c.get("/api/packs").json()
         assert states["tiny"]["untrained"] and states["tiny"]["ready"]
-        assert "--" not in states["full"]["verdict"]
+        assert "--" not in states["full"]["verdict"] and "below" not in states["full"]["verdict"]
+        assert states["full"]["verdict"].startswith("The 'full' pack is not ready: ") and not states["full"]["ready"]
 
 
 def test_a_photo_without_a_face_is_named_by_its_upload_name_only(allowed: Path, tmp_path: Path) -> None:

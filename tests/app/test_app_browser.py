@@ -258,7 +258,7 @@ def test_method_selector_and_notice_follow_the_settings(browser: object, server:
     page.select_option("#mode", "reenact")
     assert page.locator("#method-row").is_hidden() and notice.is_visible()
     page.select_option("#pack", "full")
-    assert "full: not ready" in notice.inner_text()
+    assert notice.inner_text().startswith("The 'full' pack is not ready: 5 of 5 model files are missing")
 
     # the method reaches the run: a pixelate preview says pixelated, never blurred
     short_clip(server.allowed / "clip.mp4")
