@@ -1,12 +1,15 @@
 """Make the bundled samples from public-domain material inside registry packages.
 
-Source: scikit-image's ``astronaut`` photo (Eileen Collins, NASA portrait, public
-domain), shipped inside the scikit-image wheel. Outputs, written next to this script:
+Sources, both shipped inside the scikit-image wheel: its ``astronaut`` photo (Eileen
+Collins, NASA portrait, public domain) and its ``camera`` photo (a man with a film camera on
+a tripod, CC0 by the photographer, Lav Varshney). Outputs, written next to this script:
 
 * ``astronaut_clip.mp4``: 384x384, 25 fps, 2 s; a synthetic camera pans, zooms and rolls
   over the photo while the light changes; a generated AAC audio track (a soft chord).
-* ``astronaut_identity.jpg``: the same photo mirrored, re-framed and warmed, used as the
-  identity image of the README's smoke demo.
+* ``astronaut_identity.jpg``: the same photo mirrored, re-framed and warmed (the tests' photo
+  of the clip's own person).
+* ``cameraman_identity.jpg``: the ``camera`` photo's head and shoulders, 256x256 RGB: another
+  person, the identity photo of the README's demo.
 
 Run: ``python samples/make_samples.py`` (deterministic; the committed files came from it).
 """
@@ -93,6 +96,8 @@ def main() -> None:
     warm = np.asarray(mirrored.resize((256, 256), Image.Resampling.LANCZOS)).astype(np.float32)
     warm = np.clip(warm * np.array([1.06, 1.0, 0.92]), 0, 255).astype(np.uint8)
     Image.fromarray(warm).save(HERE / "astronaut_identity.jpg", quality=92)
+    other = Image.fromarray(data.camera()).crop((100, 40, 340, 280)).convert("RGB")
+    other.resize((256, 256), Image.Resampling.LANCZOS).save(HERE / "cameraman_identity.jpg", quality=92)
 
 
 if __name__ == "__main__":

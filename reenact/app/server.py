@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import logging
+import re
 import secrets
 import shutil
 import tempfile
@@ -27,12 +29,13 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from reenact.config import Mode, from_dict, parse_override, replace, to_dict
 from reenact.errors import ConfigError, InputError, ReenactError
+from reenact.summary import RUNG_WORDS, for_page, summarize
 
 from .jobs import Job, JobQueue, QueueFullError
 from .media import cut_clip, outlined_png, read_frame
@@ -96,6 +99,9 @@ class Settings(BaseModel):
     faces: Literal["all", "largest"] = "all"
     seed: int = 0
     smoothing: Literal["one_euro", "gaussian", "none"] = "one_euro"
+    #: deidentify's method; "" keeps the pack's default (the CLI without --method)
+    method: Literal["", "synthetic", "blur", "pixelate", "solid"] = ""
+    audio: Literal["keep", "drop"] = "keep"
     advanced: str = Field("", max_length=20000)
 
 
@@ -112,6 +118,24 @@ def pack_names() -> list[str]:
     """The model packs that ship with reenact (``reenact/packs/*.yaml``)."""
     folder = resources.files("reenact.packs")
     return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def pack_states() -> dict[str, dict[str, Any]]:
+    """Per pack: whether its files are here, whether it is untrained, and its verdict for a page."""
+    from reenact.models.pack_status import component_states, pack_verdict, untrained
+
+    out = {}
+    for name in pack_names():
+        try:
+            states = component_states(name)
+            missing = [s.component for s in states if s.state == "missing"]
+            verdict = (f"The {name!r} pack is not ready: {len(missing)} of {len(states)} model files are missing "
+                       f"({', '.join(missing)}); the README's \"Real faces\" section says how to get each."
+                       if missing else pack_verdict(name, states))
+            out[name] = {"ready": not missing, "untrained": untrained(name), "verdict": verdict}
+        except ReenactError as exc:
+            out[name] = {"ready": False, "untrained": False, "verdict": f"{name}: cannot be read ({exc})"}
+    return out
 
 
 def parse_advanced(text: str) -> dict[str, Any]:
@@ -139,7 +163,6 @@ class App:
         self.inputs: dict[str, Input] = {}
         self.engine = threading.Lock()
         self.queue = JobQueue(self.engine, settings.max_waiting)
-        self._detectors: dict[tuple[Any, ...], Any] = {}
 
     def close(self) -> None:
         """Stop the queue (a running job is cancelled) and delete the private folder."""
@@ -173,6 +196,15 @@ class App:
         self.inputs[item.id] = item
         return item
 
+    def scrub(self, message: str) -> str:
+        """``message`` without server paths: an input's path becomes its name, any other path in
+        the app's private folder (or the system's temporary folder) its file name."""
+        for item in self.inputs.values():
+            message = message.replace(str(item.path), item.name)
+        for root in {str(self.workdir), str(self.workdir.resolve()), tempfile.gettempdir()}:
+            message = re.sub(re.escape(root) + r"[^\s:;,'\"()]*", lambda m: Path(m.group(0)).name or "(file)", message)
+        return for_page(message)
+
     def get_input(self, ident: str | None, kind: str) -> Input:
         item = self.inputs.get(ident or "")
         if item is None or item.kind != kind:
@@ -188,6 +220,9 @@ class App:
             raise ConfigError(f"unknown model pack {req.pack!r}; packs: {', '.join(pack_names())}")
         overrides: dict[str, Any] = {"models.pack": req.pack, "faces": req.faces, "seed": req.seed,
                                      "smoothing.latent.method": req.smoothing, "device": self.settings.device}
+        if req.mode == "deidentify" and req.method:
+            overrides["deidentify.method"] = req.method
+        overrides["encode.audio"] = req.audio
         if req.smoothing == "none":  # as the CLI's --no-smooth: no filter anywhere
             overrides.update({"smoothing.alignment.method": "none", "smoothing.points.method": "none"})
         overrides.update(parse_advanced(req.advanced))
@@ -207,18 +242,12 @@ class App:
         return video, identity, self.config(req)
 
     # preview -----------------------------------------------------------------------------
-    def detector(self, config: PipelineConfig) -> Any:
-        """The pack's face detector (for outlining faces), loaded once per settings."""
-        from reenact.packs import load_pack
-
-        key = (config.models, config.detector)
-        if key not in self._detectors:
-            self._detectors[key] = load_pack(config.models, "cpu", detector_settings=config.detector,
-                                             need_mapper=False).detector
-        return self._detectors[key]
-
     def preview(self, req: PreviewRequest) -> dict[str, Any]:
-        """Process a short clip around ``req.frame`` with ``process_video``; before/after images."""
+        """Process a short clip around ``req.frame`` with ``process_video``; before/after images.
+
+        The faces are outlined where the run's own tracks put them, ``face K`` being track
+        K-1 as in the table (the labelled sheet's numbers, from the run's private audit).
+        """
         from reenact.pipeline import process_video
 
         video, identity, config = self.sources(req)
@@ -231,34 +260,39 @@ class App:
         started = time.perf_counter()
         try:
             before, index = cut_clip(video.path, folder / "clip.mp4", req.frame)
-            report = process_video(folder / "clip.mp4", folder / "out.mp4", req.mode, config, identity=identity)
+            report = process_video(folder / "clip.mp4", folder / "out.mp4", req.mode, config, identity=identity,
+                                   preview=True, audit=True)
             after = read_frame(folder / "out.mp4", index)
-            found = self.detector(config).detect(before[None])[0]
+            audit = json.loads((folder / "out.mp4.audit.json").read_text(encoding="utf-8"))
         except ReenactError as exc:
             raise type(exc)(str(exc).replace(str(folder / "clip.mp4"), f"{video.name} (frame {req.frame})")) from exc
         finally:
             self.engine.release()
             shutil.rmtree(folder, ignore_errors=True)
-        boxes = np.asarray(found.boxes, dtype=np.float32).reshape(-1, 4)
-        boxes = boxes[np.argsort(boxes[:, 0])] if len(boxes) else boxes
-        labels = [f"face {k + 1}" for k in range(len(boxes))]
-        tracks = _track_rows(report, index)
-        warnings = [w for w in report.get("warnings", []) if not w.startswith("no faces found")]
-        if not len(boxes) and not tracks:
+        faces = (audit.get("preview_faces") or {}).get(str(index), [])
+        boxes = np.asarray([f["box"] for f in faces], dtype=np.float32).reshape(-1, 4)
+        labels = [f"face {f['face']}" if f["face"] is not None else "untracked" for f in faces]
+        rungs = {f["face"]: f["rung"] for f in faces if f["face"] is not None}
+        tracks = _track_rows(report, audit, index, rungs)
+        summary = summarize(report, {}, audience="page")
+        warnings = list(summary.warnings)
+        if not faces:
             warnings.insert(0, f"no faces found in frame {req.frame}: the output is unchanged there")
         return {
             "frame": req.frame,
             "before": _data_url(outlined_png(before, boxes, labels)),
-            "after": _data_url(outlined_png(after[: before.shape[0], : before.shape[1]], boxes[:, :4], labels)),
-            "faces": len(boxes),
+            "after": _data_url(outlined_png(after[: before.shape[0], : before.shape[1]], boxes, labels)),
+            "faces": len(faces),
             "tracks": tracks,
             "warnings": warnings,
+            "faces_text": summary.faces,
             "seconds": round(time.perf_counter() - started, 3),
         }
 
     # runs --------------------------------------------------------------------------------
     def submit(self, req: Settings) -> dict[str, Any]:
         from reenact.pipeline import process_video
+        from reenact.pipeline.run import report_paths
 
         video, identity, config = self.sources(req)
         folder = self.folder("runs")
@@ -271,8 +305,11 @@ class App:
             # audit file; both stay in this app's private folder, shown to the user who uploaded
             report = process_video(video.path, output, mode, config, identity=identity, preview=True,
                                    audit=True, progress=job.progress)
+            written = {"video": output, **{k: p for k, p in report_paths(output).items() if p.exists()}}
+            summary = summarize(report, written, audience="page")
             return {"frames": report["frames"], "fps": report["fps_processed"], "counts": report["counts"],
-                    "tracks": _track_rows(report, None), "warnings": report["warnings"]}
+                    "tracks": _track_rows(report, None, None, {}), "warnings": list(summary.warnings),
+                    "summary": summary.to_dict()}
 
         job = Job(secrets.token_hex(8), folder, work, label=video.name)
         try:
@@ -296,7 +333,8 @@ class App:
                     files[kind] = f"/api/jobs/{job.id}/files/{kind}"
         fps = job.fps()
         return {"id": job.id, "state": job.state, "done": job.done, "total": job.total,
-                "fps": round(fps, 2) if fps else None, "ahead": self.queue.position(job), "error": job.error,
+                "fps": round(fps, 2) if fps else None, "ahead": self.queue.position(job),
+                "error": self.scrub(job.error) if job.error else None,
                 "result": job.result, "files": files, "name": job.label}
 
 
@@ -304,23 +342,38 @@ class App:
 RESULT_FILES = {"video": "*.mp4", "report": "*.report.json", "preview": "*.preview.png", "config": "*.config.yaml"}
 
 
-def _track_rows(report: dict[str, Any], frame: int | None) -> list[dict[str, Any]]:
-    """Per track: how its faces were handled and its identity similarity (at ``frame`` if given)."""
+def _track_rows(report: dict[str, Any], audit: dict[str, Any] | None, frame: int | None,
+                rungs: dict[int, str]) -> list[dict[str, Any]]:
+    """Per track, numbered like the picture (``face`` = track id + 1): how its faces were
+    handled and its identity similarity (at ``frame`` from the audit when given, else its mean
+    or, for deidentify, the highest a privacy checker saw)."""
     rows = []
+    audited = (audit or {}).get("tracks", {})
     for track_id, track in report.get("tracks", {}).items():
-        key = "similarity_to_target" if "similarity_to_target" in track else "similarity_to_original"
-        sims = track.get(key, {})
-        at = dict((int(i), v) for i, v in sims.get("per_frame", []))
-        value = at.get(frame) if frame is not None else sims.get("mean")
-        synthetic = track.get("synthetic_identity") or {}
-        if track.get("blurred"):
-            rung = "blurred (privacy check failed)"
-        elif track.get("replaced"):
-            rung = "replaced" + (f" (identity draw {synthetic['draws']})" if synthetic.get("draws") else "")
+        privacy = track.get("privacy") or {}
+        if "similarity_to_target" in track:
+            measure = "similarity to the identity photo"
+            value = (track["similarity_to_target"] or {}).get("mean")
+            if frame is not None:
+                per_frame = (audited.get(track_id, {}).get("similarity_to_target") or {}).get("per_frame", [])
+                value = dict((int(i), v) for i, v in per_frame).get(frame)
         else:
-            rung = "left as is"
-        rows.append({"track": int(track_id), "frames": track.get("frames"), "replaced": track.get("replaced"),
-                     "blurred": track.get("blurred"), "measure": key.replace("_", " "),
+            measure = "highest similarity to the original (privacy checks)"
+            seen = privacy.get("max_similarity") or {}
+            value = max(seen.values()) if seen else None
+            if frame is not None:
+                per_frame = (audited.get(track_id, {}).get("privacy") or {}).get("per_frame", [])
+                at = [max(sims.values()) for i, _rung, sims, _why in per_frame if int(i) == frame and sims]
+                value = max(at) if at else None
+        face = int(track_id) + 1
+        if frame is not None:
+            rung = rungs.get(face, "not in this frame")
+        elif privacy.get("rungs"):
+            rung = ", ".join(f"{RUNG_WORDS.get(r, r)} {n}" for r, n in privacy["rungs"].items())
+        else:
+            rung = f"replaced {track.get('replaced', 0)}" + (f", blurred {track['blurred']}" if track.get("blurred") else "")
+        rows.append({"face": face, "track": int(track_id), "frames": track.get("frames"),
+                     "replaced": track.get("replaced"), "blurred": track.get("blurred"), "measure": measure,
                      "similarity": None if value is None else round(float(value), 3), "rung": rung})
     return rows
 
@@ -355,13 +408,19 @@ def create_app(settings: AppSettings = AppSettings()) -> FastAPI:
     @app.middleware("http")
     async def require_header(request: Request, call_next: Any) -> Any:
         if request.method not in ("GET", "HEAD") and request.headers.get(CSRF_HEADER) != "1":
-            return JSONResponse({"error": f"refused: requests must come from the app's page ({CSRF_HEADER} header)"},
-                                status_code=403)
-        return await call_next(request)
+            response = JSONResponse({"error": "refused: requests must come from the app's page "
+                                     f"({CSRF_HEADER} header)"}, status_code=403)
+        else:
+            response = await call_next(request)
+        # no other site may frame the page (clickjacking): CSP for today's browsers, XFO for older ones
+        response.headers.setdefault("Content-Security-Policy", "frame-ancestors 'none'")
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
 
     @app.exception_handler(ReenactError)
     async def reenact_error(_request: Request, exc: ReenactError) -> JSONResponse:
-        return JSONResponse({"error": str(exc), "kind": type(exc).__name__}, status_code=_status(exc))
+        return JSONResponse({"error": state.scrub(str(exc)), "kind": type(exc).__name__}, status_code=_status(exc))
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -372,20 +431,34 @@ def create_app(settings: AppSettings = AppSettings()) -> FastAPI:
     @app.exception_handler(Exception)
     async def internal(_request: Request, exc: Exception) -> JSONResponse:
         log.error("internal error:\n%s", "".join(traceback.format_exception(exc)))
-        return JSONResponse({"error": f"internal error ({type(exc).__name__}): {exc}"}, status_code=500)
+        return JSONResponse({"error": state.scrub(f"internal error ({type(exc).__name__}): {exc}")}, status_code=500)
 
     @app.get("/", response_class=HTMLResponse)
     def index() -> HTMLResponse:
         page = resources.files("reenact.app").joinpath("static/index.html").read_text(encoding="utf-8")
         return HTMLResponse(page, headers={"Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
                                            "media-src 'self'; style-src 'self' 'unsafe-inline'; "
-                                           "script-src 'self' 'unsafe-inline'; connect-src 'self'"})
+                                           "script-src 'self' 'unsafe-inline'; connect-src 'self'; "
+                                           "frame-ancestors 'none'"})
+
+    @app.get("/favicon.ico")
+    def favicon() -> Response:
+        icon = resources.files("reenact.app").joinpath("static/favicon.ico").read_bytes()
+        return Response(icon, media_type="image/x-icon", headers={"Cache-Control": "max-age=86400"})
 
     @app.get("/api/options")
     def options() -> dict[str, Any]:
-        return {"packs": pack_names(), "modes": ["deidentify", "reenact"], "smoothing": ["one_euro", "gaussian", "none"],
-                "faces": ["all", "largest"], "max_upload": settings.max_upload,
+        return {"packs": pack_names(), "modes": ["deidentify", "reenact"],
+                "methods": ["synthetic", "blur", "pixelate", "solid"], "audio": ["keep", "drop"],
+                "smoothing": ["one_euro", "gaussian", "none"], "faces": ["all", "largest"],
+                "max_upload": settings.max_upload,
                 "allow": [str(p) for p in settings.allow]}
+
+    @app.get("/api/packs")
+    def packs() -> dict[str, Any]:
+        """Per pack: ready, untrained, and its verdict (imports the model registry: its own request,
+        so the page's options arrive at once)."""
+        return pack_states()
 
     @app.put("/api/upload/{kind}")
     async def upload(kind: Literal["video", "photo"], request: Request, name: str = "upload") -> dict[str, Any]:

@@ -6,8 +6,6 @@ import argparse
 import json
 from pathlib import Path
 
-from reenact.errors import ModelError
-
 HELP = "list, pull, import and verify model weights"
 
 
@@ -33,26 +31,25 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
+    from reenact.models.pack_status import component_states, pack_verdict
     from reenact.packs import registry as weights  # imports torch: loaded here, after parsing
 
     names = [args.pack] if args.pack else weights.list_packs()
-    rows = []
-    for name in names:
-        pack = weights.get_pack(name)
-        for comp_name, comp in pack.components.items():
-            try:
-                where = str(weights.resolve(name, comp_name))
-            except ModelError as exc:
-                where = "built in" if comp.scheme == "builtin" else f"missing ({type(exc).__name__})"
-            rows.append({"pack": name, "component": comp_name, "kind": comp.kind, "source": comp.source,
-                         "sha256": comp.sha256, "licence": comp.licence, "path": where})
+    packs = {name: component_states(name) for name in names}
     if args.json:
-        print(json.dumps({"cache": str(weights.cache_dir()), "components": rows}, indent=1))
-    else:
-        print(f"cache: {weights.cache_dir()}")
-        for r in rows:
-            print(f"{r['pack']}/{r['component']:<18} {r['kind']:<17} {r['path']}\n"
-                  f"    source: {r['source'] or 'reenact-train'}   licence: {r['licence']}")
+        rows = [{"pack": s.pack, "component": s.component, "kind": s.kind, "source": s.source,
+                 "sha256": weights.get_component(s.pack, s.component).sha256, "licence": s.licence,
+                 "state": s.state, "path": str(s.path) if s.path else None, "how": s.how}
+                for states in packs.values() for s in states]
+        verdicts = {name: pack_verdict(name, states) for name, states in packs.items()}
+        print(json.dumps({"cache": str(weights.cache_dir()), "packs": verdicts, "components": rows}, indent=1))
+        return 0
+    print(f"cache: {weights.cache_dir()}")
+    for name, states in packs.items():
+        print(pack_verdict(name, states))
+        for s in states:
+            print(f"  {s.line()}")
+            print(f"  {'':<18}   source: {s.source or 'reenact-train'}; licence: {s.licence}")
     return 0
 
 
@@ -87,6 +84,7 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    from reenact.models.pack_status import component_states, pack_verdict, verify_line
     from reenact.packs import registry as weights
 
     results = weights.verify(args.pack)
@@ -94,6 +92,11 @@ def _verify(args: argparse.Namespace) -> int:
         print(json.dumps([{"component": v.component, "ok": v.ok, "path": str(v.path) if v.path else None,
                            "message": v.message} for v in results], indent=1))
     elif not args.quiet:
+        broken = [v.component for v in results if not v.ok and v.path is not None]
+        verdict = pack_verdict(args.pack, component_states(args.pack))
+        if broken:
+            verdict = f"{args.pack}: broken: {', '.join(broken)} failed the check (below)"
+        print(verdict)
         for v in results:
-            print(f"{'ok  ' if v.ok else 'FAIL'} {args.pack}/{v.component}: {v.message}")
+            print(f"  {verify_line(args.pack, v.component, v.ok, v.path, v.message)}")
     return 0 if all(v.ok for v in results) else 1

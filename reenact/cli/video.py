@@ -6,6 +6,7 @@ import argparse
 import functools
 import json
 import logging
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,7 @@ from reenact.errors import InputError
 if TYPE_CHECKING:
     from reenact.batch import FolderPlan
     from reenact.pipeline import PipelineConfig, RunPlan
+    from reenact.summary import Summary
 
 DESCRIPTION = {
     "reenact": "Put the identity of a photo on the faces of a video (or of every video in a folder).",
@@ -105,6 +107,9 @@ def precheck(args: argparse.Namespace, mode: Mode) -> tuple[Path, Path]:
         raise InputError(f"{source}: no such file or folder")
     if args.workers < 1:
         raise InputError(f"--workers must be at least 1, got {args.workers}")
+    if mode == "deidentify" and args.preview and not args.audit:
+        raise InputError("--preview shows the original faces, so deidentify writes it only with --audit "
+                         "(a private file, mode 0600): add --audit, or leave out --preview")
     identity = getattr(args, "identity", None)
     if identity is not None:
         check_photo_path(Path(identity), "identity photo (--identity)")
@@ -131,6 +136,7 @@ def run(args: argparse.Namespace, mode: Mode) -> int:
     # every decision of the run, made once (the photos are read here, once)
     plan = plan_run(mode, config, identity=identity, preview=args.preview, audit=args.audit)
     check_files(plan, None if source.is_dir() else source, None if source.is_dir() else output, args.overwrite)
+    check_model_files(plan)
     folder = folder_decisions(args, plan, source, output) if source.is_dir() else None
     if args.dry_run:
         # the run's last check before the video work: the photos show a face (loads the models)
@@ -143,10 +149,22 @@ def run(args: argparse.Namespace, mode: Mode) -> int:
     return _run_file(args, plan, source, output)
 
 
+def check_model_files(plan: RunPlan) -> None:
+    """Every model file this run loads is here, or one error naming all that are missing."""
+    from reenact.models.pack_status import check_pack_files, needed_components
+
+    models = plan.config.models
+    check_pack_files(models.pack, needed_components(
+        models.pack, faces_only=plan.classic, need_mapper=plan.config.mapper == "trained",
+        own_faces=models.faces_backend != "offline", detector_model=bool(models.detector_model),
+        identity_model=bool(models.identity_model)))
+
+
 def folder_decisions(args: argparse.Namespace, plan: RunPlan, source: Path, output: Path) -> FolderPlan:
     """What a folder run does with each file, the same for ``--dry-run`` and the run: jobs,
-    outputs that are done (skipped) or stale (failed: made with other settings, another
-    identity photo, or from another clip under the same name), files that are not videos."""
+    outputs that are done (skipped) or stale (skipped too, with the reason and the way to redo
+    it: made with other settings, another identity photo, or from another clip under the same
+    name), files that are not videos."""
     from reenact.batch import JobResult, plan_folder
     from reenact.errors import ReenactError
     from reenact.pipeline.run import check_sidecars, stale_reason
@@ -155,9 +173,9 @@ def folder_decisions(args: argparse.Namespace, plan: RunPlan, source: Path, outp
     for result in folder.known:
         if result.status == "skipped" and result.output is not None:
             reason = stale_reason(result.output, plan, result.source)
-            if reason is not None:
-                result.status = "failed"
-                result.error = f"output exists but is stale: {reason}; use --overwrite to remake it"
+            if reason is not None:  # not a failure of the file: skipped, and the way to redo it
+                result.details["stale"] = reason
+                result.error = f"stale: {reason}; --overwrite remakes it"
     jobs = []
     for job in folder.jobs:
         try:
@@ -177,7 +195,9 @@ def _plan(mode: Mode, config: PipelineConfig, source: Path, output: Path, identi
                             "identity": str(identity) if identity else None, "config": to_dict(config)}
     if folder is not None:
         plan["jobs"] = [[str(j.source), str(j.output)] for j in folder.jobs]
-        plan["skipped"] = [[str(r.source), r.status, r.error] for r in folder.known if r.status == "skipped"]
+        plan["skipped"] = [[str(r.source), r.status, r.error] for r in folder.known
+                           if r.status == "skipped" and "stale" not in r.details]
+        plan["stale"] = [[str(r.source), r.details["stale"]] for r in folder.known if "stale" in r.details]
         plan["failed"] = [[str(r.source), r.error] for r in folder.known if r.status == "failed"]
         plan["ignored"] = [[str(r.source), r.error] for r in folder.known if r.status == "ignored"]
     return plan
@@ -186,28 +206,46 @@ def _plan(mode: Mode, config: PipelineConfig, source: Path, output: Path, identi
 def _run_file(args: argparse.Namespace, plan: RunPlan, source: Path, output: Path) -> int:
     from tqdm import tqdm
 
+    from reenact.cli.console import held_warnings
     from reenact.pipeline import run_video
 
-    bar = tqdm(total=None, unit="frame", disable=args.quiet or args.json, desc=source.name)
+    with held_warnings() as logged:  # warnings wait for the summary: never inside the bar, each once
+        bar = tqdm(total=None, unit="frame", disable=args.quiet or args.json, desc=source.name)
 
-    def progress(done: int, total: int) -> None:
-        bar.total = total
-        bar.update(done - bar.n)
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
 
-    try:
-        report = run_video(plan, source, output, overwrite=args.overwrite, progress=progress)
-    finally:
-        bar.close()
+        try:
+            report = run_video(plan, source, output, overwrite=args.overwrite, progress=progress)
+        finally:
+            bar.close()
     if args.json:
         print(json.dumps(report, indent=1))
     elif not args.quiet:
-        c = report["counts"]
-        print(f"wrote {output} ({report['frames']} frames, {len(report['tracks'])} tracks, "
-              f"{c['faces_replaced']} faces replaced, {c['faces_blurred']} blurred, "
-              f"{report['fps_processed']:.2f} fps)")
-        for warning in report["warnings"]:
-            print(f"warning: {warning}")
+        print("\n".join(run_summary(args, plan.mode, report, source, output, logged).lines()))
     return 0
+
+
+def run_summary(args: argparse.Namespace, mode: Mode, report: dict[str, Any], source: Path, output: Path,
+                logged: list[str]) -> Summary:
+    """The closing summary of one file's run (:func:`reenact.summary.summarize`): the files this
+    run wrote, and the warnings logged during it that the report does not already list."""
+    from reenact.pipeline.run import report_paths
+    from reenact.summary import summarize, untrained_pack
+
+    sidecars = report_paths(output)
+    written: dict[str, Path] = {"video": output, "report": sidecars["report"], "config": sidecars["config"]}
+    if args.preview and sidecars["preview"].exists():
+        written["preview"] = sidecars["preview"]
+    if args.audit and sidecars["audit"].exists():
+        written["audit"] = sidecars["audit"]
+    extra = tuple(message for message in logged
+                  if not any(message.endswith(w) for w in report["warnings"])
+                  and not message.startswith(f"{source}: no faces found")
+                  and not (untrained_pack(report) and "is untrained" in message))
+    command = f"{mode} {shlex.quote(str(args.input))}"
+    return summarize(report, written, command=command, extra_warnings=extra)
 
 
 def _run_folder(args: argparse.Namespace, plan: RunPlan, folder: FolderPlan) -> int:
@@ -215,6 +253,7 @@ def _run_folder(args: argparse.Namespace, plan: RunPlan, folder: FolderPlan) -> 
     from tqdm import tqdm
 
     from reenact.batch import run_jobs, summary_table
+    from reenact.cli.console import held_warnings
     from reenact.pipeline import video_job
 
     if not folder.jobs and not folder.known:
@@ -226,17 +265,26 @@ def _run_folder(args: argparse.Namespace, plan: RunPlan, folder: FolderPlan) -> 
         bar.update(1)
 
     gpus = args.gpus_per_task if args.gpus_per_task is not None else (1.0 if torch.cuda.is_available() else 0.0)
-    try:
-        results = run_jobs(folder.jobs, task, workers=args.workers, ray_address=args.ray, gpus_per_task=gpus,
-                           on_result=tick)
-    finally:
-        bar.close()
+    with held_warnings() as logged:  # printed once each after the bar (this process's videos)
+        try:
+            results = run_jobs(folder.jobs, task, workers=args.workers, ray_address=args.ray, gpus_per_task=gpus,
+                               on_result=tick)
+        finally:
+            bar.close()
     everything = folder.known + results
     if args.json:
         print(json.dumps([{"source": str(r.source), "output": str(r.output) if r.output else None,
-                           "status": r.status, "error": r.error, "seconds": r.seconds} for r in everything], indent=1))
+                           "status": r.status, "stale": r.details.get("stale"), "error": r.error,
+                           "seconds": r.seconds} for r in everything], indent=1))
     elif not args.quiet:
+        for message in logged:
+            print(f"warning: {message}")
         print(summary_table(everything))
+        stale = sum("stale" in r.details for r in everything)
+        if stale:
+            print(f"{stale} existing output{'s were' if stale > 1 else ' was'} made differently (stale) and "
+                  f"left as {'they are' if stale > 1 else 'it is'}: add --overwrite to remake "
+                  f"{'them' if stale > 1 else 'it'}")
     return 1 if any(r.status == "failed" for r in everything) else 0
 
 

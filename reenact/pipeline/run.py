@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -55,6 +54,7 @@ from reenact.io.atomic import atomic_path, atomic_write_text
 from reenact.packs import LoadedPack, load_pack, registry
 from reenact.packs import _face_models as pack_face_models
 from reenact.pipeline.plan import OutputNames, Photo, RunPlan, plan_run
+from reenact.pipeline.preview_sheet import face_labels, write_sheet
 from reenact.pipeline.report import public_config, public_settings
 from reenact.pipeline.settings import Mode, PipelineConfig
 from reenact.pipeline.stream import FaceReplacer, ThresholdedDetector
@@ -328,13 +328,15 @@ def _write_sidecars(plan: RunPlan, replacer: FaceReplacer, report: dict[str, Any
     names = plan.outputs(output)
     atomic_write_text(names.report, json.dumps(report, indent=2))
     atomic_write_text(names.config, dump_yaml_text(public_settings(config)))  # names the photo, not its folder
+    labels = face_labels(replacer.kept_faces, run.tracks, ladder=run.privacy is not None)
     if plan.preview:
-        _write_preview(replacer.kept, names.preview, mode=0o600 if plan.private else 0o644)
+        write_sheet(replacer.kept, labels, names.preview, mode=0o600 if plan.private else 0o644)
     if plan.audit:
         record = run.audit_dict(source=source, output=output)
         record["identity_photo"] = plan.identity.record() if plan.identity is not None else None
         record["faces"] = config.faces
         record["preview"] = str(names.preview.absolute()) if plan.preview else None
+        record["preview_faces"] = {str(k): v for k, v in labels.items()} if plan.preview else None
         with atomic_path(names.audit, mode=0o600) as tmp:
             tmp.write_text(json.dumps(record, indent=2), encoding="utf-8")
 
@@ -372,23 +374,6 @@ def stale_reason(output: Path, plan: RunPlan, source: Path | None = None) -> str
 def _preview_frames(info: VideoInfo, count: int = 4) -> set[int]:
     n = max(info.frame_count, 1)
     return {min(n - 1, round(k * (n - 1) / max(count - 1, 1))) for k in range(count)}
-
-
-def _write_preview(kept: dict[int, tuple[torch.Tensor, torch.Tensor]], path: Path, mode: int = 0o644) -> None:
-    """A PNG sheet: one row per kept frame, before | after."""
-    from PIL import Image
-
-    if not kept:
-        return
-    rows = [torch.cat([before, after], dim=1) for _i, (before, after) in sorted(kept.items())]
-    width = max(r.shape[1] for r in rows)
-    sheet = torch.cat([torch.nn.functional.pad(r, (0, 0, 0, width - r.shape[1])) for r in rows], dim=0)
-    scale = min(1.0, 1600 / max(sheet.shape[0], sheet.shape[1]))
-    image = Image.fromarray(sheet.numpy())
-    if scale < 1:
-        image = image.resize((max(1, math.floor(image.width * scale)), max(1, math.floor(image.height * scale))))
-    with atomic_path(path, mode=mode) as tmp:
-        image.save(tmp, format="PNG")
 
 
 def video_job(job: Job, *, plan: RunPlan, overwrite: bool) -> dict[str, Any]:

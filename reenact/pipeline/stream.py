@@ -159,6 +159,8 @@ class FaceReplacer:
         self.to_map: list[tuple[int, FaceRecord]] = []
         self.keep_frames = keep_frames or set()
         self.kept: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.kept_faces: dict[int, list[tuple[int, np.ndarray, str | None]]] = {}  # the sheet's labels
+
     # steps 3-4: detect, track, select, identity, alignment ----------------------------------
     def __call__(self, chunks: Iterator[FrameChunk]) -> Iterator[FrameChunk]:
         timer = self.report.timer
@@ -332,6 +334,7 @@ class FaceReplacer:
         for j, i in enumerate(indices):
             if i in self.keep_frames:
                 self.kept[i] = (frames[j].cpu().clone(), out[j].cpu().clone())
+                self.kept_faces[i] = [(f.track_id, np.array(f.box, copy=True), f.failed) for f in slots[j].faces]
         pts = torch.tensor([s.pts for s in slots], dtype=torch.int64)
         return FrameChunk(out.cpu(), pts, indices[0])
 

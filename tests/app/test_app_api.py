@@ -155,3 +155,54 @@ def test_private_folder_mode(allowed: Path) -> None:
     with client(allowed) as c:
         workdir = c.app.state.reenact.workdir  # type: ignore[attr-defined]
         assert os.stat(workdir).st_mode & 0o077 == 0
+
+
+def test_no_response_may_be_framed_and_the_icon_is_served(allowed: Path) -> None:
+    with client(allowed) as c:
+        for url in ("/", "/api/options", "/api/packs", "/api/health", "/favicon.ico", "/api/jobs/nope"):
+            r = c.get(url)
+            assert r.headers["x-frame-options"] == "DENY", url
+            assert "frame-ancestors 'none'" in r.headers["content-security-policy"], url
+        icon = c.get("/favicon.ico")
+        assert icon.status_code == 200 and icon.headers["content-type"] == "image/x-icon"
+        assert icon.content[:4] == b"\x00\x00\x01\x00", "not an ICO file"
+        states = c.get("/api/packs").json()
+        assert states["tiny"]["untrained"] and states["tiny"]["ready"]
+        assert "--" not in states["full"]["verdict"] and "below" not in states["full"]["verdict"]
+        assert states["full"]["verdict"].startswith("The 'full' pack is not ready: ") and not states["full"]["ready"]
+
+
+def test_a_photo_without_a_face_is_named_by_its_upload_name_only(allowed: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    black = tmp_path / "black.png"
+    Image.new("RGB", (120, 120)).save(black)
+    with client(allowed) as c:
+        workdir = str(c.app.state.reenact.workdir)  # type: ignore[attr-defined]
+        video = c.post("/api/path", json={"path": str(short_clip(allowed / "c.mp4"))}, headers=H).json()
+        photo = c.put("/api/upload/photo?name=black.png", content=black.read_bytes(), headers=H).json()
+        settings = {"input": video["id"], "mode": "reenact", "identity": photo["id"]}
+        preview = c.post("/api/preview", json=settings, headers=H).json()["error"]
+        run = _wait(c, c.post("/api/jobs", json=settings, headers=H).json()["id"])
+    assert run["state"] == "failed"
+    for text in (preview, run["error"]):
+        assert text.startswith("identity photo: no face found in black.png"), text
+        assert workdir not in text and "reenact-app-" not in text and "/tmp" not in text and "--" not in text, text
+
+
+def test_a_run_gives_the_summary_of_the_command_line_in_page_words(allowed: Path) -> None:
+    with client(allowed) as c:
+        video = c.post("/api/path", json={"path": str(short_clip(allowed / "clip.mp4"))}, headers=H).json()
+        job = c.post("/api/jobs", json={"input": video["id"], "method": "pixelate"}, headers=H).json()
+        done = _wait(c, job["id"])
+    assert done["state"] == "done", done
+    lines = done["result"]["summary"]["lines"]
+    assert lines[0].startswith("wrote clip_deidentified.mp4: 3 frames, 1 face track, "), lines
+    assert lines[1].startswith("beside it: clip_deidentified.mp4.report.json (report), "), lines
+    assert lines[2] == "faces: 3 pixelated; per rung: head pixelated 3"
+    assert "warning: the audio (1:audio (aac)) was kept as it is: a voice can identify the person; choose " \
+        "Audio: drop to leave it out" in lines
+    assert lines[-1] == "next: watch the video and look at the preview sheet"
+    assert not [line for line in lines if "--" in line or "blur" in line], lines
+    row = done["result"]["tracks"][0]
+    assert row["face"] == 1 and row["rung"] == "head pixelated 3" and row["similarity"] is not None

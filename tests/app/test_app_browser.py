@@ -8,6 +8,7 @@ the page after a preview and after a run go to ``$REENACT_SCREENSHOTS`` (default
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -113,9 +114,22 @@ def message(page: object, contains: str, timeout: float = 120_000) -> str:
     return loc.inner_text()
 
 
+def failed_responses(page: object) -> list[str]:
+    """Every response of ``page`` with a status of 400 or more (a favicon 404 among them)."""
+    failed: list[str] = []
+    page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)  # type: ignore[attr-defined]
+    return failed
+
+
 def test_upload_preview_run_download(browser: object, server: Server, tmp_path: Path) -> None:
     page = browser.new_page(viewport={"width": 1280, "height": 1000}, accept_downloads=True)  # type: ignore[attr-defined]
-    page.goto(server.url)
+    failed = failed_responses(page)
+    response = page.goto(server.url)
+    assert response.headers["x-frame-options"] == "DENY"
+    assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+    # the untrained pack says what its faces are before anything runs
+    page.locator("#pack-notice").filter(has_text="untrained").wait_for(timeout=30_000)
+    assert "blobs without eyes, nose or mouth" in page.inner_text("#pack-notice")
     page.set_input_files("#video-file", str(SAMPLE))
     page.locator("#video-info").filter(has_text="50 frames").wait_for(timeout=60_000)
     page.locator("#frame").fill("25")
@@ -125,13 +139,26 @@ def test_upload_preview_run_download(browser: object, server: Server, tmp_path: 
         assert page.eval_on_selector(img, "e => e.complete && e.naturalWidth") == 384
     assert "frame 25: 1 face(s) found" in page.inner_text("#preview-status")
     rows = page.locator("#preview-tracks tbody tr")
-    assert rows.count() == 1 and "replaced" in rows.first.inner_text()
+    assert rows.count() == 1
+    cells = rows.first.locator("td").all_inner_texts()
+    assert cells[0] == "1", "the table numbers faces like the picture (face 1)"
+    assert cells[1] == "first synthetic identity" and cells[3] != "-", cells
+    assert "blobs without eyes, nose or mouth" in page.inner_text("#preview-faces")
     page.screenshot(path=str(screenshots(tmp_path) / "app_after_preview.png"), full_page=True)
 
     page.click("#run-btn")
     page.locator("#progress-text").filter(has_text="done: 50 frames").wait_for(timeout=600_000)
     page.wait_for_function("document.getElementById('result-sheet').naturalWidth > 0", timeout=30_000)
+    summary = page.locator("#result-summary p").all_inner_texts()
+    assert summary[0].startswith("wrote astronaut_clip_deidentified.mp4: 50 frames, 1 face track, "), summary
+    assert summary[2].startswith("faces: 50 blobs without eyes, nose or mouth"), summary
+    assert [line for line in summary if "choose Audio: drop" in line], summary
+    assert not [line for line in summary if "--" in line or "/" in line.split(":")[0]], summary
+    assert page.locator("#result-tracks tbody tr td").first.inner_text() == "1"
     page.screenshot(path=str(screenshots(tmp_path) / "app_after_run.png"), full_page=True)
+    assert failed == [], f"requests failed: {failed}"
+    assert page.evaluate("fetch('/favicon.ico').then(r => r.status + ' ' + r.headers.get('content-type'))") == \
+        "200 image/x-icon"
     with page.expect_download() as info:
         page.click("#dl-video")
     got = tmp_path / "downloaded.mp4"
@@ -215,3 +242,74 @@ def test_two_tabs_queue_and_cancel_leaves_nothing(browser: object, server: Serve
     runs = server.workdir() / "runs"
     leftovers = [p for p in runs.rglob("*") if p.is_file()]
     assert leftovers == [], f"cancelled runs left files: {leftovers}"
+
+
+def test_method_selector_and_notice_follow_the_settings(browser: object, server: Server) -> None:
+    page = browser.new_page()  # type: ignore[attr-defined]
+    page.goto(server.url)
+    notice = page.locator("#pack-notice")
+    notice.filter(has_text="untrained").wait_for(timeout=30_000)
+    assert page.locator("#method option").all_inner_texts() == [
+        "pack default", "synthetic faces", "blur", "pixelate", "solid fill"]
+    page.select_option("#method", "pixelate")
+    assert notice.is_hidden(), "a classic redaction is real: no untrained notice"
+    page.select_option("#method", "synthetic")
+    assert notice.is_visible()
+    page.select_option("#mode", "reenact")
+    assert page.locator("#method-row").is_hidden() and notice.is_visible()
+    page.select_option("#pack", "full")
+    assert notice.inner_text().startswith("The 'full' pack is not ready: 5 of 5 model files are missing")
+
+    # the method reaches the run: a pixelate preview says pixelated, never blurred
+    short_clip(server.allowed / "clip.mp4")
+    page.select_option("#mode", "deidentify")
+    page.select_option("#pack", "tiny")
+    page.select_option("#method", "pixelate")
+    page.fill("#video-path", "clip.mp4")
+    page.click("#use-path")
+    page.locator("#video-info").filter(has_text="3 frames").wait_for()
+    page.click("#preview-btn")
+    page.locator("#preview-status").filter(has_text="face(s) found").wait_for(timeout=300_000)
+    cells = page.locator("#preview-tracks tbody tr td").all_inner_texts()
+    assert cells[:2] == ["1", "head pixelated"], cells
+    assert page.inner_text("#preview-faces") == "faces: 3 pixelated; per rung: head pixelated 3"
+
+
+def test_errors_and_cancel_leave_no_stale_state_and_no_server_paths(browser: object, server: Server,
+                                                                     tmp_path: Path) -> None:
+    page = browser.new_page()  # type: ignore[attr-defined]
+    page.goto(server.url)
+    page.set_input_files("#video-file", str(SAMPLE))
+    page.locator("#video-info").filter(has_text="50 frames").wait_for(timeout=60_000)
+    page.locator("#frame").fill("1")
+    page.click("#preview-btn")
+    page.locator("#preview-status").filter(has_text="face(s) found").wait_for(timeout=300_000)
+    assert page.locator("#preview-images").is_visible()
+    # a failed preview removes the old one; its message names the upload, not where the server keeps it
+    page.select_option("#mode", "reenact")
+    page.set_input_files("#identity-file", str(flat_photo(tmp_path / "sky.jpg")))
+    page.locator("#identity-info").filter(has_text="sky.jpg").wait_for()
+    page.click("#preview-btn")
+    text = message(page, "no face found", timeout=300_000)
+    assert text.startswith("identity photo: no face found in sky.jpg"), text
+    assert "reenact-app-" not in text and str(server.tmp) not in text and "--" not in text, text
+    assert page.locator("#preview-images").is_hidden() and page.locator("#preview-tracks").is_hidden()
+    assert page.get_attribute("#preview-after", "src") is None
+    # Cancel resets the progress bar and leaves no result
+    page.select_option("#mode", "deidentify")
+    page.click("#run-btn")
+    page.locator("#progress-text").filter(has_text=re.compile(r"running: [1-9]")).wait_for(timeout=300_000)
+    page.click("#cancel-btn")
+    page.locator("#progress-text").filter(has_text="cancelled").wait_for(timeout=300_000)
+    assert page.eval_on_selector("#progress", "e => e.value") == 0
+    assert page.locator("#result").is_hidden()
+
+
+def test_another_site_cannot_frame_the_page(browser: object, server: Server) -> None:
+    page = browser.new_page()  # type: ignore[attr-defined]
+    page.set_content(f'<iframe id="f" src="{server.url}" width="600" height="400"></iframe>')
+    page.wait_for_timeout(3000)
+    framed = [f for f in page.frames if f != page.main_frame]
+    assert framed, "the iframe was not created"
+    # a refused frame never runs the app's page: no settings form inside it
+    assert all(f.url != server.url or f.locator("#settings").count() == 0 for f in framed)

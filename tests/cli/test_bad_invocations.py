@@ -69,3 +69,17 @@ def test_image_tool_suffixes_match_the_library() -> None:
 
     assert set(GRID_SUFFIXES) == set(IMAGE_OUTPUT_FORMATS)
     assert set(INTERPOLATE_SUFFIXES) == set(FRAMES_OUTPUT_FORMATS)
+
+
+def test_deidentify_preview_without_audit_is_refused_before_any_work(scratch: Path) -> None:
+    """The preview shows original faces: refused in one line before torch loads, nothing written."""
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, "-c", "from reenact.cli import deidentify_main as m; raise SystemExit(m())",
+                             "clip.mp4", "-o", "x.mp4", "--preview"], cwd=scratch, capture_output=True, text=True,
+                            timeout=120, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: --preview shows the original faces, so deidentify writes it only with --audit (a private file, "
+        "mode 0600): add --audit, or leave out --preview"]
+    assert result.stdout == "" and not list(scratch.glob("x.*"))
+    assert time.perf_counter() - started < 5, "refused after work started (torch was imported?)"

@@ -62,9 +62,27 @@ def test_rerun_with_other_settings_flags_stale_outputs(
     assert deidentify_main(_args(fixtures, folder, out)) == 1
     capsys.readouterr()
     args = [a for a in _args(fixtures, folder, out, "--seed", "5") if a != "--quiet"]
-    assert deidentify_main(args) == 1
+    assert deidentify_main(args) == 1  # the two broken files fail again; the stale outputs do not
     table = capsys.readouterr().out
-    assert table.count("stale") == 2 and "0 done" in table
+    assert table.count("stale: it was made with other settings; --overwrite remakes it") == 2, table
+    assert "0 done, 2 skipped, 2 failed" in table
+    assert "2 existing outputs were made differently (stale) and left as they are: add --overwrite" in table
+
+
+def test_a_folder_of_stale_outputs_is_not_a_failure(fixtures: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    cut_clip(fixtures / "videos" / "liveportrait_d0.mp4", src / "a.mp4", 3)
+    assert deidentify_main(_args(fixtures, src, out)) == 0
+    mtime = (out / "a.mp4").stat().st_mtime_ns
+    assert deidentify_main([a for a in _args(fixtures, src, out, "--seed", "5") if a != "--quiet"]) == 0
+    said = capsys.readouterr().out
+    assert "skipped" in said and "1 existing output was made differently (stale) and left as it is: add " \
+        "--overwrite to remake it" in said, said
+    assert (out / "a.mp4").stat().st_mtime_ns == mtime, "a stale output was touched"
+    assert deidentify_main(_args(fixtures, src, out, "--seed", "5", "--overwrite")) == 0
+    assert (out / "a.mp4").stat().st_mtime_ns != mtime
 
 
 def test_summary_names_the_failures(fixtures: Path, folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -121,10 +139,10 @@ def test_a_replaced_source_is_stale_not_skipped(fixtures: Path, tmp_path: Path,
     assert stale_reason(out / "a.mp4", plan, src / "a.mp4") is None
     cut_clip(fixtures / "videos" / "sadtalker_WDA_KatieHill_000.mp4", src / "a.mp4", 4)  # another clip, same name
     assert "source file changed" in (stale_reason(out / "a.mp4", plan, src / "a.mp4") or "")
-    # --dry-run says what the run would do: the stale output fails, it is not "skipped"
+    # --dry-run says what the run would do: the stale output is listed as stale, not done, not failed
     assert deidentify_main([str(src), "-o", str(out), "--dry-run"]) == 0
     plan = json.loads(capsys.readouterr().out)
-    assert plan["skipped"] == [] and "source file changed" in plan["failed"][0][1]
+    assert plan["skipped"] == [] and plan["failed"] == [] and "source file changed" in plan["stale"][0][1]
 
 
 def test_sidecars_are_named_per_output_and_refused_when_they_exist(tmp_path: Path) -> None:
