@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from reenact.errors import ModelError
@@ -33,12 +34,20 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
+    from reenact.errors import ConfigError
     from reenact.packs import registry as weights  # imports torch: loaded here, after parsing
 
     names = [args.pack] if args.pack else weights.list_packs()
     rows = []
+    refused = []
     for name in names:
-        pack = weights.get_pack(name)
+        try:
+            pack = weights.get_pack(name)
+        except ConfigError as exc:
+            if args.pack:
+                raise
+            refused.append(f"error: pack {name!r} refused: {exc}")  # the other packs are still listed
+            continue
         for comp_name, comp in pack.components.items():
             try:
                 where = str(weights.resolve(name, comp_name))
@@ -53,7 +62,9 @@ def _list(args: argparse.Namespace) -> int:
         for r in rows:
             print(f"{r['pack']}/{r['component']:<18} {r['kind']:<17} {r['path']}\n"
                   f"    source: {r['source'] or 'reenact-train'}   licence: {r['licence']}")
-    return 0
+    for line in refused:
+        print(line, file=sys.stderr)
+    return 2 if refused else 0
 
 
 def _pull(args: argparse.Namespace) -> int:

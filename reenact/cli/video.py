@@ -130,7 +130,7 @@ def run(args: argparse.Namespace, mode: Mode) -> int:
     identity = getattr(args, "identity", None)
     warn_unused_flags(args, mode, config, folder=source.is_dir())
     check_inputs(None if source.is_dir() else source, None if source.is_dir() else output, mode, config,
-                 identity=identity, overwrite=args.overwrite, preview=args.preview)
+                 identity=identity, overwrite=args.overwrite, preview=args.preview, audit=args.audit)
     folder = folder_decisions(args, mode, config, source, output, identity) if source.is_dir() else None
     if args.dry_run:
         # the run's last check before the video work: the photos show a face (loads the models)
@@ -163,7 +163,7 @@ def folder_decisions(args: argparse.Namespace, mode: Mode, config: PipelineConfi
     for job in folder.jobs:
         try:
             check_video_header(job.source)
-            check_sidecars(job.output, args.overwrite, args.preview)
+            check_sidecars(job.output, args.overwrite, args.preview, args.audit)
         except ReenactError as exc:
             folder.known.append(JobResult(job.source, job.output, "failed", error=str(exc)))
             continue

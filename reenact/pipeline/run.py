@@ -54,7 +54,7 @@ from reenact.io.atomic import atomic_path, atomic_write_text
 from reenact.packs import LoadedPack, check_pack_for_mode, load_pack, registry
 from reenact.packs import _face_models as pack_face_models
 from reenact.pipeline.identity import ClassicRedaction, classic_method, policy_class
-from reenact.pipeline.report import public_config
+from reenact.pipeline.report import model_paths, public_config
 from reenact.pipeline.settings import Mode, PipelineConfig
 from reenact.pipeline.stream import FaceReplacer, ThresholdedDetector, identity_threshold
 
@@ -133,12 +133,13 @@ def report_paths(output: Path) -> dict[str, Path]:
     }
 
 
-def check_sidecars(output: Path, overwrite: bool, preview: bool = False) -> None:
-    """Refuse, like the video itself, sidecar files of ``output`` that exist (without ``overwrite``)."""
+def check_sidecars(output: Path, overwrite: bool, preview: bool = False, audit: bool = False) -> None:
+    """Refuse, like the video itself, sidecar files of ``output`` that exist (without ``overwrite``);
+    the preview and the audit file only when this run writes them."""
     if overwrite:
         return
     for kind, path in report_paths(output).items():
-        if (kind != "preview" or preview) and path.exists():
+        if (kind not in ("preview", "audit") or {"preview": preview, "audit": audit}[kind]) and path.exists():
             raise OutputExistsError(f"{path}: already exists (the {kind} of {output.name}); "
                                     "pass --overwrite to replace it")
 
@@ -152,6 +153,7 @@ def check_inputs(
     identity: str | Path | None = None,
     overwrite: bool = False,
     preview: bool = False,
+    audit: bool = False,
 ) -> VideoInfo | None:
     """Step 1: everything that can be checked before any model is loaded (also for --dry-run).
 
@@ -162,7 +164,7 @@ def check_inputs(
     info = probe(source) if source is not None else None
     if source is not None and output is not None:
         check_output_path(source, output, overwrite)
-        check_sidecars(output, overwrite, preview)
+        check_sidecars(output, overwrite, preview, audit)
     policy_class(mode).check_request(identity)
     if identity is not None:
         _check_photo(Path(identity), "identity photo (--identity)")
@@ -220,7 +222,8 @@ def process_video(
     started = time.perf_counter()
     source, output = Path(source), Path(output)
     # 1. check inputs
-    info = check_inputs(source, output, mode, config, identity=identity, overwrite=overwrite, preview=preview)
+    info = check_inputs(source, output, mode, config, identity=identity, overwrite=overwrite, preview=preview,
+                        audit=audit)
     assert info is not None
     # 2. models, identity policy, face selection
     classic = classic_method(mode, config.deidentify.method)
@@ -297,16 +300,15 @@ def process_video(
         report["warnings"].append("no faces found: the output is the input re-encoded")
     paths = report_paths(output)
     atomic_write_text(paths["report"], json.dumps(report, indent=2))
-    written = config
-    if config.faces.startswith("reference:"):  # the written config names the photo, not its folder
-        written = dataclasses.replace(config, faces="reference:" + Path(config.faces.split(":", 1)[1]).name)
-    atomic_write_text(paths["config"], dump_yaml_text(written))
+    # the written config names the photos and model files, not their folders (the audit file has them)
+    atomic_write_text(paths["config"], yaml.safe_dump(public_config(config), sort_keys=False))
     if preview:
         _write_preview(replacer.kept, paths["preview"], mode=0o600 if policy.private else 0o644)
     if audit:
         record = run.audit_dict(source=source, output=output)
         record["identity_photo"] = photo
         record["faces"] = config.faces
+        record["model_paths"] = model_paths(config)
         record["preview"] = str(paths["preview"].absolute()) if preview else None
         with atomic_path(paths["audit"], mode=0o600) as tmp:
             tmp.write_text(json.dumps(record, indent=2), encoding="utf-8")
