@@ -318,6 +318,47 @@ def make_constant_of_shape_neg_onnx(folder: Path, side: int = 30000) -> Path:
     return path
 
 
+def make_if_branch_onnx(folder: Path, side: int = 30000) -> Path:
+    """The ``ConstantOfShape(Neg(..))`` bomb hidden in the taken branch of an ``If``."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [-side, -side])
+    then = helper.make_graph([helper.make_node("Neg", ["s"], ["n"]), helper.make_node("ConstantOfShape", ["n"], ["y1"])],
+                             "then", [], [helper.make_tensor_value_info("y1", TensorProto.FLOAT, ["h", "w"])])
+    other = helper.make_graph([helper.make_node("ConstantOfShape", ["one"], ["y2"])], "else", [],
+                              [helper.make_tensor_value_info("y2", TensorProto.FLOAT, ["h"])])
+    nodes = [helper.make_node("Constant", [], ["s"], value=shape),
+             helper.make_node("Constant", [], ["c"], value=helper.make_tensor("c", TensorProto.BOOL, [], [True])),
+             helper.make_node("Constant", [], ["one"], value=helper.make_tensor("o", TensorProto.INT64, [1], [1])),
+             helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other)]
+    graph = helper.make_graph(nodes, "bomb", [], [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["h", "w"])])
+    path = folder / "bomb_if.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return path
+
+
+def make_loop_onnx(folder: Path, trips: int = 1_000_000_000) -> Path:
+    """A ``Loop`` of ``trips`` iterations stacking one value per iteration (4 GB, and hours)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+         helper.make_node("Cast", ["i"], ["scan"], to=TensorProto.FLOAT)], "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("scan", TensorProto.FLOAT, [])])
+    nodes = [helper.make_node("Constant", [], ["M"], value=helper.make_tensor("m", TensorProto.INT64, [], [trips])),
+             helper.make_node("Constant", [], ["c"], value=helper.make_tensor("c", TensorProto.BOOL, [], [True])),
+             helper.make_node("Loop", ["M", "c"], ["y"], body=body)]
+    graph = helper.make_graph(nodes, "loop", [], [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n"])])
+    path = folder / "bomb_loop.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return path
+
+
 def make_invalid_onnx(folder: Path) -> Path:
     """An ONNX file that is no graph at all (what `models import` used to copy unchecked)."""
     path = folder / "invalid.onnx"
@@ -444,6 +485,8 @@ CASES: dict[str, tuple[Callable[[Path], Path], Callable[[Path], Any]]] = {
     "tf checkpoint shape 2^32 x 2^32": (lambda f: make_tf_checkpoint(f, (1 << 32, 1 << 32), 0), _load_tf_checkpoint),
     "tf checkpoint shape 2^62 x 4, size 0": (lambda f: make_tf_checkpoint(f, (1 << 62, 4), 0), _load_tf_checkpoint),
     "onnx ConstantOfShape(Neg) 30000x30000": (make_constant_of_shape_neg_onnx, _load_onnx),
+    "onnx ConstantOfShape(Neg) in an If branch": (make_if_branch_onnx, _load_onnx),
+    "onnx Loop of 1e9 iterations with a scan output": (make_loop_onnx, _load_onnx),
     "models import of a bomb onnx": (make_constant_of_shape_neg_onnx, _import_as_detector),
     "models import of an invalid onnx": (make_invalid_onnx, _import_as_detector),
 }

@@ -77,7 +77,7 @@ MAX_TENSOR_BYTES = 1 << 30
 #: Operators whose output size is read from another input's *values* (index: those inputs).
 _SIZE_INPUTS: dict[str, tuple[int, ...]] = {
     "ConstantOfShape": (0,), "Expand": (1,), "Tile": (1,), "Range": (0, 1, 2), "Resize": (2, 3),
-    "Upsample": (1,), "Pad": (1,), "OneHot": (1,),
+    "Upsample": (1,), "Pad": (1,), "OneHot": (1,), "Loop": (0,),
 }
 #: Cheap operators folded when every input is a small constant (how a size can be computed).
 _FOLDABLE = frozenset({
@@ -89,6 +89,27 @@ _FOLDABLE = frozenset({
 })
 #: Largest constant (elements) folded; shapes, scales and pads are a handful.
 _FOLD_MAX = 64
+
+
+def _nodes(graph: Any) -> list[Any]:
+    """Every node of ``graph`` and of the subgraphs of its ``If``/``Loop``/``Scan`` nodes, each
+    subgraph's nodes right after the node that holds it (a bomb can hide in a branch)."""
+    out = []
+    for node in graph.node:
+        out.append(node)
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                out.extend(_nodes(sub))
+    return out
+
+
+def _initializers(graph: Any) -> list[Any]:
+    out = list(graph.initializer)
+    for node in graph.node:
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                out.extend(_initializers(sub))
+    return out
 
 
 def _fold_constants(model: Any, inferred: Any) -> tuple[dict[str, np.ndarray], set[str]]:
@@ -116,12 +137,12 @@ def _fold_constants(model: Any, inferred: Any) -> tuple[dict[str, np.ndarray], s
             known_shapes[value.name] = [int(d.dim_value) for d in dims]
     values: dict[str, np.ndarray] = {}
     opaque: set[str] = set()
-    for init in model.graph.initializer:
+    for init in _initializers(model.graph):
         if int(np.prod(list(init.dims), dtype=np.float64)) <= _FOLD_MAX:
             values[init.name] = numpy_helper.to_array(init)
         else:
             opaque.add(init.name)
-    for node in model.graph.node:
+    for node in _nodes(model.graph):
         inputs = [i for i in node.input if i]
         if node.op_type == "Constant":
             try:
@@ -164,6 +185,14 @@ def _sized_output(node: Any, values: dict[str, np.ndarray], shapes: dict[str, li
         return values.get(node.input[i]) if len(node.input) > i and node.input[i] else None
 
     op = node.op_type
+    if op == "Loop":  # scan outputs grow by one slice per iteration: at least the trip count
+        body = next((a.g for a in node.attribute if a.name == "body"), None)
+        carried = len(node.input) - 2
+        scans = len(body.output) - 1 - carried if body is not None else 0
+        trips = val(0)
+        if scans <= 0:
+            return 0.0
+        return None if trips is None or not trips.size else float(abs(trips.astype(np.float64).ravel()[0]))
     if op in ("ConstantOfShape", "Expand", "Tile", "OneHot", "Upsample"):
         v = val(_SIZE_INPUTS[op][0])
         if v is None:
@@ -236,7 +265,7 @@ def check_graph_bounds(model: Any, path: str | Path, what: str, limit: int = MAX
         if nbytes > limit:
             refuse(value.name, shape, nbytes)
     values, opaque = _fold_constants(model, inferred)
-    for node in model.graph.node:
+    for node in _nodes(model.graph):
         size_inputs = _SIZE_INPUTS.get(node.op_type)
         if size_inputs is None or node.domain not in ("", "ai.onnx"):
             continue

@@ -144,7 +144,7 @@ def _attr(obj: Any, name: str, path: Path, file_length: int) -> Any:
     if count > MAX_ATTR_ITEMS or count * aid.dtype.itemsize > max(file_length, 1 << 20):
         raise ModelError(
             f"{path}: attribute {name!r} declares {count:,} entries of {aid.dtype.itemsize} bytes; "
-            "refusing to read it (a corrupt or hostile file)"
+            "refusing to read it (a corrupt or hostile file: get it again from its publisher)"
         )
     return obj.attrs[name]
 
@@ -262,7 +262,7 @@ def read_keras_layers(path: str | Path) -> list[KerasLayer]:
             if total > MAX_TOTAL_BYTES:
                 raise ModelError(
                     f"{path}: its weights add up to {total:,} bytes, more than the {MAX_TOTAL_BYTES >> 20} MiB a "
-                    "model file may hold; refusing to read them (a corrupt or hostile file)"
+                    "model file may hold; refusing to read them (a corrupt or hostile file: get it again from its publisher)"
                 )
             return [KerasLayer(name, tuple((w, np.asarray(d[()])) for w, d in datasets)) for name, datasets in layers]
         except (OSError, RuntimeError, KeyError, ValueError) as exc:  # h5py's errors for damaged files

@@ -35,6 +35,6 @@ def tensor_nbytes(shape: Iterable[int], itemsize: int, source: str, name: str) -
     if n > MAX_TENSOR_BYTES:
         raise ModelError(
             f"{source}: tensor {name!r} of shape {dims} would take {n:,} bytes, more than the "
-            f"{MAX_TENSOR_BYTES >> 20} MiB a model tensor may have; refusing to read it (a corrupt or hostile file)"
+            f"{MAX_TENSOR_BYTES >> 20} MiB a model tensor may have; refusing to read it (a corrupt or hostile file: get it again from its publisher)"
         )
     return n

@@ -269,7 +269,7 @@ def _read_table(path: Path) -> list[tuple[bytes, bytes]]:
         if path.stat().st_size > MAX_INDEX_BYTES:
             raise ModelError(
                 f"{path}: a checkpoint index of {path.stat().st_size:,} bytes is more than the "
-                f"{MAX_INDEX_BYTES >> 20} MiB allowed; refusing to read it (a corrupt or hostile file)"
+                f"{MAX_INDEX_BYTES >> 20} MiB allowed; refusing to read it (a corrupt or hostile file: get it again from its publisher)"
             )
         data = path.read_bytes()
     except FileNotFoundError as exc:
@@ -349,7 +349,7 @@ class TFCheckpoint:
         if total > MAX_TOTAL_BYTES:
             raise ModelError(
                 f"{src}: its tensors add up to {total:,} bytes, more than the {MAX_TOTAL_BYTES >> 20} MiB a "
-                "model file may hold; refusing to read them (a corrupt or hostile file)"
+                "model file may hold; refusing to read them (a corrupt or hostile file: get it again from its publisher)"
             )
 
     def shard_path(self, shard: int) -> Path:
@@ -424,7 +424,7 @@ class TFCheckpoint:
         if entry.size > MAX_TENSOR_BYTES:
             raise ModelError(
                 f"{self.prefix}: string tensor {entry.key!r} of {entry.size:,} bytes is more than the "
-                f"{MAX_TENSOR_BYTES >> 20} MiB allowed; refusing to read it (a corrupt or hostile file)"
+                f"{MAX_TENSOR_BYTES >> 20} MiB allowed; refusing to read it (a corrupt or hostile file: get it again from its publisher)"
             )
         buf = np.empty(entry.size, dtype=np.uint8)
         self._read_into(entry, buf)
