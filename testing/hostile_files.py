@@ -138,7 +138,7 @@ def make_void_scalar_pickle(folder: Path, mib: int = 512, times: int = 2) -> Pat
     """~170 bytes: numpy's ``scalar`` asked ``times`` times for a void scalar of ``mib`` MiB."""
     one = b"cnumpy._core.multiarray\nscalar\n(cnumpy\ndtype\n(S'V%d'\ntRtR" % (mib << 20)
     path = folder / "void_scalar.pkl"
-    path.write_bytes(b"(" + one * times + b"t.")
+    path.write_bytes(b"\x80\x02(" + one * times + b"t.")  # a protocol-2 header: taken for an NVlabs pickle
     return path
 
 
@@ -276,13 +276,18 @@ def _table_block(entries: list[tuple[bytes, bytes]]) -> bytes:
 
 def make_tf_checkpoint(folder: Path, shape: tuple[int, ...], size: int, shard_bytes: int = 0,
                        name: str = "ckpt") -> Path:
-    """A TF checkpoint (``.index`` + one ``.data`` shard) holding one float tensor of ``shape``
-    whose index entry says ``size`` bytes; the shard is a sparse file of ``shard_bytes``."""
+    """A Keras-style TF checkpoint (``.index`` + one ``.data`` shard, object graph included)
+    holding one float variable ``w`` of ``shape`` whose index entry says ``size`` bytes; the
+    shard is a sparse file of at least ``shard_bytes``."""
     from reenact.models.readers.tf_checkpoint import _mask, crc32c
 
+    key = b"w/.ATTRIBUTES/VARIABLE_VALUE"
+    graph = _field(1, _field(2, _field(1, b"VARIABLE_VALUE") + _field(2, b"G_synthesis/w") + _field(3, key)))
+    graph_data = _varint(len(graph)) + bytes(4) + graph  # lengths, their (unchecked) checksum, bytes
+    graph_entry = _field(1, 7) + _field(2, b"") + _field(3, 0) + _field(4, 0) + _field(5, len(graph_data))
     dims = b"".join(_field(2, _field(1, d)) for d in shape)
-    entry = _field(1, 1) + _field(2, dims) + _field(3, 0) + _field(4, 0) + _field(5, size)
-    data_block = _table_block([(b"", _field(1, 1)), (b"w", entry)])
+    entry = _field(1, 1) + _field(2, dims) + _field(3, 0) + _field(4, len(graph_data)) + _field(5, size)
+    data_block = _table_block([(b"", _field(1, 1)), (b"_CHECKPOINTABLE_OBJECT_GRAPH", graph_entry), (key, entry)])
 
     def framed(block: bytes) -> bytes:
         return block + b"\x00" + _mask(crc32c(block + b"\x00")).to_bytes(4, "little")
@@ -292,14 +297,15 @@ def make_tf_checkpoint(folder: Path, shape: tuple[int, ...], size: int, shard_by
     meta = _table_block([])
     out += framed(meta)
     index_off = len(out)
-    index = _table_block([(b"w", _varint(0) + _varint(len(data_block)))])
+    index = _table_block([(key, _varint(0) + _varint(len(data_block)))])
     out += framed(index)
     footer = _varint(meta_off) + _varint(len(meta)) + _varint(index_off) + _varint(len(index))
     footer = footer.ljust(40, b"\x00") + (0xDB4775248B80FB57).to_bytes(8, "little")
     prefix = folder / name
     Path(f"{prefix}.index").write_bytes(out + footer)
     with open(f"{prefix}.data-00000-of-00001", "wb") as f:
-        f.truncate(shard_bytes)
+        f.write(graph_data)
+        f.truncate(max(shard_bytes, len(graph_data)))
     return prefix
 
 
@@ -397,9 +403,10 @@ def _load_keras_mapper(path: Path) -> Any:
 
 
 def _load_tf_checkpoint(prefix: Path) -> Any:
-    from reenact.models.readers.tf_checkpoint import read_tf_checkpoint
+    """What ``reenact models import paper/generator PREFIX`` reads."""
+    from reenact.models.stylegan1 import load_stylegan1_synthesis
 
-    return read_tf_checkpoint(prefix)
+    return load_stylegan1_synthesis(prefix)
 
 
 def _import_as_detector(path: Path) -> Any:

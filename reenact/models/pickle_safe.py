@@ -161,7 +161,7 @@ def _numpy_scalar(dtype: Any, data: Any = None) -> Any:
     if dtype.itemsize > MAX_SCALAR_BYTES:
         raise UnsafeModelFileError(
             f"refused a numpy scalar of {dtype.itemsize} bytes (dtype {dtype.str}); scalars are at most "
-            f"{MAX_SCALAR_BYTES} bytes (a memory bomb?)"
+            f"{MAX_SCALAR_BYTES} bytes (a memory bomb: get the file again from its publisher)"
         )
     if not isinstance(data, bytes) or len(data) != dtype.itemsize:
         raise UnsafeModelFileError(
@@ -255,7 +255,11 @@ def loads_restricted(data: bytes, source: str = "<bytes>") -> Any:
     """Unpickle ``data`` with the allow-list; persistent objects become records."""
     try:
         return _RestrictedUnpickler(io.BytesIO(data)).load()
-    except (UnsafeModelFileError, ModelError):
+    except UnsafeModelFileError as exc:
+        if str(exc).startswith(source):
+            raise
+        raise UnsafeModelFileError(f"{source}: {exc}") from exc
+    except ModelError:
         raise
     except (EOFError, pickle.UnpicklingError, ValueError, TypeError, IndexError, AttributeError) as exc:
         raise ModelError(
