@@ -112,6 +112,10 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
         raise ConfigError(
             f"{where}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(fields))}"
         )
+    required = sorted(name for name, f in fields.items() if name not in data
+                      and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+    if required:
+        raise ConfigError(f"{where}: missing required key(s) {', '.join(required)}; add them")
     kwargs = {name: _check_value(value, hints[name], f"{where}.{name}") for name, value in data.items()}
     try:
         return cls(**kwargs)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 HELP = "list, pull, import and verify model weights"
@@ -31,11 +32,20 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
+    from reenact.errors import ConfigError
     from reenact.models.pack_status import component_states, pack_verdict
     from reenact.packs import registry as weights  # imports torch: loaded here, after parsing
 
     names = [args.pack] if args.pack else weights.list_packs()
-    packs = {name: component_states(name) for name in names}
+    packs = {}
+    refused = []
+    for name in names:
+        try:
+            packs[name] = component_states(name)
+        except ConfigError as exc:
+            if args.pack:
+                raise
+            refused.append(f"error: pack {name!r} refused: {exc}")  # the other packs are still listed
     if args.json:
         rows = [{"pack": s.pack, "component": s.component, "kind": s.kind, "source": s.source,
                  "sha256": weights.get_component(s.pack, s.component).sha256, "licence": s.licence,
@@ -43,14 +53,16 @@ def _list(args: argparse.Namespace) -> int:
                 for states in packs.values() for s in states]
         verdicts = {name: pack_verdict(name, states) for name, states in packs.items()}
         print(json.dumps({"cache": str(weights.cache_dir()), "packs": verdicts, "components": rows}, indent=1))
-        return 0
-    print(f"cache: {weights.cache_dir()}")
-    for name, states in packs.items():
-        print(pack_verdict(name, states))
-        for s in states:
-            print(f"  {s.line()}")
-            print(f"  {'':<18}   source: {s.source or 'reenact-train'}; licence: {s.licence}")
-    return 0
+    else:
+        print(f"cache: {weights.cache_dir()}")
+        for name, states in packs.items():
+            print(pack_verdict(name, states))
+            for s in states:
+                print(f"  {s.line()}")
+                print(f"  {'':<18}   source: {s.source or 'reenact-train'}; licence: {s.licence}")
+    for line in refused:
+        print(line, file=sys.stderr)
+    return 2 if refused else 0
 
 
 def _pull(args: argparse.Namespace) -> int:

@@ -180,7 +180,7 @@ def folder_decisions(args: argparse.Namespace, plan: RunPlan, source: Path, outp
     for job in folder.jobs:
         try:
             check_video_header(job.source)
-            check_sidecars(job.output, args.overwrite, plan.preview)
+            check_sidecars(job.output, args.overwrite, plan.preview, plan.audit)
         except ReenactError as exc:
             folder.known.append(JobResult(job.source, job.output, "failed", error=str(exc)))
             continue

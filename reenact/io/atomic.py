@@ -14,16 +14,35 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+#: Longest file name (bytes) most file systems accept (ext4, xfs, btrfs, tmpfs: 255).
+NAME_MAX = 255
+
+
+def temp_prefix(name: str, extra: int) -> str:
+    """``.NAME.`` for a temporary name beside ``NAME`` that gets ``extra`` more bytes, with
+    ``NAME`` cut short (at a character boundary, marked ``~``) when the whole would pass
+    :data:`NAME_MAX` bytes: a long output name never makes its temporary name fail."""
+    room = NAME_MAX - extra - 2
+    raw = os.fsencode(name)
+    if len(raw) <= room:
+        return f".{name}."
+    cut = name
+    while len(os.fsencode(cut)) > room - 1:
+        cut = cut[:-1]
+    return f".{cut}~."
+
 
 @contextlib.contextmanager
 def atomic_path(dest: str | Path, mode: int = 0o644) -> Iterator[Path]:
     """Yield a fresh temporary path next to ``dest``; on a clean exit it replaces ``dest``.
 
-    The temporary name is hidden (``.NAME.XXXX.partial``) and unpredictable; the file exists
+    The temporary name is hidden (``.NAME.XXXX.partial``, ``NAME`` shortened when the whole
+    would pass :data:`NAME_MAX` bytes) and unpredictable; the file exists
     (empty) when the block starts, so writers may open it for writing or replace it.
     """
     dest = Path(dest)
-    fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".partial")
+    fd, name = tempfile.mkstemp(dir=dest.parent, prefix=temp_prefix(dest.name, 8 + len(".partial")),
+                                suffix=".partial")
     os.close(fd)
     tmp = Path(name)
     try:

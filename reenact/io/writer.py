@@ -38,7 +38,8 @@ from typing import Any
 
 import av
 
-from reenact.errors import ConfigError, OutputExistsError, ShapeError, VideoWriteError
+from reenact.errors import ConfigError, InputError, OutputExistsError, ShapeError, VideoWriteError
+from reenact.io.atomic import NAME_MAX, temp_prefix
 from reenact.io.probe import VideoInfo
 from reenact.io.reader import FrameChunk
 
@@ -122,6 +123,24 @@ def encoder_pix_fmts(codec: str) -> tuple[str, ...]:
     return tuple(f.name for f in found.video_formats or ())
 
 
+#: The longest suffix of a file written beside an output (``.report.json``, ``.config.yaml``).
+SIDECAR_SUFFIX_BYTES = len(".report.json")
+
+
+def check_name_length(dst: Path) -> None:
+    """Raise :class:`InputError` (exit 2) when ``dst``'s name, or a sidecar beside it
+    (``NAME.report.json``), would pass the file system's 255-byte name limit: refused before
+    any work, not after the video is written."""
+    size = len(os.fsencode(dst.name))
+    most = NAME_MAX - SIDECAR_SUFFIX_BYTES
+    if size > most:
+        raise InputError(
+            f"{dst.name[:40]}[...]{dst.suffix}: the output name is {size} bytes; with its report "
+            f"(NAME.report.json) it passes the {NAME_MAX}-byte limit of file names: give -o a name of at "
+            f"most {most} bytes"
+        )
+
+
 def check_output_path(
     src: str | os.PathLike[str] | None, dst: str | os.PathLike[str], overwrite: bool = False
 ) -> Path:
@@ -132,6 +151,7 @@ def check_output_path(
     folder, has no file suffix, or its folder is missing or not writable.
     """
     d = Path(dst)
+    check_name_length(d)
     if src is not None:
         s = Path(src)
         same = d.exists() and s.exists() and os.path.samefile(s, d)
@@ -225,7 +245,8 @@ class VideoWriter:
         self.dst = check_output_path(source if source is not None else info.path, dst, overwrite)
         self.info = info
         self.source = Path(source) if source is not None else None
-        self.temp = self.dst.parent / f".{self.dst.stem}.partial-{uuid.uuid4().hex[:8]}{self.dst.suffix}"
+        tag = f"partial-{uuid.uuid4().hex[:8]}{self.dst.suffix}"
+        self.temp = self.dst.parent / f"{temp_prefix(self.dst.stem, len(os.fsencode(tag)))}{tag}"
         self.frames_written = 0
         self._last_pts: int | None = None
         self._done = False

@@ -22,7 +22,7 @@ from reenact.io.atomic import atomic_path
 
 __all__ = [
     "COMPONENT_FORMAT", "MAX_PARAMS", "MAX_DIM", "save_component", "read_component", "load_state_strict",
-    "build_bounded", "file_shapes", "check_dims",
+    "build_bounded", "file_shapes", "check_dims", "read_component_header", "load_tensors",
 ]
 
 #: Most parameters (and buffers) a model built from a file's config may have: 200 M
@@ -55,13 +55,13 @@ def save_component(module: nn.Module, kind: str, config: dict[str, Any], path: s
     return path
 
 
-def read_component(path: str | Path, kind: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """The config and tensors of a component file written by :func:`save_component`.
+def read_component_header(path: str | Path, kind: str) -> tuple[dict[str, Any], dict[str, tuple[int, ...]]]:
+    """The config and tensor shapes of a component file, from its header (no tensor read).
 
-    Raises :class:`ModelError` when the file is missing, unreadable, or holds another kind.
+    Raises :class:`ModelError` when the file is missing, unreadable, holds another kind, or
+    its tensors add up to more than :data:`MAX_PARAMS` values.
     """
     from safetensors import safe_open
-    from safetensors.torch import load_file
 
     path = Path(path)
     if not path.is_file():
@@ -69,7 +69,6 @@ def read_component(path: str | Path, kind: str) -> tuple[dict[str, Any], dict[st
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-        tensors = load_file(str(path), device="cpu")
     except Exception as exc:  # safetensors raises its own error types for corrupt headers
         raise ModelError(f"{path} is not a readable safetensors file: {exc}") from exc
     if meta.get(_KIND_KEY) != kind:
@@ -85,14 +84,63 @@ def read_component(path: str | Path, kind: str) -> tuple[dict[str, Any], dict[st
         raise ModelError(f"{path}: config metadata is not valid JSON: {exc}") from exc
     if not isinstance(config, dict):
         raise ModelError(f"{path}: config metadata must be a JSON object, got {config!r}")
-    return config, tensors
+    return config, file_shapes(path)
+
+
+def load_tensors(path: str | Path, shapes: dict[str, tuple[int, ...]] | None = None) -> dict[str, torch.Tensor]:
+    """Every tensor of a ``.safetensors`` file, after checking their total against :data:`MAX_PARAMS`.
+
+    safetensors itself checks that each tensor lies inside the file, so nothing read is
+    larger than the file; the count cap refuses a (sparse) file of absurd length first.
+    """
+    from safetensors.torch import load_file
+
+    shapes = file_shapes(path) if shapes is None else shapes
+    total = sum(_numel(shape) for shape in shapes.values())
+    if total > MAX_PARAMS:
+        raise ModelError(
+            f"{path}: its tensors hold {total:,} values, more than the {MAX_PARAMS:,} allowed; "
+            "refusing to read them (a corrupt or hostile file)"
+        )
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as exc:  # safetensors raises its own error types for corrupt files
+        raise ModelError(f"{path} is not a readable safetensors file: {exc}") from exc
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+def read_component(path: str | Path, kind: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The config and tensors of a component file written by :func:`save_component`.
+
+    Raises :class:`ModelError` when the file is missing, unreadable, or holds another kind.
+    Components whose config sizes the network read :func:`read_component_header` first and
+    build through :func:`build_bounded` before loading the tensors.
+    """
+    config, shapes = read_component_header(path, kind)
+    return config, load_tensors(path, shapes)
+
+
+#: Most entries a list in a file's config (hidden widths, block channels) may have.
+MAX_LIST = 64
 
 
 def check_dims(config: dict[str, Any], keys: tuple[str, ...], source: str, limit: int = MAX_DIM) -> None:
-    """Raise :class:`ModelError` when a width in ``config`` is not an int in ``1..limit``."""
+    """Raise :class:`ModelError` when a width in ``config`` is not an int in ``0..limit``
+    (or a list of more than :data:`MAX_LIST` of them)."""
     for key in keys:
         value = config.get(key)
         values = value if isinstance(value, (list, tuple)) else [value]
+        if len(values) > MAX_LIST:
+            raise ModelError(
+                f"{source}: config {key} lists {len(values)} values, more than the {MAX_LIST} allowed; "
+                "refusing to build it (a corrupt or hostile file)"
+            )
         for v in values:
             if v is None:
                 continue

@@ -99,6 +99,7 @@ def check_redirect(url: str, newurl: str, hosts: tuple[str, ...] = ()) -> None:
     if not ok:
         why = ("a downgrade from https to http" if old.scheme == "https" and new.scheme == "http"
                else f"scheme {new.scheme!r}" if new.scheme not in ("http", "https")
+               else f"another port ({new.port or new.scheme})" if (new.hostname or "").lower() == (old.hostname or "").lower()
                else f"another host ({new.hostname})")
         raise DownloadError(
             f"refused the redirect of {url} to {new.geturl()}: {why}. Downloads follow redirects only "
@@ -177,7 +178,13 @@ def download(
             if exc.code == 416 and have and attempt == 0:
                 part.unlink()  # stale partial longer than the file: start over
                 continue
-            raise DownloadError(f"download of {url} failed: HTTP {exc.code} {exc.reason}") from exc
+            why = " ".join(str(exc.reason).split())  # urllib's loop message spans lines
+            if "infinite loop" in why or "maximum redirection" in why:
+                raise DownloadError(
+                    f"download of {url} failed: the server redirects in a loop (HTTP {exc.code}); "
+                    "check the pack's source URL"
+                ) from exc
+            raise DownloadError(f"download of {url} failed: HTTP {exc.code} {why}") from exc
         except DownloadError:
             raise
         except (urllib.error.URLError, OSError) as exc:

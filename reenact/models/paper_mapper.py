@@ -18,7 +18,14 @@ import torch
 
 from reenact.config import from_dict
 from reenact.errors import ModelError, ShapeError
-from reenact.models.component_io import load_state_strict, read_component, save_component
+from reenact.models.component_io import (
+    build_bounded,
+    check_dims,
+    load_state_strict,
+    load_tensors,
+    read_component_header,
+    save_component,
+)
 from reenact.models.mapper import Mapper, MapperConfig
 from reenact.models.readers.keras_h5 import match_layers, read_keras_layers
 
@@ -86,12 +93,17 @@ def save_paper_mapper(mapper: Mapper, path: str | Path) -> Path:
 
 
 def load_paper_mapper(path: str | Path) -> Mapper:
-    """Load a mapper written by :func:`save_paper_mapper` (strict; eval; no gradients)."""
-    raw, state = read_component(path, PAPER_MAPPER_KIND)
+    """Load a mapper written by :func:`save_paper_mapper` (strict; eval; no gradients).
+
+    The JSON config is bounded and the network sized against the file's tensor shapes
+    before any tensor is allocated or read.
+    """
+    raw, shapes = read_component_header(path, PAPER_MAPPER_KIND)
+    check_dims(raw, ("id_dim", "attr_dim", "w_dim", "hidden"), str(path))
     try:
         config = from_dict(MapperConfig, raw)
     except Exception as exc:
         raise ModelError(f"{path}: invalid mapper config {raw!r}: {exc}") from exc
-    mapper = Mapper(config)
-    load_state_strict(mapper, state, str(path))
+    mapper = build_bounded(lambda: Mapper(config), str(path), shapes)
+    load_state_strict(mapper, load_tensors(path, shapes), str(path))
     return mapper

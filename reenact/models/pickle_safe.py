@@ -145,12 +145,32 @@ def _rebuild_parameter(data: Any, requires_grad: Any, backward_hooks: Any, *rest
     return torch.nn.Parameter(data, requires_grad=bool(requires_grad))
 
 
+#: Largest numpy scalar a pickle may hold (a float64 is 8 bytes, a complex256 32): a void
+#: dtype of any size can be written in a few bytes, and ``scalar(dtype)`` would allocate it.
+MAX_SCALAR_BYTES = 1024
+
+
 def _numpy_scalar(dtype: Any, data: Any = None) -> Any:
+    """numpy's ``scalar(dtype, data)`` for plain dtypes, only from the file's own bytes.
+
+    ``data`` must be the scalar's bytes, exactly ``dtype.itemsize`` of them (numpy's own
+    pickles always carry them); nothing is allocated from a size the pickle merely claims.
+    """
     if not isinstance(dtype, np.dtype) or dtype.hasobject:
         raise UnsafeModelFileError(f"numpy scalar of dtype {dtype!r} is not allowed")
+    if dtype.itemsize > MAX_SCALAR_BYTES:
+        raise UnsafeModelFileError(
+            f"refused a numpy scalar of {dtype.itemsize} bytes (dtype {dtype.str}); scalars are at most "
+            f"{MAX_SCALAR_BYTES} bytes (a memory bomb: get the file again from its publisher)"
+        )
+    if not isinstance(data, bytes) or len(data) != dtype.itemsize:
+        raise UnsafeModelFileError(
+            f"refused a numpy scalar of dtype {dtype.str} without its {dtype.itemsize} bytes of data "
+            f"(got {type(data).__name__}{f' of {len(data)} bytes' if isinstance(data, bytes) else ''})"
+        )
     from numpy._core.multiarray import scalar
 
-    return scalar(dtype, data) if data is not None else scalar(dtype)
+    return scalar(dtype, data)
 
 
 def _numpy_dtype(*args: Any) -> np.dtype[Any]:
@@ -235,7 +255,11 @@ def loads_restricted(data: bytes, source: str = "<bytes>") -> Any:
     """Unpickle ``data`` with the allow-list; persistent objects become records."""
     try:
         return _RestrictedUnpickler(io.BytesIO(data)).load()
-    except (UnsafeModelFileError, ModelError):
+    except UnsafeModelFileError as exc:
+        if str(exc).startswith(source):
+            raise
+        raise UnsafeModelFileError(f"{source}: {exc}") from exc
+    except ModelError:
         raise
     except (EOFError, pickle.UnpicklingError, ValueError, TypeError, IndexError, AttributeError) as exc:
         raise ModelError(

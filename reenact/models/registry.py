@@ -326,6 +326,7 @@ def _store(
         loader.check(name, comp, src_file)  # refuse a folder that does not load
         _replace_folder(src_file, target)
     else:
+        loader.check(name, comp, src_file)  # refuse a file that does not load, with the loader that will load it
         with atomic_path(target) as tmp:
             shutil.copyfile(src_file, tmp)
     manifest = _read_json(_manifest_path())

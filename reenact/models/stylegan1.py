@@ -499,31 +499,72 @@ def _load_strict(module: nn.Module, state: dict[str, torch.Tensor], source: str)
     module.load_state_dict({k: v.to(torch.float32) for k, v in state.items()}, strict=True)
 
 
-def generator_from_state(config: dict[str, Any], state: dict[str, torch.Tensor], source: str = "state") -> Generator:
-    """Build a :class:`Generator` from our config (``synthesis``, ``mapping`` or None) and state.
+def _check_config(config: Any, source: str) -> None:
+    """Raise :class:`ModelError` unless ``config`` is a sane StyleGAN v1 config (nothing built).
 
-    ``state`` keys are ``synthesis.*`` and ``mapping.*``; strict (ModelError naming a
-    missing, extra or mis-shaped tensor). Eval mode, no gradients.
+    Widths are ints in ``0..MAX_DIM`` (the published network uses 512), at most 64 mapping
+    layers, a power-of-two resolution up to 8192: a few bytes of JSON cannot ask for terabytes.
     """
+    from reenact.models.component_io import MAX_DIM, check_dims
+
     if not isinstance(config, dict) or not isinstance(config.get("synthesis"), dict):
         raise ModelError(f"{source}: StyleGAN v1 config must hold a 'synthesis' object, got {config!r}")
-    try:
+    syn = config["synthesis"]
+    check_dims(syn, ("img_resolution", "channels", "w_dim", "const_channels", "img_channels"), source)
+    if "img_resolution" in syn:
+        _check_resolution(syn["img_resolution"])
+    mcfg = config.get("mapping")
+    if mcfg is not None:
+        if not isinstance(mcfg, dict):
+            raise ModelError(f"{source}: StyleGAN v1 mapping config must be an object or null, got {mcfg!r}")
+        check_dims(mcfg, ("z_dim", "w_dim"), source, limit=MAX_DIM)
+        check_dims(mcfg, ("num_layers",), source, limit=64)
+        lr = mcfg.get("lr_multiplier", 0.01)
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)):
+            raise ModelError(f"{source}: StyleGAN v1 mapping lr_multiplier must be a number, got {lr!r}")
+
+
+def _build_generator(config: dict[str, Any], shapes: dict[str, tuple[int, ...]], source: str) -> Generator:
+    """The :class:`Generator` of ``config``, sized on the meta device and matched against the
+    file's tensor ``shapes`` before anything is allocated (:func:`component_io.build_bounded`)."""
+    from reenact.models.component_io import build_bounded
+
+    _check_config(config, source)
+
+    def build() -> Generator:
         with torch.random.fork_rng(devices=[]):
             synthesis = SynthesisNetwork(**config["synthesis"])
             mcfg = config.get("mapping")
             mapping = MappingNetwork(num_ws=synthesis.num_ws, **mcfg) if mcfg else None
+        return Generator(synthesis, mapping)
+
+    try:
+        return build_bounded(build, source, shapes)
     except TypeError as exc:
         raise ModelError(f"{source}: invalid StyleGAN v1 config {config!r}: {exc}") from exc
-    _load_strict(synthesis, {k[10:]: v for k, v in state.items() if k.startswith("synthesis.")}, source)
+
+
+def generator_from_state(config: dict[str, Any], state: dict[str, torch.Tensor], source: str = "state") -> Generator:
+    """Build a :class:`Generator` from our config (``synthesis``, ``mapping`` or None) and state.
+
+    ``state`` keys are ``synthesis.*`` and ``mapping.*``; strict (ModelError naming a
+    missing, extra or mis-shaped tensor). The config is bounded and matched against the
+    state's shapes before the network is allocated. Eval mode, no gradients.
+    """
+    G = _build_generator(config, {k: tuple(v.shape) for k, v in state.items()}, source)
+    return _load_generator_state(G, state, source)
+
+
+def _load_generator_state(G: Generator, state: dict[str, torch.Tensor], source: str) -> Generator:
+    _load_strict(G.synthesis, {k[10:]: v for k, v in state.items() if k.startswith("synthesis.")}, source)
     mstate = {k[8:]: v for k, v in state.items() if k.startswith("mapping.")}
-    if mapping is not None:
-        _load_strict(mapping, mstate, source)
+    if G.has_mapping:
+        _load_strict(G.mapping, mstate, source)
     elif mstate:
         raise ModelError(f"{source}: mapping tensors present but the config has no mapping network")
     other = [k for k in state if not k.startswith(("synthesis.", "mapping."))]
     if other:
         raise ModelError(f"{source}: unexpected tensor(s) {other[:5]}")
-    G = Generator(synthesis, mapping)
     G.eval().requires_grad_(False)
     return G
 
@@ -553,17 +594,21 @@ def save_stylegan1(G: Generator, path: str | Path) -> Path:
 
 
 def load_stylegan1(path: str | Path, device: str | torch.device = "cpu") -> Generator:
-    """Load a file written by :func:`save_stylegan1` (strict; eval; no gradients)."""
+    """Load a file written by :func:`save_stylegan1` (strict; eval; no gradients).
+
+    The JSON config is bounded and the network sized against the file's tensor shapes
+    before any tensor is allocated or read.
+    """
     from safetensors import safe_open
-    from safetensors.torch import load_file
+
+    from reenact.models.component_io import file_shapes, load_tensors
 
     path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"StyleGAN v1 file {path} does not exist")
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-        state = load_file(str(path), device="cpu")
-    except FileNotFoundError as exc:
-        raise ModelError(f"StyleGAN v1 file {path} does not exist") from exc
     except Exception as exc:
         raise ModelError(f"{path} is not a readable safetensors file: {exc}") from exc
     if meta.get("format") != FORMAT_VERSION or _META_KEY not in meta:
@@ -572,7 +617,9 @@ def load_stylegan1(path: str | Path, device: str | torch.device = "cpu") -> Gene
         config = json.loads(meta[_META_KEY])
     except json.JSONDecodeError as exc:
         raise ModelError(f"{path}: StyleGAN v1 config metadata is not valid JSON: {exc}") from exc
-    return generator_from_state(config, state, source=str(path)).to(device)
+    shapes = file_shapes(path)
+    G = _build_generator(config, shapes, str(path))
+    return _load_generator_state(G, load_tensors(path, shapes), str(path)).to(device)
 
 
 def _read_foreign(source: str | Path, resolution: int | None) -> Generator:
@@ -691,16 +738,30 @@ def save_mapping(mapping: MappingNetwork, path: str | Path) -> Path:
 
 
 def load_mapping(path: str | Path, num_ws: int) -> MappingNetwork:
-    """Load a mapping network written by :func:`save_mapping` (strict; eval; no gradients)."""
-    from reenact.models.component_io import load_state_strict, read_component
+    """Load a mapping network written by :func:`save_mapping` (strict; eval; no gradients).
 
-    config, state = read_component(path, MAPPING_KIND)
-    try:
+    The JSON config is bounded and the network sized against the file's tensor shapes
+    before any tensor is allocated or read.
+    """
+    from reenact.models.component_io import (
+        build_bounded,
+        load_state_strict,
+        load_tensors,
+        read_component_header,
+    )
+
+    config, shapes = read_component_header(path, MAPPING_KIND)
+    _check_config({"synthesis": {}, "mapping": config}, str(path))
+
+    def build() -> MappingNetwork:
         with torch.random.fork_rng(devices=[]):
-            mapping = MappingNetwork(num_ws=num_ws, **config)
+            return MappingNetwork(num_ws=num_ws, **config)
+
+    try:
+        mapping = build_bounded(build, str(path), shapes)
     except TypeError as exc:
         raise ModelError(f"{path}: invalid StyleGAN v1 mapping config {config!r}: {exc}") from exc
-    load_state_strict(mapping, state, str(path))
+    load_state_strict(mapping, load_tensors(path, shapes), str(path))
     return mapping
 
 

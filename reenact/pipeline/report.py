@@ -208,13 +208,38 @@ class RunReport:
         }
 
 
+#: Settings that hold a model file's path: the default report and config name the file only.
+MODEL_PATH_SETTINGS = ("models.detector_model", "models.identity_model", "optimize.landmark_model.path")
+
+
 def public_config(config: Any) -> dict[str, Any]:
-    """The settings as a dict, with ``faces: reference:PATH`` reduced to the file's name."""
-    return to_dict(public_settings(config))
+    """The settings as a dict, with ``faces: reference:PATH`` and the model paths
+    (:data:`MODEL_PATH_SETTINGS`) reduced to the file's name (the ``--audit`` file keeps them)."""
+    data = to_dict(public_settings(config))
+    for dotted in MODEL_PATH_SETTINGS:
+        *parents, key = dotted.split(".")
+        node: Any = data
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and isinstance(node.get(key), str) and node[key]:
+            node[key] = Path(node[key]).name
+    return data
 
 
 def public_settings(config: PipelineConfig) -> PipelineConfig:
-    """``config`` with ``faces: reference:PATH`` reduced to the file's name (what the report and
-    the written config show: the photo, not its folder)."""
+    """``config`` with ``faces: reference:PATH`` reduced to the file's name (the photo, not its
+    folder); :func:`public_config` also reduces the model paths."""
     choice, reference = parse_faces(config.faces)
     return config if reference is None else dataclasses.replace(config, faces=f"{choice}:{reference.name}")
+
+
+def model_paths(config: Any) -> dict[str, Any]:
+    """The model path settings as given (for the ``--audit`` file)."""
+    data = to_dict(config)
+    out: dict[str, Any] = {}
+    for dotted in MODEL_PATH_SETTINGS:
+        node: Any = data
+        for part in dotted.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        out[dotted] = node
+    return out

@@ -55,7 +55,7 @@ from reenact.packs import LoadedPack, load_pack, registry
 from reenact.packs import _face_models as pack_face_models
 from reenact.pipeline.plan import OutputNames, Photo, RunPlan, plan_run
 from reenact.pipeline.preview_sheet import face_labels, write_sheet
-from reenact.pipeline.report import public_config, public_settings
+from reenact.pipeline.report import model_paths, public_config
 from reenact.pipeline.settings import Mode, PipelineConfig
 from reenact.pipeline.stream import FaceReplacer, ThresholdedDetector
 
@@ -121,12 +121,13 @@ def report_paths(output: Path) -> dict[str, Path]:
     return {"report": names.report, "config": names.config, "preview": names.preview, "audit": names.audit}
 
 
-def check_sidecars(output: Path, overwrite: bool, preview: bool = False) -> None:
-    """Refuse, like the video itself, sidecar files of ``output`` that exist (without ``overwrite``)."""
+def check_sidecars(output: Path, overwrite: bool, preview: bool = False, audit: bool = False) -> None:
+    """Refuse, like the video itself, sidecar files of ``output`` that exist (without ``overwrite``);
+    the preview and the audit file only when this run writes them."""
     if overwrite:
         return
     for kind, path in report_paths(output).items():
-        if (kind != "preview" or preview) and path.exists():
+        if (kind not in ("preview", "audit") or {"preview": preview, "audit": audit}[kind]) and path.exists():
             raise OutputExistsError(f"{path}: already exists (the {kind} of {output.name}); "
                                     "pass --overwrite to replace it")
 
@@ -138,7 +139,7 @@ def check_files(plan: RunPlan, source: Path | None, output: Path | None, overwri
     info = probe(source) if source is not None else None
     if source is not None and output is not None:
         check_output_path(source, output, overwrite)
-        check_sidecars(output, overwrite, plan.preview)
+        check_sidecars(output, overwrite, plan.preview, plan.audit)
     return info
 
 
@@ -151,11 +152,12 @@ def check_inputs(
     identity: str | Path | None = None,
     overwrite: bool = False,
     preview: bool = False,
+    audit: bool = False,
 ) -> VideoInfo | None:
     """Step 1: everything that can be checked before any model is loaded (also for --dry-run):
     the run's plan (:func:`plan_run`: photos, pack, device, mapper) and the files
     (:func:`check_files`). Returns the video's info, or None when ``source`` is None."""
-    plan = plan_run(mode, config, identity=identity, preview=preview)
+    plan = plan_run(mode, config, identity=identity, preview=preview, audit=audit)
     return check_files(plan, source, output, overwrite)
 
 
@@ -327,7 +329,8 @@ def _write_sidecars(plan: RunPlan, replacer: FaceReplacer, report: dict[str, Any
     config, run = plan.config, replacer.report
     names = plan.outputs(output)
     atomic_write_text(names.report, json.dumps(report, indent=2))
-    atomic_write_text(names.config, dump_yaml_text(public_settings(config)))  # names the photo, not its folder
+    # the written config names the photos and model files, not their folders (the audit file has them)
+    atomic_write_text(names.config, yaml.safe_dump(public_config(config), sort_keys=False))
     labels = face_labels(replacer.kept_faces, run.tracks, ladder=run.privacy is not None)
     if plan.preview:
         write_sheet(replacer.kept, labels, names.preview, mode=0o600 if plan.private else 0o644)
@@ -335,15 +338,11 @@ def _write_sidecars(plan: RunPlan, replacer: FaceReplacer, report: dict[str, Any
         record = run.audit_dict(source=source, output=output)
         record["identity_photo"] = plan.identity.record() if plan.identity is not None else None
         record["faces"] = config.faces
+        record["model_paths"] = model_paths(config)
         record["preview"] = str(names.preview.absolute()) if plan.preview else None
         record["preview_faces"] = {str(k): v for k, v in labels.items()} if plan.preview else None
         with atomic_path(names.audit, mode=0o600) as tmp:
             tmp.write_text(json.dumps(record, indent=2), encoding="utf-8")
-
-
-def dump_yaml_text(config: PipelineConfig) -> str:
-    """The resolved settings as YAML text (written atomically beside the output)."""
-    return yaml.safe_dump(to_dict(config), sort_keys=False)
 
 
 def stale_reason(output: Path, plan: RunPlan, source: Path | None = None) -> str | None:

@@ -30,7 +30,11 @@ class Case(NamedTuple):
     says: str  # a fragment the error line must hold
 
 
-# the scratch folder: clip.mp4 (a real clip), text.mp4 (text), empty.mp4, face.jpg (a photo),
+#: the stem of a clip in the scratch folder whose default output name (STEM_reenacted.mp4)
+#: is too long for its report's name (STEM_reenacted.mp4.report.json passes 255 bytes)
+LONG_STEM = "l" * 235
+
+# the scratch folder: clip.mp4 (a real clip), LONG_STEM.mp4 (the same clip), text.mp4 (text), empty.mp4, face.jpg (a photo),
 # text.jpg (text), afile (a file), photos/ (a folder of photos), videos/ (a folder), existing.mp4/.png
 CASES: list[Case] = [
     Case("reenact", 2, "required: input"),
@@ -90,6 +94,8 @@ CASES: list[Case] = [
     Case("reenact interpolate --attr face.jpg --attr face.jpg -o x.gif", 2, "give --identity"),
     Case("reenact interpolate --identity face.jpg --attr face.jpg --attr face.jpg --steps 0 -o x.gif", 2,
          "--steps"),
+    Case("reenact clip.mp4 --identity face.jpg -o " + "n" * 240 + ".mp4", 2, "255-byte limit of file names"),
+    Case(f"reenact {LONG_STEM}.mp4 --identity face.jpg", 2, "255-byte limit of file names"),
     Case("reenact app --port notanumber", 2, "invalid int value"),
     Case("reenact app --no-such-flag", 2, "unrecognized arguments"),
     Case("reenact-train fit --config missing.yaml", 2, "missing.yaml"),
@@ -104,6 +110,7 @@ def make_scratch(where: Path, clip: Path, photo: Path) -> Path:
     where.mkdir(parents=True, exist_ok=True)
     shutil.copy(clip, where / "clip.mp4")
     shutil.copy(clip, where / "existing.mp4")
+    shutil.copy(clip, where / f"{LONG_STEM}.mp4")
     (where / "text.mp4").write_text("this is not a video\n")
     (where / "empty.mp4").write_bytes(b"")
     shutil.copy(photo, where / "face.jpg")
@@ -174,7 +181,8 @@ def render(rows: Sequence[tuple[Case, int, str]]) -> str:
         "## Bad invocations",
         "",
         "Run in a folder holding `clip.mp4` (a video), `text.mp4` (text), `empty.mp4`, `face.jpg`, "
-        "`text.jpg` (text), `afile` (a file), `photos/`, `videos/`, `existing.mp4`, `existing.png`.",
+        "`text.jpg` (text), `afile` (a file), `photos/`, `videos/`, `existing.mp4`, `existing.png`, "
+        "`lll...l.mp4` (a copy of the clip with a 235-byte stem).",
         "",
         "| command | status | error line |",
         "|---|---|---|",

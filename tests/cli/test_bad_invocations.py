@@ -83,3 +83,81 @@ def test_deidentify_preview_without_audit_is_refused_before_any_work(scratch: Pa
         "mode 0600): add --audit, or leave out --preview"]
     assert result.stdout == "" and not list(scratch.glob("x.*"))
     assert time.perf_counter() - started < 5, "refused after work started (torch was imported?)"
+
+
+# --- issue #29: long names, model paths in the report, audit files, a broken pack ---------------
+
+SAMPLE_CLIP = ROOT / "samples" / "astronaut_clip.mp4"
+
+
+def test_long_default_output_name_is_written_with_its_sidecars(tmp_path: Path, fixtures: Path) -> None:
+    """A 215-byte stem: the default output is 232 bytes, its report 244, the report's temporary
+    name used to pass 255 bytes after the video was written. Model paths given as settings are
+    named, not shown with their folders, in the report and config (the audit file keeps them)."""
+    from reenact.cli import deidentify_main
+
+    clip = tmp_path / ("é" * 100 + "s" * 15 + ".mp4")  # 215 bytes of stem, 115 characters
+    clip.write_bytes(SAMPLE_CLIP.read_bytes())
+    landmarks = fixtures / "models" / "landmarks_pfld68" / "pfld.onnx"
+    assert deidentify_main([str(clip), "--method", "blur", "--quiet", "--audit",
+                            "--set", f"optimize.landmark_model.path={landmarks}"]) == 0
+    out = clip.with_name(f"{clip.stem}_deidentified.mp4")
+    assert len(out.name.encode()) == 232 and out.is_file()
+    report = out.with_name(out.name + ".report.json")
+    config = out.with_name(out.name + ".config.yaml")
+    audit = out.with_name(out.name + ".audit.json")
+    assert report.is_file() and config.is_file() and audit.is_file()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")], "a temporary file was left"
+    for text in (report.read_text(), config.read_text()):
+        assert str(landmarks.parent) not in text and "pfld.onnx" in text
+    assert str(landmarks) in audit.read_text()
+
+
+def test_public_config_names_every_model_file_without_its_folder() -> None:
+    from reenact.config import replace
+    from reenact.pipeline.report import public_config
+    from reenact.pipeline.settings import PipelineConfig
+
+    config = replace(PipelineConfig(), {"models.detector_model": "/secret/dir/det.onnx",
+                                        "models.identity_model": "/secret/dir/id.onnx",
+                                        "optimize.landmark_model.path": "/secret/dir/lm.onnx",
+                                        "faces": "reference:/secret/dir/me.jpg"})
+    data = public_config(config)
+    assert "/secret" not in repr(data)
+    assert (data["models"]["detector_model"], data["models"]["identity_model"],
+            data["optimize"]["landmark_model"]["path"], data["faces"]) == (
+        "det.onnx", "id.onnx", "lm.onnx", "reference:me.jpg")
+
+
+def test_an_old_audit_file_blocks_only_a_run_that_writes_one(scratch: Path) -> None:
+    from exit_table import run_case
+
+    audit = scratch / "audited.mp4.audit.json"
+    audit.write_text("{}")
+    try:
+        assert run_case(["deidentify", "clip.mp4", "-o", "audited.mp4", "--dry-run"], scratch)[0] == 0
+        status, line = run_case(["deidentify", "clip.mp4", "-o", "audited.mp4", "--audit", "--dry-run"], scratch)
+        assert status == 2 and "audited.mp4.audit.json: already exists" in line, line
+    finally:
+        audit.unlink()
+    assert not (scratch / "audited.mp4").exists()
+
+
+def test_models_list_refuses_one_broken_pack_and_lists_the_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from reenact.cli import main
+
+    packs = tmp_path / "packs"
+    packs.mkdir()
+    (packs / "tiny.yaml").write_text((ROOT / "reenact" / "packs" / "tiny.yaml").read_text())
+    (packs / "nolicence.yaml").write_text(
+        "name: nolicence\ncomponents:\n  detector:\n    kind: onnx\n    source: import:x\n    file: n/d.onnx\n")
+    monkeypatch.setenv("REENACT_PACKS", str(packs))
+    monkeypatch.setenv("REENACT_HOME", str(tmp_path / "home"))
+    assert main(["models", "list"]) == 2
+    out, err = capsys.readouterr()
+    assert "tiny: " in out and "detector" in out and "nolicence" not in out
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "nolicence" in lines[0] and "missing required key(s) licence" in lines[0], err
+    assert "__init__" not in err and "Traceback" not in err

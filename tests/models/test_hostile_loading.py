@@ -20,12 +20,12 @@ def test_hostile_file_is_a_one_line_model_error(case: str, tmp_path: Path) -> No
     make, load = CASES[case]
     path = make(tmp_path)
     if path.is_file():
-        assert path.stat().st_size < 1024  # the whole attack is this small
+        assert path.stat().st_blocks * 512 < 2 << 20  # the whole attack is this small on disk
     with pytest.raises(ModelError) as info:
         load(path)
     message = str(info.value)
     assert "\n" not in message and len(message) < 400, message
-    assert any(word in message for word in ("refus", "not allowed", "outside")), message
+    assert any(word in message for word in ("refus", "not allowed", "outside", "not a valid")), message
 
 
 def test_all_hostile_files_stay_in_bounded_memory(tmp_path: Path) -> None:

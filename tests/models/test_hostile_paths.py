@@ -229,3 +229,17 @@ def test_redirect_rules() -> None:
         download.check_redirect("https://cdn.example/x", "file:///etc/passwd")
     download.check_redirect("https://cdn.example/x", "https://cdn.example/y")
     download.check_redirect("https://cdn.example/x", "https://mirror.example/y", ("mirror.example",))
+
+
+def test_redirect_to_another_port_says_port(tmp_path: Path) -> None:
+    with pytest.raises(DownloadError, match=r"another port \(8443\)"):
+        download.check_redirect("https://cdn.example/x", "https://cdn.example:8443/y")
+
+
+def test_redirect_loop_is_one_line(tmp_path: Path, server: tuple[str, dict]) -> None:
+    url, routes = server
+    routes["/loop"] = (302, {"Location": "/loop"}, b"")
+    with pytest.raises(DownloadError, match="redirects in a loop") as info:
+        download.download(f"{url}/loop", tmp_path / "g.bin", progress=False)
+    assert "\n" not in str(info.value) and "\\n" not in str(info.value)
+    assert not (tmp_path / "g.bin").exists()

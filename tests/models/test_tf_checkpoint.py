@@ -99,3 +99,31 @@ def test_corrupt_index_block_is_refused(paper: Path, tmp_path: Path) -> None:
     index.write_bytes(bytes(raw))
     with pytest.raises(ModelError, match="checksum mismatch in a table block"):
         TFCheckpoint(prefix)
+
+
+def test_a_tensor_is_read_by_slice_not_with_its_shard(tmp_path: Path) -> None:
+    """One 16-byte tensor at the start of a 2 GiB (sparse) shard: read without copying the shard."""
+    import tracemalloc
+
+    from reenact.models.readers.tf_checkpoint import read_tf_checkpoint
+    from testing.hostile_files import make_tf_checkpoint
+
+    prefix = make_tf_checkpoint(tmp_path, (2, 2), 16, shard_bytes=2 << 30)
+    tracemalloc.start()
+    try:
+        arrays = read_tf_checkpoint(prefix)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    w = arrays["w/.ATTRIBUTES/VARIABLE_VALUE"]
+    assert w.dtype == np.float32 and w.shape == (2, 2) and not w.any()
+    assert peak < 1 << 20, peak
+
+
+def test_a_tensor_past_the_end_of_its_shard_is_a_model_error(tmp_path: Path) -> None:
+    from reenact.models.readers.tf_checkpoint import read_tf_checkpoint
+    from testing.hostile_files import make_tf_checkpoint
+
+    prefix = make_tf_checkpoint(tmp_path, (4, 4), 64, shard_bytes=32)
+    with pytest.raises(ModelError, match="is truncated"):
+        read_tf_checkpoint(prefix)

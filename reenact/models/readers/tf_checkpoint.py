@@ -26,6 +26,7 @@ needed. Every failure is a :class:`~reenact.errors.ModelError` naming the file a
 
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from reenact.errors import ModelError
+from reenact.models.readers.limits import MAX_TENSOR_BYTES, MAX_TOTAL_BYTES, tensor_nbytes
 
 __all__ = [
     "CheckpointEntry",
@@ -99,7 +101,7 @@ def _kernel() -> Any:
 
 def crc32c(data: bytes | bytearray | memoryview | np.ndarray[Any, Any]) -> int:
     """Plain (unmasked) CRC-32C of ``data``."""
-    arr = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data.view(np.uint8)
+    arr = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data.reshape(-1).view(np.uint8)
     if arr.size < 4096:
         crc = 0xFFFFFFFF
         for b in arr.tobytes():
@@ -258,8 +260,17 @@ def _block_entries(block: bytes, source: str) -> list[tuple[bytes, bytes]]:
     return entries
 
 
+#: Largest ``.index`` file read (a checkpoint of thousands of variables has a few hundred KB).
+MAX_INDEX_BYTES = 64 << 20
+
+
 def _read_table(path: Path) -> list[tuple[bytes, bytes]]:
     try:
+        if path.stat().st_size > MAX_INDEX_BYTES:
+            raise ModelError(
+                f"{path}: a checkpoint index of {path.stat().st_size:,} bytes is more than the "
+                f"{MAX_INDEX_BYTES >> 20} MiB allowed; refusing to read it (a corrupt or hostile file: get it again from its publisher)"
+            )
         data = path.read_bytes()
     except FileNotFoundError as exc:
         raise ModelError(f"checkpoint index {path} does not exist") from exc
@@ -330,42 +341,51 @@ class TFCheckpoint:
         if not 1 <= num_shards <= 100000:
             raise ModelError(f"{src}: implausible number of data shards {num_shards}")
         self.num_shards = num_shards
-        self._shards: dict[int, bytes] = {}
+        total = 0
         for entry in self.entries.values():
             if entry.shard_id >= num_shards:
                 raise ModelError(f"{src}: tensor {entry.key!r} names shard {entry.shard_id} of {num_shards}")
+            total += entry.size
+        if total > MAX_TOTAL_BYTES:
+            raise ModelError(
+                f"{src}: its tensors add up to {total:,} bytes, more than the {MAX_TOTAL_BYTES >> 20} MiB a "
+                "model file may hold; refusing to read them (a corrupt or hostile file: get it again from its publisher)"
+            )
 
     def shard_path(self, shard: int) -> Path:
         return Path(f"{self.prefix}.data-{shard:05d}-of-{self.num_shards:05d}")
 
-    def _shard(self, shard: int) -> bytes:
-        if shard not in self._shards:
-            path = self.shard_path(shard)
-            try:
-                self._shards[shard] = path.read_bytes()
-            except FileNotFoundError as exc:
-                raise ModelError(
-                    f"checkpoint data shard {path} is missing; a TF checkpoint is the .index file "
-                    "plus every .data-* file with the same prefix: copy them all"
-                ) from exc
-            except OSError as exc:
-                raise ModelError(f"cannot read checkpoint shard {path}: {exc.strerror or exc}") from exc
-        return self._shards[shard]
-
-    def _raw(self, entry: CheckpointEntry, check: bool = True) -> bytes:
-        data = self._shard(entry.shard_id)
-        end = entry.offset + entry.size
-        if end > len(data):
+    def _read_into(self, entry: CheckpointEntry, out: np.ndarray[Any, Any]) -> None:
+        """Fill ``out`` (``entry.size`` bytes) with the tensor's bytes, read from its shard by slice."""
+        path = self.shard_path(entry.shard_id)
+        try:
+            with open(path, "rb") as f:
+                length = os.fstat(f.fileno()).st_size
+                end = entry.offset + entry.size
+                if end > length:
+                    raise ModelError(
+                        f"{path} is truncated: tensor {entry.key!r} needs bytes {entry.offset}..{end} but "
+                        f"the file has {length}; download it again"
+                    )
+                f.seek(entry.offset)
+                view = memoryview(out.reshape(-1).view(np.uint8))  # type: ignore[arg-type]
+                got = 0
+                while got < entry.size:
+                    n = f.readinto(view[got:])
+                    if not n:
+                        raise ModelError(f"{path} is truncated at tensor {entry.key!r}; download it again")
+                    got += n
+        except FileNotFoundError as exc:
             raise ModelError(
-                f"{self.shard_path(entry.shard_id)} is truncated: tensor {entry.key!r} needs bytes "
-                f"{entry.offset}..{end} but the file has {len(data)}; download it again"
-            )
-        raw = data[entry.offset : end]
-        if check:
-            self._check(entry, raw)
-        return raw
+                f"checkpoint data shard {path} is missing; a TF checkpoint is the .index file "
+                "plus every .data-* file with the same prefix: copy them all"
+            ) from exc
+        except IsADirectoryError as exc:
+            raise ModelError(f"checkpoint data shard {path} is a folder, not a file") from exc
+        except OSError as exc:
+            raise ModelError(f"cannot read checkpoint shard {path}: {exc.strerror or exc}") from exc
 
-    def _check(self, entry: CheckpointEntry, covered: bytes) -> None:
+    def _check(self, entry: CheckpointEntry, covered: bytes | np.ndarray[Any, Any]) -> None:
         if self.verify and entry.crc32c is not None and _mask(crc32c(covered)) != entry.crc32c:
             raise ModelError(
                 f"{self.shard_path(entry.shard_id)}: checksum mismatch for tensor {entry.key!r}; "
@@ -373,39 +393,62 @@ class TFCheckpoint:
             )
 
     def tensor(self, key: str) -> np.ndarray[Any, Any] | list[bytes]:
-        """The value of ``key``: a numpy array, or a list of bytes for string tensors."""
+        """The value of ``key``: a numpy array, or a list of bytes for string tensors.
+
+        The size the index declares is checked against the shape, the caps of
+        :mod:`reenact.models.readers.limits` and the shard's length before anything is
+        allocated; numeric tensors are then read straight into an array of their dtype.
+        """
         entry = self.entries.get(key)
         if entry is None:
             raise ModelError(f"{self.prefix}: checkpoint has no tensor {key!r}")
-        raw = self._raw(entry, check=entry.dtype != _DT_STRING)
-        count = int(np.prod(entry.shape, dtype=np.int64)) if entry.shape else 1
         if entry.dtype == _DT_STRING:
-            # TF checksums each length as a little-endian uint32 (uint64 if it needs it),
-            # then the stored 4-byte length checksum, then the string bytes.
-            pos, lengths, covered = 0, [], []
-            for _ in range(count):
-                n, pos = _varint(raw, pos, len(raw), f"{self.prefix}: {key}")
-                lengths.append(n)
-                covered.append(struct.pack("<I", n) if n < 1 << 32 else struct.pack("<Q", n))
-            covered.append(raw[pos : pos + 4] + raw[pos + 4 :])
-            self._check(entry, b"".join(covered))
-            pos += 4
-            out = []
-            for n in lengths:
-                if pos + n > len(raw):
-                    raise ModelError(f"{self.prefix}: string tensor {key!r} is truncated")
-                out.append(raw[pos : pos + n])
-                pos += n
-            return out
+            return self._strings(entry)
         dtype = _DTYPES.get(entry.dtype)
         if dtype is None:
             raise ModelError(f"{self.prefix}: tensor {key!r} has unsupported TF dtype {entry.dtype}")
-        if count * dtype.itemsize != entry.size:
+        nbytes = tensor_nbytes(entry.shape, dtype.itemsize, str(self.prefix), key)
+        if nbytes != entry.size:
             raise ModelError(
-                f"{self.prefix}: tensor {key!r} of shape {entry.shape} needs "
-                f"{count * dtype.itemsize} bytes, the index says {entry.size}"
+                f"{self.prefix}: tensor {key!r} of shape {list(entry.shape)} needs {nbytes} bytes, the index "
+                f"says {entry.size}; the checkpoint is corrupt"
             )
-        return np.frombuffer(raw, dtype=dtype).reshape(entry.shape).astype(dtype.newbyteorder("="))
+        out = np.empty(entry.shape, dtype=dtype)
+        self._read_into(entry, out)
+        self._check(entry, out)
+        return out if dtype.isnative else out.byteswap().view(dtype.newbyteorder("="))
+
+    def _strings(self, entry: CheckpointEntry) -> list[bytes]:
+        # TF checksums each length as a little-endian uint32 (uint64 if it needs it),
+        # then the stored 4-byte length checksum, then the string bytes.
+        if entry.size > MAX_TENSOR_BYTES:
+            raise ModelError(
+                f"{self.prefix}: string tensor {entry.key!r} of {entry.size:,} bytes is more than the "
+                f"{MAX_TENSOR_BYTES >> 20} MiB allowed; refusing to read it (a corrupt or hostile file: get it again from its publisher)"
+            )
+        buf = np.empty(entry.size, dtype=np.uint8)
+        self._read_into(entry, buf)
+        raw = buf.tobytes()
+        count = 1
+        for d in entry.shape:
+            count *= d
+        if count > len(raw):  # every string takes at least one byte of length
+            raise ModelError(f"{self.prefix}: string tensor {entry.key!r} claims {count} strings in {len(raw)} bytes")
+        pos, lengths, covered = 0, [], []
+        for _ in range(count):
+            n, pos = _varint(raw, pos, len(raw), f"{self.prefix}: {entry.key}")
+            lengths.append(n)
+            covered.append(struct.pack("<I", n) if n < 1 << 32 else struct.pack("<Q", n))
+        covered.append(raw[pos : pos + 4] + raw[pos + 4 :])
+        self._check(entry, b"".join(covered))
+        pos += 4
+        out = []
+        for n in lengths:
+            if pos + n > len(raw):
+                raise ModelError(f"{self.prefix}: string tensor {entry.key!r} is truncated")
+            out.append(raw[pos : pos + n])
+            pos += n
+        return out
 
     def full_names(self) -> dict[str, str]:
         """Checkpoint key -> ``full_name`` from the ``_CHECKPOINTABLE_OBJECT_GRAPH`` proto."""
