@@ -89,10 +89,23 @@ class RayCluster:
     address: str
     workers: list[Any] = field(default_factory=list)
     scratch: list[Path] = field(default_factory=list)
+    node_args: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, args: dict[str, Any]) -> None:
+        self.workers.append(self.cluster.add_node(**args))
+        self.scratch.append(Path(args["env_vars"]["REENACT_SCRATCH"]))
+        self.node_args.append(args)
 
     def kill(self, index: int) -> None:
         """Kill worker node ``index`` at once (raylet, object store and its workers)."""
         self.cluster.remove_node(self.workers[index], allow_graceful=False)
+        self.workers[index] = None
+
+    def replace(self, index: int) -> None:
+        """Start worker node ``index`` again (same scratch folder and cache) if it was killed."""
+        if self.workers[index] is None:
+            self.workers[index] = self.cluster.add_node(**self.node_args[index])
+            self.cluster.wait_for_nodes()
 
 
 @contextlib.contextmanager
@@ -114,8 +127,7 @@ def ray_cluster(root: Path, env: dict[str, str], workers: int = 2, cpus: int = 1
             scratch.mkdir(parents=True)
             home.mkdir(parents=True)
             node_env = {**env, "REENACT_SCRATCH": str(scratch), "REENACT_HOME": str(home)}
-            made.workers.append(cluster.add_node(num_cpus=cpus, env_vars=node_env, **small))
-            made.scratch.append(scratch)
+            made.add({"num_cpus": cpus, "env_vars": node_env, **small})
         cluster.wait_for_nodes()
         yield made
     finally:
