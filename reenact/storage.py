@@ -341,7 +341,8 @@ def run_url_job(job: UrlJob, *, task: Task, prepare: Callable[[], dict[str, Any]
     5. upload the sidecars, then the video last: its object appearing means the file is done;
     6. remove the scratch folder, whatever happened.
 
-    Returns the task's details plus ``node``, ``fetch_s``, ``upload_s`` and ``bytes_in``/``bytes_out``.
+    Returns the task's details plus ``node``, ``fetch_s``, ``prepare_s``, ``task_s``, ``upload_s``,
+    ``bytes_in``/``bytes_out`` and ``models`` (how each model was checked on this node).
     Error messages name the URLs, never the scratch paths.
     """
     work = _scratch(job.size)
@@ -364,14 +365,18 @@ def run_url_job(job: UrlJob, *, task: Task, prepare: Callable[[], dict[str, Any]
                                "run again")
         fetch_s = time.perf_counter() - started
         # 3. models
+        started = time.perf_counter()
         models = prepare() if prepare is not None else {}
+        prepare_s = time.perf_counter() - started
         # 4. the local job
         attached: dict[str, Path] = {}
         for key, (name, data) in (files or {}).items():
             attached[key] = work / "files" / key / posixpath.basename(name)
             attached[key].parent.mkdir(parents=True)
             attached[key].write_bytes(data)
+        started = time.perf_counter()
         details = dict(task(Job(local_in, local_out), **attached) or {})
+        task_s = time.perf_counter() - started
         if not local_out.is_file():
             raise StorageError(f"{public_url(job.output)}: the job wrote no output")
         # 5. upload: sidecars first, the video last
@@ -388,7 +393,8 @@ def run_url_job(job: UrlJob, *, task: Task, prepare: Callable[[], dict[str, Any]
             with storage_errors(job.output, "write"):
                 out_fs.put_file(str(path), posixpath.join(folder, path.name))
             sent += path.stat().st_size
-        details.update(node=node_name(), fetch_s=round(fetch_s, 3), upload_s=round(time.perf_counter() - started, 3),
+        details.update(node=node_name(), fetch_s=round(fetch_s, 3), prepare_s=round(prepare_s, 3),
+                       task_s=round(task_s, 3), upload_s=round(time.perf_counter() - started, 3),
                        bytes_in=job.size, bytes_out=sent, models=models)
         return details
     except Exception as exc:

@@ -186,7 +186,8 @@ def build_summary(mode: str, source: str, output: str, results: list[JobResult],
         files.append({
             "source": _relative(r.source, source), "output": _relative(r.output, output), "status": r.status,
             "node": d.get("node"), "seconds": round(r.seconds, 3), "fetch_s": d.get("fetch_s"),
-            "upload_s": d.get("upload_s"), "frames": d.get("frames"), "tracks": d.get("tracks"),
+            "prepare_s": d.get("prepare_s"), "task_s": d.get("task_s"), "upload_s": d.get("upload_s"),
+            "models": d.get("models"), "frames": d.get("frames"), "tracks": d.get("tracks"),
             "counts": d.get("counts"), "error": r.error,
         })
     frames = sum(int(f["frames"] or 0) for f in files)
