@@ -174,7 +174,7 @@ def list_folder(url: str, *, must_exist: bool) -> dict[str, ObjectInfo]:
         fs.invalidate_cache()
         if not must_exist and not fs.exists(path):
             bucket = path.split("/")[0]
-            if fs.protocol not in ("file", ("file", "local")) and not fs.exists(bucket):
+            if not _is_local(fs) and not fs.exists(bucket):
                 raise StorageError(f"{public_url(url)}: the bucket {printable(bucket)!r} does not exist; create it first")
             return {}
         listing = fs.find(path, detail=True)
@@ -237,6 +237,17 @@ def plan_url_folder(input_url: str, output_url: str, *, overwrite: bool = False,
     return plan
 
 
+def _is_local(fs: Any) -> bool:
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return "file" in protocols
+
+
+def _ensure_folder(fs: Any, folder: str) -> None:
+    """A local output folder must exist before a file is put in it (object stores have none)."""
+    if _is_local(fs):
+        fs.makedirs(folder, exist_ok=True)
+
+
 def read_bytes(url: str) -> bytes:
     """The whole object at ``url`` (a small one: a report)."""
     fs, path = filesystem(url)
@@ -248,6 +259,7 @@ def write_bytes(url: str, data: bytes) -> None:
     """Write the object at ``url`` in one request (it appears whole or not at all)."""
     fs, path = filesystem(url)
     with storage_errors(url, "write"):
+        _ensure_folder(fs, posixpath.dirname(path))
         fs.pipe_file(path, data)
 
 
@@ -388,6 +400,8 @@ def run_url_job(job: UrlJob, *, task: Task, prepare: Callable[[], dict[str, Any]
         started = time.perf_counter()
         out_fs, out_path = filesystem(job.output)
         folder = posixpath.dirname(out_path)
+        with storage_errors(job.output, "write"):
+            _ensure_folder(out_fs, folder)
         sent = 0
         for path in [*sidecars, local_out]:
             with storage_errors(job.output, "write"):
