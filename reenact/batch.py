@@ -303,7 +303,10 @@ def _run_ray(
                     try:
                         results[i] = ray.get(ref)
                     except Exception as exc:  # the worker itself died: report it like a failure
-                        results[i] = JobResult(jobs[i].source, jobs[i].output, "failed", error=f"Ray task failed: {exc}")
+                        # one line: Ray's message goes on with a traceback and the worker's paths
+                        first = (str(exc).strip().splitlines() or [""])[0]
+                        results[i] = JobResult(jobs[i].source, jobs[i].output, "failed",
+                                               error=f"Ray task failed ({type(exc).__name__}): {first}")
                     if on_result:
                         on_result(results[i])
         except KeyboardInterrupt:
