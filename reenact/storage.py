@@ -180,6 +180,9 @@ def list_folder(url: str, *, must_exist: bool) -> dict[str, ObjectInfo]:
         listing = fs.find(path, detail=True)
     if must_exist and not listing:
         raise StorageError(f"{public_url(url)}: no such folder, or it is empty")
+    if path in listing and (listing[path].get("type", "file") == "file"):
+        raise InputError(f"{public_url(url)} is one object, not a folder: a URL run takes a folder "
+                         "(give the folder that holds it)")
     found = {}
     for name, info in listing.items():
         if info.get("type", "file") != "file":
