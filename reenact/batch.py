@@ -45,12 +45,27 @@ class Job:
     output: Path
 
 
+@dataclass(frozen=True)
+class UrlJob:
+    """One object to process when input and output are fsspec URLs (``s3://bucket/in/a.mp4``).
+
+    The driver sends these to the workers, never local paths: each worker fetches
+    ``source`` to its own scratch folder (see :mod:`reenact.storage`). ``size`` and ``etag``
+    are what the listing said, so a worker notices a source replaced during the run.
+    """
+
+    source: str
+    output: str
+    size: int
+    etag: str | None = None
+
+
 @dataclass
 class JobResult:
-    """What happened to one file of a folder run."""
+    """What happened to one file of a folder run (URLs as ``str`` for a URL run)."""
 
-    source: Path
-    output: Path | None
+    source: Path | str
+    output: Path | str | None
     status: Status
     seconds: float = 0.0
     error: str | None = None
@@ -65,11 +80,26 @@ class FolderPlan:
     known: list[JobResult]
 
 
-Task = Callable[[Job], dict[str, Any]]
+Task = Callable[[Any], dict[str, Any]]
+"""``task(job)`` for a :class:`Job` or a :class:`UrlJob`."""
 
 
 #: bytes hashed at each end of a source file for its fingerprint
 FINGERPRINT_BYTES = 1 << 20
+
+
+def fingerprint_of(size: int, head: bytes, tail: bytes) -> str:
+    """The fingerprint of a file of ``size`` bytes from its first MiB and (for a file over
+    1 MiB) its last part: the bytes from ``max(1 MiB, size - 1 MiB)`` to the end."""
+    digest = hashlib.sha256(str(size).encode())
+    digest.update(head)
+    digest.update(tail)
+    return f"{size}:{digest.hexdigest()}"
+
+
+def tail_start(size: int) -> int | None:
+    """Where the fingerprint's tail starts in a file of ``size`` bytes (None: no tail)."""
+    return max(FINGERPRINT_BYTES, size - FINGERPRINT_BYTES) if size > FINGERPRINT_BYTES else None
 
 
 def source_fingerprint(path: str | os.PathLike[str]) -> str:
@@ -82,13 +112,14 @@ def source_fingerprint(path: str | os.PathLike[str]) -> str:
     """
     p = Path(path)
     size = p.stat().st_size
-    digest = hashlib.sha256(str(size).encode())
+    start = tail_start(size)
     with open(p, "rb") as f:
-        digest.update(f.read(FINGERPRINT_BYTES))
-        if size > FINGERPRINT_BYTES:
-            f.seek(max(FINGERPRINT_BYTES, size - FINGERPRINT_BYTES))
-            digest.update(f.read(FINGERPRINT_BYTES))
-    return f"{size}:{digest.hexdigest()}"
+        head = f.read(FINGERPRINT_BYTES)
+        tail = b""
+        if start is not None:
+            f.seek(start)
+            tail = f.read(FINGERPRINT_BYTES)
+    return fingerprint_of(size, head, tail)
 
 
 def _outside(path: Path, root: Path) -> bool:
@@ -162,12 +193,13 @@ def _init_worker() -> None:
     signal.signal(signal.SIGINT, _on_interrupt)
 
 
-def _run_one(task: Task, job: Job) -> JobResult:
+def _run_one(task: Task, job: Job | UrlJob) -> JobResult:
     if _interrupted:
         return JobResult(job.source, job.output, "failed", error="interrupted before it started")
     start = time.perf_counter()
     try:
-        job.output.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(job.output, Path):
+            job.output.parent.mkdir(parents=True, exist_ok=True)
         details = task(job)
         return JobResult(job.source, job.output, "done", time.perf_counter() - start, details=details or {})
     except ReenactError as exc:
@@ -180,24 +212,30 @@ def _run_one(task: Task, job: Job) -> JobResult:
 
 
 def run_jobs(
-    jobs: Sequence[Job],
+    jobs: Sequence[Job | UrlJob],
     task: Task,
     *,
     workers: int = 1,
     ray_address: str | None = None,
     gpus_per_task: float = 0.0,
     on_result: Callable[[JobResult], None] | None = None,
+    retries: int = 0,
 ) -> list[JobResult]:
     """Run ``task`` on every job; return one result per job in the order given.
 
     ``workers > 1`` uses a local process pool; ``ray_address`` (an address or ``"auto"``;
     ``"local"`` starts a local instance) runs one Ray task per job, each asking for
     ``gpus_per_task`` GPUs. ``on_result`` is called as each job finishes (progress).
+    ``retries``: how often Ray runs a job again when its worker or node dies (a job that
+    fails by itself is not retried); only safe for tasks whose output appears whole or not
+    at all on a storage every node sees (:func:`reenact.storage.run_url_job`).
     """
     if workers < 1:
         raise InputError(f"--workers must be at least 1, got {workers}")
+    if not jobs:
+        return []
     if ray_address is not None:
-        return _run_ray(jobs, task, ray_address, gpus_per_task, on_result)
+        return _run_ray(jobs, task, ray_address, gpus_per_task, on_result, retries)
     results: dict[int, JobResult] = {}
     if workers == 1:
         for i, job in enumerate(jobs):
@@ -223,11 +261,12 @@ def run_jobs(
 
 
 def _run_ray(
-    jobs: Sequence[Job],
+    jobs: Sequence[Job | UrlJob],
     task: Task,
     address: str,
     gpus_per_task: float,
     on_result: Callable[[JobResult], None] | None,
+    retries: int = 0,
 ) -> list[JobResult]:
     try:
         import ray
@@ -251,7 +290,7 @@ def _run_ray(
         if address != "local":
             log.info("Ray cluster: %s", printable(ray.get_runtime_context().gcs_address))
     try:
-        remote = ray.remote(num_gpus=gpus_per_task, max_retries=0)(_run_one)
+        remote = ray.remote(num_gpus=gpus_per_task, max_retries=retries)(_run_one)
         refs = [remote.remote(task, job) for job in jobs]
         index = {ref: i for i, ref in enumerate(refs)}
         results: dict[int, JobResult] = {}
@@ -264,7 +303,10 @@ def _run_ray(
                     try:
                         results[i] = ray.get(ref)
                     except Exception as exc:  # the worker itself died: report it like a failure
-                        results[i] = JobResult(jobs[i].source, jobs[i].output, "failed", error=f"Ray task failed: {exc}")
+                        # one line: Ray's message goes on with a traceback and the worker's paths
+                        first = (str(exc).strip().splitlines() or [""])[0]
+                        results[i] = JobResult(jobs[i].source, jobs[i].output, "failed",
+                                               error=f"Ray task failed ({type(exc).__name__}): {first}")
                     if on_result:
                         on_result(results[i])
         except KeyboardInterrupt:

@@ -91,3 +91,8 @@ class PipelineError(ReenactError):
 
 class TrainingError(ReenactError):
     """Training cannot go on (NaN loss, corrupt dataset shard, incompatible resume)."""
+
+
+class StorageError(InputError):
+    """Object storage (an ``s3://`` or other fsspec URL) cannot be used: no credentials,
+    wrong credentials, no such bucket, unreachable endpoint. The message never holds a secret."""

@@ -19,6 +19,7 @@ from reenact.cli.checks import (
 from reenact.cli.settings import resolve_settings
 from reenact.config import Mode, to_dict
 from reenact.errors import InputError
+from reenact.storage import is_url
 
 if TYPE_CHECKING:
     from reenact.batch import FolderPlan
@@ -40,13 +41,19 @@ class _NoIdentity(argparse.Action):
                      "to put the face of a photo on a video use `reenact VIDEO --identity PHOTO`")
 
 
+def _path_or_url(text: str) -> Path | str:
+    """A local path, or a URL kept as text (``Path`` would fold ``s3://`` into ``s3:/``)."""
+    return text if is_url(text) else Path(text)
+
+
 def add_args(p: argparse.ArgumentParser, mode: Mode) -> None:
-    p.add_argument("input", type=Path, help="a video file, or a folder of videos")
+    p.add_argument("input", type=_path_or_url,
+                   help="a video file, or a folder of videos (a local path or a URL such as s3://bucket/in/)")
     if mode == "reenact":
         p.add_argument("--identity", type=Path, required=True, help="photo of the face to put on the video")
     else:
         p.add_argument("--identity", nargs="?", action=_NoIdentity, help=argparse.SUPPRESS)
-    p.add_argument("-o", "--output", type=Path, default=None,
+    p.add_argument("-o", "--output", type=_path_or_url, default=None,
                    help="output file (or folder for a folder input); default: INPUT_"
                    f"{'reenacted' if mode == 'reenact' else 'deidentified'} next to the input")
     p.add_argument("--faces", default=None, help="which faces: all (default), largest, or reference:IMAGE")
@@ -125,6 +132,10 @@ def precheck(args: argparse.Namespace, mode: Mode) -> tuple[Path, Path]:
 
 
 def run(args: argparse.Namespace, mode: Mode) -> int:
+    from reenact.cli import url_folder
+
+    if url_folder.wants_urls(args):  # a folder in object storage (reenact.storage)
+        return url_folder.run(args, mode)
     source, output = precheck(args, mode)  # refused before anything loads torch
     # The pipeline imports torch: loaded here, after the cheap checks, not when the CLI starts.
     from reenact.pipeline.plan import plan_run
@@ -172,7 +183,7 @@ def folder_decisions(args: argparse.Namespace, plan: RunPlan, source: Path, outp
     folder = plan_folder(source, output, overwrite=args.overwrite)
     for result in folder.known:
         if result.status == "skipped" and result.output is not None:
-            reason = stale_reason(result.output, plan, result.source)
+            reason = stale_reason(Path(result.output), plan, Path(result.source))
             if reason is not None:  # not a failure of the file: skipped, and the way to redo it
                 result.details["stale"] = reason
                 result.error = f"stale: {reason}; --overwrite remakes it"

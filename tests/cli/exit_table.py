@@ -73,6 +73,8 @@ CASES: list[Case] = [
     Case("deidentify clip.mp4 --detector-threshold 2", 2, "score_threshold"),
     Case("deidentify clip.mp4 -o x.mp4 --device tpu", 2, "tpu"),
     Case("deidentify clip.mp4 -o x.mp4 --preview", 2, "deidentify writes it only with --audit"),
+    Case("deidentify s3://bucket/in/", 2, "needs -o/--output"),
+    Case("deidentify s3://bucket/in/ -o s3://bucket/out/ --audit", 2, "object storage cannot keep"),
     Case("reenact eval", 2, "required"),
     Case("reenact eval missing.mp4 clip.mp4", 2, "no such file"),
     Case("reenact eval clip.mp4 text.mp4", 2, "cannot be opened as a video"),
