@@ -8,6 +8,7 @@ import sys
 
 from reenact.app.cli import add_args, run
 from reenact.errors import ReenactError
+from reenact.threads import ThreadBudget
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,6 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR if args.quiet else logging.INFO, format="%(levelname)s: %(message)s")
     try:
+        ThreadBudget.for_process(1).apply()  # the app's one worker thread runs one job at a time
         return run(args)
     except ReenactError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -39,7 +39,8 @@ from reenact.allocator import limit_heap_growth
 from reenact.app import cli as app_cmd
 from reenact.cli import eval as eval_cmd
 from reenact.cli import image_tools, models, video
-from reenact.errors import ReenactError, printable
+from reenact.errors import InputError, ReenactError, printable
+from reenact.threads import ENV_THREADS, ThreadBudget
 
 __all__ = ["COMMANDS", "Command", "Stopped", "build_parser", "deidentify_main", "deidentify_script", "exit_now",
            "main", "reenact_script", "run_guarded", "stop_signals"]
@@ -157,7 +158,19 @@ def _dispatch(name: str, argv: list[str]) -> int:
     quiet = args.quiet or (not subcommand and args.json)  # the video commands' --json is quiet too
     logging.basicConfig(level=logging.ERROR if quiet else logging.INFO, format="%(levelname)s: %(message)s")
     limit_heap_growth()  # before any large buffer: a lower peak resident size (reenact.allocator)
-    return run_guarded(command.run, args)
+    return run_guarded(lambda a: _budgeted(command.run, a), args)
+
+
+def _budgeted(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Decide this process's thread budget before torch loads (reenact.threads), then run.
+    ``--threads N`` is REENACT_THREADS for this process and the workers it starts."""
+    threads = getattr(args, "threads", None)
+    if threads is not None:
+        if threads < 1:
+            raise InputError(f"--threads must be at least 1, got {threads}")
+        os.environ[ENV_THREADS] = str(threads)
+    ThreadBudget.for_process(1).apply()
+    return run(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -24,6 +24,7 @@ import torch
 
 from reenact.errors import ConfigError, ShapeError, VideoReadError
 from reenact.io.probe import VideoInfo, open_input, probe, video_stream_of
+from reenact.threads import current as thread_budget
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +210,7 @@ class VideoReader:
         import decord
 
         try:
-            vr = decord.VideoReader(str(self.path), ctx=decord.cpu(0), num_threads=0)
+            vr = decord.VideoReader(str(self.path), ctx=decord.cpu(0), num_threads=thread_budget().decoder)
         except Exception as exc:  # decord raises its own DECORDError / RuntimeError
             return f"decord refused the file: {str(exc).splitlines()[0][:120]}"
         if len(vr) != self.info.frame_count:
@@ -247,6 +248,7 @@ class VideoReader:
         try:
             stream = video_stream_of(container, self.path)
             stream.thread_type = "AUTO"
+            stream.thread_count = thread_budget().decoder  # FFmpeg would take one per core
             index = 0
             buf = self._new_buffer(n, h, w)
             pts: list[int] = []

@@ -41,6 +41,7 @@ import av
 from reenact.errors import ConfigError, OutputExistsError, ShapeError, VideoWriteError
 from reenact.io.probe import VideoInfo
 from reenact.io.reader import FrameChunk
+from reenact.threads import current as thread_budget
 
 log = logging.getLogger(__name__)
 
@@ -266,6 +267,7 @@ class VideoWriter:
         stream.time_base = info.time_base
         ctx = stream.codec_context
         ctx.time_base = info.time_base
+        ctx.thread_count = thread_budget().encoder  # x264 would take 1.5 threads per core
         ctx.colorspace = info.colorspace
         ctx.color_range = info.color_range
         ctx.color_primaries = info.color_primaries
