@@ -163,7 +163,7 @@ def _init_worker(processes: int = 1) -> None:
     """A pool worker's start, before any job imports torch: Ctrl-C handling, and its share of
     the cores (one of ``processes`` processes; reenact.threads)."""
     signal.signal(signal.SIGINT, _on_interrupt)
-    ThreadBudget.for_process(processes).apply()
+    ThreadBudget.for_process(processes).apply(load_torch=True)  # every job loads torch
 
 
 def _run_one_ray(task: Task, job: Job) -> JobResult:

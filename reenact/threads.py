@@ -166,15 +166,17 @@ class ThreadBudget:
         env["OMP_WAIT_POLICY"] = "PASSIVE"
         return env
 
-    def apply(self) -> ThreadBudget:
+    def apply(self, load_torch: bool = False) -> ThreadBudget:
         """Put this budget in force in this process (and the processes it starts); returns it.
 
         Sets :meth:`environment` (effective for libraries not loaded yet), torch's intra-op
-        and inter-op counts when torch is loaded (inter-op only while torch has not started
-        that pool), and makes this the budget :func:`current` returns.
+        and inter-op counts when torch is loaded or ``load_torch`` (a worker that is about
+        to load it anyway; inter-op only while torch has not started that pool), and makes
+        this the budget :func:`current` returns. A process that must not load torch yet (the
+        CLI before its cheap checks) applies again once it has.
         """
         os.environ.update(self.environment())
-        if "torch" in sys.modules:
+        if load_torch or "torch" in sys.modules:
             self._apply_torch()
         global _current
         _current = self
