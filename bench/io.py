@@ -102,13 +102,15 @@ def engine_pass(
     return stats.frames
 
 
-def decode_fps(src: Path, backend: str) -> float:
-    t0 = time.perf_counter()
+def decode_fps(src: Path, backend: str) -> tuple[float, float]:
+    """Frames per second of wall time, and CPU milliseconds per frame (every thread of the
+    process: the decoder's own threads count), decoding ``src`` to RGB chunks."""
+    t0, c0 = time.perf_counter(), time.process_time()
     n = 0
     with open_video(src, backend=backend, chunk_size=16) as r:  # type: ignore[arg-type]
         for chunk in r:
             n += len(chunk)
-    return n / (time.perf_counter() - t0)
+    return n / (time.perf_counter() - t0), (time.process_time() - c0) * 1000 / n
 
 
 def proc_status_kib(key: str) -> int:
@@ -195,6 +197,7 @@ def main() -> int:
     parser.add_argument("--preset", default="veryfast", help="x264 preset for the throughput race")
     parser.add_argument("--crf", type=int, default=18)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--decode-only", action="store_true", help="only the decord/PyAV comparison")
     parser.add_argument("--rss-child", nargs=2, metavar=("SRC", "DST"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rss_child:
@@ -217,31 +220,41 @@ def main() -> int:
         race = make_clip(tmp / "race_720p.mp4", 4.0)
     print(f"clip for the throughput race: {race.name} ({args.preset}, crf {args.crf})")
 
-    # 1. engine vs bare PyAV: alternate, best of N each (shared machine: noise)
-    bare_t, eng_t = [], []
-    for _ in range(args.repeats):
-        t0 = time.perf_counter()
-        n_bare = bare_pyav(race, tmp / "bare.mp4", args.preset, args.crf, EncodeSettings().tune)
-        bare_t.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        n_eng = engine_pass(race, tmp / "engine.mp4", args.preset, args.crf)
-        eng_t.append(time.perf_counter() - t0)
-    assert n_bare == n_eng, (n_bare, n_eng)
-    bare_fps, eng_fps = n_bare / min(bare_t), n_eng / min(eng_t)
-    print(f"bare PyAV loop: {bare_fps:.1f} fps; engine pass-through: {eng_fps:.1f} fps "
-          f"(ratio {eng_fps / bare_fps:.3f})")
+    bare_fps = eng_fps = 0.0
+    if not args.decode_only:
+        # 1. engine vs bare PyAV: alternate, best of N each (shared machine: noise)
+        bare_t, eng_t = [], []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            n_bare = bare_pyav(race, tmp / "bare.mp4", args.preset, args.crf, EncodeSettings().tune)
+            bare_t.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            n_eng = engine_pass(race, tmp / "engine.mp4", args.preset, args.crf)
+            eng_t.append(time.perf_counter() - t0)
+        assert n_bare == n_eng, (n_bare, n_eng)
+        bare_fps, eng_fps = n_bare / min(bare_t), n_eng / min(eng_t)
+        print(f"bare PyAV loop: {bare_fps:.1f} fps; engine pass-through: {eng_fps:.1f} fps "
+              f"(ratio {eng_fps / bare_fps:.3f})")
 
-    # 2. decord vs PyAV decoding
-    ratios = []
+    # 2. decord vs PyAV decoding, each with the thread budget's decoder threads
+    ratios, cpu_ratios = [], []
     for clip in clips or [race]:
-        fps = {b: max(decode_fps(clip, b) for _ in range(args.repeats)) for b in ("av", "decord")}
+        runs = {b: [decode_fps(clip, b) for _ in range(args.repeats)] for b in ("av", "decord")}
+        fps = {b: max(r[0] for r in runs[b]) for b in runs}
+        cpu = {b: min(r[1] for r in runs[b]) for b in runs}
         ratios.append(fps["decord"] / fps["av"])
-        print(f"decode {clip.name}: av {fps['av']:.1f} fps, decord {fps['decord']:.1f} fps "
-              f"(decord/av {ratios[-1]:.3f})")
+        cpu_ratios.append(cpu["decord"] / cpu["av"])
+        print(f"decode {clip.name}: av {fps['av']:.1f} fps {cpu['av']:.2f} CPU-ms/frame, decord {fps['decord']:.1f} "
+              f"fps {cpu['decord']:.2f} CPU-ms/frame (decord/av speed {ratios[-1]:.3f}, CPU {cpu_ratios[-1]:.3f})",
+              flush=True)
     geo = float(np.exp(np.mean(np.log(ratios))))
+    geo_cpu = float(np.exp(np.mean(np.log(cpu_ratios))))
+    print(f"decord/av over {len(ratios)} clips (geometric means, {reader_mod.thread_budget().decoder} decoder "
+          f"thread(s)): speed {geo:.3f}, CPU per frame {geo_cpu:.3f}; reader DEFAULT_BACKEND = "
+          f"{reader_mod.DEFAULT_BACKEND}")
     faster = "decord" if geo > 1 else "av"
-    print(f"decord/av decode speed, geometric mean over {len(ratios)} clips: {geo:.3f} -> "
-          f"faster: {faster}; reader DEFAULT_BACKEND = {reader_mod.DEFAULT_BACKEND}")
+    if args.decode_only:
+        return 0
 
     # 3. peak RSS, 60 s vs 10 s of 720p, each in its own process
     short = make_clip(tmp / "720p_10s.mp4", 10)
