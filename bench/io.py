@@ -5,9 +5,15 @@ Run: ``.venv/bin/python bench/io.py`` (about 2-4 minutes on 2 CPU cores).
 1. Pass-through throughput of the streaming engine (reader thread, compute loop, writer
    thread; audio copied) against a bare single-threaded PyAV decode -> RGB -> encode loop
    over the same clip with the same encoder settings. Goal: ratio >= 0.8.
-2. Decoding speed of decord against PyAV (both to uint8 RGB torch chunks) on every
-   fixture clip (or a generated clip when the fixtures are absent); the faster one is
-   the reader's default.
+2. Decoding cost of decord against PyAV (both to uint8 RGB torch chunks, both with the
+   thread budget's decoder threads, reenact.threads) on every fixture clip (or a generated
+   clip when the fixtures are absent): CPU milliseconds per frame and frames per second.
+   Goal: the reader's default costs no more CPU per frame than the other (geometric mean
+   over the clips). CPU, not wall speed: in a run the decoder works in its own thread
+   beside compute, which is the slowest stage on every machine measured, so what decoding
+   costs a run is the CPU it takes from compute; a decoder's wall speed alone (the former
+   goal, ``default_backend_is_faster``) rewarded a decoder for spreading over every core,
+   which the thread budget no longer lets it do.
 3. Peak RSS of a pass-through of a generated 60 s 720p clip against a 10 s one, each in
    its own subprocess. Goal: ratio <= 1.1.
 """
@@ -252,9 +258,10 @@ def main() -> int:
     print(f"decord/av over {len(ratios)} clips (geometric means, {reader_mod.thread_budget().decoder} decoder "
           f"thread(s)): speed {geo:.3f}, CPU per frame {geo_cpu:.3f}; reader DEFAULT_BACKEND = "
           f"{reader_mod.DEFAULT_BACKEND}")
-    faster = "decord" if geo > 1 else "av"
+    other = "decord" if reader_mod.DEFAULT_BACKEND == "av" else "av"
+    default_cpu = geo_cpu if reader_mod.DEFAULT_BACKEND == "decord" else 1 / geo_cpu
     if args.decode_only:
-        return 0
+        return 0 if goal(f"default_backend_cpu_per_frame_vs_{other}", default_cpu, "<=", 1.0) else 1
 
     # 3. peak RSS, 60 s vs 10 s of 720p, each in its own process
     short = make_clip(tmp / "720p_10s.mp4", 10)
@@ -280,7 +287,7 @@ def main() -> int:
 
     print(f"engine pass-through vs bare PyAV loop (same x264 settings): {eng_fps / bare_fps:.3f}")
     ok = goal("engine_vs_bare_pyav_throughput", eng_fps / bare_fps, ">=", 0.8)
-    ok &= goal("default_backend_is_faster", 1.0 if reader_mod.DEFAULT_BACKEND == faster else 0.0, ">=", 1.0)
+    ok &= goal(f"default_backend_cpu_per_frame_vs_{other}", default_cpu, "<=", 1.0)
     ok &= goal("peak_rss_60s_vs_10s_720p", r60["peak_kib"] / r10["peak_kib"], "<=", 1.1)
     return 0 if ok else 1
 
