@@ -10,7 +10,7 @@ conditions:
 * ``busy``: one competing CPU-bound process per usable core (``while True: pass``) runs
   during every run of both checkouts.
 
-Prints wall time per run, the medians, the after/before ratio per clip and condition, and
+Prints wall time and CPU time (user + system, the process and its children) per run, the medians, the after/before ratio per clip and condition, and
 how much each checkout slows down from quiet to busy. Goals: after/before <= 1.05 quiet
 (the budget costs nothing where the cores are ours) and <= 1.0 busy.
 
@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -116,6 +117,7 @@ def main() -> None:
             else:
                 shutil.copy(src_path, src)
             walls: dict[tuple[str, str], list[float]] = {}
+            cpus: dict[tuple[str, str], list[float]] = {}
             for condition in args.conditions:
                 with hogs(n_hogs if condition == "busy" else 0):
                     time.sleep(0.5)
@@ -129,10 +131,14 @@ def main() -> None:
                             cmd = [sys.executable, "-c", "from reenact.cli import deidentify_script; "
                                    "deidentify_script()", str(src), "-o", str(work / f"{clip}_{name}.mp4"),
                                    "--overwrite", "--quiet", "--method", args.method]
+                            c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
                             walls.setdefault((condition, name), []).append(measure(cmd, env).wall_s)
+                            c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+                            cpus.setdefault((condition, name), []).append(
+                                c1.ru_utime + c1.ru_stime - c0.ru_utime - c0.ru_stime)
                 print(f"{clip} {condition} (load {load:.1f} after the hogs started): " + "; ".join(
-                    f"{n} " + " ".join(f"{w:.1f}" for w in walls[(condition, n)]) + " s" for n in checkouts),
-                    flush=True)
+                    f"{n} " + " ".join(f"{w:.1f}" for w in walls[(condition, n)]) + " s wall, "
+                    + " ".join(f"{c:.1f}" for c in cpus[(condition, n)]) + " s CPU" for n in checkouts), flush=True)
                 for name in list(checkouts)[1:]:
                     ratio = statistics.median(a / b for a, b in zip(walls[(condition, name)],
                                                                     walls[(condition, "before")], strict=True))
