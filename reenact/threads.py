@@ -27,7 +27,10 @@ compute and sleep on a full queue, and a pool cannot have fewer than one thread.
 :meth:`ThreadBudget.apply` puts a budget in force: the environment variables that OpenMP,
 MKL, OpenBLAS and numba read when they load (so call it before ``import torch``), torch's
 own counts when torch is loaded, and the budget that :func:`current` returns to the
-places that size a pool later (onnxruntime sessions, the video reader and writer).
+places that size a pool later (onnxruntime sessions, the video reader and writer). That
+record is this module's one piece of state, as thread pools are the process's own: torch's
+count is process-wide too. A library caller that applies no budget gets this machine's
+share for one process from :func:`current` in onnxruntime and the codecs, and torch as it is.
 """
 
 from __future__ import annotations
