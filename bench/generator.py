@@ -54,8 +54,8 @@ modulation, demodulation, noise and filters are done, and the layout copies). So
 is now the conv share, ``synthesis_conv_share_* >= 0.5``: at least half of synthesis spent
 in its own convolutions. The FLOP fractions are still printed as ``info`` lines. A profile
 (torch.profiler, batch 8) puts most of the rest in the unfused modulation's passes over the
-activations (``mul`` and ``addcmul``, about 13 % of the time) and layout copies (2 %; 15 % at
-batch 1, where the fused path rebuilds the per-sample weights every call).
+activations (``mul`` and ``addcmul``, about 13 % of the time) and copies (``copy_``: 2 %; 15 % at
+batch 1, not yet traced to their source).
 
 Run: ``.venv/bin/python bench/generator.py`` (``--quick`` for a short run). Ends with goal
 lines ``goal <name>: <value> (target >= 0.5) PASS|FAIL``.
