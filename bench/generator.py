@@ -46,8 +46,10 @@ the FLOP fraction above:
 Why the goal changed: the former goal, ``synthesis_flops_fraction_* >= 0.5`` (0.36-0.49
 in the runs of issue 28), judged two things at once against a 512-channel 32x32 conv,
 a best case that no layer of a 256 px generator matches. Measured (CPU clock, 1 thread,
-batch 1, 7 Dec 2026): StyleGAN2 0.50 = conv efficiency 0.77 x conv share 0.65; StyleGAN
-v1 0.64 = 0.76 x 0.84. The efficiency is oneDNN's speed on these shapes (0.77 of the
+7 Dec 2026, a loaded machine): StyleGAN2 batch 1 0.50 = conv efficiency 0.77 x conv share
+0.65, batch 8 0.56 = 0.79 x 0.71; StyleGAN v1 batch 1 0.64 = 0.76 x 0.84, batch 8 0.48 =
+0.65 x 0.74 (v1 misses the former goal on oneDNN's speed for its fused 4x4 transposed
+convolutions alone, with three quarters of its time in convolution). The efficiency is oneDNN's speed on these shapes (0.77 of the
 reference for the very same convolutions run alone, nothing else around them), which our
 code only chooses the layout for (NHWC on CPU); the share is what our code decides (how
 modulation, demodulation, noise and filters are done, and the layout copies). So the goal
