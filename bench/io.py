@@ -70,11 +70,15 @@ def make_clip(path: Path, seconds: float, width: int = 1280, height: int = 720, 
 
 
 def bare_pyav(src: Path, dst: Path, preset: str, crf: int, tune: str | None) -> int:
-    """The simplest correct loop: decode, to RGB, from RGB, encode, mux; one thread."""
+    """The simplest correct loop: decode, to RGB, from RGB, encode, mux; one Python thread,
+    the codecs with the thread budget's counts (as the engine's reader and writer)."""
+    budget = reader_mod.thread_budget()
     with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
         vin = inp.streams.video[0]
         vin.thread_type = "AUTO"
+        vin.thread_count = budget.decoder
         vout: Any = out.add_stream("libx264", rate=vin.average_rate)
+        vout.codec_context.thread_count = budget.encoder
         vout.width, vout.height, vout.pix_fmt = vin.codec_context.width, vin.codec_context.height, "yuv420p"
         vout.time_base = vin.time_base
         vout.codec_context.time_base = vin.time_base
