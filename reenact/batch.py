@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from reenact.errors import InputError, ReenactError, printable
+from reenact.threads import ThreadBudget, threads_from_env
 
 log = logging.getLogger(__name__)
 
@@ -189,8 +190,20 @@ def _on_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _init_worker() -> None:
+def _init_worker(processes: int = 1) -> None:
+    """A pool worker's start, before any job imports torch: Ctrl-C handling, and its share of
+    the cores (one of ``processes`` processes; reenact.threads)."""
     signal.signal(signal.SIGINT, _on_interrupt)
+    ThreadBudget.for_process(processes).apply(load_torch=True)  # every job loads torch
+
+
+def _run_one_ray(task: Task, job: Job | UrlJob) -> JobResult:
+    """A Ray task: its share is the CPUs Ray assigned it (``REENACT_THREADS`` overrides)."""
+    import ray
+
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+    ThreadBudget.for_process(1, threads_from_env() or max(1, int(cpus))).apply()
+    return _run_one(task, job)
 
 
 def _run_one(task: Task, job: Job | UrlJob) -> JobResult:
@@ -247,7 +260,7 @@ def run_jobs(
         # a worker that gets Ctrl-C aborts its video (the writer removes its temporary file) and
         # starts no other: the jobs it was handed in advance come back as "interrupted"
         with futures.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                         initializer=_init_worker) as pool:
+                                         initializer=_init_worker, initargs=(workers,)) as pool:
             pending = {pool.submit(_run_one, task, job): i for i, job in enumerate(jobs)}
             try:
                 for done in futures.as_completed(pending):
@@ -290,7 +303,7 @@ def _run_ray(
         if address != "local":
             log.info("Ray cluster: %s", printable(ray.get_runtime_context().gcs_address))
     try:
-        remote = ray.remote(num_gpus=gpus_per_task, max_retries=retries)(_run_one)
+        remote = ray.remote(num_gpus=gpus_per_task, max_retries=retries)(_run_one_ray)
         refs = [remote.remote(task, job) for job in jobs]
         index = {ref: i for i, ref in enumerate(refs)}
         results: dict[int, JobResult] = {}

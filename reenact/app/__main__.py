@@ -8,6 +8,7 @@ import sys
 
 from reenact.app.cli import add_args, run
 from reenact.exits import run_guarded
+from reenact.threads import ThreadBudget
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,7 +17,12 @@ def main(argv: list[str] | None = None) -> int:
     add_args(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR if args.quiet else logging.INFO, format="%(levelname)s: %(message)s")
-    return run_guarded(run, args)
+    return run_guarded(_run_budgeted, args)
+
+
+def _run_budgeted(args: argparse.Namespace) -> int:
+    ThreadBudget.for_process(1).apply()  # the app's one worker thread runs one job at a time
+    return run(args)
 
 
 if __name__ == "__main__":

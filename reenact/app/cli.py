@@ -60,7 +60,9 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise ConfigError("the web app needs its extra: pip install 'reenact[app]'") from exc
     from reenact.app.server import create_app
+    from reenact.threads import current as thread_budget
 
+    thread_budget().apply()  # the process's budget (applied at start) again, now that torch may be loaded
     settings = settings_from_args(args)
     if not is_loopback(args.host):
         print(f"WARNING: serving on {args.host}: anyone who can reach this machine on port {args.port} can "

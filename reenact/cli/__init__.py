@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import NamedTuple, NoReturn
@@ -37,7 +38,9 @@ from reenact.app import cli as app_cmd
 from reenact.cli import eval as eval_cmd
 from reenact.cli import image_tools, models, video
 from reenact.cli import train as train_cmd
+from reenact.errors import InputError
 from reenact.exits import NOTHING_PARTIAL, Stopped, exit_now, run_guarded, run_script, stop_signals
+from reenact.threads import ENV_THREADS, ThreadBudget
 
 __all__ = ["COMMANDS", "Command", "Stopped", "build_parser", "deidentify_main", "deidentify_script", "exit_now",
            "main", "reenact_script", "run_guarded", "stop_signals", "train_main", "train_script"]
@@ -110,7 +113,19 @@ def _dispatch(name: str, argv: list[str]) -> int:
     logging.basicConfig(level=logging.ERROR if quiet else logging.INFO, format="%(levelname)s: %(message)s")
     if command.limit_heap:
         limit_heap_growth()  # before any large buffer: a lower peak resident size (reenact.allocator)
-    return run_guarded(command.run, args, command.left)
+    return run_guarded(lambda a: _budgeted(command.run, a), args, command.left)
+
+
+def _budgeted(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Decide this process's thread budget before torch loads (reenact.threads), then run.
+    ``--threads N`` is REENACT_THREADS for this process and the workers it starts."""
+    threads = getattr(args, "threads", None)
+    if threads is not None:
+        if threads < 1:
+            raise InputError(f"--threads must be at least 1, got {threads}")
+        os.environ[ENV_THREADS] = str(threads)
+    ThreadBudget.for_process(1).apply()
+    return run(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

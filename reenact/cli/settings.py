@@ -67,7 +67,7 @@ SOURCE_OPTIONS = ("config", "set")
 #: argparse ``dest`` of the options that steer the run, not the settings.
 RUN_OPTIONS = (
     "input", "identity", "output", "overwrite", "preview", "json", "dry_run", "workers", "ray",
-    "gpus_per_task", "quiet", "audit",
+    "gpus_per_task", "quiet", "audit", "threads",
 )
 
 

@@ -20,6 +20,7 @@ from reenact.cli.settings import resolve_settings
 from reenact.config import Mode, to_dict
 from reenact.errors import InputError
 from reenact.storage import is_url
+from reenact.threads import current as thread_budget
 
 if TYPE_CHECKING:
     from reenact.batch import FolderPlan
@@ -100,6 +101,9 @@ def add_args(p: argparse.ArgumentParser, mode: Mode) -> None:
     p.add_argument("--json", action="store_true", help="print the report(s) as JSON")
     p.add_argument("--dry-run", action="store_true", help="print the resolved plan and exit")
     p.add_argument("--workers", type=int, default=1, help="videos processed at once (folder input)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="threads per process, all pools together (default: the usable cores divided among "
+                   "the --workers; or REENACT_THREADS)")
     p.add_argument("--ray", default=None, metavar="ADDRESS",
                    help="run one task per video with Ray: a cluster's address, auto (the running "
                    "cluster, or RAY_ADDRESS), or local (start a private Ray instance on this machine)")
@@ -140,6 +144,8 @@ def run(args: argparse.Namespace, mode: Mode) -> int:
     # The pipeline imports torch: loaded here, after the cheap checks, not when the CLI starts.
     from reenact.pipeline.plan import plan_run
     from reenact.pipeline.run import check_files, check_photo_faces
+
+    thread_budget().apply()  # again, now that torch is loaded: its inter-op pool (reenact.threads)
 
     config = resolve_settings(args)
     identity = getattr(args, "identity", None)
@@ -203,7 +209,8 @@ def folder_decisions(args: argparse.Namespace, plan: RunPlan, source: Path, outp
 def _plan(mode: Mode, config: PipelineConfig, source: Path, output: Path, identity: Path | None,
           folder: FolderPlan | None) -> dict[str, Any]:
     plan: dict[str, Any] = {"mode": mode, "input": str(source), "output": str(output),
-                            "identity": str(identity) if identity else None, "config": to_dict(config)}
+                            "identity": str(identity) if identity else None, "config": to_dict(config),
+                            "threads": thread_budget().describe()}
     if folder is not None:
         plan["jobs"] = [[str(j.source), str(j.output)] for j in folder.jobs]
         plan["skipped"] = [[str(r.source), r.status, r.error] for r in folder.known

@@ -8,7 +8,6 @@ execution provider of onnxruntime is used whenever it is present.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from reenact.errors import ModelError
+from reenact.threads import current as thread_budget
 
 logger = logging.getLogger(__name__)
 
@@ -33,21 +33,22 @@ def available_providers(prefer_cuda: bool = True) -> list[str]:
 
 
 def default_threads() -> int:
-    """onnxruntime's threads per session unless set: half the CPU cores, at least one.
+    """onnxruntime's intra-op threads per session unless set: the compute threads of the
+    process's thread budget (:mod:`reenact.threads`; torch and onnxruntime take turns in
+    the compute thread, so they share that count).
 
-    A model runs while the decoder, the encoder and torch's work keep the other cores busy;
-    an operator split over every core waits at its end for the slowest part, which a busy
-    core delays. Measured on 2 cores, ``deidentify --method blur``, 60 frames: the 512x512
-    clip 9.5/9.1 s with 2 threads against 9.1/8.9 s with one (1.1-1.6 s less CPU time), the
-    720p clip 17.9 against 17.5 s (synthetic: 21.3 against 19.6 s).
+    Measured before the budget, on 2 cores, ``deidentify --method blur``, 60 frames: the
+    512x512 clip 9.5/9.1 s with 2 threads against 9.1/8.9 s with one (1.1-1.6 s less CPU
+    time), the 720p clip 17.9 against 17.5 s (synthetic: 21.3 against 19.6 s).
     """
-    return max(1, (os.cpu_count() or 2) // 2)
+    return thread_budget().compute
 
 
 def session_options(*, cpu_mem_arena: bool = True, mem_pattern: bool = True, threads: int | None = None) -> Any:
     """onnxruntime options used for every face model: quiet, and no busy-waiting threads
     (spinning threads halve throughput when the decoder and writer threads share the CPU).
-    ``threads``: intra-operator threads, :func:`default_threads` when ``None``.
+    ``threads``: intra-operator threads, :func:`default_threads` when ``None``; inter-operator
+    threads come from the thread budget too (the graphs run sequentially: 1).
 
     ``cpu_mem_arena`` / ``mem_pattern``: onnxruntime's CPU memory arena (it keeps the
     largest activations ever seen for the life of the session) and its pre-planned
@@ -63,6 +64,7 @@ def session_options(*, cpu_mem_arena: bool = True, mem_pattern: bool = True, thr
     options.log_severity_level = 3
     options.enable_cpu_mem_arena = cpu_mem_arena
     options.intra_op_num_threads = default_threads() if threads is None else int(threads)
+    options.inter_op_num_threads = thread_budget().interop
     options.enable_mem_pattern = mem_pattern
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")

@@ -24,14 +24,21 @@ import torch
 
 from reenact.errors import ConfigError, ShapeError, VideoReadError
 from reenact.io.probe import VideoInfo, open_input, probe, video_stream_of
+from reenact.threads import current as thread_budget
 
 log = logging.getLogger(__name__)
 
 Backend = Literal["auto", "decord", "av"]
 
-#: What ``backend="auto"`` tries first, set by measurement (bench/io.py, 2-core CPU, six
-#: fixture clips, 360p-1080p): decord decodes at 0.39-0.55x PyAV's speed (geometric
-#: mean over the clips, two runs), since PyAV's decoder here is frame-threaded.
+#: What ``backend="auto"`` tries first, set by measurement (``bench/io.py``, six fixture
+#: clips, 360p-1080p, 2-core CPU): with the thread budget's one decoder thread each, decord
+#: takes 1.18x PyAV's CPU per frame (geometric mean; 0.85-1.69x per clip, 1.69x on the
+#: 1080p crowd clip) and the CPU a decoder takes is what it takes from compute in a run.
+#: Unbudgeted (every core each, before reenact.threads), decord measured 0.39-0.55x PyAV's
+#: wall speed at first and 1.18x later. decord also has failure modes PyAV lacks
+#: (dmlc/decord#373: get_batch loops forever in native code, holding the GIL, so Ctrl-C and
+#: SIGTERM cannot clean up, on a file whose container over-reports its frame count;
+#: #195/#54: get_batch/seek returning wrong frames on some files; no release since 2021).
 DEFAULT_BACKEND: Literal["decord", "av"] = "av"
 
 # Pixel formats decord serves exactly like PyAV (8-bit, planar YUV).
@@ -209,7 +216,7 @@ class VideoReader:
         import decord
 
         try:
-            vr = decord.VideoReader(str(self.path), ctx=decord.cpu(0), num_threads=0)
+            vr = decord.VideoReader(str(self.path), ctx=decord.cpu(0), num_threads=thread_budget().decoder)
         except Exception as exc:  # decord raises its own DECORDError / RuntimeError
             return f"decord refused the file: {str(exc).splitlines()[0][:120]}"
         if len(vr) != self.info.frame_count:
@@ -247,6 +254,7 @@ class VideoReader:
         try:
             stream = video_stream_of(container, self.path)
             stream.thread_type = "AUTO"
+            stream.thread_count = thread_budget().decoder  # FFmpeg would take one per core
             index = 0
             buf = self._new_buffer(n, h, w)
             pts: list[int] = []

@@ -42,6 +42,7 @@ from reenact.errors import ConfigError, InputError, OutputExistsError, ShapeErro
 from reenact.io.atomic import NAME_MAX, temp_prefix
 from reenact.io.probe import VideoInfo
 from reenact.io.reader import FrameChunk
+from reenact.threads import current as thread_budget
 
 log = logging.getLogger(__name__)
 
@@ -287,6 +288,7 @@ class VideoWriter:
         stream.time_base = info.time_base
         ctx = stream.codec_context
         ctx.time_base = info.time_base
+        ctx.thread_count = thread_budget().encoder  # x264 would take 1.5 threads per core
         ctx.colorspace = info.colorspace
         ctx.color_range = info.color_range
         ctx.color_primaries = info.color_primaries

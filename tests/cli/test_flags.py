@@ -62,6 +62,7 @@ RUN_FLAGS = {
     "--workers": "tests/pipeline/test_pipeline_folders.py",
     "--ray": "tests/pipeline/test_pipeline_folders.py",
     "--gpus-per-task": "tests/pipeline/test_pipeline_folders.py",
+    "--threads": "tests/core/test_threads.py::test_threads_flag_sets_the_share_of_the_process_and_its_workers",
     "--quiet": "tests/cli/test_cli_table.py",
     "--version": "tests/cli/test_cli_table.py",
     "--audit": "tests/pipeline/test_privacy_cli.py::test_blur_run_default_report_and_audit_file",

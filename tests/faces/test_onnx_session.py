@@ -51,19 +51,18 @@ def test_graphs_before_ir_version_4_keep_their_weight_inputs() -> None:
     assert len(model.graph.input) == 195
 
 
-def test_onnxruntime_threads_default_to_half_the_cores(monkeypatch) -> None:
-    import os
-
+def test_onnxruntime_threads_follow_the_thread_budget(monkeypatch) -> None:
+    from reenact import threads
     from reenact.errors import ConfigError
     from reenact.faces.detect import DetectorSettings
     from reenact.faces.onnx_session import default_threads
 
-    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(threads, "_current", threads.ThreadBudget.resolve(2, 1))
     assert default_threads() == 1 and session_options().intra_op_num_threads == 1
-    monkeypatch.setattr(os, "cpu_count", lambda: 16)
-    assert default_threads() == 8 and session_options(threads=3).intra_op_num_threads == 3
-    monkeypatch.setattr(os, "cpu_count", lambda: None)
-    assert default_threads() == 1
+    assert session_options().inter_op_num_threads == 1
+    monkeypatch.setattr(threads, "_current", threads.ThreadBudget.resolve(16, 1))
+    assert default_threads() == 14 and session_options().intra_op_num_threads == 14
+    assert session_options(threads=3).intra_op_num_threads == 3
     detector = CenterFaceDetector(settings=DetectorSettings(threads=2))
     assert detector._session.get_session_options().intra_op_num_threads == 2
     with pytest.raises(ConfigError, match="threads"):
