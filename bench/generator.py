@@ -67,18 +67,22 @@ from __future__ import annotations
 
 import argparse
 import resource
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from reenact.models import stylegan1
-from reenact.models.stylegan2 import Generator, ffhq_config
-from testing.goals import goal
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's testing helpers
+
+from reenact.models import stylegan1  # noqa: E402
+from reenact.models.stylegan2 import Generator, ffhq_config  # noqa: E402
+from testing.goals import goal  # noqa: E402
 
 GOAL_FRACTION = 0.5  # the former goal (printed as info)
 GOAL_CONV_SHARE = 0.5
