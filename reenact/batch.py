@@ -136,6 +136,7 @@ def plan_folder(
     overwrite: bool = False,
     suffix: str = ".mp4",
     follow_symlinks: bool = False,
+    temporary: Callable[[str], bool] | None = None,
 ) -> FolderPlan:
     """Mirror ``input_dir`` into ``output_dir``: every video becomes a job.
 
@@ -143,7 +144,8 @@ def plan_folder(
     files that are not videos (by extension) are reported ``ignored``, never dropped
     silently. An output folder inside the input folder is refused (a re-run would take
     its own outputs as inputs). Symbolic links that lead out of the input folder are
-    reported ``ignored`` unless ``follow_symlinks``.
+    reported ``ignored`` unless ``follow_symlinks``. Files whose name ``temporary`` says is a
+    writer's temporary file (one a killed run left) are reported ``ignored`` too.
     """
     input_dir, output_dir = Path(input_dir).resolve(), Path(output_dir).resolve()
     if not input_dir.is_dir():
@@ -161,6 +163,9 @@ def plan_folder(
         if not follow_symlinks and _outside(source, input_dir):
             known.append(JobResult(source, None, "ignored",
                                    error="a link to a file outside the input folder (use --follow-symlinks)"))
+            continue
+        if temporary is not None and temporary(source.name):
+            known.append(JobResult(source, None, "ignored", error="a temporary file left by an interrupted run"))
             continue
         if source.suffix.lower() not in VIDEO_SUFFIXES:
             known.append(JobResult(source, None, "ignored", error="not a video file extension"))
@@ -181,20 +186,43 @@ def plan_folder(
 
 
 _interrupted = False
-"""Set in a pool worker when it receives Ctrl-C: it then starts no further job."""
+"""Set in a pool worker when it receives Ctrl-C or a stop signal: it then starts no further job."""
+
+_in_job = False
+"""True in a pool worker while it runs a job: a signal then aborts the job (the writer removes
+its temporary file); between jobs the signal only marks the worker as stopped."""
+
+#: the signals a pool worker stops on: Ctrl-C, and the stop signals its parent passes on
+WORKER_STOP_SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None))
+                            if s is not None)
 
 
 def _on_interrupt(signum: int, frame: object) -> None:
     global _interrupted
+    first = not _interrupted
     _interrupted = True
-    raise KeyboardInterrupt
+    if first and _in_job:  # once: a second signal must not break the clean-up of the first
+        raise KeyboardInterrupt
 
 
 def _init_worker(processes: int = 1) -> None:
-    """A pool worker's start, before any job imports torch: Ctrl-C handling, and its share of
+    """A pool worker's start, before any job imports torch: signal handling, and its share of
     the cores (one of ``processes`` processes; reenact.threads)."""
-    signal.signal(signal.SIGINT, _on_interrupt)
+    for sig in WORKER_STOP_SIGNALS:
+        signal.signal(sig, _on_interrupt)
     ThreadBudget.for_process(processes).apply(load_torch=True)  # every job loads torch
+
+
+def _stop_workers(pool: futures.ProcessPoolExecutor, signum: int) -> None:
+    """Pass a stop signal on to every worker of ``pool`` (a SIGTERM sent to this process
+    alone, by a service manager or ``kill``, would otherwise let them finish their videos)."""
+    processes = getattr(pool, "_processes", None) or {}
+    for process in list(processes.values()):
+        if process.pid is not None and process.is_alive():
+            try:
+                os.kill(process.pid, signum)
+            except OSError as exc:  # it ended meanwhile
+                log.debug("could not signal worker %s: %s", process.pid, exc)
 
 
 def _run_one_ray(task: Task, job: Job | UrlJob) -> JobResult:
@@ -207,13 +235,20 @@ def _run_one_ray(task: Task, job: Job | UrlJob) -> JobResult:
 
 
 def _run_one(task: Task, job: Job | UrlJob) -> JobResult:
+    global _in_job
     if _interrupted:
         return JobResult(job.source, job.output, "failed", error="interrupted before it started")
     start = time.perf_counter()
     try:
         if isinstance(job.output, Path):
             job.output.parent.mkdir(parents=True, exist_ok=True)
-        details = task(job)
+        _in_job = True
+        try:
+            if _interrupted:  # the signal came between the check above and here
+                raise KeyboardInterrupt
+            details = task(job)
+        finally:
+            _in_job = False
         return JobResult(job.source, job.output, "done", time.perf_counter() - start, details=details or {})
     except ReenactError as exc:
         return JobResult(job.source, job.output, "failed", time.perf_counter() - start, error=str(exc))
@@ -257,8 +292,9 @@ def run_jobs(
                 on_result(results[i])
     else:
         # spawn, not fork: forking a process that already runs torch/onnxruntime threads can hang
-        # a worker that gets Ctrl-C aborts its video (the writer removes its temporary file) and
-        # starts no other: the jobs it was handed in advance come back as "interrupted"
+        # a worker that gets Ctrl-C or a stop signal (passed on by this process) aborts its video
+        # (the writer removes its temporary file) and starts no other: the jobs it was handed in
+        # advance come back as "interrupted"
         with futures.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                                          initializer=_init_worker, initargs=(workers,)) as pool:
             pending = {pool.submit(_run_one, task, job): i for i, job in enumerate(jobs)}
@@ -267,7 +303,9 @@ def run_jobs(
                     results[pending[done]] = done.result()
                     if on_result:
                         on_result(results[pending[done]])
-            except KeyboardInterrupt:
+            except KeyboardInterrupt as exc:  # Ctrl-C, or a stop signal (reenact.exits.Stopped)
+                # every worker aborts its video within a chunk: none is finished after the signal
+                _stop_workers(pool, getattr(exc, "signum", signal.SIGINT))
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
     return [results[i] for i in range(len(jobs))]

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
+import logging
+import os
+import shutil
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -161,3 +169,106 @@ def test_models_list_refuses_one_broken_pack_and_lists_the_others(
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and "nolicence" in lines[0] and "missing required key(s) licence" in lines[0], err
     assert "__init__" not in err and "Traceback" not in err
+
+
+# --- issue #29 item 6: signals in folder runs, SIGKILL leftovers -------------------------------
+
+DEIDENTIFY = "from reenact.cli import deidentify_script as m; m()"
+
+
+def _wait_for(predicate: Callable[[], bool], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _partials(folder: Path) -> list[Path]:
+    return sorted(folder.glob(".*partial*")) if folder.is_dir() else []
+
+
+def _outputs(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.glob("*.mp4") if not p.name.startswith(".")) if folder.is_dir() else []
+
+
+def test_sigterm_to_a_folder_run_stops_every_worker_and_finishes_no_output(tmp_path: Path, fixtures: Path) -> None:
+    """SIGTERM to the parent alone (as a service manager's `kill PID` does): both workers abort
+    their video within a chunk, no temporary file stays, no output is renamed into place after
+    the signal, one line, exit 143 (before the fix both went on and finished their videos)."""
+    clips = tmp_path / "in"
+    clips.mkdir()
+    for name in ("a", "b"):  # 78 frames each: a few seconds of work per worker
+        shutil.copy(fixtures / "videos" / "liveportrait_d0.mp4", clips / f"{name}.mp4")
+    out = tmp_path / "out"
+    run = subprocess.Popen([sys.executable, "-c", DEIDENTIFY, str(clips), "-o", str(out), "--method", "blur",
+                            "--workers", "2", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        both_writing = _wait_for(lambda: len(_partials(out)) == 2, 60)
+        finished = _outputs(out)
+        run.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        _, stderr = run.communicate(timeout=60)
+    finally:
+        run.kill()
+    assert both_writing, "the two workers never wrote at once"
+    assert run.returncode == 143, stderr
+    assert stderr.splitlines() == ["stopped by SIGTERM: nothing partial was written"], stderr
+    assert time.monotonic() - signalled < 20, "the workers went on after the signal"
+    assert _partials(out) == [], "a temporary file was left"
+    assert _outputs(out) == finished == [], "an output was finished after the signal"
+
+
+def test_a_killed_runs_leftover_is_removed_by_the_next_run_and_never_taken_for_a_video(
+    tmp_path: Path, fixtures: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`kill -9` leaves `.o.partial-XXXXXXXX.mp4`: a folder run over that folder reports it
+    ignored (not a failed video); the next run on the same output removes it and says so."""
+    from reenact.cli import deidentify_main
+
+    clip = tmp_path / "clip.mp4"
+    shutil.copy(fixtures / "videos" / "liveportrait_d0.mp4", clip)
+    out = tmp_path / "out"
+    out.mkdir()
+    other = out / ".other.partial-0123abcd.mp4"  # another output's leftover: never touched
+    other.write_bytes(b"x")
+    run = subprocess.Popen([sys.executable, "-c", DEIDENTIFY, str(clip), "-o", str(out / "o.mp4"), "--method", "blur",
+                            "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        writing = _wait_for(lambda: len(_partials(out)) == 2, 60)
+    finally:
+        run.kill()  # SIGKILL: no clean-up runs
+        run.wait(timeout=30)
+    assert writing, "the run never started writing"
+    (leftover,) = [p for p in _partials(out) if p != other]
+    assert leftover.name.startswith(".o.partial-") and not (out / "o.mp4").exists()
+
+    plan_out = io.StringIO()
+    with contextlib.redirect_stdout(plan_out):
+        assert deidentify_main([str(out), "-o", str(tmp_path / "again"), "--method", "blur", "--dry-run"]) == 0
+    plan = json.loads(plan_out.getvalue())
+    assert plan["jobs"] == [] and plan["failed"] == []
+    assert sorted(Path(p).name for p, _ in plan["ignored"]) == sorted([leftover.name, other.name])
+    assert all(why == "a temporary file left by an interrupted run" for _, why in plan["ignored"])
+
+    with caplog.at_level(logging.WARNING, logger="reenact"):
+        assert deidentify_main([str(clip), "-o", str(out / "o.mp4"), "--method", "blur", "--quiet"]) == 0
+    said = [r.getMessage() for r in caplog.records if "temporary file" in r.getMessage()]
+    assert said == [f"removed 1 temporary file left by an interrupted run (killed before it could clean up): "
+                    f"{leftover.name}"], said
+    assert not leftover.exists() and other.exists() and (out / "o.mp4").is_file()
+
+
+def test_leftover_removal_spares_a_live_writers_file(tmp_path: Path) -> None:
+    from reenact.io import VideoWriter, probe
+    from reenact.io.writer import remove_leftovers
+
+    dst = tmp_path / "o.mp4"
+    with VideoWriter(dst, probe(SAMPLE_CLIP)) as writer:
+        assert writer.temp.exists()
+        assert remove_leftovers(dst) == [] and writer.temp.exists()
+        writer._abort()
+    assert not writer.temp.exists() and not dst.exists()
