@@ -19,6 +19,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import socket
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -311,6 +312,54 @@ def run_jobs(
     return [results[i] for i in range(len(jobs))]
 
 
+#: seconds to wait for a Ray head's port before a run is refused (``REENACT_RAY_CONNECT_TIMEOUT``)
+RAY_CONNECT_TIMEOUT = 10.0
+
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    """``(host, port)`` of ``host:port``, ``[v6]:port`` or ``ray://host:port``; None for anything else."""
+    rest = address.removeprefix("ray://").rstrip("/")
+    host, sep, port = rest.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return None
+    return host.strip("[]"), int(port)
+
+
+def check_ray_address(address: str, environ: dict[str, str] | None = None) -> None:
+    """Refuse, within a bounded time, a Ray address (given, or ``RAY_ADDRESS`` for ``auto``)
+    whose port does not answer: Ray itself retries a dead address for minutes, silently.
+
+    ``local`` and an ``auto`` without ``RAY_ADDRESS`` (Ray looks for a cluster started on
+    this machine, and says at once when there is none) are left to Ray.
+    """
+    env = os.environ if environ is None else environ
+    if address == "local":
+        return
+    from_env = address == "auto"
+    target = env.get("RAY_ADDRESS", "") if from_env else address
+    where = _host_port(target) if target else None
+    if where is None:
+        return
+    try:
+        timeout = float(env.get("REENACT_RAY_CONNECT_TIMEOUT", RAY_CONNECT_TIMEOUT))
+    except ValueError:
+        raise InputError("REENACT_RAY_CONNECT_TIMEOUT must be a number of seconds, got "
+                         f"{printable(env['REENACT_RAY_CONNECT_TIMEOUT'])!r}") from None
+    try:
+        with socket.create_connection(where, timeout=timeout):
+            return
+    except OSError as exc:
+        reason = "no answer" if isinstance(exc, TimeoutError) else (exc.strerror or type(exc).__name__)
+        if from_env:
+            raise InputError(
+                f"--ray auto: no Ray cluster answers at {printable(target)} (taken from the RAY_ADDRESS "
+                f"environment variable: {reason} within {timeout:g} s); start one there (`ray start --head`), "
+                "fix or unset RAY_ADDRESS, or use --ray local") from exc
+        raise InputError(
+            f"--ray {printable(target)}: no Ray cluster answers there ({reason} within {timeout:g} s); "
+            "start one with `ray start --head`, give its address, or use --ray local") from exc
+
+
 def _run_ray(
     jobs: Sequence[Job | UrlJob],
     task: Task,
@@ -325,6 +374,7 @@ def _run_ray(
         raise InputError("--ray needs the ray extra: pip install 'reenact[ray]'") from exc
     started_here = False
     if not ray.is_initialized():
+        check_ray_address(address)  # a dead address: refused in seconds, not retried for minutes
         from_env = os.environ.get("RAY_ADDRESS")
         if address == "auto" and from_env:
             log.warning("--ray auto: connecting to %s, taken from the RAY_ADDRESS environment variable",

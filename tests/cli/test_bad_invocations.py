@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import http.server
 import io
 import json
 import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -272,3 +275,132 @@ def test_leftover_removal_spares_a_live_writers_file(tmp_path: Path) -> None:
         assert remove_leftovers(dst) == [] and writer.temp.exists()
         writer._abort()
     assert not writer.temp.exists() and not dst.exists()
+
+
+# --- issue #29 item 7: deadlines (a dead Ray address, a trickling download server) ------------
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_ray_auto_with_a_dead_ray_address_is_refused_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ray retried a dead RAY_ADDRESS silently for minutes; now one line names it and the fix."""
+    pytest.importorskip("ray")
+    from reenact.cli import deidentify_main
+
+    clips = tmp_path / "in"
+    clips.mkdir()
+    shutil.copy(SAMPLE_CLIP, clips / "a.mp4")
+    address = f"127.0.0.1:{_closed_port()}"
+    monkeypatch.setenv("RAY_ADDRESS", address)
+    started = time.monotonic()
+    assert deidentify_main([str(clips), "-o", str(tmp_path / "out"), "--method", "blur", "--ray", "auto",
+                            "--quiet"]) == 2
+    assert time.monotonic() - started < 30
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"error: --ray auto: no Ray cluster answers at {address} "
+                                                   "(taken from the RAY_ADDRESS environment variable"), lines
+    assert "unset RAY_ADDRESS" in lines[0] and "--ray local" in lines[0]
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+class _Trickle:
+    """A loopback HTTP server that announces ``size`` bytes and sends one every ``every`` seconds."""
+
+    def __init__(self, size: int, every: float) -> None:
+        self.stop = threading.Event()
+        trickle = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server API
+                self.send_response(200)
+                self.send_header("Content-Length", str(size))
+                self.end_headers()
+                for _ in range(size):
+                    if trickle.stop.wait(every):
+                        return
+                    try:
+                        self.wfile.write(b"x")
+                        self.wfile.flush()
+                    except OSError:
+                        return
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/d.onnx"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> _Trickle:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(5)
+
+
+def _trickle_pack(tmp_path: Path, url: str, monkeypatch: pytest.MonkeyPatch) -> Path:
+    packs = tmp_path / "packs"
+    packs.mkdir()
+    (packs / "trickle.yaml").write_text(
+        f"name: trickle\ncomponents:\n  detector:\n    kind: onnx\n    source: {url}\n    licence: test\n"
+        "    file: trickle/d.onnx\n    size: 100000\n")
+    home = tmp_path / "home"
+    monkeypatch.setenv("REENACT_PACKS", str(packs))
+    monkeypatch.setenv("REENACT_HOME", str(home))
+    return home / "downloads" / "trickle-detector.onnx.part"
+
+
+@pytest.mark.parametrize("rule", ["stall", "deadline"])
+def test_a_trickling_download_is_stopped_and_its_part_kept(
+    rule: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One byte at a time never trips the per-read timeout; the stall rule and the overall
+    deadline end it, keep the .part and say so in one line."""
+    from reenact.cli import main
+    from reenact.models import download
+
+    if rule == "stall":
+        monkeypatch.setattr(download, "STALL_SECONDS", 1.0)
+    else:
+        monkeypatch.setenv("REENACT_DOWNLOAD_DEADLINE", "1")
+    with _Trickle(100_000, 0.02) as server:
+        part = _trickle_pack(tmp_path, server.url, monkeypatch)
+        started = time.monotonic()
+        status = main(["models", "--quiet", "pull", "trickle"])
+        took = time.monotonic() - started
+    assert status != 0 and took < 15
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and f"download of {server.url} stopped after" in lines[0], lines
+    assert ("bytes in 1 s" if rule == "stall" else "longer than the 1 s allowed") in lines[0]
+    assert "the part is kept in trickle-detector.onnx.part: run the same command again to resume" in lines[0]
+    assert part.is_file() and 0 < part.stat().st_size < 100_000
+
+
+def test_sigterm_during_a_download_says_the_part_is_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with _Trickle(100_000, 0.02) as server:
+        part = _trickle_pack(tmp_path, server.url, monkeypatch)
+        run = subprocess.Popen([sys.executable, "-m", "reenact.cli", "models", "--quiet", "pull", "trickle"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": str(ROOT)})
+        try:
+            started = _wait_for(part.is_file, 60)
+            time.sleep(0.5)  # some bytes in (they sit in the file's buffer until the stop flushes them)
+            run.send_signal(signal.SIGTERM)
+            _, stderr = run.communicate(timeout=30)
+        finally:
+            run.kill()
+    assert started, f"the download never started: {run.stderr}"
+    assert run.returncode == 143, stderr
+    assert stderr.splitlines() == [
+        "stopped by SIGTERM: nothing partial was written, except a download in progress: its .part file stays in "
+        "the cache's downloads/ folder and the same command resumes it"], stderr
+    assert part.is_file() and part.stat().st_size > 0
