@@ -182,14 +182,18 @@ def remove_leftovers(outputs: list[Path]) -> None:
 
 
 def check_model_files(plan: RunPlan) -> None:
-    """Every model file this run loads is here, or one error naming all that are missing."""
+    """Every model file this run loads is here (one error naming all that are missing), and the
+    face models it names are usable: the one model check of ``--dry-run`` and of the run,
+    before any video work (what the loading would refuse is refused here)."""
     from reenact.models.pack_status import check_pack_files, needed_components
+    from reenact.packs import check_face_models
 
     models = plan.config.models
     check_pack_files(models.pack, needed_components(
         models.pack, faces_only=plan.classic, need_mapper=plan.config.mapper == "trained",
         own_faces=models.faces_backend != "offline", detector_model=bool(models.detector_model),
         identity_model=bool(models.identity_model)))
+    check_face_models(models)
 
 
 def folder_decisions(args: argparse.Namespace, plan: RunPlan, source: Path, output: Path) -> FolderPlan:

@@ -404,3 +404,29 @@ def test_sigterm_during_a_download_says_the_part_is_kept(tmp_path: Path, monkeyp
         "stopped by SIGTERM: nothing partial was written, except a download in progress: its .part file stays in "
         "the cache's downloads/ folder and the same command resumes it"], stderr
     assert part.is_file() and part.stat().st_size > 0
+
+
+# --- issue #29 item 5: --dry-run refuses what the run refuses ---------------------------------
+
+@pytest.mark.parametrize("flags", [
+    ["--identity-model", "afile"],
+    ["--identity-model", "text.jpg", "--identity-mean", "127.5", "--identity-std", "127.5"],
+    ["--detector-model", "missing.onnx"],
+    ["--detector-model", "text.jpg"],
+    ["--pack", "full"],
+    ["--faces-backend", "insightface"],
+], ids=["identity-model-without-normalisation", "identity-model-garbage", "detector-model-missing",
+        "detector-model-garbage", "pack-full-without-files", "insightface-without-packs"])
+def test_dry_run_refuses_what_the_run_refuses(flags: list[str], scratch: Path, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """One check (reenact.cli.video.check_model_files) for both: same status, same line, before
+    any video work (the run writes nothing)."""
+    from exit_table import run_case
+
+    monkeypatch.setenv("REENACT_HOME", str(tmp_path / "home"))  # no pulled packs here
+    monkeypatch.setenv("INSIGHTFACE_HOME", str(tmp_path / "insightface"))  # nor insightface's
+    words = ["deidentify", "clip.mp4", "-o", "x.mp4", "--method", "blur", *flags]
+    dry = run_case([*words, "--dry-run"], scratch)
+    run = run_case(words, scratch)
+    assert dry == run and dry[0] in (1, 2) and dry[1].startswith("error: "), (dry, run)
+    assert not list(scratch.glob("x.*")) and not list(scratch.glob(".x.*"))
