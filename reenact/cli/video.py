@@ -172,7 +172,7 @@ def remove_leftovers(outputs: list[Path]) -> None:
     """Remove what killed runs left beside ``outputs`` (never a live run's file) and say so in one line."""
     from reenact.io.writer import remove_leftovers as remove
 
-    removed = [path for output in outputs for path in remove(output)]
+    removed = remove(outputs)
     if removed:
         names = ", ".join(path.name for path in removed[:3]) + (f" and {len(removed) - 3} more"
                                                                 if len(removed) > 3 else "")

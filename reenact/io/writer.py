@@ -33,6 +33,7 @@ import logging
 import os
 import re
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -83,36 +84,52 @@ def _lock(fd: int) -> bool:
     return True
 
 
-def remove_leftovers(dst: str | os.PathLike[str]) -> list[Path]:
-    """Remove the temporary files a killed writer of ``dst`` left beside it; return them.
+def remove_leftovers(outputs: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """Remove the temporary files killed writers of ``outputs`` left beside them; return them.
 
-    Only files of this output's name are touched, and only those no live writer holds (each
+    Only files of these outputs' names are touched, and only those no live writer holds (each
     writer keeps an exclusive ``flock`` on its temporary file until it is renamed or removed,
-    and the system releases it when the process dies, SIGKILL included).
+    and the system releases it when the process dies, SIGKILL included). Each folder is
+    listed once, however many outputs it holds.
     """
-    dst = Path(dst)
-    tag = _temp_tag(dst.suffix)
-    prefix = temp_prefix(dst.stem, len(os.fsencode(tag)))
+    # per folder: (``.NAME.partial-``, suffix) of each output (NAME cut as the writer cuts it)
+    prefixes: dict[Path, set[tuple[str, str]]] = {}
+    for output in map(Path, outputs):
+        tag = _temp_tag(output.suffix)
+        prefixes.setdefault(output.parent, set()).add(
+            (temp_prefix(output.stem, len(os.fsencode(tag))) + "partial-", output.suffix))
     removed = []
-    with contextlib.suppress(OSError):
-        for path in dst.parent.iterdir():
-            name = path.name
-            if not (name.startswith(prefix) and len(name) == len(prefix) + len(tag)
-                    and is_partial_name(name) and path.is_file() and not path.is_symlink()):
-                continue
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-            except OSError:
-                continue
-            try:
-                if _lock(fd):
-                    path.unlink()
+    for folder, starts in prefixes.items():
+        try:
+            names = [entry.name for entry in os.scandir(folder)
+                     if is_partial_name(entry.name) and entry.is_file(follow_symlinks=False)]
+        except OSError:
+            continue
+        for name in names:
+            cut = name.rindex("partial-") + len("partial-")
+            if (name[:cut], name[cut + 8:]) in starts:
+                path = folder / name
+                if _remove_unheld(path):
                     removed.append(path)
-            except OSError as exc:
-                log.debug("could not remove the leftover %s: %s", path, exc)
-            finally:
-                os.close(fd)
     return removed
+
+
+def _remove_unheld(path: Path) -> bool:
+    """Remove ``path`` unless a live writer holds its lock."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        if not _lock(fd):
+            return False
+        path.unlink()
+        return True
+    except OSError as exc:
+        log.debug("could not remove the leftover %s: %s", path, exc)
+        return False
+    finally:
+        os.close(fd)
 
 
 #: x264 presets from fastest to slowest (``EncodeSettings.preset``).

@@ -265,16 +265,27 @@ def test_a_killed_runs_leftover_is_removed_by_the_next_run_and_never_taken_for_a
     assert not leftover.exists() and other.exists() and (out / "o.mp4").is_file()
 
 
-def test_leftover_removal_spares_a_live_writers_file(tmp_path: Path) -> None:
+def test_leftover_removal_spares_a_live_writers_file_and_other_names(tmp_path: Path) -> None:
     from reenact.io import VideoWriter, probe
     from reenact.io.writer import remove_leftovers
 
+    long = "é" * 117  # 234 bytes: the writer cuts the name in its temporary name
+    dead = [".o.partial-0123abcd.mp4", ".p.partial-89abcdef.mp4"]
+    kept = [".o.partial-0123abcd.mkv", ".oo.partial-0123abcd.mp4", ".o.partial-zz.mp4", "o.partial-0123abcd.mp4"]
+    for name in dead + kept:
+        (tmp_path / name).write_bytes(b"x")
+    with VideoWriter(tmp_path / f"{long}.mp4", probe(SAMPLE_CLIP)) as cut:
+        cut_name = cut.temp.name
+        cut._abort()
+    (tmp_path / cut_name).write_bytes(b"x")  # as a killed writer of the long name leaves it
     dst = tmp_path / "o.mp4"
     with VideoWriter(dst, probe(SAMPLE_CLIP)) as writer:
         assert writer.temp.exists()
-        assert remove_leftovers(dst) == [] and writer.temp.exists()
+        removed = remove_leftovers([dst, tmp_path / "p.mp4", tmp_path / f"{long}.mp4"])
+        assert sorted(p.name for p in removed) == sorted([*dead, cut_name]) and writer.temp.exists()
         writer._abort()
     assert not writer.temp.exists() and not dst.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept)
 
 
 # --- issue #29 item 7: deadlines (a dead Ray address, a trickling download server) ------------
