@@ -19,6 +19,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import socket
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -136,6 +137,7 @@ def plan_folder(
     overwrite: bool = False,
     suffix: str = ".mp4",
     follow_symlinks: bool = False,
+    temporary: Callable[[str], bool] | None = None,
 ) -> FolderPlan:
     """Mirror ``input_dir`` into ``output_dir``: every video becomes a job.
 
@@ -143,7 +145,8 @@ def plan_folder(
     files that are not videos (by extension) are reported ``ignored``, never dropped
     silently. An output folder inside the input folder is refused (a re-run would take
     its own outputs as inputs). Symbolic links that lead out of the input folder are
-    reported ``ignored`` unless ``follow_symlinks``.
+    reported ``ignored`` unless ``follow_symlinks``. Files whose name ``temporary`` says is a
+    writer's temporary file (one a killed run left) are reported ``ignored`` too.
     """
     input_dir, output_dir = Path(input_dir).resolve(), Path(output_dir).resolve()
     if not input_dir.is_dir():
@@ -161,6 +164,9 @@ def plan_folder(
         if not follow_symlinks and _outside(source, input_dir):
             known.append(JobResult(source, None, "ignored",
                                    error="a link to a file outside the input folder (use --follow-symlinks)"))
+            continue
+        if temporary is not None and temporary(source.name):
+            known.append(JobResult(source, None, "ignored", error="a temporary file left by an interrupted run"))
             continue
         if source.suffix.lower() not in VIDEO_SUFFIXES:
             known.append(JobResult(source, None, "ignored", error="not a video file extension"))
@@ -181,20 +187,43 @@ def plan_folder(
 
 
 _interrupted = False
-"""Set in a pool worker when it receives Ctrl-C: it then starts no further job."""
+"""Set in a pool worker when it receives Ctrl-C or a stop signal: it then starts no further job."""
+
+_in_job = False
+"""True in a pool worker while it runs a job: a signal then aborts the job (the writer removes
+its temporary file); between jobs the signal only marks the worker as stopped."""
+
+#: the signals a pool worker stops on: Ctrl-C, and the stop signals its parent passes on
+WORKER_STOP_SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None))
+                            if s is not None)
 
 
 def _on_interrupt(signum: int, frame: object) -> None:
     global _interrupted
+    first = not _interrupted
     _interrupted = True
-    raise KeyboardInterrupt
+    if first and _in_job:  # once: a second signal must not break the clean-up of the first
+        raise KeyboardInterrupt
 
 
 def _init_worker(processes: int = 1) -> None:
-    """A pool worker's start, before any job imports torch: Ctrl-C handling, and its share of
+    """A pool worker's start, before any job imports torch: signal handling, and its share of
     the cores (one of ``processes`` processes; reenact.threads)."""
-    signal.signal(signal.SIGINT, _on_interrupt)
+    for sig in WORKER_STOP_SIGNALS:
+        signal.signal(sig, _on_interrupt)
     ThreadBudget.for_process(processes).apply(load_torch=True)  # every job loads torch
+
+
+def _stop_workers(pool: futures.ProcessPoolExecutor, signum: int) -> None:
+    """Pass a stop signal on to every worker of ``pool`` (a SIGTERM sent to this process
+    alone, by a service manager or ``kill``, would otherwise let them finish their videos)."""
+    processes = getattr(pool, "_processes", None) or {}
+    for process in list(processes.values()):
+        if process.pid is not None and process.is_alive():
+            try:
+                os.kill(process.pid, signum)
+            except OSError as exc:  # it ended meanwhile
+                log.debug("could not signal worker %s: %s", process.pid, exc)
 
 
 def _run_one_ray(task: Task, job: Job | UrlJob) -> JobResult:
@@ -207,13 +236,20 @@ def _run_one_ray(task: Task, job: Job | UrlJob) -> JobResult:
 
 
 def _run_one(task: Task, job: Job | UrlJob) -> JobResult:
+    global _in_job
     if _interrupted:
         return JobResult(job.source, job.output, "failed", error="interrupted before it started")
     start = time.perf_counter()
     try:
         if isinstance(job.output, Path):
             job.output.parent.mkdir(parents=True, exist_ok=True)
-        details = task(job)
+        _in_job = True
+        try:
+            if _interrupted:  # the signal came between the check above and here
+                raise KeyboardInterrupt
+            details = task(job)
+        finally:
+            _in_job = False
         return JobResult(job.source, job.output, "done", time.perf_counter() - start, details=details or {})
     except ReenactError as exc:
         return JobResult(job.source, job.output, "failed", time.perf_counter() - start, error=str(exc))
@@ -257,8 +293,9 @@ def run_jobs(
                 on_result(results[i])
     else:
         # spawn, not fork: forking a process that already runs torch/onnxruntime threads can hang
-        # a worker that gets Ctrl-C aborts its video (the writer removes its temporary file) and
-        # starts no other: the jobs it was handed in advance come back as "interrupted"
+        # a worker that gets Ctrl-C or a stop signal (passed on by this process) aborts its video
+        # (the writer removes its temporary file) and starts no other: the jobs it was handed in
+        # advance come back as "interrupted"
         with futures.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                                          initializer=_init_worker, initargs=(workers,)) as pool:
             pending = {pool.submit(_run_one, task, job): i for i, job in enumerate(jobs)}
@@ -267,10 +304,60 @@ def run_jobs(
                     results[pending[done]] = done.result()
                     if on_result:
                         on_result(results[pending[done]])
-            except KeyboardInterrupt:
+            except KeyboardInterrupt as exc:  # Ctrl-C, or a stop signal (reenact.exits.Stopped)
+                # every worker aborts its video within a chunk: none is finished after the signal
+                _stop_workers(pool, getattr(exc, "signum", signal.SIGINT))
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
     return [results[i] for i in range(len(jobs))]
+
+
+#: seconds to wait for a Ray head's port before a run is refused (``REENACT_RAY_CONNECT_TIMEOUT``)
+RAY_CONNECT_TIMEOUT = 10.0
+
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    """``(host, port)`` of ``host:port``, ``[v6]:port`` or ``ray://host:port``; None for anything else."""
+    rest = address.removeprefix("ray://").rstrip("/")
+    host, sep, port = rest.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return None
+    return host.strip("[]"), int(port)
+
+
+def check_ray_address(address: str, environ: dict[str, str] | None = None) -> None:
+    """Refuse, within a bounded time, a Ray address (given, or ``RAY_ADDRESS`` for ``auto``)
+    whose port does not answer: Ray itself retries a dead address for minutes, silently.
+
+    ``local`` and an ``auto`` without ``RAY_ADDRESS`` (Ray looks for a cluster started on
+    this machine, and says at once when there is none) are left to Ray.
+    """
+    env = os.environ if environ is None else environ
+    if address == "local":
+        return
+    from_env = address == "auto"
+    target = env.get("RAY_ADDRESS", "") if from_env else address
+    where = _host_port(target) if target else None
+    if where is None:
+        return
+    try:
+        timeout = float(env.get("REENACT_RAY_CONNECT_TIMEOUT", RAY_CONNECT_TIMEOUT))
+    except ValueError:
+        raise InputError("REENACT_RAY_CONNECT_TIMEOUT must be a number of seconds, got "
+                         f"{printable(env['REENACT_RAY_CONNECT_TIMEOUT'])!r}") from None
+    try:
+        with socket.create_connection(where, timeout=timeout):
+            return
+    except OSError as exc:
+        reason = "no answer" if isinstance(exc, TimeoutError) else (exc.strerror or type(exc).__name__)
+        if from_env:
+            raise InputError(
+                f"--ray auto: no Ray cluster answers at {printable(target)} (taken from the RAY_ADDRESS "
+                f"environment variable: {reason} within {timeout:g} s); start one there (`ray start --head`), "
+                "fix or unset RAY_ADDRESS, or use --ray local") from exc
+        raise InputError(
+            f"--ray {printable(target)}: no Ray cluster answers there ({reason} within {timeout:g} s); "
+            "start one with `ray start --head`, give its address, or use --ray local") from exc
 
 
 def _run_ray(
@@ -287,6 +374,7 @@ def _run_ray(
         raise InputError("--ray needs the ray extra: pip install 'reenact[ray]'") from exc
     started_here = False
     if not ray.is_initialized():
+        check_ray_address(address)  # a dead address: refused in seconds, not retried for minutes
         from_env = os.environ.get("RAY_ADDRESS")
         if address == "auto" and from_env:
             log.warning("--ray auto: connecting to %s, taken from the RAY_ADDRESS environment variable",

@@ -71,7 +71,7 @@ COMMANDS: dict[str, Command] = {
     "deidentify": Command(video.DESCRIPTION["deidentify"], lambda p: video.add_args(p, "deidentify"),
                           lambda a: video.run(a, "deidentify"), subcommand=False),
     "eval": Command(eval_cmd.HELP, eval_cmd.add_args, eval_cmd.run),
-    "models": Command(models.HELP, models.add_args, models.run),
+    "models": Command(models.HELP, models.add_args, models.run, left=models.LEFT),
     "grid": Command(image_tools.GRID_HELP, image_tools.grid_add_args, image_tools.grid_run),
     "interpolate": Command(image_tools.INTERPOLATE_HELP, image_tools.interpolate_add_args,
                            image_tools.interpolate_run),

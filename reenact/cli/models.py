@@ -8,6 +8,10 @@ import sys
 from pathlib import Path
 
 HELP = "list, pull, import and verify model weights"
+#: what a stopped ``models`` command leaves (:func:`reenact.exits.run_guarded`): a download's
+#: ``.part`` stays for the next pull to resume; every other file is written atomically
+LEFT = ("nothing partial was written, except a download in progress: its .part file stays in the cache's "
+        "downloads/ folder and the same command resumes it")
 
 
 def add_args(p: argparse.ArgumentParser) -> None:

@@ -161,20 +161,39 @@ def run(args: argparse.Namespace, mode: Mode) -> int:
             check_photo_faces(plan)
         print(json.dumps(_plan(mode, config, source, output, identity, folder), indent=1))
         return 0
+    # the temporary files a killed run (SIGKILL) left beside these outputs: removed, and named
+    remove_leftovers([job.output for job in folder.jobs] if folder is not None else [output])
     if folder is not None:
         return _run_folder(args, plan, folder)
     return _run_file(args, plan, source, output)
 
 
+def remove_leftovers(outputs: list[Path]) -> None:
+    """Remove what killed runs left beside ``outputs`` (never a live run's file) and say so in one line."""
+    from reenact.io.writer import remove_leftovers as remove
+
+    removed = remove(outputs)
+    if removed:
+        names = ", ".join(path.name for path in removed[:3]) + (f" and {len(removed) - 3} more"
+                                                                if len(removed) > 3 else "")
+        logging.getLogger("reenact").warning(
+            "removed %d temporary file%s left by an interrupted run (killed before it could clean up): %s",
+            len(removed), "s" if len(removed) > 1 else "", names)
+
+
 def check_model_files(plan: RunPlan) -> None:
-    """Every model file this run loads is here, or one error naming all that are missing."""
+    """Every model file this run loads is here (one error naming all that are missing), and the
+    face models it names are usable: the one model check of ``--dry-run`` and of the run,
+    before any video work (what the loading would refuse is refused here)."""
     from reenact.models.pack_status import check_pack_files, needed_components
+    from reenact.packs import check_face_models
 
     models = plan.config.models
     check_pack_files(models.pack, needed_components(
         models.pack, faces_only=plan.classic, need_mapper=plan.config.mapper == "trained",
         own_faces=models.faces_backend != "offline", detector_model=bool(models.detector_model),
         identity_model=bool(models.identity_model)))
+    check_face_models(models)
 
 
 def folder_decisions(args: argparse.Namespace, plan: RunPlan, source: Path, output: Path) -> FolderPlan:
@@ -184,9 +203,11 @@ def folder_decisions(args: argparse.Namespace, plan: RunPlan, source: Path, outp
     name), files that are not videos."""
     from reenact.batch import JobResult, plan_folder
     from reenact.errors import ReenactError
+    from reenact.io.writer import is_partial_name
     from reenact.pipeline.run import check_sidecars, stale_reason
 
-    folder = plan_folder(source, output, overwrite=args.overwrite)
+    # a killed run's temporary files (in a folder that was a run's output) are no videos of it
+    folder = plan_folder(source, output, overwrite=args.overwrite, temporary=is_partial_name)
     for result in folder.known:
         if result.status == "skipped" and result.output is not None:
             reason = stale_reason(Path(result.output), plan, Path(result.source))

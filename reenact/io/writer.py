@@ -27,10 +27,13 @@ High 4:4:4), which keeps every pixel: no cropping and no padding.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
+import re
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -54,6 +57,79 @@ METADATA_MODES = ("auto", "keep", "strip")
 AUDIO_MODES = ("keep", "drop")
 # Seconds of source audio muxed ahead of the video written so far.
 _AUDIO_LEAD = 0.5
+# ``.NAME.partial-XXXXXXXX.SUFFIX`` (``NAME`` cut short and marked ``~`` when long): the
+# writer's temporary file, left behind only when its process was killed (SIGKILL, power loss)
+_PARTIAL = re.compile(r"\..+[.~]partial-[0-9a-f]{8}(\.[^./]+)?")
+
+
+def _temp_tag(suffix: str) -> str:
+    return f"partial-{uuid.uuid4().hex[:8]}{suffix}"
+
+
+def is_partial_name(name: str) -> bool:
+    """True for the name of a :class:`VideoWriter` temporary file (never a user's video)."""
+    return _PARTIAL.fullmatch(name) is not None
+
+
+def _lock(fd: int) -> bool:
+    """Take the lock that says "a live writer owns this temporary file"; False when another has it."""
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): every leftover is taken for one
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
+
+
+def remove_leftovers(outputs: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """Remove the temporary files killed writers of ``outputs`` left beside them; return them.
+
+    Only files of these outputs' names are touched, and only those no live writer holds (each
+    writer keeps an exclusive ``flock`` on its temporary file until it is renamed or removed,
+    and the system releases it when the process dies, SIGKILL included). Each folder is
+    listed once, however many outputs it holds.
+    """
+    # per folder: (``.NAME.partial-``, suffix) of each output (NAME cut as the writer cuts it)
+    prefixes: dict[Path, set[tuple[str, str]]] = {}
+    for output in map(Path, outputs):
+        tag = _temp_tag(output.suffix)
+        prefixes.setdefault(output.parent, set()).add(
+            (temp_prefix(output.stem, len(os.fsencode(tag))) + "partial-", output.suffix))
+    removed = []
+    for folder, starts in prefixes.items():
+        try:
+            names = [entry.name for entry in os.scandir(folder)
+                     if is_partial_name(entry.name) and entry.is_file(follow_symlinks=False)]
+        except OSError:
+            continue
+        for name in names:
+            cut = name.rindex("partial-") + len("partial-")
+            if (name[:cut], name[cut + 8:]) in starts:
+                path = folder / name
+                if _remove_unheld(path):
+                    removed.append(path)
+    return removed
+
+
+def _remove_unheld(path: Path) -> bool:
+    """Remove ``path`` unless a live writer holds its lock."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        if not _lock(fd):
+            return False
+        path.unlink()
+        return True
+    except OSError as exc:
+        log.debug("could not remove the leftover %s: %s", path, exc)
+        return False
+    finally:
+        os.close(fd)
 
 
 #: x264 presets from fastest to slowest (``EncodeSettings.preset``).
@@ -246,8 +322,9 @@ class VideoWriter:
         self.dst = check_output_path(source if source is not None else info.path, dst, overwrite)
         self.info = info
         self.source = Path(source) if source is not None else None
-        tag = f"partial-{uuid.uuid4().hex[:8]}{self.dst.suffix}"
+        tag = _temp_tag(self.dst.suffix)
         self.temp = self.dst.parent / f"{temp_prefix(self.dst.stem, len(os.fsencode(tag)))}{tag}"
+        self._lock_fd: int | None = None
         self.frames_written = 0
         self._last_pts: int | None = None
         self._done = False
@@ -258,6 +335,11 @@ class VideoWriter:
         try:
             # bitexact: the muxer writes no "encoder" tag of its own when stripping
             options = {"fflags": "+bitexact"} if self.strip else {}
+            try:
+                self._hold_temp()
+            except OSError as exc:
+                raise VideoWriteError(f"{self.dst}: cannot create its temporary file {self.temp.name} "
+                                      f"({exc.strerror}); check the folder's permissions and free space") from exc
             self._out = av.open(str(self.temp), mode="w", options=options)
         except (av.error.FFmpegError, ValueError) as exc:
             self._remove_temp()
@@ -467,6 +549,7 @@ class VideoWriter:
             self._close_source()
             os.replace(self.temp, self.dst)
             self._done = True
+            self._release_temp()
         except BaseException:
             self._abort()
             raise
@@ -491,9 +574,22 @@ class VideoWriter:
             log.debug("closing source %s failed: %s", self.source, exc)
         self._remove_temp()
 
+    def _hold_temp(self) -> None:
+        """Create the temporary file (never through a planted file or link) and lock it while
+        this writer lives: :func:`remove_leftovers` skips it; the muxer then writes into it."""
+        self._lock_fd = os.open(self.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+        _lock(self._lock_fd)
+
+    def _release_temp(self) -> None:
+        if self._lock_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._lock_fd)
+            self._lock_fd = None
+
     def _remove_temp(self) -> None:
         try:
             self.temp.unlink(missing_ok=True)
         except OSError as exc:
             log.warning("could not remove temporary file %s: %s", self.temp, exc)
+        self._release_temp()
 

@@ -15,6 +15,7 @@ import http.client
 import logging
 import os
 import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -26,7 +27,8 @@ from reenact.errors import ChecksumError, DownloadError, ModelError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CHUNK_BYTES", "MAX_DOWNLOAD", "REDIRECT_HOSTS", "check_redirect", "download", "ensure_writable"]
+__all__ = ["CHUNK_BYTES", "MAX_DOWNLOAD", "REDIRECT_HOSTS", "check_redirect", "download", "download_deadline",
+           "ensure_writable"]
 
 #: Bytes read and hashed at a time.
 CHUNK_BYTES = 1 << 20
@@ -36,6 +38,29 @@ MAX_DOWNLOAD = 4 << 30
 #: comma separated). Redirects must also stay on https (an http URL may only stay on http
 #: on its own host).
 REDIRECT_HOSTS: tuple[str, ...] = ()
+#: A transfer is given DEADLINE_BASE seconds plus one second per MIN_RATE bytes it expects
+#: (``REENACT_DOWNLOAD_DEADLINE`` seconds instead): 1 GiB gets 4.6 hours, 100 MB 27 minutes.
+DEADLINE_BASE = 120.0
+MIN_RATE = 64 << 10
+#: A transfer that brings fewer than STALL_BYTES in STALL_SECONDS is stopped (a trickle keeps
+#: each read under the per-read timeout, so that timeout alone never ends it).
+STALL_SECONDS = 60.0
+STALL_BYTES = 16 << 10
+
+
+def download_deadline(expected: int) -> float:
+    """Seconds a transfer of ``expected`` bytes may take: ``REENACT_DOWNLOAD_DEADLINE`` when set,
+    else :data:`DEADLINE_BASE` plus ``expected`` at :data:`MIN_RATE`."""
+    given = os.environ.get("REENACT_DOWNLOAD_DEADLINE")
+    if given:
+        try:
+            seconds = float(given)
+        except ValueError:
+            seconds = 0.0
+        if not seconds > 0:
+            raise DownloadError(f"REENACT_DOWNLOAD_DEADLINE must be a number of seconds above 0, got {given!r}")
+        return seconds
+    return DEADLINE_BASE + expected / MIN_RATE
 
 
 def ensure_writable(folder: Path, error: type[ModelError] = ModelError) -> None:
@@ -107,6 +132,10 @@ def check_redirect(url: str, newurl: str, hosts: tuple[str, ...] = ()) -> None:
         )
 
 
+class _TooSlow(Exception):
+    """A transfer past its deadline, or stalled (the message says which)."""
+
+
 def _open_part(part: Path, append: bool) -> int:
     """A file descriptor for ``part``; never through a symlink, never someone else's file."""
     flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC) | getattr(os, "O_NOFOLLOW", 0)
@@ -142,6 +171,10 @@ def download(
     mismatch deletes it and raises :class:`ChecksumError`; only a complete, checked file is
     renamed to ``dest``. Without ``sha256`` the hash is computed, logged as recorded, and
     returned.
+
+    Time: the transfer stops (the ``.part`` kept for resuming) past :func:`download_deadline`
+    or when it brings fewer than :data:`STALL_BYTES` in :data:`STALL_SECONDS`; a stop signal
+    keeps the ``.part`` too (the ``models`` command says so).
 
     Bounds: the body stops at ``size`` when the pack gives it (else at ``max_bytes``,
     default ``REENACT_MAX_DOWNLOAD`` or :data:`MAX_DOWNLOAD`); a longer body, or a ``.part``
@@ -219,19 +252,37 @@ def download(
                     f"{url} announces {total} bytes, more than the {cap} expected; refused (nothing kept)"
                 )
             got = have
+            allowed = download_deadline((total if total is not None else cap) - have)
+            started = window = time.monotonic()
+            window_bytes = 0
+            read = getattr(resp, "read1", resp.read)  # what has arrived: a trickle returns, never waits for MiBs
             try:
                 with os.fdopen(_open_part(part, resume), "wb" if not resume else "ab") as f, _progress(
                     total, have, dest.name, progress
                 ) as bar:
-                    while chunk := resp.read(min(CHUNK_BYTES, cap + 1 - got)):
+                    while chunk := read(min(CHUNK_BYTES, cap + 1 - got)):
                         got += len(chunk)
                         if got > cap:
                             break
                         f.write(chunk)
                         h.update(chunk)
                         bar.update(len(chunk))
+                        now, window_bytes = time.monotonic(), window_bytes + len(chunk)
+                        if now - started > allowed:
+                            raise _TooSlow(f"it took longer than the {allowed:.0f} s allowed for it "
+                                           "(REENACT_DOWNLOAD_DEADLINE sets it)")
+                        if now - window >= STALL_SECONDS:
+                            if window_bytes < STALL_BYTES:
+                                raise _TooSlow(f"the server sent {window_bytes} bytes in {now - window:.0f} s")
+                            window, window_bytes = now, 0
                     f.flush()
                     os.fsync(f.fileno())
+            except _TooSlow as exc:
+                raise DownloadError(
+                    f"download of {url} stopped after {part.stat().st_size} bytes"
+                    f"{f' of {total}' if total else ''}: {exc}; the part is kept in {part.name}: run the same "
+                    "command again to resume"
+                ) from None
             except (http.client.IncompleteRead, ConnectionError, TimeoutError) as exc:
                 raise DownloadError(
                     f"download of {url} was cut off after {part.stat().st_size} bytes"

@@ -40,7 +40,9 @@ from reenact.faces import (
     OnnxArcFaceEncoder,
     make_detector,
 )
+from reenact.faces.detect import find_detector_file
 from reenact.faces.identity import SAME_PERSON_THRESHOLDS
+from reenact.faces.onnx_session import load_onnx_model
 from reenact.models import registry, stylegan1
 from reenact.models.encoders import AttributeEncoder, AttributeEncoderConfig
 from reenact.models.mapper import Mapper, MapperConfig, load_identity_model
@@ -53,6 +55,7 @@ _install_loaders()
 __all__ = [
     "FacesBackend",
     "LoadedPack",
+    "check_face_models",
     "check_pack_serves",
     "PackSettings",
     "load_pack",
@@ -176,6 +179,43 @@ def _insightface_pack(spec: Pack) -> str:
     )
 
 
+def _backend(settings: PackSettings, spec: Pack) -> Literal["offline", "insightface"]:
+    """The face models' backend: the settings', or the pack's own (insightface when its detector is)."""
+    if settings.faces_backend != "pack":
+        return settings.faces_backend
+    detector_comp = spec.components.get("detector")
+    return "insightface" if detector_comp is not None and detector_comp.kind == "insightface" else "offline"
+
+
+def _check_identity_normalisation(settings: PackSettings) -> None:
+    if settings.identity_model and (settings.identity_model_mean is None or settings.identity_model_std is None):
+        raise ConfigError(
+            f"identity model {settings.identity_model}: state its input normalisation with "
+            "--identity-mean and --identity-std (models.identity_model_mean/std; ArcFace 127.5/127.5, "
+            "MobileFace V2 0/1); a wrong guess makes every face look alike"
+        )
+
+
+def check_face_models(settings: PackSettings) -> None:
+    """Step 1 of a run, and all of ``--dry-run``'s model check: the face model files
+    ``settings`` name are there and are valid, bounded ONNX graphs (a given detector or
+    identity model), the insightface files the ``insightface`` backend runs are there, and a
+    given identity model states its normalisation. The same errors the loading would raise,
+    before any video work; the graphs are parsed here and again when loaded (no session is built).
+    """
+    _check_identity_normalisation(settings)
+    spec = registry.get_pack(settings.pack)
+    backend = _backend(settings, spec)
+    if settings.detector_model:
+        load_onnx_model(find_detector_file(Path(settings.detector_model)), "insightface detector")
+    elif backend == "insightface":
+        registry.resolve(_insightface_pack(spec), "detector")
+    if settings.identity_model:
+        load_onnx_model(settings.identity_model, "identity encoder")
+    elif backend == "insightface":
+        registry.resolve(_insightface_pack(spec), "identity")
+
+
 def _face_models(
     settings: PackSettings, spec: Pack, det_settings: DetectorSettings
 ) -> tuple[FaceDetector, IdentityEncoder, float]:
@@ -185,9 +225,7 @@ def _face_models(
     else ``offline``. The ``insightface`` backend runs the files an insightface pack's
     components name (with the normalisation stated there); ``offline`` the packaged ones.
     """
-    detector_comp = spec.components.get("detector")
-    default_backend = "insightface" if detector_comp is not None and detector_comp.kind == "insightface" else "offline"
-    backend = default_backend if settings.faces_backend == "pack" else settings.faces_backend
+    backend = _backend(settings, spec)
     if settings.detector_model:
         detector = make_detector("insightface", settings.detector_model, settings=det_settings)
     elif backend == "insightface":
@@ -196,12 +234,8 @@ def _face_models(
         detector = make_detector("offline", None, settings=det_settings)
     identity: IdentityEncoder
     if settings.identity_model:
-        if settings.identity_model_mean is None or settings.identity_model_std is None:
-            raise ConfigError(
-                f"identity model {settings.identity_model}: state its input normalisation with "
-                "--identity-mean and --identity-std (models.identity_model_mean/std; ArcFace 127.5/127.5, "
-                "MobileFace V2 0/1); a wrong guess makes every face look alike"
-            )
+        _check_identity_normalisation(settings)
+        assert settings.identity_model_mean is not None and settings.identity_model_std is not None
         identity = OnnxArcFaceEncoder(settings.identity_model, settings.identity_model_mean, settings.identity_model_std)
     elif backend == "insightface":
         source = _insightface_pack(spec)

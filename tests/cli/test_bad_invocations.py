@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.server
+import io
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -161,3 +172,272 @@ def test_models_list_refuses_one_broken_pack_and_lists_the_others(
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and "nolicence" in lines[0] and "missing required key(s) licence" in lines[0], err
     assert "__init__" not in err and "Traceback" not in err
+
+
+# --- issue #29 item 6: signals in folder runs, SIGKILL leftovers -------------------------------
+
+DEIDENTIFY = "from reenact.cli import deidentify_script as m; m()"
+
+
+def _wait_for(predicate: Callable[[], bool], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _partials(folder: Path) -> list[Path]:
+    return sorted(folder.glob(".*partial*")) if folder.is_dir() else []
+
+
+def _outputs(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.glob("*.mp4") if not p.name.startswith(".")) if folder.is_dir() else []
+
+
+def test_sigterm_to_a_folder_run_stops_every_worker_and_finishes_no_output(tmp_path: Path, fixtures: Path) -> None:
+    """SIGTERM to the parent alone (as a service manager's `kill PID` does): both workers abort
+    their video within a chunk, no temporary file stays, no output is renamed into place after
+    the signal, one line, exit 143 (before the fix both went on and finished their videos)."""
+    clips = tmp_path / "in"
+    clips.mkdir()
+    for name in ("a", "b"):  # 78 frames each: a few seconds of work per worker
+        shutil.copy(fixtures / "videos" / "liveportrait_d0.mp4", clips / f"{name}.mp4")
+    out = tmp_path / "out"
+    run = subprocess.Popen([sys.executable, "-c", DEIDENTIFY, str(clips), "-o", str(out), "--method", "blur",
+                            "--workers", "2", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        both_writing = _wait_for(lambda: len(_partials(out)) == 2, 60)
+        finished = _outputs(out)
+        run.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        _, stderr = run.communicate(timeout=60)
+    finally:
+        run.kill()
+    assert both_writing, "the two workers never wrote at once"
+    assert run.returncode == 143, stderr
+    assert stderr.splitlines() == ["stopped by SIGTERM: nothing partial was written"], stderr
+    assert time.monotonic() - signalled < 20, "the workers went on after the signal"
+    assert _partials(out) == [], "a temporary file was left"
+    assert _outputs(out) == finished == [], "an output was finished after the signal"
+
+
+def test_a_killed_runs_leftover_is_removed_by_the_next_run_and_never_taken_for_a_video(
+    tmp_path: Path, fixtures: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`kill -9` leaves `.o.partial-XXXXXXXX.mp4`: a folder run over that folder reports it
+    ignored (not a failed video); the next run on the same output removes it and says so."""
+    from reenact.cli import deidentify_main
+
+    clip = tmp_path / "clip.mp4"
+    shutil.copy(fixtures / "videos" / "liveportrait_d0.mp4", clip)
+    out = tmp_path / "out"
+    out.mkdir()
+    other = out / ".other.partial-0123abcd.mp4"  # another output's leftover: never touched
+    other.write_bytes(b"x")
+    run = subprocess.Popen([sys.executable, "-c", DEIDENTIFY, str(clip), "-o", str(out / "o.mp4"), "--method", "blur",
+                            "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        writing = _wait_for(lambda: len(_partials(out)) == 2, 60)
+    finally:
+        run.kill()  # SIGKILL: no clean-up runs
+        run.wait(timeout=30)
+    assert writing, "the run never started writing"
+    (leftover,) = [p for p in _partials(out) if p != other]
+    assert leftover.name.startswith(".o.partial-") and not (out / "o.mp4").exists()
+
+    plan_out = io.StringIO()
+    with contextlib.redirect_stdout(plan_out):
+        assert deidentify_main([str(out), "-o", str(tmp_path / "again"), "--method", "blur", "--dry-run"]) == 0
+    plan = json.loads(plan_out.getvalue())
+    assert plan["jobs"] == [] and plan["failed"] == []
+    assert sorted(Path(p).name for p, _ in plan["ignored"]) == sorted([leftover.name, other.name])
+    assert all(why == "a temporary file left by an interrupted run" for _, why in plan["ignored"])
+
+    with caplog.at_level(logging.WARNING, logger="reenact"):
+        assert deidentify_main([str(clip), "-o", str(out / "o.mp4"), "--method", "blur", "--quiet"]) == 0
+    said = [r.getMessage() for r in caplog.records if "temporary file" in r.getMessage()]
+    assert said == [f"removed 1 temporary file left by an interrupted run (killed before it could clean up): "
+                    f"{leftover.name}"], said
+    assert not leftover.exists() and other.exists() and (out / "o.mp4").is_file()
+
+
+def test_leftover_removal_spares_a_live_writers_file_and_other_names(tmp_path: Path) -> None:
+    from reenact.io import VideoWriter, probe
+    from reenact.io.writer import remove_leftovers
+
+    long = "é" * 117  # 234 bytes: the writer cuts the name in its temporary name
+    dead = [".o.partial-0123abcd.mp4", ".p.partial-89abcdef.mp4"]
+    kept = [".o.partial-0123abcd.mkv", ".oo.partial-0123abcd.mp4", ".o.partial-zz.mp4", "o.partial-0123abcd.mp4"]
+    for name in dead + kept:
+        (tmp_path / name).write_bytes(b"x")
+    with VideoWriter(tmp_path / f"{long}.mp4", probe(SAMPLE_CLIP)) as cut:
+        cut_name = cut.temp.name
+        cut._abort()
+    (tmp_path / cut_name).write_bytes(b"x")  # as a killed writer of the long name leaves it
+    dst = tmp_path / "o.mp4"
+    with VideoWriter(dst, probe(SAMPLE_CLIP)) as writer:
+        assert writer.temp.exists()
+        removed = remove_leftovers([dst, tmp_path / "p.mp4", tmp_path / f"{long}.mp4"])
+        assert sorted(p.name for p in removed) == sorted([*dead, cut_name]) and writer.temp.exists()
+        writer._abort()
+    assert not writer.temp.exists() and not dst.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept)
+
+
+# --- issue #29 item 7: deadlines (a dead Ray address, a trickling download server) ------------
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_ray_auto_with_a_dead_ray_address_is_refused_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ray retried a dead RAY_ADDRESS silently for minutes; now one line names it and the fix."""
+    pytest.importorskip("ray")
+    from reenact.cli import deidentify_main
+
+    clips = tmp_path / "in"
+    clips.mkdir()
+    shutil.copy(SAMPLE_CLIP, clips / "a.mp4")
+    address = f"127.0.0.1:{_closed_port()}"
+    monkeypatch.setenv("RAY_ADDRESS", address)
+    started = time.monotonic()
+    assert deidentify_main([str(clips), "-o", str(tmp_path / "out"), "--method", "blur", "--ray", "auto",
+                            "--quiet"]) == 2
+    assert time.monotonic() - started < 30
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"error: --ray auto: no Ray cluster answers at {address} "
+                                                   "(taken from the RAY_ADDRESS environment variable"), lines
+    assert "unset RAY_ADDRESS" in lines[0] and "--ray local" in lines[0]
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+class _Trickle:
+    """A loopback HTTP server that announces ``size`` bytes and sends one every ``every`` seconds."""
+
+    def __init__(self, size: int, every: float) -> None:
+        self.stop = threading.Event()
+        trickle = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server API
+                self.send_response(200)
+                self.send_header("Content-Length", str(size))
+                self.end_headers()
+                for _ in range(size):
+                    if trickle.stop.wait(every):
+                        return
+                    try:
+                        self.wfile.write(b"x")
+                        self.wfile.flush()
+                    except OSError:
+                        return
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/d.onnx"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> _Trickle:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(5)
+
+
+def _trickle_pack(tmp_path: Path, url: str, monkeypatch: pytest.MonkeyPatch) -> Path:
+    packs = tmp_path / "packs"
+    packs.mkdir()
+    (packs / "trickle.yaml").write_text(
+        f"name: trickle\ncomponents:\n  detector:\n    kind: onnx\n    source: {url}\n    licence: test\n"
+        "    file: trickle/d.onnx\n    size: 100000\n")
+    home = tmp_path / "home"
+    monkeypatch.setenv("REENACT_PACKS", str(packs))
+    monkeypatch.setenv("REENACT_HOME", str(home))
+    return home / "downloads" / "trickle-detector.onnx.part"
+
+
+@pytest.mark.parametrize("rule", ["stall", "deadline"])
+def test_a_trickling_download_is_stopped_and_its_part_kept(
+    rule: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One byte at a time never trips the per-read timeout; the stall rule and the overall
+    deadline end it, keep the .part and say so in one line."""
+    from reenact.cli import main
+    from reenact.models import download
+
+    if rule == "stall":
+        monkeypatch.setattr(download, "STALL_SECONDS", 1.0)
+    else:
+        monkeypatch.setenv("REENACT_DOWNLOAD_DEADLINE", "1")
+    with _Trickle(100_000, 0.02) as server:
+        part = _trickle_pack(tmp_path, server.url, monkeypatch)
+        started = time.monotonic()
+        status = main(["models", "--quiet", "pull", "trickle"])
+        took = time.monotonic() - started
+    assert status != 0 and took < 15
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and f"download of {server.url} stopped after" in lines[0], lines
+    assert ("bytes in 1 s" if rule == "stall" else "longer than the 1 s allowed") in lines[0]
+    assert "the part is kept in trickle-detector.onnx.part: run the same command again to resume" in lines[0]
+    assert part.is_file() and 0 < part.stat().st_size < 100_000
+
+
+def test_sigterm_during_a_download_says_the_part_is_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with _Trickle(100_000, 0.02) as server:
+        part = _trickle_pack(tmp_path, server.url, monkeypatch)
+        run = subprocess.Popen([sys.executable, "-m", "reenact.cli", "models", "--quiet", "pull", "trickle"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": str(ROOT)})
+        try:
+            started = _wait_for(part.is_file, 60)
+            time.sleep(0.5)  # some bytes in (they sit in the file's buffer until the stop flushes them)
+            run.send_signal(signal.SIGTERM)
+            _, stderr = run.communicate(timeout=30)
+        finally:
+            run.kill()
+    assert started, f"the download never started: {run.stderr}"
+    assert run.returncode == 143, stderr
+    assert stderr.splitlines() == [
+        "stopped by SIGTERM: nothing partial was written, except a download in progress: its .part file stays in "
+        "the cache's downloads/ folder and the same command resumes it"], stderr
+    assert part.is_file() and part.stat().st_size > 0
+
+
+# --- issue #29 item 5: --dry-run refuses what the run refuses ---------------------------------
+
+@pytest.mark.parametrize("flags", [
+    ["--identity-model", "afile"],
+    ["--identity-model", "text.jpg", "--identity-mean", "127.5", "--identity-std", "127.5"],
+    ["--detector-model", "missing.onnx"],
+    ["--detector-model", "text.jpg"],
+    ["--pack", "full"],
+    ["--faces-backend", "insightface"],
+], ids=["identity-model-without-normalisation", "identity-model-garbage", "detector-model-missing",
+        "detector-model-garbage", "pack-full-without-files", "insightface-without-packs"])
+def test_dry_run_refuses_what_the_run_refuses(flags: list[str], scratch: Path, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """One check (reenact.cli.video.check_model_files) for both: same status, same line, before
+    any video work (the run writes nothing)."""
+    from exit_table import run_case
+
+    monkeypatch.setenv("REENACT_HOME", str(tmp_path / "home"))  # no pulled packs here
+    monkeypatch.setenv("INSIGHTFACE_HOME", str(tmp_path / "insightface"))  # nor insightface's
+    words = ["deidentify", "clip.mp4", "-o", "x.mp4", "--method", "blur", *flags]
+    dry = run_case([*words, "--dry-run"], scratch)
+    run = run_case(words, scratch)
+    assert dry == run and dry[0] in (1, 2) and dry[1].startswith("error: "), (dry, run)
+    assert not list(scratch.glob("x.*")) and not list(scratch.glob(".x.*"))
