@@ -108,15 +108,27 @@ class RayCluster:
             self.cluster.wait_for_nodes()
 
 
+#: Ray's switch for clusters on one machine's loopback address (named for Windows and macOS,
+#: where it is off by default; on Linux "0" keeps every node and the driver on 127.0.0.1)
+LOOPBACK_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
 @contextlib.contextmanager
 def ray_cluster(root: Path, env: dict[str, str], workers: int = 2, cpus: int = 1) -> Iterator[RayCluster]:
     """A Ray head (0 CPUs) and ``workers`` worker nodes, separate processes with their own
     raylets, ``REENACT_SCRATCH`` and ``REENACT_HOME`` under ``root``; ``env`` goes to every node.
 
     Node failures are noticed within about a second (health checks every 250 ms)."""
+    # loopback only: Ray would otherwise swap 127.0.0.1 for the machine's own interface address
+    # (its "remotely reachable" IP); this switch makes it keep the loopback address for every node
+    # and for the driver that connects to them
+    import ray._private.ray_constants as ray_constants
     from ray.cluster_utils import Cluster
 
-    small = {"object_store_memory": 100 << 20, "include_dashboard": False}
+    saved = os.environ.get(LOOPBACK_SWITCH), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[LOOPBACK_SWITCH] = "0"  # the nodes' processes read it when they start
+    ray_constants.ENABLE_RAY_CLUSTER = False  # this process (the driver) read it when ray was imported
+    small = {"object_store_memory": 100 << 20, "include_dashboard": False, "node_ip_address": "127.0.0.1"}
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 0, **small, "_system_config": {"health_check_period_ms": 250,
                                                    "health_check_failure_threshold": 4}})
@@ -132,3 +144,8 @@ def ray_cluster(root: Path, env: dict[str, str], workers: int = 2, cpus: int = 1
         yield made
     finally:
         cluster.shutdown()
+        if saved[0] is None:
+            os.environ.pop(LOOPBACK_SWITCH, None)
+        else:
+            os.environ[LOOPBACK_SWITCH] = saved[0]
+        ray_constants.ENABLE_RAY_CLUSTER = saved[1]
