@@ -7,7 +7,7 @@ labelled fixture photos and the recogniser's documented rule (dlib: descriptor d
 0.6), per identity model and chip, with its provenance. Together with the **same-context
 baseline** (a face's original frame with the face region filled with its mean colour: what
 the recogniser says when the face is gone and the context stays) it decides whether an
-output face is private: :meth:`OperatingPoint.private`. The genuine-pair quantiles below
+output face is private (the rule: ``reenact.pipeline.privacy.checkers.passes``). The genuine-pair quantiles below
 (:data:`PRIVACY_THRESHOLDS`) are statistics for the report.
 
 The same-person threshold of an identity model (``SAME_PERSON_THRESHOLDS``) is an operating
@@ -28,7 +28,6 @@ Conventions:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -137,18 +136,6 @@ class OperatingPoint:
     allowance: float
     genuine_pairs: int
     genuine_at_or_above: float
-
-    def limit(self, baseline: float | None) -> float:
-        """The similarity an output face must stay below: the operating point, or where the
-        context alone (``baseline``) already reaches it, the baseline plus the allowance."""
-        if baseline is None or not math.isfinite(baseline):
-            return self.threshold
-        return max(self.threshold, baseline + self.allowance)
-
-    def private(self, similarity: float, baseline: float | None) -> bool:
-        """Whether a face at ``similarity`` to its original (same frame) is private:
-        below the operating point, or no more similar than its context allows."""
-        return similarity < self.limit(baseline)
 
 
 #: The attacker's operating points, measured by ``python bench/calibrate_privacy.py --gap 10
