@@ -32,13 +32,9 @@ sys.path.insert(0, str(ROOT))
 
 from reenact.app.media import cut_clip  # noqa: E402
 from reenact.pipeline import PipelineConfig, process_video  # noqa: E402
+from testing.goals import all_pass, goal  # noqa: E402
 
 SAMPLE = ROOT / "samples" / "astronaut_clip.mp4"
-
-
-def goal(name: str, measured: float, op: str, target: float) -> str:
-    ok = measured <= target if op == "<=" else measured >= target
-    return f"goal {name}: {measured:.3f} (target {op} {target}) {'PASS' if ok else 'FAIL'}"
 
 
 def rss_mib(pid: int) -> float:
@@ -107,7 +103,7 @@ def main() -> int:
     lines = [goal("app_preview_latency_ratio", app_t / api_t, "<=", 1.5),
              goal("app_idle_rss_mib", idle_start, "<=", 300)]
     print("\n".join(lines))
-    return 0 if all(line.endswith("PASS") for line in lines) else 1
+    return 0 if all_pass(lines) else 1
 
 
 if __name__ == "__main__":

@@ -17,12 +17,17 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
-from reenact.blend import BlendSettings, paste_faces
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from reenact.blend import BlendSettings, paste_faces  # noqa: E402
+from testing.goals import goal  # noqa: E402
 
 
 def _faces(n: int, size: int, seed: int) -> torch.Tensor:
@@ -125,8 +130,7 @@ def main() -> None:
         *gpu_goals,
     ]
     for name, value, op, target in goals:
-        ok = value >= target if op == ">=" else value <= target
-        print(f"goal {name}: {value:.2f} (target {op} {target}) {'PASS' if ok else 'FAIL'}")
+        print(goal(name, value, op, target, ".2f"))
 
 
 if __name__ == "__main__":

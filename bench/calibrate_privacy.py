@@ -55,6 +55,7 @@ from reenact.faces.identity import DlibFaceEncoder, OnnxArcFaceEncoder  # noqa: 
 from reenact.io.images import read_image  # noqa: E402
 from reenact.io.reader import open_video  # noqa: E402
 from testing.fixtures import CLIPS, fixtures_dir  # noqa: E402
+from testing.models import MOBILEFACE  # noqa: E402
 
 SINGLE_PERSON_CLIPS = ("d0", "d12", "katie")
 #: fixture photo identities that appear in a clip (never pasted there as a stranger)
@@ -68,9 +69,9 @@ VARIANTS = ("flat", "solid", "stranger", "blur", "pixelate")
 
 def _encoders(fx: Path) -> dict[str, object]:
     encoders: dict[str, object] = {"dlib-resnet": DlibFaceEncoder()}
-    mobileface = fx / "models" / "mobileface_recognition_onnx" / "mobileface_V2.onnx"
+    mobileface = MOBILEFACE.file(fx)
     if mobileface.is_file():
-        encoders["arcface-onnx"] = OnnxArcFaceEncoder(mobileface, input_mean=0.0, input_std=1.0)
+        encoders["arcface-onnx"] = OnnxArcFaceEncoder(mobileface, input_mean=MOBILEFACE.mean, input_std=MOBILEFACE.std)
     return encoders
 
 

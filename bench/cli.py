@@ -23,6 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from testing.fixtures import fixtures_dir  # noqa: E402
+from testing.goals import goal  # noqa: E402
+from testing.models import MOBILEFACE, SCRFD  # noqa: E402
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
 
@@ -36,12 +38,11 @@ def _timed(argv: list[str], cwd: Path, expect: int) -> float:
 
 
 def _run_args(fixtures: Path, clip: Path, out: Path, chunk: int) -> list[str]:
-    models = fixtures / "models"
     return ["-c", "import sys; from reenact.cli import deidentify_main; sys.exit(deidentify_main())",
             str(clip), "-o", str(out), "--device", "cpu",
-            "--detector-model", str(models / "scrfd" / "scrfd_500m_kps.onnx"),
-            "--identity-model", str(models / "mobileface_recognition_onnx" / "mobileface_V2.onnx"),
-            "--identity-mean", "0", "--identity-std", "1", "--set", f"read.chunk_size={chunk}"]
+            "--detector-model", str(SCRFD.file(fixtures)), "--identity-model", str(MOBILEFACE.file(fixtures)),
+            "--identity-mean", f"{MOBILEFACE.mean:g}", "--identity-std", f"{MOBILEFACE.std:g}",
+            "--set", f"read.chunk_size={chunk}"]
 
 
 def _stop_latency(fixtures: Path, clip: Path, work: Path, chunk: int, sig: signal.Signals) -> float:
@@ -86,7 +87,7 @@ def main() -> None:
           f"frames {chunk_s:.3f} s, SIGINT->exit {sigint:.3f} s, SIGTERM->exit {sigterm:.3f} s")
     for name, value, target in (("refuse_ratio", refuse / version, 3), ("sigint_ratio", sigint / chunk_s, 2),
                                 ("sigterm_ratio", sigterm / chunk_s, 2)):
-        print(f"goal {name}: {value:.2f} (target <= {target}) {'PASS' if value <= target else 'FAIL'}")
+        print(goal(name, value, "<=", target, ".2f"))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from testing.fixtures import fixtures_dir  # noqa: E402
+from testing.goals import goal  # noqa: E402
+from testing.models import MOBILEFACE, PFLD, SCRFD  # noqa: E402
 
 _CHILD = r"""
 import json, resource, sys, time
@@ -30,9 +32,10 @@ from reenact.faces.landmarks import PfldLandmarks
 from reenact.evaluate.report import EvalSettings, evaluate_videos
 
 fx, clip, n = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-det = make_detector("insightface", fx / "models/scrfd/scrfd_500m_kps.onnx")
-enc = OnnxArcFaceEncoder(fx / "models/mobileface_recognition_onnx/mobileface_V2.onnx", 0.0, 1.0)
-lm = PfldLandmarks(fx / "models/landmarks_pfld68/pfld.onnx")
+scrfd, mobileface, mean, std, pfld = sys.argv[4:9]
+det = make_detector("insightface", scrfd)
+enc = OnnxArcFaceEncoder(mobileface, float(mean), float(std))
+lm = PfldLandmarks(pfld)
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t = time.perf_counter()
 r = evaluate_videos(fx / clip, fx / clip, det, enc, lm, settings=EvalSettings(max_frames=n))
@@ -44,7 +47,10 @@ print(json.dumps({"seconds": dt, "frames": r["alignment"]["pairs"], "faces": r["
 
 
 def _run(fixtures: str, clip: str, n: int) -> dict[str, float]:
-    out = subprocess.run([sys.executable, "-c", _CHILD, fixtures, clip, str(n)], check=True,
+    fx = Path(fixtures)
+    models = [str(SCRFD.file(fx)), str(MOBILEFACE.file(fx)), str(MOBILEFACE.mean), str(MOBILEFACE.std),
+              str(PFLD.file(fx))]
+    out = subprocess.run([sys.executable, "-c", _CHILD, fixtures, clip, str(n), *models], check=True,
                          capture_output=True, text=True)
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
@@ -69,8 +75,7 @@ def main() -> int:
     ratio = results[args.long]["peak_rss_mib"] / results[args.short]["peak_rss_mib"]
     print(f"peak RSS ratio {args.long} vs {args.short} frames: {ratio:.3f}")
     target = 1.15
-    print(f"goal eval_peak_rss_{args.long}_vs_{args.short}_frames: {ratio:.3f} (target <= {target}) "
-          f"{'PASS' if ratio <= target else 'FAIL'}")
+    print(goal(f"eval_peak_rss_{args.long}_vs_{args.short}_frames", ratio, "<=", target))
     return 0
 
 

@@ -31,6 +31,8 @@ from reenact.faces.track import FaceTracker, TrackerSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from testing.fixtures import fixtures_dir  # noqa: E402
+from testing.goals import goal  # noqa: E402
+from testing.models import SCRFD  # noqa: E402
 
 
 def read_clip(path: Path, count: int) -> torch.Tensor:
@@ -65,11 +67,6 @@ def best_iou(box: np.ndarray, boxes: np.ndarray) -> float:
     return float((inter / union).max())
 
 
-def goal(name: str, measured: float, op: str, target: float) -> str:
-    ok = measured >= target if op == ">=" else measured <= target
-    return f"goal {name}: {measured:.3f} (target {op} {target}) {'PASS' if ok else 'FAIL'}"
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=90, help="frames per clip (default 90)")
@@ -86,7 +83,7 @@ def main() -> int:
     if root is None:
         print("fixtures not found: set REENACT_FIXTURES", file=sys.stderr)
         return 2
-    scrfd_path = root / "models/scrfd/scrfd_500m_kps.onnx"
+    scrfd_path = SCRFD.file(root)
     detectors = {
         "insightface": make_detector("insightface", scrfd_path),
         "offline": make_detector("offline", settings=DetectorSettings(working_size=640)),

@@ -39,14 +39,19 @@ from __future__ import annotations
 
 import argparse
 import resource
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from reenact.models import stylegan1
-from reenact.models.stylegan2 import Generator, ffhq_config
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from reenact.models import stylegan1  # noqa: E402
+from reenact.models.stylegan2 import Generator, ffhq_config  # noqa: E402
+from testing.goals import goal  # noqa: E402
 
 GOAL_FRACTION = 0.5
 
@@ -200,17 +205,10 @@ def main() -> None:
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS: {peak_mb:.0f} MB")
     for b in args.batches:
-        verdict = "PASS" if fractions[b] >= GOAL_FRACTION else "FAIL"
-        print(
-            f"goal synthesis_flops_fraction_batch{b}_{args.clock}: {fractions[b]:.2f} "
-            f"(target >= {GOAL_FRACTION}) {verdict}"
-        )
+        print(goal(f"synthesis_flops_fraction_batch{b}_{args.clock}", fractions[b], ">=", GOAL_FRACTION, ".2f"))
     for b in args.batches:
-        verdict = "PASS" if v1_fractions[b] >= GOAL_FRACTION else "FAIL"
-        print(
-            f"goal stylegan1_synthesis_flops_fraction_batch{b}_{args.clock}: {v1_fractions[b]:.2f} "
-            f"(target >= {GOAL_FRACTION}) {verdict}"
-        )
+        print(goal(f"stylegan1_synthesis_flops_fraction_batch{b}_{args.clock}", v1_fractions[b], ">=",
+                   GOAL_FRACTION, ".2f"))
 
 
 if __name__ == "__main__":

@@ -87,6 +87,7 @@ def run_case(case: str, cap_mib: float, tmp: str) -> dict[str, object]:
 
 
 def main() -> int:
+    from testing.goals import all_pass, goal
     from testing.hostile_files import CASES
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -94,20 +95,21 @@ def main() -> int:
     ap.add_argument("--target-mib", type=float, default=1024.0)
     args = ap.parse_args()
     worst = 0.0
-    ok = True
+    one_line_refusals = 0
     with tempfile.TemporaryDirectory() as tmp:
         for case in CASES:
             r = run_case(case, args.cap_mib, tmp)
             error = str(r.get("error", ""))
             one_line = r["result"] == "refused" and "\n" not in error
-            ok &= one_line
+            one_line_refusals += one_line
             worst = max(worst, float(r["max_rss_mib"]))  # type: ignore[arg-type]
             print(f"{case}: {r['bytes']} bytes, {r['result']}, max RSS {float(r['max_rss_mib']):.0f} MiB"  # type: ignore[arg-type]
                   f"{'' if one_line else ' (NOT a one-line ModelError)'}")
             print(f"    {error}")
-    passed = ok and worst <= args.target_mib
-    print(f"goal max_rss_mib_hostile: {worst:.0f} (target <= {args.target_mib:.0f}) {'PASS' if passed else 'FAIL'}")
-    return 0 if passed else 1
+    lines = [goal("max_rss_mib_hostile", worst, "<=", args.target_mib, ".0f", ".0f"),
+             goal("one_line_refusals_hostile", one_line_refusals, ">=", len(CASES), ".0f")]
+    print("\n".join(lines))
+    return 0 if all_pass(lines) else 1
 
 
 if __name__ == "__main__":

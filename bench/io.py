@@ -34,6 +34,7 @@ sys.path.insert(0, str(REPO))
 from reenact.io import EncodeSettings, FrameChunk, VideoWriter, open_video, run_stream  # noqa: E402
 from reenact.io import reader as reader_mod  # noqa: E402
 from testing.fixtures import fixtures_dir  # noqa: E402
+from testing.goals import all_pass, goal  # noqa: E402
 
 
 def make_clip(path: Path, seconds: float, width: int = 1280, height: int = 720, fps: int = 25) -> Path:
@@ -140,12 +141,6 @@ def run_child(src: Path | None, dst: Path) -> dict[str, Any]:
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     return result
-
-
-def goal(name: str, value: float, op: str, target: float) -> bool:
-    ok = value >= target if op == ">=" else value <= target
-    print(f"goal {name}: {value:.3f} (target {op} {target}) {'PASS' if ok else 'FAIL'}")
-    return ok
 
 
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium")
@@ -266,10 +261,11 @@ def main() -> int:
     tmp.rmdir()
 
     print(f"engine pass-through vs bare PyAV loop (same x264 settings): {eng_fps / bare_fps:.3f}")
-    ok = goal("engine_vs_bare_pyav_throughput", eng_fps / bare_fps, ">=", 0.8)
-    ok &= goal("default_backend_is_faster", 1.0 if reader_mod.DEFAULT_BACKEND == faster else 0.0, ">=", 1.0)
-    ok &= goal("peak_rss_60s_vs_10s_720p", r60["peak_kib"] / r10["peak_kib"], "<=", 1.1)
-    return 0 if ok else 1
+    lines = [goal("engine_vs_bare_pyav_throughput", eng_fps / bare_fps, ">=", 0.8),
+             goal("default_backend_is_faster", 1.0 if reader_mod.DEFAULT_BACKEND == faster else 0.0, ">=", 1.0),
+             goal("peak_rss_60s_vs_10s_720p", r60["peak_kib"] / r10["peak_kib"], "<=", 1.1)]
+    print("\n".join(lines))
+    return 0 if all_pass(lines) else 1
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from testing.fixtures import CLIPS, fixtures_dir  # noqa: E402
+from testing.goals import goal  # noqa: E402
 from testing.media import read_frames  # noqa: E402
 
 TARGET_RECALL = 0.98
@@ -100,10 +101,8 @@ def main() -> None:
               f"{len(light_frames)} frames (missed widths {sorted(lmissed)}); {cadence.full_frames} full "
               f"+ {cadence.light_frames} light frames, {cadence.held_faces} faces held; "
               f"{cadence_s:.2f} s vs {full_s:.2f} s")
-        verdict = "PASS" if share >= TARGET_RECALL else "FAIL"
-        print(f"goal cadence_recall_{name}: {share:.3f} (target >= {TARGET_RECALL}) {verdict}")
-        verdict = "PASS" if ratio <= TARGET_TIME else "FAIL"
-        print(f"goal cadence_time_{name}: {ratio:.2f} (target <= {TARGET_TIME}) {verdict}")
+        print(goal(f"cadence_recall_{name}", share, ">=", TARGET_RECALL))
+        print(goal(f"cadence_time_{name}", ratio, "<=", TARGET_TIME, ".2f"))
 
 
 if __name__ == "__main__":

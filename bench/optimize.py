@@ -44,10 +44,12 @@ from reenact.faces.detect import largest_face, make_detector
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from reenact.io.images import read_image
 from reenact.io.reader import VideoReader
-from reenact.models.onnx_modules import OnnxIdentity, OnnxLandmarks, OnnxModelSpec
-from reenact.models.optimize import OptimizeSettings, OptimizingMapper
+from reenact.mapping.optimize import OptimizeSettings, OptimizingMapper
+from reenact.models.onnx_modules import OnnxIdentity, OnnxLandmarks
 from reenact.models.stylegan2 import tiny_generator
 from testing.fixtures import fixtures_dir  # noqa: E402
+from testing.goals import goal  # noqa: E402
+from testing.models import MOBILEFACE, PFLD  # noqa: E402
 
 
 def steps_to(history: list[float], level: float, tol: float) -> int | None:
@@ -91,11 +93,8 @@ def main() -> int:
     n = frames.shape[0]
     R = args.resolution
     crops, _ = align_faces(frames, torch.arange(n), torch.stack(points), ffhq_template(R), R)
-    models = fx / "models"
-    identity = OnnxIdentity(OnnxModelSpec(str(models / "mobileface_recognition_onnx/mobileface_V2.onnx"),
-                                          input_size=112, input_scale=255.0, mean=0.0, std=1.0))
-    landmarks = OnnxLandmarks(OnnxModelSpec(str(models / "landmarks_pfld68/pfld.onnx"),
-                                            input_size=112, input_scale=1.0, mean=0.0, std=1.0))
+    identity = OnnxIdentity(MOBILEFACE.spec(fx))
+    landmarks = OnnxLandmarks(PFLD.spec(fx))
     photo = read_image(fx / args.target)
     dets = detector.detect(photo[None])[0]
     best = largest_face(dets)
@@ -160,9 +159,8 @@ def main() -> int:
         print(f"mean final {term} (later frames): warm {float(warm_stats.final[term][1:].mean()):.4f}, "
               f"scratch {float(scratch_stats.final[term][1:].mean()):.4f}")
     limit = 1 + args.tol
-    print(f"goal warm_start_step_ratio: {ratio:.1f} (target >= 3) {'PASS' if ratio >= 3 else 'FAIL'}")
-    print(f"goal warm_start_loss_ratio: {loss_ratio:.3f} (target <= {limit:g}) "
-          f"{'PASS' if loss_ratio <= limit else 'FAIL'}")
+    print(goal("warm_start_step_ratio", ratio, ">=", 3, ".1f"))
+    print(goal("warm_start_loss_ratio", loss_ratio, "<=", limit, target_fmt="g"))
     return 0
 
 

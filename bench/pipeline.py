@@ -43,11 +43,7 @@ from reenact.io import FrameChunk, VideoWriter, open_video, probe  # noqa: E402
 from reenact.packs import PackSettings  # noqa: E402
 from reenact.pipeline import FaceReplacer, PipelineConfig, cached_pack, process_video  # noqa: E402
 from testing.fixtures import fixtures_dir  # noqa: E402
-
-
-def goal(name: str, measured: float, op: str, target: float) -> str:
-    ok = measured <= target if op == "<=" else measured >= target
-    return f"goal {name}: {measured:.3f} (target {op} {target}) {'PASS' if ok else 'FAIL'}"
+from testing.goals import goal  # noqa: E402
 
 
 def fixture_config(fixtures: Path) -> PipelineConfig:

@@ -58,7 +58,9 @@ from reenact.faces.identity import OnnxArcFaceEncoder  # noqa: E402
 from reenact.io.images import read_image  # noqa: E402
 from reenact.io.reader import open_video  # noqa: E402
 from testing.fixtures import CLIPS, fixtures_dir  # noqa: E402
+from testing.goals import goal  # noqa: E402
 from testing.media import cut_clip  # noqa: E402
+from testing.models import MOBILEFACE, SCRFD  # noqa: E402
 
 FALSE_MATCH_RATE = 0.001
 METHODS = ("synthetic", "blur", "pixelate", "solid")
@@ -292,8 +294,7 @@ def solid_share(report: dict) -> float | None:
 
 
 def _goal(name: str, value: float, op: str, target: float) -> str:
-    ok = value <= target if op == "<=" else value >= target
-    return f"goal {name}: {value:.4f} (target {op} {target:.4f}) {'PASS' if ok else 'FAIL'}"
+    return goal(name, value, op, target, ".4f", ".4f")
 
 
 def main() -> int:
@@ -309,10 +310,8 @@ def main() -> int:
         print("SKIPPED: no fixtures (set REENACT_FIXTURES)")
         return 0
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
-    scrfd = make_detector("insightface", fx / "models/scrfd/scrfd_500m_kps.onnx",
-                          DetectorSettings(score_threshold=0.5, min_face_size=0))
-    mobileface = OnnxArcFaceEncoder(fx / "models/mobileface_recognition_onnx/mobileface_V2.onnx",
-                                    input_mean=0.0, input_std=1.0)
+    scrfd = make_detector("insightface", SCRFD.file(fx), DetectorSettings(score_threshold=0.5, min_face_size=0))
+    mobileface = OnnxArcFaceEncoder(MOBILEFACE.file(fx), input_mean=MOBILEFACE.mean, input_std=MOBILEFACE.std)
     photos, labels = photo_codes(fx, scrfd, mobileface)
     photo_pairs = photo_impostors(photos, labels)
     mf_threshold = float(np.quantile(photo_pairs, 1.0 - FALSE_MATCH_RATE))

@@ -28,11 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from testing.fixtures import fixtures_dir  # noqa: E402
-
-
-def _goal(name: str, measured: float, op: str, target: float) -> str:
-    ok = measured >= target if op == ">=" else measured <= target
-    return f"goal {name}: {measured:.3f} (target {op} {target}) {'PASS' if ok else 'FAIL'}"
+from testing.goals import goal  # noqa: E402
 
 
 def bench_loader(config_path: Path, overrides: dict[str, object], steps: int, repeats: int) -> float:
@@ -124,8 +120,8 @@ def main() -> int:
     print(f"ratio real loader / in memory: {loader_ratio:.3f}")
     make_ratio = bench_make_dataset(args.config, overrides, args.images, args.repeats)
     print(f"ratio make-dataset / bare generator: {make_ratio:.3f}")
-    print(_goal("train_loader_vs_memory", loader_ratio, ">=", 0.9))
-    print(_goal("make_dataset_vs_generator", make_ratio, ">=", 0.8))
+    print(goal("train_loader_vs_memory", loader_ratio, ">=", 0.9))
+    print(goal("make_dataset_vs_generator", make_ratio, ">=", 0.8))
     return 0
 
 

@@ -38,7 +38,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from testing.fixtures import fixtures_dir  # noqa: E402
+from testing.goals import goal  # noqa: E402
 from testing.media import cut_clip, read_frames  # noqa: E402
+from testing.models import SCRFD  # noqa: E402
 
 CLIPS = {"d0": "liveportrait_d0.mp4", "friends": "mobileface_friends1.mp4"}
 TARGET_WALL = {"blur": 1.0, "synthetic": 2.0}
@@ -157,7 +159,7 @@ def main() -> None:
     fixtures = fixtures_dir()
     if fixtures is None:
         raise SystemExit("fixtures not found; set REENACT_FIXTURES")
-    scrfd = fixtures / "models" / "scrfd" / "scrfd_500m_kps.onnx"
+    scrfd = SCRFD.file(fixtures)
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     deface_bin = shutil.which("deface") or str(Path(sys.executable).parent / "deface")
     # what the ``deidentify`` console script runs (reenact.cli.deidentify_script), from this checkout
@@ -207,16 +209,13 @@ def main() -> None:
                     continue
                 # ratio per interleaved round, then the median: load changes hit both alike
                 ratio = statistics.median(t.wall_s / b.wall_s for t, b in zip(tool.runs, base.runs, strict=True))
-                ok = ratio <= TARGET_WALL[method]
-                goals.append(f"goal {name}: {ratio:.2f} (target <= {TARGET_WALL[method]}) {'PASS' if ok else 'FAIL'}")
+                goals.append(goal(name, ratio, "<=", TARGET_WALL[method], ".2f"))
             for tool in tools[1:]:
                 peak = max(x.peak_mib for x in tool.runs)
-                goals.append(f"goal peak_rss_mib_{clip}_{tool.name}: {peak:.0f} (target <= {TARGET_RSS_MIB:.0f}) "
-                             f"{'PASS' if peak <= TARGET_RSS_MIB else 'FAIL'}")
+                goals.append(goal(f"peak_rss_mib_{clip}_{tool.name}", peak, "<=", TARGET_RSS_MIB, ".0f", ".0f"))
             for tool in tools[1:]:
-                ok = rec[tool.name] >= rec["deface"]
-                goals.append(f"goal recall_vs_deface_{clip}_{tool.name}: {rec[tool.name]:.3f} "
-                             f"(target >= {rec['deface']:.3f}) {'PASS' if ok else 'FAIL'}")
+                goals.append(goal(f"recall_vs_deface_{clip}_{tool.name}", rec[tool.name], ">=", rec["deface"],
+                                  target_fmt=".3f"))
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)

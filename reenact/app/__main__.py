@@ -1,4 +1,4 @@
-"""``python -m reenact.app``: the ``reenact app`` subcommand on its own."""
+"""``python -m reenact.app``: the ``reenact app`` subcommand on its own, in the same error guard."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 import sys
 
 from reenact.app.cli import add_args, run
-from reenact.errors import ReenactError
+from reenact.exits import run_guarded
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,13 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     add_args(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR if args.quiet else logging.INFO, format="%(levelname)s: %(message)s")
-    try:
-        return run(args)
-    except ReenactError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        return 130
+    return run_guarded(run, args)
 
 
 if __name__ == "__main__":

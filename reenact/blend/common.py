@@ -8,7 +8,6 @@ backends differ only in how they compute pixels, never in which pixels they touc
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 from dataclasses import dataclass, field
@@ -117,17 +116,6 @@ class BlendStats:
     skipped_indices: list[int] = field(default_factory=list)
     refused_indices: list[int] = field(default_factory=list)
     impl: str = ""
-
-    def merge(self, other: BlendStats) -> BlendStats:
-        """Sum of two calls' statistics (for a pipeline that blends chunk by chunk)."""
-        return dataclasses.replace(
-            self,
-            pasted=self.pasted + other.pasted,
-            skipped=self.skipped + other.skipped,
-            refused=self.refused + other.refused,
-            skipped_indices=self.skipped_indices + other.skipped_indices,
-            refused_indices=self.refused_indices + other.refused_indices,
-        )
 
 
 @dataclass(frozen=True)

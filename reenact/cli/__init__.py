@@ -12,26 +12,23 @@ flags never loads torch. Modules that pull in torch or the models (``reenact.pip
 ``reenact.models``, ``reenact.evaluate``, ...) are imported inside the ``run`` functions,
 after parsing. ``tests/cli/test_cli_table.py`` checks that parsing leaves torch unloaded.
 
+``reenact-train`` (:mod:`~reenact.cli.train`) is a console script of its own, registered in
+the same table.
+
 Library errors (:class:`reenact.errors.ReenactError`) become one clear line on stderr and
-the error's ``exit_code`` (:func:`run_guarded`, the only place); Ctrl-C exits with 130,
-SIGTERM with 143 and SIGHUP with 129 after the same clean-up (:func:`stop_signals` turns
-them into :class:`Stopped`, a KeyboardInterrupt, which the writer already cleans up on);
-bad flags exit with argparse's 2. Any other exception is a bug: one line naming it, exit 1,
-no traceback (``REENACT_TRACEBACK=1`` shows it). ``docs/exit-statuses.md`` lists them all.
+the error's ``exit_code`` in :func:`reenact.exits.run_guarded`, the one guard every command
+runs in (``python -m reenact.app`` too); Ctrl-C exits with 130, SIGTERM with 143 and SIGHUP
+with 129 after the same clean-up; bad flags exit with argparse's 2. Any other exception is a
+bug: one line naming it, exit 1, no traceback (``REENACT_TRACEBACK=1`` shows it).
+``docs/exit-statuses.md`` lists them all.
 """
 
 from __future__ import annotations
 
 import argparse
-import atexit
-import contextlib
 import logging
-import os
-import signal
 import sys
-import threading
-import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple, NoReturn
 
 from reenact import __version__
@@ -39,41 +36,11 @@ from reenact.allocator import limit_heap_growth
 from reenact.app import cli as app_cmd
 from reenact.cli import eval as eval_cmd
 from reenact.cli import image_tools, models, video
-from reenact.errors import ReenactError, printable
+from reenact.cli import train as train_cmd
+from reenact.exits import NOTHING_PARTIAL, Stopped, exit_now, run_guarded, run_script, stop_signals
 
 __all__ = ["COMMANDS", "Command", "Stopped", "build_parser", "deidentify_main", "deidentify_script", "exit_now",
-           "main", "reenact_script", "run_guarded", "stop_signals"]
-
-
-class Stopped(KeyboardInterrupt):
-    """A stop signal (SIGTERM, SIGHUP) raised in the main thread like Ctrl-C, so every clean-up
-    that runs on KeyboardInterrupt (the writer removes its temporary file) runs for it too."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-#: signals that stop a run with the clean-up of Ctrl-C; exit status 128 + the signal number
-STOP_SIGNALS = tuple(s for s in (signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None)
-
-
-def _raise_stopped(signum: int, _frame: object) -> None:
-    raise Stopped(signum)
-
-
-@contextlib.contextmanager
-def stop_signals() -> Iterator[None]:
-    """SIGTERM and SIGHUP raise :class:`Stopped` in the main thread while the block runs."""
-    previous = {}
-    for sig in STOP_SIGNALS:
-        with contextlib.suppress(ValueError):  # not the main thread: leave the handlers alone
-            previous[sig] = signal.signal(sig, _raise_stopped)
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+           "main", "reenact_script", "run_guarded", "stop_signals", "train_main", "train_script"]
 
 
 class Command(NamedTuple):
@@ -82,12 +49,19 @@ class Command(NamedTuple):
     help: str
     add_args: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], int]
-    #: True: ``reenact NAME ...``; False: its own console script (the video commands)
+    #: True: ``reenact NAME ...``; False: its own console script (the video commands, training)
     subcommand: bool = True
+    #: what a stopped or interrupted run says it leaves behind (:func:`reenact.exits.run_guarded`)
+    left: str = NOTHING_PARTIAL
+    #: False when the command's own subcommands add --quiet (a console script's top level only)
+    top_quiet: bool = True
+    #: fix the allocator's mmap threshold (:func:`reenact.allocator.limit_heap_growth`), measured
+    #: for video runs; training keeps the C library's default
+    limit_heap: bool = True
 
 
-#: Every command of the CLI. ``reenact`` and ``deidentify`` are console scripts
-#: (setup.cfg); the others are ``reenact <name>`` subcommands.
+#: Every command of the CLI. ``reenact``, ``deidentify`` and ``reenact-train`` are console
+#: scripts (setup.cfg); the others are ``reenact <name>`` subcommands.
 COMMANDS: dict[str, Command] = {
     "reenact": Command(video.DESCRIPTION["reenact"], lambda p: video.add_args(p, "reenact"),
                        lambda a: video.run(a, "reenact"), subcommand=False),
@@ -100,34 +74,11 @@ COMMANDS: dict[str, Command] = {
                            image_tools.interpolate_run),
     "app": Command("the local web app: preview, run and download in a browser (needs the app extra)",
                    app_cmd.add_args, app_cmd.run),
+    "reenact-train": Command(train_cmd.HELP, train_cmd.add_args, train_cmd.run, subcommand=False,
+                             left=train_cmd.LEFT, top_quiet=False, limit_heap=False),
 }
 
 SUBCOMMANDS = [name for name, command in COMMANDS.items() if command.subcommand]
-
-
-def run_guarded(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
-    """Run a command; the one place that turns errors into exit statuses and one stderr line."""
-    try:
-        with stop_signals():
-            return run(args)
-    except ReenactError as exc:
-        print(f"error: {printable(exc)}", file=sys.stderr)
-        return exc.exit_code
-    except Stopped as exc:
-        print(f"stopped by {signal.Signals(exc.signum).name}: nothing partial was written", file=sys.stderr)
-        return 128 + exc.signum
-    except KeyboardInterrupt:
-        print("interrupted: nothing partial was written", file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # e.g. `reenact ... --dry-run | head`: the reader left, that is fine
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
-    except Exception as exc:  # a bug: still one line and a status, never a traceback
-        if os.environ.get("REENACT_TRACEBACK"):
-            traceback.print_exc()
-        print(f"error: internal error ({type(exc).__name__}: {exc}); please report it "
-              "(REENACT_TRACEBACK=1 shows where)", file=sys.stderr)
-        return 1
 
 
 def build_parser(name: str) -> argparse.ArgumentParser:
@@ -145,7 +96,8 @@ def build_parser(name: str) -> argparse.ArgumentParser:
     epilog = f"other tools: reenact {{{','.join(SUBCOMMANDS)}}} --help" if name == "reenact" else None
     parser = argparse.ArgumentParser(prog=name, description=command.help, epilog=epilog, allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"reenact {__version__}")
-    parser.add_argument("--quiet", action="store_true", help="only print errors")
+    if command.top_quiet:
+        parser.add_argument("--quiet", action="store_true", help="only print errors")
     command.add_args(parser)
     return parser
 
@@ -154,10 +106,11 @@ def _dispatch(name: str, argv: list[str]) -> int:
     args = build_parser(name).parse_args(argv)
     subcommand = COMMANDS[name].subcommand
     command = COMMANDS[args.command] if subcommand else COMMANDS[name]
-    quiet = args.quiet or (not subcommand and args.json)  # the video commands' --json is quiet too
+    quiet = args.quiet or getattr(args, "json", False)  # the video commands' --json is quiet too
     logging.basicConfig(level=logging.ERROR if quiet else logging.INFO, format="%(levelname)s: %(message)s")
-    limit_heap_growth()  # before any large buffer: a lower peak resident size (reenact.allocator)
-    return run_guarded(command.run, args)
+    if command.limit_heap:
+        limit_heap_growth()  # before any large buffer: a lower peak resident size (reenact.allocator)
+    return run_guarded(command.run, args, command.left)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -173,44 +126,21 @@ def deidentify_main(argv: Sequence[str] | None = None) -> int:
     return _dispatch("deidentify", list(sys.argv[1:] if argv is None else argv))
 
 
-def exit_now(status: int | str | None) -> NoReturn:
-    """End the process with ``status`` (``sys.exit``'s meaning) without the interpreter's teardown.
-
-    Once a command has returned, everything it wrote is closed; what is left is the
-    interpreter freeing every module and torch's, onnxruntime's and the CUDA libraries'
-    static objects, which takes 0.8-1 s here (2 CPU cores; ``import torch`` then a normal
-    exit against ``os._exit``) and produces nothing. The exit handlers still run (temporary
-    folders, Ray, multiprocessing, logging) and both output streams are flushed first; while
-    a thread that is not a daemon is still running, the normal exit (which waits for it) is
-    taken instead. Only the console scripts call this; the ``main`` functions return.
-    """
-    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
-        sys.exit(status)
-    atexit._run_exitfuncs()  # what the interpreter runs at exit, before its teardown
-    if status is None:
-        status = 0
-    elif not isinstance(status, int):
-        print(status, file=sys.stderr)  # sys.exit("message") prints the message, status 1
-        status = 1
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):  # a closed or broken pipe: nothing more to say
-            stream.flush()
-    os._exit(status & 0xFF)
-
-
-def _script(entry: Callable[[], int]) -> NoReturn:
-    try:
-        status: int | str | None = entry()
-    except SystemExit as stop:  # argparse's --help, --version and bad flags
-        status = stop.code
-    exit_now(status)
+def train_main(argv: Sequence[str] | None = None) -> int:
+    """``reenact-train make-dataset|fit|export``: the training command line."""
+    return _dispatch("reenact-train", list(sys.argv[1:] if argv is None else argv))
 
 
 def reenact_script() -> NoReturn:
     """The ``reenact`` console script: :func:`main`, then :func:`exit_now`."""
-    _script(main)
+    run_script(main)
 
 
 def deidentify_script() -> NoReturn:
     """The ``deidentify`` console script: :func:`deidentify_main`, then :func:`exit_now`."""
-    _script(deidentify_main)
+    run_script(deidentify_main)
+
+
+def train_script() -> NoReturn:
+    """The ``reenact-train`` console script (also ``torchrun --no-python reenact-train ...``)."""
+    run_script(train_main)

@@ -56,7 +56,6 @@ __all__ = [
     "check_pack_for_mode",
     "PackSettings",
     "load_pack",
-    "pack_generator",
     "registry",
     "tiny_models",
 ]
@@ -350,12 +349,12 @@ def _load_paper_pack(
     ``match_threshold`` is set. ``recogniser`` is the offline dlib descriptor (the face models
     the settings choose) with its calibrated threshold, for checks that need one.
     """
-    from reenact.models.inception_attr import load_attr_encoder
-    from reenact.models.paper_adapters import (
+    from reenact.mapping.paper_adapters import (
         PAPER_ID_THRESHOLD,
         PaperAttributeAdapter,
         PaperIdentityCode,
     )
+    from reenact.models.inception_attr import load_attr_encoder
     from reenact.models.paper_mapper import load_paper_mapper
     from reenact.models.vggface2 import load_id_encoder
 
@@ -395,11 +394,3 @@ def _load_paper_pack(
     )
 
 
-def pack_generator(pack: str, device: str = "cpu") -> Generator:
-    """The pack's generator, ready for inference (eval, no gradients); seeded ones use the pack's seed."""
-    comp = registry.get_component(pack, "generator")
-    if comp.kind == "stylegan1":
-        return _stylegan1_generator(registry.get_pack(pack), device)  # type: ignore[return-value]
-    if comp.builtin == "tiny_generator":
-        return tiny_generator(seed=comp.seed or 0, resolution=comp.output_size or 64).to(device)
-    return load_generator(registry.resolve(pack, "generator"), device=device)

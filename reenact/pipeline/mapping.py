@@ -7,7 +7,7 @@ from typing import Any, Protocol
 import torch
 
 from reenact.errors import ConfigError
-from reenact.models.optimize import make_optimizing_mapping
+from reenact.mapping.optimize import make_optimizing_mapping
 from reenact.packs import LoadedPack
 from reenact.pipeline.settings import PipelineConfig
 

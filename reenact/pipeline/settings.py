@@ -12,7 +12,7 @@ from reenact.faces.cadence import DetectionCadence
 from reenact.faces.track import TrackerSettings
 from reenact.io import EncodeSettings
 from reenact.io.reader import ReadSettings
-from reenact.models.optimize import OptimizeSettings
+from reenact.mapping.optimize import OptimizeSettings
 from reenact.packs import PackSettings
 from reenact.temporal import SmoothingSettings
 

@@ -1,7 +1,7 @@
 """Training configuration: frozen dataclasses loaded strictly from YAML (``configs/train_*.yaml``).
 
 Every number of the recipe is a field here. The authors' command-line flags map onto these
-fields through :data:`AUTHOR_FLAGS` (see README, "Training").
+fields through :data:`reenact.cli.train.AUTHOR_FLAGS` (see README, "Training").
 """
 
 from __future__ import annotations
@@ -183,21 +183,6 @@ class TrainConfig:
             "mapper": to_dict(self.mapper),
             "discriminator": to_dict(self.discriminator),
         }
-
-
-#: The authors' command-line flags and the config keys they override.
-AUTHOR_FLAGS: dict[str, str] = {
-    "resolution": "generator.resolution",
-    "batch_size": "run.batch_size",
-    "num_images": "dataset.num_images",
-    "output_path": "dataset.path",
-    "pretrained_models_path": "generator.path",
-    "dataset_path": "dataset.path",
-    "cross_frequency": "optim.cross_frequency",
-    "train_data_size": "run.train_data_size",
-    "results_dir": "run.results_dir",
-    "load_checkpoint": "run.resume",
-}
 
 
 def load_train_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> TrainConfig:

@@ -191,8 +191,9 @@ def test_redacted_faces_do_not_link_to_other_photos_of_the_person(fixtures: Path
     point; redacted, none does."""
     from reenact.faces.identity import OnnxArcFaceEncoder
     from reenact.faces.privacy_thresholds import operating_point
+    from testing.models import MOBILEFACE
 
-    enc = OnnxArcFaceEncoder(fixtures / "models/mobileface_recognition_onnx/mobileface_V2.onnx", 0.0, 1.0)
+    enc = OnnxArcFaceEncoder(MOBILEFACE.file(fixtures), MOBILEFACE.mean, MOBILEFACE.std)
     threshold = operating_point("arcface-onnx", "tight").threshold
     plain_links = redacted_links = pairs = 0
     for faces in people.values():

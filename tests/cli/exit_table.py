@@ -91,6 +91,10 @@ CASES: list[Case] = [
          "--steps"),
     Case("reenact app --port notanumber", 2, "invalid int value"),
     Case("reenact app --no-such-flag", 2, "unrecognized arguments"),
+    Case("reenact-train fit --config missing.yaml", 2, "missing.yaml"),
+    Case("reenact-train fit --set optim.nope=1", 2, "optim.nope"),
+    Case("reenact-train export --checkpoint none.safetensors --out o", 1, "does not exist"),
+    Case("reenact-train", 2, "required: command"),
 ]
 
 
@@ -122,9 +126,9 @@ def error_line(stderr: str) -> str:
 
 def run_case(words: Sequence[str], scratch: Path) -> tuple[int, str]:
     """Run one command in this process in ``scratch``: (exit status, the error line or a traceback)."""
-    from reenact.cli import deidentify_main, main
+    from reenact.cli import deidentify_main, main, train_main
 
-    entry = deidentify_main if words[0] == "deidentify" else main
+    entry = {"deidentify": deidentify_main, "reenact-train": train_main}.get(words[0], main)
     stderr = io.StringIO()
     cwd = os.getcwd()
     os.chdir(scratch)

@@ -26,7 +26,7 @@ def test_every_bad_invocation_exits_as_documented(scratch: Path) -> None:
     assert {case.command.split()[0] if case.command.split()[0] != "reenact" or len(case.command.split()) < 2
             or case.command.split()[1] not in ("eval", "models", "grid", "interpolate", "app")
             else case.command.split()[1] for case in CASES} == {
-        "reenact", "deidentify", "eval", "models", "grid", "interpolate", "app"}
+        "reenact", "deidentify", "eval", "models", "grid", "interpolate", "app", "reenact-train"}
     assert DOC.read_text(encoding="utf-8") == render(rows), "run `python tests/cli/exit_table.py`"
     assert not list(scratch.glob("x.*")) and not list(scratch.glob("grid*")), "a refusal wrote a file"
 
@@ -40,6 +40,8 @@ def test_every_bad_invocation_exits_as_documented(scratch: Path) -> None:
     ["-m", "reenact.cli", "interpolate", "--identity", "face.jpg", "--attr", "face.jpg", "--attr", "face.jpg",
      "-o", "x.mp4"],
     ["-m", "reenact.cli", "app", "--port", "x"],
+    ["-c", "from reenact.cli import train_script; train_script()", "fit", "--no-such-flag"],
+    ["-m", "reenact.app", "--port", "x"],
 ])
 def test_each_command_refuses_in_a_process_without_traceback_and_fast(argv: list[str], scratch: Path) -> None:
     """A real process per command: exit 2, no traceback, and no torch import on the way (fast)."""

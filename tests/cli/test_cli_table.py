@@ -25,7 +25,7 @@ def test_help_lists_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None
     out = capsys.readouterr().out
     assert SUBCOMMANDS == ["eval", "models", "grid", "interpolate", "app"]
     assert all(name in out for name in SUBCOMMANDS)
-    assert set(COMMANDS) == {"reenact", "deidentify", *SUBCOMMANDS}
+    assert set(COMMANDS) == {"reenact", "deidentify", "reenact-train", *SUBCOMMANDS}
 
 
 @pytest.mark.parametrize("entry", [main, deidentify_main])
@@ -47,6 +47,28 @@ def test_errors_become_one_line_and_their_exit_code(error: BaseException, status
     assert run_guarded(run, argparse.Namespace()) == status
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and (str(error) in err[0] or status == 130)
+
+
+def test_every_console_script_and_the_app_share_the_guard(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """reenact-train and ``python -m reenact.app`` print errors like the others: one line, control
+    characters in a file name escaped (a name cannot clear the terminal), the error's status."""
+    from reenact.app.__main__ import main as app_main
+    from reenact.cli import train_main
+
+    hostile = str(tmp_path / "a\x1b[2Jb.safetensors")
+    assert train_main(["export", "--checkpoint", hostile, "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "\x1b" not in err[0] and "\\x1b[2Jb" in err[0]
+    assert app_main(["--allow", str(tmp_path / "no\x1b[2Jdir"), "--port", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "\x1b" not in err[0] and "no\\x1b[2Jdir: not a folder" in err[0]
+
+    def interrupted(_args: argparse.Namespace) -> int:
+        raise KeyboardInterrupt
+
+    left = COMMANDS["reenact-train"].left
+    assert run_guarded(interrupted, argparse.Namespace(), left) == 130
+    assert capsys.readouterr().err.strip() == "interrupted: the last checkpoint is kept"
 
 
 def test_bad_flags_exit_2_like_argparse(capsys: pytest.CaptureFixture[str]) -> None:

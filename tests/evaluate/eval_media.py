@@ -8,6 +8,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from testing.models import MOBILEFACE, PFLD, SCRFD
+
 D0 = "videos/liveportrait_d0.mp4"  # 512x512, 25 fps, one frontal face
 KATIE = "videos/sadtalker_WDA_KatieHill_000.mp4"  # 512x512, 25 fps, another person
 FRIENDS = "videos/mobileface_friends1.mp4"  # 1280x720, 25 fps, 5-7 people
@@ -18,9 +20,9 @@ def load_models(fixtures: Path):
     from reenact.faces import OnnxArcFaceEncoder, make_detector
     from reenact.faces.landmarks import PfldLandmarks
 
-    detector = make_detector("insightface", fixtures / "models/scrfd/scrfd_500m_kps.onnx")
-    identity = OnnxArcFaceEncoder(fixtures / "models/mobileface_recognition_onnx/mobileface_V2.onnx", 0.0, 1.0)
-    landmarks = PfldLandmarks(fixtures / "models/landmarks_pfld68/pfld.onnx")
+    detector = make_detector("insightface", SCRFD.file(fixtures))
+    identity = OnnxArcFaceEncoder(MOBILEFACE.file(fixtures), MOBILEFACE.mean, MOBILEFACE.std)
+    landmarks = PfldLandmarks(PFLD.file(fixtures))
     return detector, identity, landmarks
 
 

@@ -13,6 +13,7 @@ from eval_media import D0
 from reenact.cli import main
 from reenact.errors import ModelError, ShapeError
 from reenact.faces.landmarks import PfldLandmarks
+from testing.models import MOBILEFACE, PFLD, SCRFD
 
 
 def _photo(fixtures: Path, name: str) -> torch.Tensor:
@@ -26,8 +27,8 @@ def test_landmarks_land_on_the_detected_eyes_nose_and_mouth(fixtures: Path, mode
     from reenact.faces import make_detector
     from reenact.faces.dlib_landmarks import DlibLandmarks68
 
-    det = make_detector("insightface", fixtures / "models/scrfd/scrfd_500m_kps.onnx")
-    lm = PfldLandmarks(fixtures / "models/landmarks_pfld68/pfld.onnx") if model == "pfld" else DlibLandmarks68()
+    det = make_detector("insightface", SCRFD.file(fixtures))
+    lm = PfldLandmarks(PFLD.file(fixtures)) if model == "pfld" else DlibLandmarks68()
     images = [_photo(fixtures, n) for n in ("deepface/img1.jpg", "deepface/img2.jpg")]
     for image in images:
         d = det.detect(image[None])[0]
@@ -44,7 +45,7 @@ def test_landmarks_land_on_the_detected_eyes_nose_and_mouth(fixtures: Path, mode
 def test_landmarks_bad_input(fixtures: Path, tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="not found"):
         PfldLandmarks(tmp_path / "missing.onnx")
-    lm = PfldLandmarks(fixtures / "models/landmarks_pfld68/pfld.onnx")
+    lm = PfldLandmarks(PFLD.file(fixtures))
     frames = torch.zeros(1, 32, 32, 3, dtype=torch.uint8)
     with pytest.raises(ShapeError, match="boxes"):
         lm.detect(frames, np.zeros(2, np.int64), np.zeros((1, 4)))
@@ -53,13 +54,12 @@ def test_landmarks_bad_input(fixtures: Path, tmp_path: Path) -> None:
 
 
 def _args(fixtures: Path, output: Path, out: Path) -> list[str]:
-    m = fixtures / "models"
     return [
         "eval", str(fixtures / D0), str(output), "--out", str(out), "--max-frames", "4",
-        "--landmarks", str(m / "landmarks_pfld68/pfld.onnx"),
-        "--detector", "insightface", "--detector-model", str(m / "scrfd/scrfd_500m_kps.onnx"),
-        "--identity-model", str(m / "mobileface_recognition_onnx/mobileface_V2.onnx"),
-        "--identity-mean", "0", "--identity-std", "1", "--json",
+        "--landmarks", str(PFLD.file(fixtures)),
+        "--detector", "insightface", "--detector-model", str(SCRFD.file(fixtures)),
+        "--identity-model", str(MOBILEFACE.file(fixtures)),
+        "--identity-mean", f"{MOBILEFACE.mean:g}", "--identity-std", f"{MOBILEFACE.std:g}", "--json",
     ]
 
 

@@ -13,9 +13,7 @@ from PIL import Image
 
 from reenact.faces.detect import DetectorSettings, FaceDetections, make_detector
 from reenact.faces.identity import DlibFaceEncoder, OnnxArcFaceEncoder
-
-SCRFD = "models/scrfd/scrfd_500m_kps.onnx"
-MOBILEFACE = "models/mobileface_recognition_onnx/mobileface_V2.onnx"
+from testing.models import MOBILEFACE, SCRFD
 
 
 @lru_cache(maxsize=8)
@@ -54,7 +52,7 @@ def load_photo():
 
 @pytest.fixture(scope="session")
 def scrfd(fixtures: Path):
-    return make_detector("insightface", fixtures / SCRFD)
+    return make_detector("insightface", SCRFD.file(fixtures))
 
 
 @pytest.fixture(scope="session")
@@ -64,7 +62,7 @@ def centerface():
 
 @pytest.fixture(scope="session")
 def mobileface(fixtures: Path) -> OnnxArcFaceEncoder:
-    return OnnxArcFaceEncoder(fixtures / MOBILEFACE, input_mean=0.0, input_std=1.0)
+    return OnnxArcFaceEncoder(MOBILEFACE.file(fixtures), input_mean=MOBILEFACE.mean, input_std=MOBILEFACE.std)
 
 
 @pytest.fixture(scope="session")

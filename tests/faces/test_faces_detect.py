@@ -16,6 +16,7 @@ from reenact.faces.detect import (
     InsightFaceDetector,
     make_detector,
 )
+from testing.models import SCRFD
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -130,7 +131,7 @@ def test_black_frame_and_tiny_face(fixtures, load_photo, scrfd, centerface):
     canvas = np.full((240, 320, 3), 90, np.uint8)
     canvas[100:145, 100:133] = tiny
     assert len(scrfd.detect(canvas[None])[0]) == 0  # under min_face_size (20 px)
-    loose = InsightFaceDetector(fixtures / "models/scrfd/scrfd_500m_kps.onnx", DetectorSettings(min_face_size=0, score_threshold=0.3))
+    loose = InsightFaceDetector(SCRFD.file(fixtures), DetectorSettings(min_face_size=0, score_threshold=0.3))
     for d in loose.detect(canvas[None]):
         assert (d.boxes[:, 2:] - d.boxes[:, :2]).min() < 20  # anything found is the tiny face
 
@@ -163,7 +164,7 @@ def test_corrupt_model_and_pack_without_detector(tmp_path, fixtures):
         make_detector("insightface", tmp_path / "missing.onnx")
     good = tmp_path / "pack"
     good.mkdir()
-    (good / "det_500m.onnx").symlink_to(fixtures / "models/scrfd/scrfd_500m_kps.onnx")
+    (good / "det_500m.onnx").symlink_to(SCRFD.file(fixtures))
     assert make_detector("insightface", good).name == "insightface"
 
 

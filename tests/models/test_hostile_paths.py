@@ -13,7 +13,7 @@ import pytest
 
 import reenact.packs  # noqa: F401 - registers the loaders
 from reenact.errors import ConfigError, DownloadError, ModelError
-from reenact.models import registry
+from reenact.models import download, registry
 
 VICTIM = b"export SECRET=1\n"
 
@@ -124,7 +124,7 @@ def test_planted_part_symlink_is_not_written_through(
     dest = tmp_path / "dl" / "g.bin"
     dest.parent.mkdir()
     (dest.parent / "g.bin.part").symlink_to(victim)
-    digest = registry.download(f"{url}/g.bin", dest, progress=False)
+    digest = download.download(f"{url}/g.bin", dest, progress=False)
     assert victim.read_bytes() == VICTIM
     assert dest.read_bytes() == b"payload" and digest == hashlib.sha256(b"payload").hexdigest()
     assert not dest.is_symlink()
@@ -179,7 +179,7 @@ def test_endless_body_stops_at_the_cap(tmp_path: Path, server: tuple[str, dict])
     routes["/endless"] = (200, {}, None)
     dest = tmp_path / "e.bin"
     with pytest.raises(DownloadError, match="more than the 1000000 bytes"):
-        registry.download(f"{url}/endless", dest, progress=False, max_bytes=1_000_000)
+        download.download(f"{url}/endless", dest, progress=False, max_bytes=1_000_000)
     assert not dest.exists() and not dest.with_name("e.bin.part").exists()
 
 
@@ -187,7 +187,7 @@ def test_body_longer_than_the_pack_size_is_refused(tmp_path: Path, server: tuple
     url, routes = server
     routes["/big"] = (200, {}, b"x" * 5000)
     with pytest.raises(DownloadError, match="5000 bytes, more than the 100 expected"):
-        registry.download(f"{url}/big", tmp_path / "b.bin", progress=False, size=100)
+        download.download(f"{url}/big", tmp_path / "b.bin", progress=False, size=100)
     assert not (tmp_path / "b.bin.part").exists()
 
 
@@ -195,7 +195,7 @@ def test_part_longer_than_expected_is_discarded(tmp_path: Path, server: tuple[st
     url, routes = server
     routes["/g.bin"] = (200, {}, b"good")
     (tmp_path / "g.bin.part").write_bytes(b"junk" * 100)
-    assert registry.download(f"{url}/g.bin", tmp_path / "g.bin", progress=False, size=4)
+    assert download.download(f"{url}/g.bin", tmp_path / "g.bin", progress=False, size=4)
     assert (tmp_path / "g.bin").read_bytes() == b"good"
 
 
@@ -205,7 +205,7 @@ def test_redirect_to_another_host_is_refused(tmp_path: Path, server: tuple[str, 
     routes["/r"] = (302, {"Location": f"http://localhost:{port}/g.bin"}, b"")
     routes["/g.bin"] = (200, {}, b"good")
     with pytest.raises(DownloadError, match="another host"):
-        registry.download(f"{url}/r", tmp_path / "g.bin", progress=False)
+        download.download(f"{url}/r", tmp_path / "g.bin", progress=False)
     assert not (tmp_path / "g.bin").exists()
 
 
@@ -215,17 +215,17 @@ def test_redirect_on_the_same_origin_is_followed_and_logged(
     url, routes = server
     routes["/r"] = (302, {"Location": "/g.bin"}, b"")
     routes["/g.bin"] = (200, {}, b"good")
-    with caplog.at_level(logging.INFO, logger="reenact.models.registry"):
-        registry.download(f"{url}/r", tmp_path / "g.bin", progress=False)
+    with caplog.at_level(logging.INFO, logger="reenact.models.download"):
+        download.download(f"{url}/r", tmp_path / "g.bin", progress=False)
     assert f"final URL {url}/g.bin" in caplog.text and "trusting this first download" in caplog.text
 
 
 def test_redirect_rules() -> None:
     with pytest.raises(DownloadError, match="downgrade"):
-        registry.check_redirect("https://cdn.example/x", "http://cdn.example/y")
+        download.check_redirect("https://cdn.example/x", "http://cdn.example/y")
     with pytest.raises(DownloadError, match="another host"):
-        registry.check_redirect("https://cdn.example/x", "https://evil.example/y")
+        download.check_redirect("https://cdn.example/x", "https://evil.example/y")
     with pytest.raises(DownloadError, match="scheme"):
-        registry.check_redirect("https://cdn.example/x", "file:///etc/passwd")
-    registry.check_redirect("https://cdn.example/x", "https://cdn.example/y")
-    registry.check_redirect("https://cdn.example/x", "https://mirror.example/y", ("mirror.example",))
+        download.check_redirect("https://cdn.example/x", "file:///etc/passwd")
+    download.check_redirect("https://cdn.example/x", "https://cdn.example/y")
+    download.check_redirect("https://cdn.example/x", "https://mirror.example/y", ("mirror.example",))

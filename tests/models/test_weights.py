@@ -22,8 +22,9 @@ from reenact.errors import (
     ModelError,
     WeightsMissingError,
 )
-from reenact.models.stylegan2 import save_generator, tiny_generator
-from reenact.packs import pack_generator, registry
+from reenact.models import download
+from reenact.models.stylegan2 import load_generator, save_generator, tiny_generator
+from reenact.packs import registry
 
 PAYLOAD = os.urandom(300_000)
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -97,7 +98,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_download_good_file(server: _Server, tmp_path: Path) -> None:
     server.files["/good.bin"] = PAYLOAD
     dest = tmp_path / "cache" / "good.bin"
-    assert registry.download(f"{server.url}/good.bin", dest, sha256=SHA, progress=False) == SHA
+    assert download.download(f"{server.url}/good.bin", dest, sha256=SHA, progress=False) == SHA
     assert dest.read_bytes() == PAYLOAD
     assert sorted(p.name for p in dest.parent.iterdir()) == ["good.bin"]
 
@@ -107,7 +108,7 @@ def test_download_unknown_hash_is_recorded_and_said(
 ) -> None:
     server.files["/good.bin"] = PAYLOAD
     with caplog.at_level(logging.WARNING):
-        digest = registry.download(f"{server.url}/good.bin", tmp_path / "g.bin", progress=False)
+        digest = download.download(f"{server.url}/good.bin", tmp_path / "g.bin", progress=False)
     assert digest == SHA
     assert "no sha256 was known" in caplog.text and SHA in caplog.text
 
@@ -116,7 +117,7 @@ def test_download_corrupted_file_leaves_nothing(server: _Server, tmp_path: Path)
     server.files["/bad.bin"] = PAYLOAD[:-1] + bytes([PAYLOAD[-1] ^ 1])
     dest = tmp_path / "cache" / "bad.bin"
     with pytest.raises(ChecksumError, match=SHA):
-        registry.download(f"{server.url}/bad.bin", dest, sha256=SHA, progress=False)
+        download.download(f"{server.url}/bad.bin", dest, sha256=SHA, progress=False)
     assert list(dest.parent.iterdir()) == []
 
 
@@ -125,12 +126,12 @@ def test_download_interrupted_then_resumed(server: _Server, tmp_path: Path) -> N
     server.cut_once.add("/big.bin")
     dest = tmp_path / "cache" / "big.bin"
     with pytest.raises(DownloadError, match="cut off.*run the same command again"):
-        registry.download(f"{server.url}/big.bin", dest, sha256=SHA, progress=False)
+        download.download(f"{server.url}/big.bin", dest, sha256=SHA, progress=False)
     assert not dest.exists()
     part = dest.with_name("big.bin.part")
     assert 0 < part.stat().st_size < len(PAYLOAD)
     have = part.stat().st_size
-    assert registry.download(f"{server.url}/big.bin", dest, sha256=SHA, progress=False) == SHA
+    assert download.download(f"{server.url}/big.bin", dest, sha256=SHA, progress=False) == SHA
     assert dest.read_bytes() == PAYLOAD and not part.exists()
     assert server.requests[-1] == ("/big.bin", f"bytes={have}-")  # really resumed
 
@@ -139,15 +140,15 @@ def test_download_server_without_range_restarts(server: _Server, tmp_path: Path)
     server.files["/norange.bin"] = PAYLOAD
     dest = tmp_path / "norange.bin"
     dest.with_name("norange.bin.part").write_bytes(b"stale partial content")
-    assert registry.download(f"{server.url}/norange.bin", dest, sha256=SHA, progress=False) == SHA
+    assert download.download(f"{server.url}/norange.bin", dest, sha256=SHA, progress=False) == SHA
     assert dest.read_bytes() == PAYLOAD
 
 
 def test_download_errors(server: _Server, tmp_path: Path) -> None:
     with pytest.raises(DownloadError, match="404"):
-        registry.download(f"{server.url}/missing.bin", tmp_path / "m.bin", progress=False)
+        download.download(f"{server.url}/missing.bin", tmp_path / "m.bin", progress=False)
     with pytest.raises(DownloadError, match="only http"):
-        registry.download("ftp://example.com/x", tmp_path / "x", progress=False)
+        download.download("ftp://example.com/x", tmp_path / "x", progress=False)
     assert not (tmp_path / "m.bin").exists()
 
 
@@ -156,7 +157,7 @@ def test_read_only_cache_dir(server: _Server, tmp_path: Path, monkeypatch: pytes
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file where the cache folder should be")
     with pytest.raises(DownloadError, match="not writable.*REENACT_HOME"):
-        registry.download(f"{server.url}/good.bin", blocker / "models" / "g.bin", progress=False)
+        download.download(f"{server.url}/good.bin", blocker / "models" / "g.bin", progress=False)
     monkeypatch.setenv("REENACT_HOME", str(blocker))
     with pytest.raises(ModelError, match="not writable"):
         registry.import_file(_tiny_file(tmp_path), "full/identity_model")
@@ -167,7 +168,7 @@ def test_read_only_cache_dir_permissions(server: _Server, tmp_path: Path) -> Non
     # sysfs refuses new files and folders even to root (CI runs as root): root-proof
     for dest in (Path("/sys") / "g.bin", Path("/sys") / "reenact-cache" / "g.bin"):
         with pytest.raises(DownloadError, match="not writable"):
-            registry.download(f"{server.url}/good.bin", dest, progress=False)
+            download.download(f"{server.url}/good.bin", dest, progress=False)
         assert not dest.exists() and not dest.parent.joinpath(".write-test-").exists()
     assert not [p for p in Path("/sys").iterdir() if p.name.startswith((".write-test-", "g.bin", "reenact"))]
     if os.geteuid() != 0:  # a read-only folder stops everyone else too
@@ -176,7 +177,7 @@ def test_read_only_cache_dir_permissions(server: _Server, tmp_path: Path) -> Non
         ro.chmod(0o555)
         try:
             with pytest.raises(DownloadError, match="not writable"):
-                registry.download(f"{server.url}/good.bin", ro / "g.bin", progress=False)
+                download.download(f"{server.url}/good.bin", ro / "g.bin", progress=False)
             assert list(ro.iterdir()) == []
         finally:
             ro.chmod(0o755)
@@ -204,8 +205,6 @@ def test_tiny_pack_models_are_present_and_verified() -> None:
     results = {r.component: r for r in registry.verify("tiny")}
     for name in ("generator", "detector", "identity", "landmarks"):
         assert results[name].ok, results[name].message
-    G = pack_generator("tiny")
-    assert G.img_resolution == 64 and not G.training
 
 
 def test_full_pack_points_at_insightface(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -277,12 +276,12 @@ def test_pull_verify_and_load(server: _Server, home: Path, tmp_path: Path, monke
     monkeypatch.setenv("REENACT_PACKS", str(tmp_path / "packs"))
     _write_pack(tmp_path / "packs", f"{server.url}/g.safetensors")
     with pytest.raises(WeightsMissingError, match="reenact models pull test"):
-        pack_generator("test")
+        registry.resolve("test", "generator")
     paths = registry.pull("test", progress=False)
     assert paths["generator"] == home / "models" / "test-generator.safetensors"
     assert (home / "hashes.json").read_text().count(hashlib.sha256(src.read_bytes()).hexdigest()) == 1
     assert not any((home / "downloads").iterdir())  # the raw download is gone after conversion
-    G = pack_generator("test")
+    G = load_generator(registry.resolve("test", "generator"))
     z = torch.randn([1, 64])
     with torch.no_grad():
         assert torch.equal(G(z), tiny_generator(5, 32)(z))

@@ -10,15 +10,16 @@ from typing import Any
 import pytest
 import torch
 
+from testing.models import MOBILEFACE, PFLD
+
 REPO = Path(__file__).resolve().parents[2]
 TINY_CONFIG = REPO / "configs" / "train_tiny.yaml"
 
 
 def tiny_overrides(fixtures: Path, dataset: Path, results: Path, **extra: Any) -> dict[str, Any]:
-    models = fixtures / "models"
     base: dict[str, Any] = {
-        "face_models.identity.path": str(models / "mobileface_recognition_onnx" / "mobileface_V2.onnx"),
-        "face_models.landmarks.path": str(models / "landmarks_pfld68" / "pfld.onnx"),
+        "face_models.identity.path": str(MOBILEFACE.file(fixtures)),
+        "face_models.landmarks.path": str(PFLD.file(fixtures)),
         "dataset.path": str(dataset),
         "dataset.num_images": 24,
         "dataset.shard_size": 8,

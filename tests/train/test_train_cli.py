@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from reenact.train.cli import main
+from reenact.cli import train_main as main
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = str(REPO / "configs" / "train_tiny.yaml")

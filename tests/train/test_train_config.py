@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from reenact.cli import build_parser
+from reenact.cli.train import _config
 from reenact.errors import ConfigError
-from reenact.train.cli import _config, _parser
 from reenact.train.config import TrainConfig, load_train_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -38,7 +39,7 @@ def test_unknown_key_and_wrong_type_are_rejected(tmp_path: Path) -> None:
 
 
 def test_authors_flags_override_config() -> None:
-    args = _parser().parse_args([
+    args = build_parser("reenact-train").parse_args([
         "fit", "--config", str(CONFIGS / "train_tiny.yaml"), "--batch_size", "3", "--cross_frequency", "5",
         "--dataset_path", "/data/ds", "--results_dir", "/out", "--train_data_size", "100",
         "--load_checkpoint", "/out/last.safetensors", "--resolution", "64", "--set", "optim.lr=0.01",
@@ -48,10 +49,10 @@ def test_authors_flags_override_config() -> None:
     assert config.dataset.path == "/data/ds" and config.run.results_dir == "/out"
     assert config.run.train_data_size == 100 and config.run.resume == "/out/last.safetensors"
     assert config.generator.resolution == 64 and config.optim.lr == 0.01
-    args = _parser().parse_args(["make-dataset", "--num_images", "10", "--output_path", "/ds",
+    args = build_parser("reenact-train").parse_args(["make-dataset", "--num_images", "10", "--output_path", "/ds",
                                  "--pretrained_models_path", "/g", "--batch_size", "4"])
     config = _config(args, "make-dataset")
     assert config.dataset.num_images == 10 and config.dataset.path == "/ds"
     assert config.generator.path == "/g" and config.dataset.batch_size == 4
     with pytest.raises(ConfigError, match="unknown key optim.nope"):
-        _config(_parser().parse_args(["fit", "--set", "optim.nope=1"]), "fit")
+        _config(build_parser("reenact-train").parse_args(["fit", "--set", "optim.nope=1"]), "fit")

@@ -20,8 +20,10 @@ def test_two_process_gloo_run_keeps_replicas_identical(tiny_settings: Callable[.
         "run.steps": 4, "run.checkpoint_every": 2, "run.eval_every": 100})
     sets = [arg for key, value in overrides.items() for arg in ("--set", f"{key}={json.dumps(value)}")]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "reenact.train.cli", "fit", "--config", str(TINY_CONFIG), "--quiet", *sets]
+    # what `torchrun --no-python reenact-train fit ...` runs, from this checkout
+    script = [sys.executable, "-c", "from reenact.cli import train_script; train_script()"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "--no-python",
+           *script, "fit", "--config", str(TINY_CONFIG), "--quiet", *sets]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())

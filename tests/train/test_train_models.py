@@ -13,6 +13,7 @@ from reenact.errors import ConfigError, ModelError, ShapeError
 from reenact.models.encoders import AttributeEncoder, AttributeEncoderConfig
 from reenact.models.mapper import Mapper, MapperConfig, WDiscriminator, WDiscriminatorConfig
 from reenact.models.onnx_modules import OnnxIdentity, OnnxLandmarks, OnnxModelSpec
+from testing.models import MOBILEFACE, PFLD
 
 
 def _linear_shapes(module: nn.Module) -> list[tuple[int, int]]:
@@ -59,10 +60,7 @@ def test_small_encoder_shapes_and_gradients() -> None:
 
 
 def _spec(fixtures: Path, which: str) -> OnnxModelSpec:
-    if which == "id":
-        return OnnxModelSpec(path=str(fixtures / "models/mobileface_recognition_onnx/mobileface_V2.onnx"),
-                             input_scale=255.0)
-    return OnnxModelSpec(path=str(fixtures / "models/landmarks_pfld68/pfld.onnx"), input_scale=1.0)
+    return (MOBILEFACE if which == "id" else PFLD).spec(fixtures)
 
 
 def test_onnx_identity_matches_onnxruntime_and_is_differentiable(fixtures: Path) -> None:

@@ -15,9 +15,10 @@ import torch
 from reenact.faces.align import align_faces, arcface_template, ffhq_template
 from reenact.io.images import read_image
 from reenact.io.reader import VideoReader
-from reenact.models.onnx_modules import OnnxIdentity, OnnxLandmarks, OnnxModelSpec
-from reenact.models.optimize import OptimizeSettings, OptimizingMapper
+from reenact.mapping.optimize import OptimizeSettings, OptimizingMapper
+from reenact.models.onnx_modules import OnnxIdentity, OnnxLandmarks
 from reenact.models.stylegan2 import tiny_generator
+from testing.models import MOBILEFACE, PFLD
 
 R = 64
 # CenterFace five points (frame pixels) of frames 0..2 of liveportrait_d0.mp4, measured once.
@@ -28,23 +29,9 @@ CLIP_POINTS = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Several OpenMP threads stall on the shared 2-core machine; use one (restored after)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def nets(fixtures: Path) -> tuple[OnnxIdentity, OnnxLandmarks]:
-    models = fixtures / "models"
-    identity = OnnxIdentity(OnnxModelSpec(str(models / "mobileface_recognition_onnx/mobileface_V2.onnx"),
-                                          input_size=112, input_scale=255.0, mean=0.0, std=1.0))
-    landmarks = OnnxLandmarks(OnnxModelSpec(str(models / "landmarks_pfld68/pfld.onnx"),
-                                            input_size=112, input_scale=1.0, mean=0.0, std=1.0))
-    return identity, landmarks
+    return OnnxIdentity(MOBILEFACE.spec(fixtures)), OnnxLandmarks(PFLD.spec(fixtures))
 
 
 @pytest.fixture(scope="module")
@@ -113,15 +100,13 @@ def test_pipeline_factory_uses_the_packs_identity_model(fixtures: Path, clip_cro
 
     from reenact.errors import ConfigError
     from reenact.faces import DlibFaceEncoder, OnnxArcFaceEncoder
-    from reenact.models.optimize import make_optimizing_mapping
+    from reenact.mapping.optimize import make_optimizing_mapping
 
-    models = fixtures / "models"
-    encoder = OnnxArcFaceEncoder(models / "mobileface_recognition_onnx/mobileface_V2.onnx", 0.0, 1.0)
+    encoder = OnnxArcFaceEncoder(MOBILEFACE.file(fixtures), MOBILEFACE.mean, MOBILEFACE.std)
     G = tiny_generator(seed=0, resolution=R)
     pack = SimpleNamespace(identity=encoder, generator=G)
     settings = OptimizeSettings(steps_first=4, steps_warm=2, init_candidates=2,
-                                landmark_model=OnnxModelSpec(str(models / "landmarks_pfld68/pfld.onnx"),
-                                                             input_size=112, input_scale=1.0))
+                                landmark_model=PFLD.spec(fixtures))
     mapping = make_optimizing_mapping(pack, settings, seed=0)
     # the onnxruntime encoder and its onnx2torch twin agree on the input faces
     with torch.no_grad():

@@ -192,6 +192,18 @@ def _repeat(x: torch.Tensor, i: int, n: int) -> torch.Tensor:
     return x[i : i + 1].expand(n, *x.shape[1:])
 
 
+def _time_steps(track_ids: list[int]) -> list[torch.Tensor]:
+    """Faces of a chunk grouped by their rank within their track: faces of one rank form one
+    time step (at most one face per track), optimised together; int64 index tensors in rank order."""
+    seen: dict[int, int] = {}
+    rank = []
+    for tid in track_ids:
+        rank.append(seen.get(tid, 0))
+        seen[tid] = rank[-1] + 1
+    rank_t = torch.tensor(rank)
+    return [torch.nonzero(rank_t == r).flatten() for r in range(max(rank) + 1)]
+
+
 @dataclass
 class FrameStats:
     """What one :meth:`OptimizingMapper.map` call did, per face-frame.
@@ -236,6 +248,134 @@ class _TrackState:
     steps: int = 0
     diverged: int = 0
     final: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class _ChunkOut:
+    """What :meth:`OptimizingMapper.map` fills in face by face (the fields of :class:`FrameStats`)."""
+
+    ws: torch.Tensor
+    steps: torch.Tensor
+    warm: torch.Tensor
+    diverged: torch.Tensor
+    initial: dict[str, torch.Tensor]
+    final: dict[str, torch.Tensor]
+    history: list[list[float]] | None
+    task_history: list[list[float]] | None
+
+    @classmethod
+    def empty(cls, n: int, rows: int, w_dim: int, device: torch.device, record_history: bool) -> _ChunkOut:
+        names = (*LOSS_TERMS, "total", "task")
+        return cls(
+            torch.empty(n, rows, w_dim, device=device),
+            torch.zeros(n, dtype=torch.long),
+            torch.zeros(n, dtype=torch.bool),
+            torch.zeros(n, dtype=torch.bool),
+            {k: torch.zeros(n) for k in names},
+            {k: torch.zeros(n) for k in names},
+            [[] for _ in range(n)] if record_history else None,
+            [[] for _ in range(n)] if record_history else None,
+        )
+
+    def stats(self, track_ids: torch.Tensor) -> FrameStats:
+        return FrameStats(track_ids.cpu(), self.steps, self.warm, self.diverged, self.initial, self.final,
+                          self.history, self.task_history)
+
+
+class BatchAdam:
+    """Adam on a batch of latents, one face per row, each with its own rate and step count.
+
+    A warm face continues its track's moments and step count from the previous frame (so its
+    first steps are not oversized); a new face starts them at zero. :attr:`taken` counts the
+    steps of this frame. Non-finite gradient entries count as zero.
+
+    Conventions: ``w``, ``m``, ``v`` float ``[B,K,w_dim]`` on the latents' device; ``lr`` float
+    ``[B,1,1]`` on that device; ``t0`` and ``taken`` int64 ``[B]`` on the CPU.
+    """
+
+    BETA1, BETA2, EPS = 0.9, 0.999, 1e-8
+
+    def __init__(
+        self, start: torch.Tensor, lr: torch.Tensor, carried: list[tuple[torch.Tensor, torch.Tensor, int] | None]
+    ) -> None:
+        b = start.shape[0]
+        assert lr.shape == (b, 1, 1) and len(carried) == b, (tuple(lr.shape), len(carried), b)
+        self.w = start.clone()
+        self.lr = lr
+        self.m = torch.zeros_like(self.w)
+        self.v = torch.zeros_like(self.w)
+        self.t0 = torch.zeros(b, dtype=torch.long)
+        self.taken = torch.zeros(b, dtype=torch.long)
+        for f, moments in enumerate(carried):
+            if moments is not None:
+                self.m[f], self.v[f], self.t0[f] = moments
+
+    def step(self, sel: torch.Tensor, grad: torch.Tensor) -> None:
+        """One step for the faces ``sel`` (int64 ``[S]`` rows, CPU), gradients ``grad`` ``[S,K,w_dim]``."""
+        b1, b2 = self.BETA1, self.BETA2
+        g = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
+        self.taken[sel] += 1
+        t = (self.taken[sel] + self.t0[sel]).to(self.w.device, torch.float32)[:, None, None]
+        self.m[sel] = b1 * self.m[sel] + (1 - b1) * g
+        self.v[sel] = b2 * self.v[sel] + (1 - b2) * g * g
+        m_hat = self.m[sel] / (1 - b1**t)
+        v_hat = self.v[sel] / (1 - b2**t)
+        self.w[sel] = self.w[sel] - self.lr[sel] * m_hat / (v_hat.sqrt() + self.EPS)
+
+    def carried(self, f: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Face ``f``'s moments and total step count, for its track's next frame."""
+        return self.m[f].detach().clone(), self.v[f].detach().clone(), int(self.t0[f] + self.taken[f])
+
+
+class EarlyStop:
+    """When each face of a batch stops, and the best latent it reached.
+
+    A face stops when its step budget is spent, when its loss has not improved by
+    ``early_stop_rel_tol`` (relative) for ``early_stop_patience`` steps, or when it diverges
+    (loss NaN/inf, or above ``divergence_factor`` x its first loss: :attr:`diverged`).
+    :attr:`best_w` and :attr:`best_terms` hold the lowest-loss latent seen and its losses.
+
+    Conventions: ``start`` float ``[B,K,w_dim]``; ``max_steps`` int64 ``[B]``; the other
+    per-face tensors are ``[B]`` on the CPU.
+    """
+
+    def __init__(self, start: torch.Tensor, max_steps: torch.Tensor, settings: OptimizeSettings) -> None:
+        b = start.shape[0]
+        assert max_steps.shape == (b,), (tuple(max_steps.shape), b)
+        self.max_steps = max_steps
+        self.patience = settings.early_stop_patience
+        self.rel_tol = settings.early_stop_rel_tol
+        self.divergence_factor = settings.divergence_factor
+        self.best_w = start.clone()
+        self.best = torch.full((b,), float("inf"))
+        self.best_terms: dict[str, torch.Tensor] = {k: torch.zeros(b) for k in (*LOSS_TERMS, "total", "task")}
+        self.first = torch.full((b,), float("nan"))
+        self.last = torch.full((b,), float("nan"))
+        self.since_best = torch.zeros(b, dtype=torch.long)
+        self.active = torch.ones(b, dtype=torch.bool)
+        self.diverged = torch.zeros(b, dtype=torch.bool)
+
+    def observe(self, f: int, step: int, taken: int, w: torch.Tensor, terms: dict[str, float]) -> None:
+        """Face ``f`` has loss ``terms["total"]`` at latent ``w`` after ``taken`` steps (batch step ``step``)."""
+        value = terms["total"]
+        if step == 0:
+            self.first[f] = value
+        self.last[f] = value
+        if not math.isfinite(value) or (step > 0 and value > self.divergence_factor * float(self.first[f])):
+            self.diverged[f] = True
+            self.active[f] = False
+            return
+        if value < float(self.best[f]) * (1 - self.rel_tol) or step == 0:
+            self.since_best[f] = 0
+        else:
+            self.since_best[f] += 1
+        if value < float(self.best[f]):
+            self.best[f] = value
+            self.best_w[f] = w
+            for k, term in terms.items():
+                self.best_terms[k][f] = term
+        if taken >= int(self.max_steps[f]) or int(self.since_best[f]) >= self.patience:
+            self.active[f] = False
 
 
 class OptimizingMapper:
@@ -330,16 +470,6 @@ class OptimizingMapper:
             }
             for tid, s in sorted(self._tracks.items())
         }
-
-    def check_target_quality(self, detection_score: float, what: str = "target identity photo") -> bool:
-        """Warn (and return False) when a target identity photo's face detection score is low."""
-        if not math.isfinite(detection_score) or detection_score < self.settings.min_target_score:
-            log.warning(
-                "%s: face detected with score %.3f < %.2f; the identity may be poor, use a sharper "
-                "frontal photo", what, detection_score, self.settings.min_target_score,
-            )
-            return False
-        return True
 
     # --- losses ------------------------------------------------------------------------
 
@@ -494,18 +624,9 @@ class OptimizingMapper:
         """
         crops, target_id, track_ids, initial = self._check(crops, target_id, track_ids, initial)
         n = crops.shape[0]
-        w_dim = int(self.G.w_dim)
-        ws_out = torch.empty(n, self._k, w_dim, device=self.device)
-        steps = torch.zeros(n, dtype=torch.long)
-        warm = torch.zeros(n, dtype=torch.bool)
-        diverged = torch.zeros(n, dtype=torch.bool)
-        initial_terms = {k: torch.zeros(n) for k in (*LOSS_TERMS, "total", "task")}
-        final_terms = {k: torch.zeros(n) for k in (*LOSS_TERMS, "total", "task")}
-        history: list[list[float]] | None = [[] for _ in range(n)] if record_history else None
-        task_history: list[list[float]] | None = [[] for _ in range(n)] if record_history else None
+        out = _ChunkOut.empty(n, self._k, int(self.G.w_dim), self.device, record_history)
         if n == 0:
-            return ws_out, FrameStats(track_ids.cpu(), steps, warm, diverged, initial_terms, final_terms,
-                                      history, task_history)
+            return out.ws, out.stats(track_ids)
         with torch.no_grad():
             feats = [self._features(crops[i : i + self.settings.batch_size])
                      for i in range(0, n, self.settings.batch_size)]
@@ -513,22 +634,12 @@ class OptimizingMapper:
         if feats[0][0].shape[1] != target_id.shape[1]:
             raise ShapeError(f"target_id has {target_id.shape[1]}-d codes but the identity network gives "
                              f"{feats[0][0].shape[1]}-d; embed the target with the same identity model")
-        # rank of each face within its track: faces of equal rank form one time step
         ids = track_ids.tolist()
-        seen: dict[int, int] = {}
-        rank = []
-        for tid in ids:
-            rank.append(seen.get(tid, 0))
-            seen[tid] = rank[-1] + 1
-        rank_t = torch.tensor(rank)
-        for r in range(max(rank) + 1):
-            wave = torch.nonzero(rank_t == r).flatten()
+        for wave in _time_steps(ids):
             for start in range(0, wave.numel(), self.settings.batch_size):
                 idx = wave[start : start + self.settings.batch_size]
-                self._run_batch(idx, crops, target_id, ids, ref_pts, initial, warm_start, ws_out, steps,
-                                warm, diverged, initial_terms, final_terms, history, task_history)
-        return ws_out, FrameStats(track_ids.cpu(), steps, warm, diverged, initial_terms, final_terms,
-                                  history, task_history)
+                self._run_batch(idx, crops, target_id, ids, ref_pts, initial, warm_start, out)
+        return out.ws, out.stats(track_ids)
 
     def _check(
         self, crops: torch.Tensor, target_id: torch.Tensor, track_ids: torch.Tensor, initial: torch.Tensor | None
@@ -577,17 +688,14 @@ class OptimizingMapper:
         ref_pts: torch.Tensor,
         initial: torch.Tensor | None,
         warm_start: bool,
-        ws_out: torch.Tensor,
-        steps_out: torch.Tensor,
-        warm_out: torch.Tensor,
-        diverged_out: torch.Tensor,
-        initial_terms: dict[str, torch.Tensor],
-        final_terms: dict[str, torch.Tensor],
-        history: list[list[float]] | None,
-        task_history: list[list[float]] | None,
+        out: _ChunkOut,
     ) -> None:
+        """Optimise the faces ``idx`` of a chunk together (one time step: one face per track).
+
+        Steps: 1. start latents; 2. Adam steps until :class:`EarlyStop` stops every face;
+        3. results into ``out`` and the tracks' state.
+        """
         s = self.settings
-        b = idx.numel()
         dev = self.device
         tids = [ids[i] for i in idx.tolist()]
         states = [self._tracks.get(t) for t in tids]
@@ -596,126 +704,144 @@ class OptimizingMapper:
         prev = torch.stack([st.latent if st is not None else torch.zeros(self._k, int(self.G.w_dim), device=dev)
                             for st in states])
         c, tgt, rp = crops[idx], target_id[idx], ref_pts[idx]
-        # starting points
+        # 1. starting points
+        start = self._starts(prev, is_warm, idx, tids, c, tgt, rp, initial)
+        # 2. optimise: warm faces continue the track's Adam state
+        lr = torch.where(is_warm, s.lr_warm, s.lr_first).to(dev)[:, None, None]
+        adam = BatchAdam(start, lr, [(st.adam_m, st.adam_v, st.adam_t) if st is not None and bool(is_warm[f])
+                                     else None for f, st in enumerate(states)])
+        stop = EarlyStop(start, torch.where(is_warm, s.steps_warm, s.steps_first), s)
+        step = 0
+        while True:
+            act = torch.nonzero(stop.active).flatten()
+            # evaluate at the current latent (every active face), then step
+            wa = adam.w[act].detach().requires_grad_(True)
+            terms, total, task, grad = self._loss_and_grad(wa, c[act], tgt[act], rp[act], prev[act], has_prev[act])
+            self._observe(step, act, idx, terms, total, task, wa, adam, stop, out)
+            still = stop.active[act].to(dev)
+            if not still.any():
+                break
+            adam.step(act[still.cpu()], grad[still])
+            step += 1
+        # 3. results
+        self._finish_batch(idx, tids, states, is_warm, start, adam, stop, out)
+
+    def _starts(
+        self,
+        prev: torch.Tensor,
+        is_warm: torch.Tensor,
+        idx: torch.Tensor,
+        tids: list[int],
+        crops: torch.Tensor,
+        target: torch.Tensor,
+        ref_pts: torch.Tensor,
+        initial: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Start latents ``[B,K,w_dim]``: the previous frame's for warm faces; for the others the
+        given ``initial`` latent, else the best random start."""
         start = prev.clone()
         cold = torch.nonzero(~is_warm).flatten()
         if cold.numel():
             if initial is not None:
                 start[cold] = initial[idx[cold]]
             else:
-                start[cold] = self._best_start([tids[i] for i in cold.tolist()], c[cold], tgt[cold], rp[cold])
-        max_steps = torch.where(is_warm, s.steps_warm, s.steps_first)
-        lr = torch.where(is_warm, s.lr_warm, s.lr_first).to(dev)[:, None, None]
-        w = start.clone()
-        # warm faces continue the track's Adam state, so the first steps are not oversized
-        m = torch.zeros_like(w)
-        v = torch.zeros_like(w)
-        adam_t0 = torch.zeros(b, dtype=torch.long)
-        for f, st in enumerate(states):
-            if st is not None and bool(is_warm[f]):
-                m[f], v[f], adam_t0[f] = st.adam_m, st.adam_v, st.adam_t
-        best_w = start.clone()
-        best = torch.full((b,), float("inf"))
-        best_terms: dict[str, torch.Tensor] = {k: torch.zeros(b) for k in (*LOSS_TERMS, "total", "task")}
-        first = torch.full((b,), float("nan"))
-        last = torch.full((b,), float("nan"))
-        since_best = torch.zeros(b, dtype=torch.long)
-        taken = torch.zeros(b, dtype=torch.long)
-        active = torch.ones(b, dtype=torch.bool)
-        bad = torch.zeros(b, dtype=torch.bool)
-        beta1, beta2, eps = 0.9, 0.999, 1e-8
-        step = 0
-        while True:
-            act = torch.nonzero(active).flatten()
-            # evaluate at the current latent (every active face), then step
-            wa = w[act].detach().requires_grad_(True)
-            with torch.enable_grad():
-                terms = self._terms(wa, c[act], tgt[act], rp[act], prev[act], has_prev[act])
-                total, task = self._combine(terms)
-                finite = torch.isfinite(total)
-                if finite.any():
-                    (grad,) = torch.autograd.grad(total[finite].sum(), wa)
-                else:
-                    grad = torch.zeros_like(wa)
-            tot = total.detach().cpu()
-            tsk = task.detach().cpu()
-            terms_cpu = {k: v.detach().cpu() for k, v in terms.items()}
-            for j, f in enumerate(act.tolist()):
-                value = float(tot[j])
-                if step == 0:
-                    first[f] = value
-                    for k in LOSS_TERMS:
-                        initial_terms[k][idx[f]] = float(terms_cpu[k][j])
-                    initial_terms["total"][idx[f]] = value
-                    initial_terms["task"][idx[f]] = float(tsk[j])
-                if history is not None and task_history is not None:
-                    history[int(idx[f])].append(value)
-                    task_history[int(idx[f])].append(float(tsk[j]))
-                last[f] = value
-                if not math.isfinite(value) or (step > 0 and value > s.divergence_factor * float(first[f])):
-                    bad[f] = True
-                    active[f] = False
-                    continue
-                if value < float(best[f]) * (1 - s.early_stop_rel_tol) or step == 0:
-                    since_best[f] = 0
-                else:
-                    since_best[f] += 1
-                if value < float(best[f]):
-                    best[f] = value
-                    best_w[f] = wa[j].detach()
-                    for k in LOSS_TERMS:
-                        best_terms[k][f] = float(terms_cpu[k][j])
-                    best_terms["total"][f] = value
-                    best_terms["task"][f] = float(tsk[j])
-                if taken[f] >= max_steps[f] or since_best[f] >= s.early_stop_patience:
-                    active[f] = False
-            still = active[act].to(dev)
-            if not still.any():
-                break
-            # Adam step for the faces still running (per-face step counts and rates)
-            sel = act[still.cpu()]
-            g = grad[still]
-            g = torch.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0)
-            taken[sel] += 1
-            t = (taken[sel] + adam_t0[sel]).to(dev, torch.float32)[:, None, None]
-            m[sel] = beta1 * m[sel] + (1 - beta1) * g
-            v[sel] = beta2 * v[sel] + (1 - beta2) * g * g
-            m_hat = m[sel] / (1 - beta1**t)
-            v_hat = v[sel] / (1 - beta2**t)
-            w[sel] = w[sel] - lr[sel] * m_hat / (v_hat.sqrt() + eps)
-            step += 1
-        # results
-        for f in range(b):
-            face = int(idx[f])
-            tid = tids[f]
-            st = states[f]
-            if bad[f]:
-                result = st.latent if st is not None else start[f]
-                diverged_out[face] = True
-                log.warning("optimize: track %d diverged after %d steps (loss %.4g from %.4g); using the "
-                            "previous latent", tid, int(taken[f]), float(last[f]), float(first[f]))
-                # the fallback is the start latent (previous frame's, or the first start),
-                # whose losses on this frame were measured at step 0
-                for k in final_terms:
-                    final_terms[k][face] = initial_terms[k][face]
+                start[cold] = self._best_start([tids[i] for i in cold.tolist()], crops[cold], target[cold],
+                                               ref_pts[cold])
+        return start
+
+    def _loss_and_grad(
+        self,
+        w: torch.Tensor,
+        crops: torch.Tensor,
+        target: torch.Tensor,
+        ref_pts: torch.Tensor,
+        prev: torch.Tensor,
+        has_prev: torch.Tensor,
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Loss terms, total and task loss ``[B]`` at the leaf latents ``w``, and d(total)/dw
+        (faces whose total is not finite add nothing to it)."""
+        with torch.enable_grad():
+            terms = self._terms(w, crops, target, ref_pts, prev, has_prev)
+            total, task = self._combine(terms)
+            finite = torch.isfinite(total)
+            if finite.any():
+                (grad,) = torch.autograd.grad(total[finite].sum(), w)
             else:
-                result = best_w[f]
-                for k in final_terms:
-                    final_terms[k][face] = best_terms[k][f]
-            ws_out[face] = result
-            steps_out[face] = int(taken[f])
-            warm_out[face] = bool(is_warm[f])
+                grad = torch.zeros_like(w)
+        return terms, total, task, grad
+
+    @staticmethod
+    def _observe(
+        step: int,
+        act: torch.Tensor,
+        idx: torch.Tensor,
+        terms: dict[str, torch.Tensor],
+        total: torch.Tensor,
+        task: torch.Tensor,
+        w: torch.Tensor,
+        adam: BatchAdam,
+        stop: EarlyStop,
+        out: _ChunkOut,
+    ) -> None:
+        """Record the active faces' losses (initial terms, history) and let :class:`EarlyStop` judge them."""
+        tot = total.detach().cpu()
+        tsk = task.detach().cpu()
+        terms_cpu = {k: v.detach().cpu() for k, v in terms.items()}
+        for j, f in enumerate(act.tolist()):
+            face = int(idx[f])
+            row = {**{k: float(terms_cpu[k][j]) for k in LOSS_TERMS}, "total": float(tot[j]), "task": float(tsk[j])}
+            if step == 0:
+                for k, value in row.items():
+                    out.initial[k][face] = value
+            if out.history is not None and out.task_history is not None:
+                out.history[face].append(row["total"])
+                out.task_history[face].append(row["task"])
+            stop.observe(f, step, int(adam.taken[f]), w[j].detach(), row)
+
+    def _finish_batch(
+        self,
+        idx: torch.Tensor,
+        tids: list[int],
+        states: list[_TrackState | None],
+        is_warm: torch.Tensor,
+        start: torch.Tensor,
+        adam: BatchAdam,
+        stop: EarlyStop,
+        out: _ChunkOut,
+    ) -> None:
+        """Each face's latent and losses into ``out``; each track's latent and Adam state carried on.
+
+        A diverged face gets its start latent (the previous frame's, or the first start), whose
+        losses on this frame were measured at step 0.
+        """
+        for f, (tid, st) in enumerate(zip(tids, states, strict=True)):
+            face = int(idx[f])
+            taken = int(adam.taken[f])
+            bad = bool(stop.diverged[f])
+            if bad:
+                result = st.latent if st is not None else start[f]
+                out.diverged[face] = True
+                log.warning("optimize: track %d diverged after %d steps (loss %.4g from %.4g); using the "
+                            "previous latent", tid, taken, float(stop.last[f]), float(stop.first[f]))
+                for k in out.final:
+                    out.final[k][face] = out.initial[k][face]
+            else:
+                result = stop.best_w[f]
+                for k in out.final:
+                    out.final[k][face] = stop.best_terms[k][f]
+            out.ws[face] = result
+            out.steps[face] = taken
+            out.warm[face] = bool(is_warm[f])
             if st is None:
                 st = _TrackState(result.detach().clone(), torch.zeros_like(result), torch.zeros_like(result))
                 self._tracks[tid] = st
-            if not bad[f]:
-                st.adam_m, st.adam_v = m[f].detach().clone(), v[f].detach().clone()
-                st.adam_t = int(adam_t0[f] + taken[f])
+            if not bad:
+                st.adam_m, st.adam_v, st.adam_t = adam.carried(f)
             st.latent = result.detach().clone()
             st.frames += 1
-            st.steps += int(taken[f])
-            st.diverged += int(bool(bad[f]))
-            st.final = {k: float(final_terms[k][face]) for k in final_terms}
+            st.steps += taken
+            st.diverged += int(bad)
+            st.final = {k: float(out.final[k][face]) for k in out.final}
 
 
 class OptimizingMapping:
@@ -802,7 +928,9 @@ __all__ = [
     "identity_net_for",
     "make_optimizing_mapping",
     "LOSS_TERMS",
+    "BatchAdam",
     "CropGeometry",
+    "EarlyStop",
     "FrameStats",
     "OptimizeLossWeights",
     "OptimizeSettings",

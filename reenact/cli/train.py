@@ -3,23 +3,45 @@
 The authors' flags (``--resolution``, ``--batch_size``, ``--num_images``, ``--output_path``,
 ``--pretrained_models_path``, ``--dataset_path``, ``--cross_frequency``,
 ``--train_data_size``, ``--results_dir``, ``--load_checkpoint``) override the config keys
-listed in :data:`train.config.AUTHOR_FLAGS`; ``--set key=value`` overrides any key.
+listed in :data:`AUTHOR_FLAGS`; ``--set key=value`` overrides any key.
+
+Registered in :data:`reenact.cli.COMMANDS` like every command (``add_args``/``run``), so its
+errors become exit statuses in the one guard. Training (:mod:`reenact.train`, which loads
+torch) is imported inside the ``run`` functions. Several processes:
+``torchrun --nproc_per_node N -m reenact.cli.train fit ...``.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
-import sys
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from reenact.errors import ConfigError, ReenactError
-from reenact.train.config import AUTHOR_FLAGS, TrainConfig, load_train_config
+from reenact.errors import ConfigError
+
+if TYPE_CHECKING:
+    from reenact.train.config import TrainConfig
+
+HELP = "train the identity-disentanglement model: make-dataset, fit (torchrun for several GPUs), export"
+#: what a stopped or interrupted training run leaves behind
+LEFT = "the last checkpoint is kept"
+
+#: The authors' command-line flags and the config key each one sets (see README, "Training").
+AUTHOR_FLAGS: dict[str, str] = {
+    "resolution": "generator.resolution",
+    "batch_size": "run.batch_size",
+    "num_images": "dataset.num_images",
+    "output_path": "dataset.path",
+    "pretrained_models_path": "generator.path",
+    "dataset_path": "dataset.path",
+    "cross_frequency": "optim.cross_frequency",
+    "train_data_size": "run.train_data_size",
+    "results_dir": "run.results_dir",
+    "load_checkpoint": "run.resume",
+}
 
 _FLAG_TYPES: dict[str, type] = {
     "resolution": int,
@@ -63,6 +85,8 @@ def _overrides(args: argparse.Namespace, command: str) -> dict[str, Any]:
 
 
 def _config(args: argparse.Namespace, command: str) -> TrainConfig:
+    from reenact.train.config import load_train_config
+
     return load_train_config(args.config, _overrides(args, command))
 
 
@@ -113,8 +137,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="reenact-train", description="train the identity-disentanglement model")
+def add_args(parser: argparse.ArgumentParser) -> None:
+    """The subcommands make-dataset, fit and export with their flags (each has its own --quiet)."""
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (("make-dataset", "sample the training set from the generator"),
                             ("fit", "train the attribute encoder and mapper (torchrun for several GPUs)")):
@@ -131,23 +155,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", "--load_checkpoint", dest="checkpoint", required=True, type=Path)
     p.add_argument("--out", "--output_path", dest="out", required=True, type=Path)
     p.add_argument("--quiet", action="store_true")
-    return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``reenact-train``; errors become one line on stderr and an exit code."""
-    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    logging.basicConfig(level=logging.ERROR if args.quiet else logging.INFO, format="%(levelname)s: %(message)s")
+def run(args: argparse.Namespace) -> int:
+    """Run the subcommand ``args.command``; returns its exit status."""
     commands = {"make-dataset": _cmd_make_dataset, "fit": _cmd_fit, "export": _cmd_export}
-    try:
-        return commands[args.command](args)
-    except ReenactError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("interrupted: the last checkpoint is kept", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return commands[args.command](args)
