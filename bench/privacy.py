@@ -321,6 +321,7 @@ def main() -> int:
           f"(cosine {mf_threshold:.4f}, {photo_pairs.size} different-person pairs; linked: at or above it AND closer to "
           f"the original than to anyone else)")
     goals: list[str] = []
+    printed = 0
     print(f"{'clip':9s} {'output':13s} {'frames':>6s} {'faces':>6s} {'untouched':>9s} {'dlib':>5s} {'dlinked':>7s} "
           f"{'dmin':>6s} {'mf':>5s} {'mlinked':>7s} {'mfmed':>6s} {'mfp95':>6s} {'bgPSNR':>7s} {'solid':>6s} {'fps':>6s}")
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -379,11 +380,13 @@ def main() -> int:
                     goals.append(_goal(f"solid_share_{tool}_{name}", solid if solid is not None else 1.0, "<=",
                                        SOLID_SHARE))
                 goals.append(_goal(f"untouched_faces_{tool}_{name}", untouched / faces if faces else 0.0, "<=", 0.0))
+            for line in goals[printed:]:  # each clip's verdicts as soon as it is judged
+                print(line, flush=True)
+            printed = len(goals)
     print("columns: dlib = input faces dlib's pipeline sees, dlinked = linked at distance < 0.6, dmin = smallest "
           "distance; mf = faces MobileFace judged, mlinked = linked; mfmed/mfp95 = its similarity to the original; "
           "bgPSNR = dB outside the SCRFD boxes grown 1.5x; solid = share of face-frames on the solid rung")
-    for line in goals:
-        print(line)
+    print(f"goals passed: {sum(line.endswith(' PASS') for line in goals)} of {len(goals)}")
     return 0
 
 
