@@ -64,7 +64,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=12)
     parser.add_argument("--clips", nargs="*", default=list(CLIPS), choices=list(CLIPS))
-    parser.add_argument("--methods", nargs="*", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--methods", nargs="*", default=[m for m in METHODS if m != "auto"], choices=METHODS)
     parser.add_argument("--outputs", type=Path, default=None, help="reuse (and keep) outputs here")
     parser.add_argument("--height", type=int, default=200, help="height of each cell in pixels")
     parser.add_argument("-o", "--output", type=Path, default=Path("privacy_sheet.png"))
