@@ -67,10 +67,11 @@ def main() -> None:
     import torch
 
     from reenact.faces.cadence import DetectionCadence
-    from reenact.faces.detect import DetectorSettings, make_detector
+    from reenact.faces.detect import make_detector
     from reenact.faces.track import TrackerSettings
+    from reenact.pipeline import PipelineConfig, plan_run
 
-    settings = DetectorSettings().for_mode("deidentify")
+    settings = plan_run("deidentify", PipelineConfig()).detection  # as a deidentify run resolves it
     full_every = args.full_every or settings.full_every or 1
     light_scale = args.light_scale or settings.light_scale
     detector = make_detector("offline", None, settings)

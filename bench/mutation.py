@@ -13,7 +13,7 @@ line no test runs (module constants, signature defaults: evaluated at import) ge
 
 Targets (``--target``, repeatable): ``module:name`` where ``name`` is a function, a class
 (all its methods) or ``*`` (every function and method of the module plus its module-level
-numeric constants). Default: all of ``reenact.pipeline.privacy`` (blur and box redactions,
+numeric constants). Default: all of the ``reenact.pipeline.privacy`` package (the box redactions,
 untracked cover, the checkers, the ladder ``PrivacyGuard`` with its blend-refusal and
 fail-closed paths) and ``reenact.faces.privacy_thresholds``, the deidentify policy
 ``reenact.pipeline.identity:SyntheticIdentities``, the small-face rule
@@ -56,7 +56,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 DEFAULT_TARGETS = (
-    "reenact.pipeline.privacy:*",
+    "reenact.pipeline.privacy.redaction:*",
+    "reenact.pipeline.privacy.checkers:*",
+    "reenact.pipeline.privacy.guard:*",
     "reenact.pipeline.identity:SyntheticIdentities",
     "reenact.faces.privacy_thresholds:*",
     "reenact.pipeline.stream:too_small",
@@ -70,7 +72,6 @@ GOAL = 0.9
 #: source line  [mutation]``, ``#k`` for the k-th identical mutation of one line), with the
 #: reason. They are reported apart and left out of the share (killed / (mutants - equivalent));
 #: one that a test does kill is reported as a stale entry, and so is a key no mutant has.
-_BLUR_OUT = "out[top:bottom, left:right] = coarse[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8)"
 _REDACT_OUT = "frame[top:bottom, left:right].copy_(big[0].permute(1, 2, 0).round_().clamp_(0, 255))"
 _GRAIN_OUT = "return grain.mul_(BLUR_NOISE).round_().clamp_(-127, 127).to(torch.int8)"
 _GRAIN_CACHE = "@functools.lru_cache(maxsize=2)"
@@ -82,13 +83,6 @@ EQUIVALENT: dict[str, str] = {
        "normal grain of 10 levels reaches 126 (12.6 standard deviations) with a probability of about 1e-36 "
        "a pixel: the clamp only keeps int8 from wrapping"
        for n in (126, 128) for tag in ("", " #2")},
-    f"blur_boxes: {_BLUR_OUT}  [0 -> -1]":
-        "bilinear enlarging (align_corners=False) mixes cell means with weights >= 0 summing to 1: "
-        "no value below 0 to clamp, so clamping at -1 is the same",
-    f"blur_boxes: {_BLUR_OUT}  [255 -> 256]":
-        "as above: no value above 255 to clamp",
-    f"blur_boxes: {_BLUR_OUT}  [0 -> -1] #3":
-        "coarse[-1] is coarse[0]: the batch holds one region",
     f"redact_region_: {_REDACT_OUT}  [0 -> -1] #3":
         "big[-1] is big[0]: the batch holds one region",
     "check_identities: sim = float(cosine_similarity(code[None], ref[None].to(code.device)).reshape(-1)[0])  "
@@ -450,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
         per_line = tests_per_line(copy_root, test_args, {m.path for m, _src in all_mutants}, 4 * timeout)
         options = _options_only(test_args)
         # the copy, not the tree, is what the tests import: a copy that cannot be imported must fail them
-        sentinel = copy_root / "reenact" / "pipeline" / "privacy.py"
+        sentinel = copy_root / "reenact" / "pipeline" / "privacy" / "guard.py"
         original = sentinel.read_text()
         sentinel.write_text("raise ImportError('mutation sentinel')\n" + original)
         rc, _s = run_tests(copy_root, test_args, timeout)

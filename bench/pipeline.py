@@ -41,7 +41,8 @@ sys.path.insert(0, str(ROOT))
 from reenact.config import replace  # noqa: E402
 from reenact.io import FrameChunk, VideoWriter, open_video, probe  # noqa: E402
 from reenact.packs import PackSettings  # noqa: E402
-from reenact.pipeline import FaceReplacer, PipelineConfig, cached_pack, process_video  # noqa: E402
+from reenact.pipeline import FaceReplacer, PipelineConfig, cached_pack, plan_run, process_video  # noqa: E402
+from reenact.pipeline.run import photo_codes  # noqa: E402
 from testing.fixtures import fixtures_dir  # noqa: E402
 from testing.goals import goal  # noqa: E402
 
@@ -75,16 +76,17 @@ def cut(src: Path, dst: Path, frames: int) -> Path:
 def _stages(config: PipelineConfig, clip: Path, tmp: Path, identity: Path) -> dict[str, Any]:
     """One pass of each stage alone (decode, compute on decoded frames, encode of computed
     frames) and then the end-to-end run, each timed; returns the seconds and the e2e report."""
-    from reenact.faces import identity_from_photo
 
     info = probe(clip)
-    pack = cached_pack(config, torch.device("cpu"))
-    target = identity_from_photo(identity, pack.detector, pack.identity).embedding
+    plan = plan_run("reenact", config, identity=identity)  # as the CLI plans a run
+    pack = cached_pack(plan)
+    plan = plan.bind(pack)
+    target = photo_codes(plan, pack).target
     t = time.perf_counter()
     with open_video(clip, chunk_size=config.read.chunk_size, backend=config.read.backend) as reader:
         chunks = list(reader)
     decode_s = time.perf_counter() - t
-    replacer = FaceReplacer(pack, config, "reenact", info.avg_fps, target=target)
+    replacer = FaceReplacer(plan, pack, info.avg_fps, target=target)
     t = time.perf_counter()
     outputs = list(replacer(iter(chunks)))
     compute_s = time.perf_counter() - t

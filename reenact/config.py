@@ -12,13 +12,20 @@ import dataclasses
 import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar, Union
+from typing import Any, Literal, TypeVar, Union
 
 import yaml
 
 from reenact.errors import ConfigError
 
 T = TypeVar("T")
+
+Mode = Literal["reenact", "deidentify"]
+"""The two products: put a photo's identity on a video, or give everyone a synthetic one. The
+one definition of the mode names; what a mode decides is resolved once, in
+:func:`reenact.pipeline.plan.plan_run`."""
+
+MODES: tuple[str, ...] = typing.get_args(Mode)
 
 
 def _check_value(value: Any, annotation: Any, where: str) -> Any:

@@ -31,7 +31,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from reenact.config import from_dict, parse_override, replace, to_dict
+from reenact.config import Mode, from_dict, parse_override, replace, to_dict
 from reenact.errors import ConfigError, InputError, ReenactError
 
 from .jobs import Job, JobQueue, QueueFullError
@@ -90,7 +90,7 @@ class Settings(BaseModel):
     """What the page chooses for a preview or a run."""
 
     input: str
-    mode: Literal["reenact", "deidentify"] = "deidentify"
+    mode: Mode = "deidentify"
     identity: str | None = None
     pack: str = "tiny"
     faces: Literal["all", "largest"] = "all"

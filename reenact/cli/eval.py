@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from reenact.cli.checks import check_photo_path, check_video_header
+from reenact.config import MODES, Mode
 from reenact.errors import InputError, OutputExistsError
 
 HELP = "quality metrics for an input/output video pair"
@@ -19,7 +20,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", type=Path, help="the original video")
     p.add_argument("output", type=Path, help="the processed video (made by any tool)")
     p.add_argument("--identity", type=Path, default=None, help="target face photo (reenact mode)")
-    p.add_argument("--mode", choices=["reenact", "deidentify"], default=None,
+    p.add_argument("--mode", choices=list(MODES), default=None,
                    help="reenact (needs --identity) or deidentify; default: reenact when --identity is given")
     p.add_argument("--out", type=Path, default=None, help="report folder (default: OUTPUT_eval next to OUTPUT)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing report")
@@ -68,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     from reenact.evaluate.models import EvalModelSettings, load_models
     from reenact.evaluate.report import EvalSettings, evaluate_videos, save_report
 
-    mode: Literal["reenact", "deidentify"] = args.mode or ("reenact" if args.identity is not None else "deidentify")
+    mode: Mode = args.mode or ("reenact" if args.identity is not None else "deidentify")
     overrides = {"reid_threshold": args.reid_threshold} if args.reid_threshold is not None else {}
     settings = EvalSettings(mode=mode, max_frames=args.max_frames, **overrides)
     out_dir = args.out or args.output.with_name(args.output.stem + "_eval")

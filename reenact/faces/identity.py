@@ -358,8 +358,10 @@ def identity_from_photo(
     path_or_image: str | Path | np.ndarray | torch.Tensor,
     detector: FaceDetector,
     encoder: IdentityEncoder,
+    name: str | None = None,
 ) -> IdentityPhoto:
-    """Identity of the largest face in a photo.
+    """Identity of the largest face in a photo (``name``: what messages call an image given
+    as pixels, e.g. its path).
 
     Raises :class:`NoFaceError` when no face is found; logs a warning naming the count
     when there are several (the largest is used).
@@ -368,7 +370,7 @@ def identity_from_photo(
         path_or_image: a path, or uint8 [H,W,3] RGB
     """
     image = _read_photo(path_or_image)
-    what = str(path_or_image) if isinstance(path_or_image, (str, Path)) else "the image"
+    what = str(path_or_image) if isinstance(path_or_image, (str, Path)) else (name or "the image")
     dets = detector.detect(image[None])[0]
     if len(dets) == 0:
         raise NoFaceError(

@@ -53,7 +53,7 @@ _install_loaders()
 __all__ = [
     "FacesBackend",
     "LoadedPack",
-    "check_pack_for_mode",
+    "check_pack_serves",
     "PackSettings",
     "load_pack",
     "registry",
@@ -138,16 +138,17 @@ _NO_MAPPING = (
 )
 
 
-def check_pack_for_mode(pack: str, mode: str) -> None:
-    """Refuse, before any weights load, a ``mode`` that pack ``pack`` cannot run.
+def check_pack_serves(pack: str, *, draws_identities: bool) -> None:
+    """Refuse, before any weights load, a run that pack ``pack`` cannot serve (an unknown pack
+    raises too).
 
-    ``deidentify`` draws synthetic identities through the generator's mapping network; a
-    StyleGAN v1 pack (``paper``) without its ``mapping`` component in the cache raises
-    :class:`WeightsMissingError` saying what to add. Other modes and packs pass.
+    A run that ``draws_identities`` (synthetic ones, through the generator's mapping network)
+    with a StyleGAN v1 pack (``paper``) without its ``mapping`` component in the cache raises
+    :class:`WeightsMissingError` saying what to add. Other runs and packs pass.
     """
     spec = registry.get_pack(pack)
     gen = spec.components.get("generator")
-    if mode != "deidentify" or gen is None or gen.kind != "stylegan1":
+    if not draws_identities or gen is None or gen.kind != "stylegan1":
         return
     if "mapping" in spec.components:
         try:

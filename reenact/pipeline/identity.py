@@ -1,6 +1,6 @@
 """Identity policies: which identity code each track gets, and what its output is checked against.
 
-One policy per mode, picked in one place (:func:`policy_class`):
+One policy per run, picked in one place (:func:`make_policy`, from the run plan's policy kind):
 
 * :class:`TargetIdentity` (``reenact``): every track gets the target photo's identity; an
   output face is compared with the target; a low similarity is reported, never redacted.
@@ -20,24 +20,23 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import torch
 
-from reenact.errors import ConfigError, InputError, ShapeError
-from reenact.faces import cosine_similarity, ffhq_template, identity_from_photo
-from reenact.faces.track import TrackerSettings
+from reenact.errors import ConfigError, ShapeError
+from reenact.faces import cosine_similarity, ffhq_template
 from reenact.packs import LoadedPack
-from reenact.pipeline.settings import Mode, PipelineConfig
+from reenact.pipeline.plan import RunPlan
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class TrackIdentity:
-    """The identity code given to one track, and what was checked about it."""
+    """The identity code given to one track, and what was checked about it (frozen: a redraw
+    makes a new one, :meth:`IdentityPolicy.redraw`)."""
 
     code: torch.Tensor | None
     original: torch.Tensor | None = None
@@ -55,20 +54,15 @@ class IdentityPolicy(Protocol):
 
     similarity_key: str
     """Report key of the per-track output similarity."""
-    redacts: bool
-    """Faces that fail (no identity, failed check, refused by the blender) are blurred."""
-    covers_untracked: bool
-    """Detections that no released track covers are treated as failed faces."""
-    private: bool
-    """The output must not identify the people in it: metadata is stripped, the audio named
-    in a warning, and the preview (original faces) is written only with ``--audit``."""
-
-    def check_tracker(self, settings: TrackerSettings) -> None:
-        """Raise ConfigError when the tracker settings cannot give this policy its guarantees."""
-        ...
 
     def identity_for(self, track_id: int, original: Callable[[], torch.Tensor]) -> TrackIdentity:
         """The identity of a new track; ``original()`` embeds its first face (float [D])."""
+        ...
+
+    def redraw(self, track_id: int, identity: TrackIdentity) -> tuple[TrackIdentity, torch.Tensor | None]:
+        """Another identity for a track whose output failed the privacy check (the ladder's
+        redraw rung): the track's identity after the draws (a new object; ``identity`` is not
+        changed) and the new code, or None when none was found."""
         ...
 
     def compare_with(self, identity: TrackIdentity) -> torch.Tensor:
@@ -88,50 +82,17 @@ class TargetIdentity:
     """Reenact: every track gets ``target``; outputs are compared with it and never redacted."""
 
     similarity_key = "similarity_to_target"
-    redacts = False
-    covers_untracked = False
-    private = False
 
     def __init__(self, target: torch.Tensor) -> None:
         if target.ndim != 1:
             raise ShapeError(f"target identity must be float [D], got {tuple(target.shape)}")
         self.target = target
 
-    @staticmethod
-    def check_request(identity_photo: str | Path | None) -> None:
-        if identity_photo is None:
-            raise InputError("reenact needs --identity PHOTO: the face to put on the video")
-
-    @classmethod
-    def for_run(
-        cls, pack: LoadedPack, config: PipelineConfig, threshold: float, identity_photo: str | Path | None,
-        warnings: list[str],
-    ) -> TargetIdentity:
-        """Embed the identity photo (warning about a weak detection)."""
-        cls.check_request(identity_photo)
-        assert identity_photo is not None
-        photo = identity_from_photo(identity_photo, pack.detector, pack.identity)
-        score = float(photo.detections.scores[photo.index_used])
-        if score < config.optimize.min_target_score:
-            warnings.append(f"identity photo {identity_photo}: face detected with score {score:.3f} < "
-                            f"{config.optimize.min_target_score}; use a sharper, frontal photo")
-            log.warning(warnings[-1])
-        return cls.build(pack, config, threshold, photo.embedding)
-
-    @classmethod
-    def build(
-        cls, pack: LoadedPack, config: PipelineConfig, threshold: float, target: torch.Tensor | None
-    ) -> TargetIdentity:
-        """The policy for a target identity code float [D]."""
-        if target is None:
-            raise ConfigError("reenact needs a target identity")
-        return cls(target.to(pack.device))
-
-    def check_tracker(self, settings: TrackerSettings) -> None:
-        return None
-
     def identity_for(self, track_id: int, original: Callable[[], torch.Tensor]) -> TrackIdentity:
         return TrackIdentity(code=self.target)
+
+    def redraw(self, track_id: int, identity: TrackIdentity) -> tuple[TrackIdentity, torch.Tensor | None]:
+        return identity, None
 
     def compare_with(self, identity: TrackIdentity) -> torch.Tensor:
         return self.target
@@ -150,49 +111,16 @@ class SyntheticIdentities:
     ``(s * 1000003 + k * 10007 + i) mod 2**63``: the same seed gives the same identities,
     another seed other ones. A candidate is kept when its similarity to the track's original
     face is below ``threshold``; after ``max_draws`` the track has no identity (``failed``).
-    ``fail_closed``: failed faces are blurred.
     """
 
     similarity_key = "similarity_to_original"
-    covers_untracked = True
-    private = True
 
-    def __init__(
-        self, candidate: Callable[[int], torch.Tensor], threshold: float, seed: int, max_draws: int,
-        fail_closed: bool = True,
-    ) -> None:
+    def __init__(self, candidate: Callable[[int], torch.Tensor], threshold: float, seed: int, max_draws: int) -> None:
         if max_draws < 1:
             raise ConfigError(f"deidentify.max_draws must be >= 1, got {max_draws}")
         self.candidate, self.threshold, self.seed, self.max_draws = candidate, threshold, seed, max_draws
-        self.redacts = fail_closed
+        #: the identity each track has now (a person seen again keeps theirs: :meth:`same_person`)
         self.identities: dict[int, TrackIdentity] = {}
-
-    @staticmethod
-    def check_request(identity_photo: str | Path | None) -> None:
-        return None
-
-    @classmethod
-    def for_run(
-        cls, pack: LoadedPack, config: PipelineConfig, threshold: float, identity_photo: str | Path | None,
-        warnings: list[str],
-    ) -> SyntheticIdentities:
-        """Candidates drawn from the pack's generator, seeded by ``config.seed``."""
-        return cls.build(pack, config, threshold, None)
-
-    @classmethod
-    def build(
-        cls, pack: LoadedPack, config: PipelineConfig, threshold: float, target: torch.Tensor | None
-    ) -> SyntheticIdentities:
-        """The policy for a run (``target`` is not used: every track gets its own identity)."""
-        s = config.deidentify
-        return cls(GeneratorCandidates(pack, s.truncation), threshold, config.seed, s.max_draws, s.fail_closed)
-
-    def check_tracker(self, settings: TrackerSettings) -> None:
-        if self.redacts and settings.detect_every != 1:
-            raise ConfigError(
-                f"deidentify is fail-closed and must check every frame for faces, but tracker.detect_every is "
-                f"{settings.detect_every}; use detect_every 1 (or deidentify.fail_closed false)"
-            )
 
     def identity_for(self, track_id: int, original: Callable[[], torch.Tensor]) -> TrackIdentity:
         if track_id not in self.identities:
@@ -217,35 +145,37 @@ class SyntheticIdentities:
             return None
         return TrackIdentity(code=best.code, original=original, draws=0, similarity_to_original=to_original)
 
-    def draw(self, track_id: int, original: torch.Tensor) -> TrackIdentity:
-        """Draw candidates for ``track_id`` until one is far enough from ``original``."""
-        best = TrackIdentity(code=None, original=original)
-        for attempt in range(self.max_draws):
-            code = self.candidate((self.seed * 1_000_003 + track_id * 10_007 + attempt) % 2**63)
-            sim = _similarity(code, original)
-            best.draws = attempt + 1
-            if sim < self.threshold:
-                best.code, best.similarity_to_original = code, sim
-                return best
-        best.failed = f"no identity below similarity {self.threshold} in {self.max_draws} draws"
-        return best
-
-    def redraw(self, track_id: int) -> torch.Tensor | None:
-        """Another identity for ``track_id`` after its output failed the privacy check (the
-        ladder's rung a): the next candidates in the track's seeded sequence, kept when below
-        ``threshold`` to the original; None after ``max_draws`` more without one."""
-        identity = self.identities.get(track_id)
-        if identity is None or identity.original is None:
-            return None
-        start = identity.draws
+    def _candidates(self, track_id: int, original: torch.Tensor, start: int) -> tuple[int, torch.Tensor | None,
+                                                                                      float | None]:
+        """Draw the track's candidates ``start``, ``start + 1``, ... until one is below
+        ``threshold`` to ``original``, at most ``max_draws``: (draws so far, code, similarity),
+        code None when none was."""
         for attempt in range(start, start + self.max_draws):
             code = self.candidate((self.seed * 1_000_003 + track_id * 10_007 + attempt) % 2**63)
-            identity.draws = attempt + 1
-            sim = _similarity(code, identity.original)
+            sim = _similarity(code, original)
             if sim < self.threshold:
-                identity.code, identity.similarity_to_original = code, sim
-                return code
-        return None
+                return attempt + 1, code, sim
+        return start + self.max_draws, None, None
+
+    def draw(self, track_id: int, original: torch.Tensor) -> TrackIdentity:
+        """Draw candidates for ``track_id`` until one is far enough from ``original``."""
+        draws, code, sim = self._candidates(track_id, original, 0)
+        if code is None:
+            return TrackIdentity(code=None, original=original, draws=draws,
+                                 failed=f"no identity below similarity {self.threshold} in {self.max_draws} draws")
+        return TrackIdentity(code=code, original=original, draws=draws, similarity_to_original=sim)
+
+    def redraw(self, track_id: int, identity: TrackIdentity) -> tuple[TrackIdentity, torch.Tensor | None]:
+        """The next candidates in the track's seeded sequence, kept when below ``threshold`` to
+        the original; no code after ``max_draws`` more without one (the track keeps its code,
+        with the draws counted). The result is also the identity a person seen again gets."""
+        if identity.original is None:
+            return identity, None
+        draws, code, sim = self._candidates(track_id, identity.original, identity.draws)
+        new = replace(identity, draws=draws) if code is None else replace(
+            identity, draws=draws, code=code, similarity_to_original=sim)
+        self.identities[track_id] = new
+        return new, code
 
     def compare_with(self, identity: TrackIdentity) -> torch.Tensor:
         assert identity.original is not None
@@ -271,24 +201,17 @@ class ClassicRedaction:
     face (and every untracked detection) goes to the privacy ladder's box rung."""
 
     similarity_key = "similarity_to_original"
-    redacts = True
-    covers_untracked = True
-    private = True
 
     def __init__(self, method: str) -> None:
         if method not in ("blur", "pixelate", "solid"):
             raise ConfigError(f"a classic redaction is blur, pixelate or solid, got {method!r}")
         self.method = method
 
-    def check_tracker(self, settings: TrackerSettings) -> None:
-        if settings.detect_every != 1:
-            raise ConfigError(
-                f"deidentify must check every frame for faces, but tracker.detect_every is "
-                f"{settings.detect_every}; use detect_every 1"
-            )
-
     def identity_for(self, track_id: int, original: Callable[[], torch.Tensor]) -> TrackIdentity:
         return TrackIdentity(code=None, failed=f"redacted by --method {self.method}")
+
+    def redraw(self, track_id: int, identity: TrackIdentity) -> tuple[TrackIdentity, torch.Tensor | None]:
+        return identity, None
 
     def compare_with(self, identity: TrackIdentity) -> torch.Tensor:
         raise ConfigError("a classic redaction has nothing to compare an identity with")
@@ -320,21 +243,14 @@ class GeneratorCandidates:
         return code
 
 
-POLICIES: dict[str, type[TargetIdentity] | type[SyntheticIdentities]] = {
-    "reenact": TargetIdentity,
-    "deidentify": SyntheticIdentities,
-}
-
-
-def classic_method(mode: Mode, method: str) -> bool:
-    """Whether a run redacts with blur/pixelate/solid (``ClassicRedaction``, no generator or
-    mapper needed) instead of the mode's identity policy."""
-    return mode == "deidentify" and method != "synthetic"
-
-
-def policy_class(mode: Mode) -> type[TargetIdentity] | type[SyntheticIdentities]:
-    """The identity policy of ``mode`` (with :func:`classic_method`, the one place where the
-    mode decides anything)."""
-    if mode not in POLICIES:
-        raise ConfigError(f"mode must be one of {sorted(POLICIES)}, got {mode!r}")
-    return POLICIES[mode]
+def make_policy(plan: RunPlan, pack: LoadedPack, target: torch.Tensor | None = None) -> IdentityPolicy:
+    """The identity policy of ``plan`` (bound to ``pack``: :meth:`RunPlan.bind`); ``target``:
+    the identity photo's code float [D] (a ``target`` policy only)."""
+    if plan.policy == "target":
+        if target is None:
+            raise ConfigError("reenact needs a target identity (the identity photo's code)")
+        return TargetIdentity(target.to(pack.device))
+    if plan.policy == "classic":
+        return ClassicRedaction(plan.config.deidentify.method)
+    s = plan.config.deidentify
+    return SyntheticIdentities(GeneratorCandidates(pack, s.truncation), plan.threshold, plan.config.seed, s.max_draws)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from reenact.config import to_dict
+from reenact.pipeline.settings import PipelineConfig, parse_faces
 
 COUNTS = ("frames", "frames_with_faces", "faces_replaced", "faces_blurred", "faces_refused_by_blend",
           "untracked_detections_blurred", "small_faces_redacted", "unconfirmed_faces_redacted",
@@ -31,6 +32,8 @@ class TrackReport:
     frame_indices: list[int] = field(default_factory=list)
     identity: dict[str, Any] | None = None
     identity_failed: bool = False
+    #: each redraw of the privacy ladder: the track's identity after it, and whether a new one was found
+    redraws: list[dict[str, Any]] = field(default_factory=list)
     last_w: torch.Tensor | None = None
     w_steps: list[float] = field(default_factory=list)
     rungs: dict[str, int] = field(default_factory=dict)
@@ -44,6 +47,10 @@ class TrackReport:
         if self.last_w is not None:
             self.w_steps.append(float((w - self.last_w).norm()) / math.sqrt(w.numel()))
         self.last_w = w
+
+    def add_redraw(self, identity: dict[str, Any] | None, found: bool) -> None:
+        """Record one redraw of the track's identity (the ladder's redraw rung)."""
+        self.redraws.append({**(identity or {}), "found": found})
 
     def add_similarity(self, frame_index: int, similarity: float) -> None:
         self.frame_indices.append(frame_index)
@@ -91,6 +98,8 @@ class TrackReport:
             if not audit:
                 ident.pop("code", None)
             out["synthetic_identity"] = ident
+        if self.redraws:  # the first identity above, each redraw after it (codes in the audit only)
+            out["redraws"] = [r if audit else {k: v for k, v in r.items() if k != "code"} for r in self.redraws]
         return out
 
 
@@ -116,7 +125,7 @@ class _Timed:
 
 
 class RunReport:
-    """Counts, per-track reports, stage times and warnings of one run.
+    """Counts, per-track reports and stage times of one run (the caller adds the warnings).
 
     ``similarity_key`` names the per-track output similarity (``similarity_to_target`` or
     ``similarity_to_original``, from the identity policy).
@@ -127,7 +136,6 @@ class RunReport:
         self.counts: dict[str, int] = dict.fromkeys(COUNTS, 0)
         self.tracks: dict[int, TrackReport] = defaultdict(TrackReport)
         self.timer = StageTimer()
-        self.warnings: list[str] = []
         self.privacy: dict[str, Any] | None = None
         self.untracked_rungs: dict[str, int] = {}
 
@@ -148,9 +156,6 @@ class RunReport:
         if name not in self.counts:
             raise KeyError(f"unknown count {name!r}; known: {', '.join(COUNTS)}")
         self.counts[name] += int(n)
-
-    def warn(self, message: str) -> None:
-        self.warnings.append(message)
 
     def failed_identity_tracks(self) -> list[int]:
         """Tracks that got no identity that passes the privacy check."""
@@ -182,7 +187,7 @@ class RunReport:
             "mapper": mapper,
             "video": video,
             "config": public_config(config),
-            "warnings": list(self.warnings),
+            "warnings": [],
         }
         if self.privacy is not None:
             rungs: dict[str, int] = dict(self.untracked_rungs)
@@ -205,8 +210,11 @@ class RunReport:
 
 def public_config(config: Any) -> dict[str, Any]:
     """The settings as a dict, with ``faces: reference:PATH`` reduced to the file's name."""
-    data = to_dict(config)
-    faces = data.get("faces")
-    if isinstance(faces, str) and faces.startswith("reference:"):
-        data["faces"] = "reference:" + Path(faces.split(":", 1)[1]).name
-    return data
+    return to_dict(public_settings(config))
+
+
+def public_settings(config: PipelineConfig) -> PipelineConfig:
+    """``config`` with ``faces: reference:PATH`` reduced to the file's name (what the report and
+    the written config show: the photo, not its folder)."""
+    choice, reference = parse_faces(config.faces)
+    return config if reference is None else dataclasses.replace(config, faces=f"{choice}:{reference.name}")

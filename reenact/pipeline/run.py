@@ -1,8 +1,10 @@
 """The video pipeline: one stream from decoded frames to the encoded output, in numbered steps.
 
+0. plan the run: every decision made once (:func:`reenact.pipeline.plan.plan_run`: mode,
+   policy, thresholds, cadence, device, the photos read once, output names)
 1. check inputs (video readable, output writable, identity photo has a face) before any work
-2. load the models (once per process for a folder run: :class:`PackCache`) and the identity
-   policy of the mode (:mod:`reenact.pipeline.identity`)
+2. load the models (once per process for a folder run: :class:`PackCache`), embed each photo
+   once, and build the identity policy of the plan (:mod:`reenact.pipeline.identity`)
 3. decode in chunks (reader thread; :mod:`reenact.io`)
 4. detect, track and select faces (:mod:`reenact.faces`, :mod:`reenact.pipeline.selection`)
 5. smooth each track's alignment transform and align FFHQ-style crops
@@ -17,19 +19,19 @@
     ``audit`` the per-frame similarities, absolute paths and preview go to an audit file
     (``OUTPUT.audit.json``, mode 0600), never into the default report
 
-Steps 4-10 are :class:`reenact.pipeline.stream.FaceReplacer`. Memory is bounded by the chunk
+Steps 4-10 are :class:`reenact.pipeline.stream.FaceReplacer` over the plan. Memory is bounded by the chunk
 size and the tracker and smoother delays, never by video length.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import math
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +40,7 @@ import yaml
 
 from reenact.batch import Job, source_fingerprint
 from reenact.config import to_dict
-from reenact.device import resolve_device
-from reenact.errors import ConfigError, InputError, NoFaceError, OutputExistsError
+from reenact.errors import NoFaceError, OutputExistsError
 from reenact.faces import identity_from_photo
 from reenact.io import (
     FrameChunk,
@@ -51,40 +52,34 @@ from reenact.io import (
     run_stream,
 )
 from reenact.io.atomic import atomic_path, atomic_write_text
-from reenact.packs import LoadedPack, check_pack_for_mode, load_pack, registry
+from reenact.packs import LoadedPack, load_pack, registry
 from reenact.packs import _face_models as pack_face_models
-from reenact.pipeline.identity import ClassicRedaction, classic_method, policy_class
-from reenact.pipeline.report import public_config
+from reenact.pipeline.plan import OutputNames, Photo, RunPlan, plan_run
+from reenact.pipeline.report import public_config, public_settings
 from reenact.pipeline.settings import Mode, PipelineConfig
-from reenact.pipeline.stream import FaceReplacer, ThresholdedDetector, identity_threshold
+from reenact.pipeline.stream import FaceReplacer, ThresholdedDetector
 
 log = logging.getLogger(__name__)
-
-DETECTOR_LOAD_THRESHOLD = 0.2
-"""Score threshold the detector model is loaded with; ``detector.score_threshold`` at or above
-it is applied to the detections (no reload). A lower setting loads the model with it."""
 
 
 class PackCache:
     """Loaded model packs keyed only by what changes the models (pack, model files, detector
-    size and NMS, device, whether the trained mapper is needed), so a folder run loads them
-    once and a new detector threshold never reloads them."""
+    size and NMS, the plan's load threshold, device, whether the trained mapper is needed), so
+    a folder run loads them once and a new detector threshold never reloads them."""
 
     def __init__(self) -> None:
         self._packs: dict[tuple[Any, ...], LoadedPack] = {}
         self.loads = 0
 
-    def get(self, config: PipelineConfig, device: torch.device, faces_only: bool = False) -> LoadedPack:
-        """The pack for ``config`` on ``device``; its detector applies ``detector.score_threshold``.
-
-        ``faces_only``: only the face models (detector, identity), no generator or mapper
-        (``deidentify --method blur|pixelate|solid``).
-        """
+    def get(self, plan: RunPlan) -> LoadedPack:
+        """The pack for ``plan`` on its device; its detector applies the plan's photo threshold
+        (the video's is applied by :class:`FaceReplacer`). A classic redaction loads only the
+        face models (detector, identity), no generator or mapper."""
+        config, device, faces_only = plan.config, plan.device, plan.classic
         need_mapper = config.mapper == "trained"
-        explicit = config.detector.score_threshold  # None: the mode's default (FaceReplacer resolves it)
-        load_threshold = min(DETECTOR_LOAD_THRESHOLD if explicit is None else explicit, DETECTOR_LOAD_THRESHOLD)
         # every face size: deidentify redacts faces too small to replace (FaceReplacer applies the limit)
-        detector_settings = dataclasses.replace(config.detector, score_threshold=load_threshold, min_face_size=0.0)
+        detector_settings = dataclasses.replace(config.detector, score_threshold=plan.load_threshold,
+                                                min_face_size=0.0)
         key = (config.models, detector_settings, str(device), need_mapper, faces_only)
         if key not in self._packs:
             with torch.random.fork_rng(devices=[]):
@@ -100,18 +95,17 @@ class PackCache:
                                                  need_mapper=need_mapper)
             self.loads += 1
         pack = self._packs[key]
-        return dataclasses.replace(pack, detector=ThresholdedDetector(pack.detector, config.detector.threshold,
+        return dataclasses.replace(pack, detector=ThresholdedDetector(pack.detector, plan.photo_threshold,
                                                                        config.detector.min_face_size))
 
 
 _PROCESS_PACKS = PackCache()
 
 
-def cached_pack(config: PipelineConfig, device: torch.device, cache: PackCache | None = None,
-                faces_only: bool = False) -> LoadedPack:
-    """The pack for ``config`` from ``cache`` (default: one cache per process, so API calls and
+def cached_pack(plan: RunPlan, cache: PackCache | None = None) -> LoadedPack:
+    """The pack for ``plan`` from ``cache`` (default: one cache per process, so API calls and
     folder runs in one process share loaded models)."""
-    return (cache or _PROCESS_PACKS).get(config, device, faces_only)
+    return (cache or _PROCESS_PACKS).get(plan)
 
 
 def faces_only_models(pack: LoadedPack) -> dict[str, Any]:
@@ -121,16 +115,10 @@ def faces_only_models(pack: LoadedPack) -> dict[str, Any]:
 
 
 def report_paths(output: Path) -> dict[str, Path]:
-    """Files written beside an output video: its whole name plus ``.report.json``,
-    ``.config.yaml`` and ``.preview.png`` (``o.mkv`` -> ``o.mkv.report.json``), so two outputs
-    in one folder (``o.mkv``, ``o.mov``) never share a sidecar."""
-    output = Path(output)
-    return {
-        "report": output.with_name(f"{output.name}.report.json"),
-        "config": output.with_name(f"{output.name}.config.yaml"),
-        "preview": output.with_name(f"{output.name}.preview.png"),
-        "audit": output.with_name(f"{output.name}.audit.json"),
-    }
+    """Files written beside an output video (:class:`OutputNames`): ``report``, ``config``,
+    ``preview`` and ``audit``."""
+    names = OutputNames.of(output)
+    return {"report": names.report, "config": names.config, "preview": names.preview, "audit": names.audit}
 
 
 def check_sidecars(output: Path, overwrite: bool, preview: bool = False) -> None:
@@ -143,6 +131,17 @@ def check_sidecars(output: Path, overwrite: bool, preview: bool = False) -> None
                                     "pass --overwrite to replace it")
 
 
+def check_files(plan: RunPlan, source: Path | None, output: Path | None, overwrite: bool = False) -> VideoInfo | None:
+    """Step 1 for one video (after :func:`plan_run` checked the settings and photos): the
+    video is probed (when ``source`` is a file) and the output and its sidecars checked.
+    Returns the video's info, or None when ``source`` is None (a folder run checks each file later)."""
+    info = probe(source) if source is not None else None
+    if source is not None and output is not None:
+        check_output_path(source, output, overwrite)
+        check_sidecars(output, overwrite, plan.preview)
+    return info
+
+
 def check_inputs(
     source: Path | None,
     output: Path | None,
@@ -153,47 +152,56 @@ def check_inputs(
     overwrite: bool = False,
     preview: bool = False,
 ) -> VideoInfo | None:
-    """Step 1: everything that can be checked before any model is loaded (also for --dry-run).
-
-    The video is probed (when ``source`` is a file), the output checked, the identity and
-    reference photos read, the pack name, device and mapper requirements validated. Returns
-    the video's info, or None when ``source`` is None (a folder run checks each file later).
-    """
-    info = probe(source) if source is not None else None
-    if source is not None and output is not None:
-        check_output_path(source, output, overwrite)
-        check_sidecars(output, overwrite, preview)
-    policy_class(mode).check_request(identity)
-    if identity is not None:
-        _check_photo(Path(identity), "identity photo (--identity)")
-    if config.faces.startswith("reference:"):
-        _check_photo(Path(config.faces.split(":", 1)[1]), "reference photo (--faces reference:...)")
-    check_pack_for_mode(config.models.pack, mode)  # an unknown pack, or one that cannot serve this mode
-    resolve_device(config.device)
-    if config.mapper == "optimize":
-        if config.models.identity_model is None and not (
-            config.models.pack == "full" or config.models.faces_backend == "insightface"
-        ):
-            raise ConfigError(
-                "--mapper optimize needs a differentiable ONNX identity model: give --identity-model "
-                "with --identity-mean/--identity-std, or use the insightface face backend"
-            )
-        if not config.optimize.landmark_model.path and config.optimize.weights.landmarks > 0:
-            raise ConfigError("--mapper optimize needs a 68-point landmark ONNX model: give --landmark-model")
-    return info
+    """Step 1: everything that can be checked before any model is loaded (also for --dry-run):
+    the run's plan (:func:`plan_run`: photos, pack, device, mapper) and the files
+    (:func:`check_files`). Returns the video's info, or None when ``source`` is None."""
+    plan = plan_run(mode, config, identity=identity, preview=preview)
+    return check_files(plan, source, output, overwrite)
 
 
-def _check_photo(path: Path, what: str) -> None:
-    from reenact.io import read_image
+@dataclass(frozen=True, eq=False)
+class PhotoCodes:
+    """The identity codes of a run's photos (float [D]; None where the run has no such photo)
+    and what was noticed about them."""
 
-    if path.is_dir():
-        raise InputError(f"{what} {path} is a folder; give one photo file")
-    if not path.is_file():
-        raise InputError(f"{what} not found: {path}")
+    target: torch.Tensor | None
+    reference: torch.Tensor | None
+    warnings: tuple[str, ...] = ()
+
+
+def photo_codes(plan: RunPlan, pack: LoadedPack) -> PhotoCodes:
+    """The check a run makes once the models are loaded, and the codes it needs: the identity
+    photo and the reference photo each show a face (NoFaceError naming the photo otherwise);
+    a weakly detected identity face gets a warning. Each photo is embedded once."""
+    warnings: list[str] = []
+    target = reference = None
+    if plan.identity is not None:
+        found = _photo_face(plan.identity, pack)
+        score = float(found.detections.scores[found.index_used])
+        least = plan.config.optimize.min_target_score
+        if score < least:
+            warnings.append(f"identity photo {plan.identity.path}: face detected with score {score:.3f} < "
+                            f"{least}; use a sharper, frontal photo")
+            log.warning(warnings[-1])
+        target = found.embedding
+    if plan.reference is not None:
+        reference = _photo_face(plan.reference, pack).embedding
+    return PhotoCodes(target, reference, tuple(warnings))
+
+
+def _photo_face(photo: Photo, pack: LoadedPack) -> Any:
     try:
-        read_image(path)
-    except InputError as exc:
-        raise InputError(f"{what} {path} cannot be used: {exc}") from exc
+        return identity_from_photo(photo.image, pack.detector, pack.identity, name=str(photo.path))
+    except NoFaceError as exc:
+        raise NoFaceError(f"{photo.what}: {exc}") from exc
+
+
+def check_photo_faces(plan: RunPlan, packs: PackCache | None = None) -> LoadedPack:
+    """``--dry-run``'s last check: the photos show a face (loads the models, cached, so a run
+    after it in one process does not load them again). Returns the loaded pack."""
+    pack = cached_pack(plan, packs)
+    photo_codes(plan, pack)
+    return pack
 
 
 def process_video(
@@ -216,30 +224,36 @@ def process_video(
     loaded models are kept between videos (default: one cache per process). ``audit``: also
     write ``OUTPUT.audit.json`` (mode 0600: per-frame similarities, absolute paths, identity
     codes, the preview's path); a deidentify preview (original frames) is written only then.
+    The run's decisions are made once, by :func:`plan_run`; :func:`run_video` runs a plan.
     """
+    plan = plan_run(mode, config, identity=identity, preview=preview, audit=audit)
+    return run_video(plan, source, output, overwrite=overwrite, progress=progress, packs=packs)
+
+
+def run_video(
+    plan: RunPlan,
+    source: str | Path,
+    output: str | Path,
+    *,
+    overwrite: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+    packs: PackCache | None = None,
+) -> dict[str, Any]:
+    """:func:`process_video` for a plan made by :func:`plan_run` (the CLI makes it once)."""
     started = time.perf_counter()
     source, output = Path(source), Path(output)
+    config = plan.config
     # 1. check inputs
-    info = check_inputs(source, output, mode, config, identity=identity, overwrite=overwrite, preview=preview)
+    info = check_files(plan, source, output, overwrite)
     assert info is not None
-    # 2. models, identity policy, face selection
-    classic = classic_method(mode, config.deidentify.method)
-    pack = check_photo_faces(config, identity, packs, faces_only=classic)
-    threshold = identity_threshold(config, pack)
-    warnings: list[str] = []
-    if classic:
-        policy: Any = ClassicRedaction(config.deidentify.method)
-    else:
-        policy = policy_class(mode).for_run(pack, config, threshold, identity, warnings)
-    if preview and policy.private and not audit:
-        preview = False
-        warnings.append("--preview shows the original faces: a deidentify run writes it only with --audit")
-    reference = None
-    if config.faces.startswith("reference:"):
-        reference = identity_from_photo(config.faces.split(":", 1)[1], pack.detector, pack.identity).embedding
-    keep = _preview_frames(info) if preview else set()
-    replacer = FaceReplacer(pack, config, mode, info.avg_fps or 25.0, reference=reference, keep_frames=keep,
-                            policy=policy)
+    # 2. models, photos (each embedded once), identity policy, face selection
+    pack = cached_pack(plan, packs)
+    plan = plan.bind(pack)
+    photos = photo_codes(plan, pack)
+    warnings = [*photos.warnings, *plan.warnings]
+    keep = _preview_frames(info) if plan.preview else set()
+    replacer = FaceReplacer(plan, pack, info.avg_fps or 25.0, target=photos.target, reference=photos.reference,
+                            keep_frames=keep)
 
     # 3-11. decode -> faces -> encode, one stream
     def transform(chunks: Iterator[FrameChunk]) -> Iterator[FrameChunk]:
@@ -250,36 +264,44 @@ def process_video(
 
     chunk_size = config.read.frames_per_chunk(info.width, info.height)  # bounded in bytes too
     with open_video(source, chunk_size=chunk_size, backend=config.read.backend) as reader:
-        encode = dataclasses.asdict(config.encode)
-        if encode["metadata"] == "auto":  # deidentify strips what names the person; reenact keeps
-            encode["metadata"] = "strip" if policy.private else "keep"
+        encode = {**dataclasses.asdict(config.encode), "metadata": plan.metadata}
         with VideoWriter(output, info, source=source, overwrite=overwrite, **encode) as writer:
             stream = run_stream(reader, transform, writer, queue_bytes=config.read.queue_bytes)
 
-    # 12. report
+    # 12. report, resolved config, preview and audit beside the output
+    report = _run_report(plan, pack, replacer, source, output, info, stream, writer, warnings,
+                         seconds=time.perf_counter() - started)
+    _write_sidecars(plan, replacer, report, source, output)
+    return report
+
+
+def _run_report(plan: RunPlan, pack: LoadedPack, replacer: FaceReplacer, source: Path, output: Path,
+                info: VideoInfo, stream: Any, writer: VideoWriter, warnings: list[str], seconds: float) -> dict[str, Any]:
+    """Step 12: the report of a finished run, with every warning (each also logged)."""
+    config = plan.config
     run = replacer.report
     # an untrained pack is logged once when it loads; the report's `models` says `trained: false`
-    models = faces_only_models(pack) if classic else pack.describe()
+    models = faces_only_models(pack) if plan.classic else pack.describe()
     report = run.to_dict(
-        mode=mode, source=source, output=output, models=models, config=config, stream=stream,
+        mode=plan.mode, source=source, output=output, models=models, config=config, stream=stream,
         video={"width": info.width, "height": info.height, "fps": info.avg_fps, "frame_count": info.frame_count},
-        threshold=threshold,
+        threshold=plan.threshold,
         mapper={"kind": config.mapper, "tracks": {str(k): v for k, v in replacer.mapping.report().items()}
                 if replacer.mapping is not None else {}},
-        seconds=time.perf_counter() - started,
+        seconds=seconds,
     )
-    photo = _photo_record(identity)
-    report["identity_photo"] = {"name": Path(photo["path"]).name, "sha256": photo["sha256"]} if photo else None
+    report["identity_photo"] = ({"name": plan.identity.name, "sha256": plan.identity.sha256}
+                                if plan.identity is not None else None)
     report["source_fingerprint"] = source_fingerprint(source)
     report["warnings"].extend(warnings)
-    if policy.private:
+    if plan.private:
         report["stripped"] = {**writer.stripped, "audio_kept": writer.audio_kept}
         if writer.audio_kept:
             report["warnings"].append(
                 f"the audio ({', '.join(writer.audio_kept)}) was kept as it is: a voice can identify the "
                 "person; pass --audio drop to leave it out"
             )
-    if reference is not None:
+    if plan.reference is not None:
         report["reference_similarity"] = {str(k): v for k, v in sorted(replacer.select.similarity.items())}
         nobody = replacer.select.warning()
         if nobody is not None:
@@ -295,22 +317,26 @@ def process_video(
     if run.counts["frames_with_faces"] == 0:
         log.warning("%s: no faces found; the output is the input re-encoded", source)
         report["warnings"].append("no faces found: the output is the input re-encoded")
-    paths = report_paths(output)
-    atomic_write_text(paths["report"], json.dumps(report, indent=2))
-    written = config
-    if config.faces.startswith("reference:"):  # the written config names the photo, not its folder
-        written = dataclasses.replace(config, faces="reference:" + Path(config.faces.split(":", 1)[1]).name)
-    atomic_write_text(paths["config"], dump_yaml_text(written))
-    if preview:
-        _write_preview(replacer.kept, paths["preview"], mode=0o600 if policy.private else 0o644)
-    if audit:
-        record = run.audit_dict(source=source, output=output)
-        record["identity_photo"] = photo
-        record["faces"] = config.faces
-        record["preview"] = str(paths["preview"].absolute()) if preview else None
-        with atomic_path(paths["audit"], mode=0o600) as tmp:
-            tmp.write_text(json.dumps(record, indent=2), encoding="utf-8")
     return report
+
+
+def _write_sidecars(plan: RunPlan, replacer: FaceReplacer, report: dict[str, Any], source: Path,
+                    output: Path) -> None:
+    """The report, the resolved config (naming the photo, not its folder), the preview and
+    the audit, each written atomically beside ``output``."""
+    config, run = plan.config, replacer.report
+    names = plan.outputs(output)
+    atomic_write_text(names.report, json.dumps(report, indent=2))
+    atomic_write_text(names.config, dump_yaml_text(public_settings(config)))  # names the photo, not its folder
+    if plan.preview:
+        _write_preview(replacer.kept, names.preview, mode=0o600 if plan.private else 0o644)
+    if plan.audit:
+        record = run.audit_dict(source=source, output=output)
+        record["identity_photo"] = plan.identity.record() if plan.identity is not None else None
+        record["faces"] = config.faces
+        record["preview"] = str(names.preview.absolute()) if plan.preview else None
+        with atomic_path(names.audit, mode=0o600) as tmp:
+            tmp.write_text(json.dumps(record, indent=2), encoding="utf-8")
 
 
 def dump_yaml_text(config: PipelineConfig) -> str:
@@ -318,51 +344,24 @@ def dump_yaml_text(config: PipelineConfig) -> str:
     return yaml.safe_dump(to_dict(config), sort_keys=False)
 
 
-def check_photo_faces(config: PipelineConfig, identity: str | Path | None,
-                      packs: PackCache | None = None, faces_only: bool = False) -> LoadedPack:
-    """The check a run makes once the models are loaded: the identity photo and the
-    ``reference:`` photo each show a face (NoFaceError otherwise). Returns the loaded pack
-    (cached, so a run after ``--dry-run`` in one process does not load it again)."""
-    pack = cached_pack(config, resolve_device(config.device), packs, faces_only)
-    photos = [("identity photo (--identity)", identity)]
-    if config.faces.startswith("reference:"):
-        photos.append(("reference photo (--faces reference:...)", config.faces.split(":", 1)[1]))
-    for what, photo in photos:
-        if photo is None:
-            continue
-        try:
-            identity_from_photo(photo, pack.detector, pack.identity)
-        except NoFaceError as exc:
-            raise NoFaceError(f"{what}: {exc}") from exc
-    return pack
-
-
-def _photo_record(photo: str | Path | None) -> dict[str, str] | None:
-    """Which identity photo a run used (path and content hash), so re-runs can spot a change."""
-    if photo is None:
-        return None
-    return {"path": str(Path(photo).absolute()), "sha256": hashlib.sha256(Path(photo).read_bytes()).hexdigest()}
-
-
-def stale_reason(output: Path, mode: Mode, config: PipelineConfig, identity: str | Path | None,
-                 source: Path | None = None) -> str | None:
-    """Why an existing output was made differently from what this run would make, or None.
+def stale_reason(output: Path, plan: RunPlan, source: Path | None = None) -> str | None:
+    """Why an existing output was made differently from what ``plan`` would make, or None.
 
     Compares the report written beside it: mode, resolved settings, identity photo and
     the source's fingerprint (:func:`reenact.batch.source_fingerprint`), so a different clip
     put in place under the same name is not taken for done.
     """
-    path = report_paths(output)["report"]
+    path = plan.outputs(output).report
     try:
         report = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return "it has no readable report beside it"
-    if report.get("mode") != mode:
+    if report.get("mode") != plan.mode:
         return f"it was made by {report.get('mode')}"
-    if report.get("config") not in (public_config(config), to_dict(config)):
+    if report.get("config") not in (public_config(plan.config), to_dict(plan.config)):
         return "it was made with other settings"
     made_with = (report.get("identity_photo") or {}).get("sha256")
-    wanted = (_photo_record(identity) or {}).get("sha256")
+    wanted = plan.identity.sha256 if plan.identity is not None else None
     if made_with != wanted:
         return "it was made with another identity photo"
     if source is not None and report.get("source_fingerprint") != source_fingerprint(source):
@@ -392,12 +391,9 @@ def _write_preview(kept: dict[int, tuple[torch.Tensor, torch.Tensor]], path: Pat
         image.save(tmp, format="PNG")
 
 
-def video_job(
-    job: Job, *, mode: Mode, config: PipelineConfig, identity: str | Path | None, overwrite: bool, preview: bool,
-    audit: bool = False,
-) -> dict[str, Any]:
+def video_job(job: Job, *, plan: RunPlan, overwrite: bool) -> dict[str, Any]:
     """Folder runs: one video as a batch task (picklable through functools.partial); the
-    models are loaded once per worker process and reused for each of its videos."""
-    report = process_video(job.source, job.output, mode, config, identity=identity, overwrite=overwrite,
-                           preview=preview, audit=audit)
+    models are loaded once per worker process and reused for each of its videos. The device
+    is resolved again on the worker (the plan may come from another machine)."""
+    report = run_video(plan.on_this_machine(), job.source, job.output, overwrite=overwrite)
     return {"frames": report["frames"], "tracks": len(report["tracks"]), "counts": report["counts"]}

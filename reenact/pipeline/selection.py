@@ -8,6 +8,7 @@ identity codes float ``[D]``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import numpy as np
 import torch
@@ -18,7 +19,8 @@ from reenact.faces.track import TrackedFaces
 
 
 class FaceSelection:
-    """Pick the faces to replace per ``faces`` (``all``, ``largest`` or ``reference:IMAGE``).
+    """Pick the faces to replace per ``faces`` (``all``, ``largest`` or ``reference``: the
+    people who match a reference photo; a run plan's :attr:`~reenact.pipeline.plan.RunPlan.faces`).
 
     ``reference``: the reference photo's identity code (needed for ``reference:``);
     ``embed(frame_index, points [K,5,2]) -> [K,D]`` embeds faces of a frame; a track
@@ -26,12 +28,12 @@ class FaceSelection:
     """
 
     def __init__(
-        self, faces: str, *, reference: torch.Tensor | None = None, threshold: float = 0.0,
-        embed: Callable[[int, np.ndarray], torch.Tensor] | None = None,
+        self, faces: Literal["all", "largest", "reference"], *, reference: torch.Tensor | None = None,
+        threshold: float = 0.0, embed: Callable[[int, np.ndarray], torch.Tensor] | None = None,
     ) -> None:
-        self.by_reference = faces.startswith("reference:")
-        if faces not in ("all", "largest") and not self.by_reference:
-            raise ConfigError(f"faces must be all, largest or reference:IMAGE, got {faces!r}")
+        self.by_reference = faces == "reference"
+        if faces not in ("all", "largest", "reference"):
+            raise ConfigError(f"faces must be all, largest or reference, got {faces!r}")
         if self.by_reference and (reference is None or embed is None):
             raise ConfigError("--faces reference:IMAGE needs the reference photo's identity")
         self.faces, self.reference, self.threshold, self.embed = faces, reference, threshold, embed

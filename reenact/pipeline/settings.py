@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from reenact.blend import BlendSettings
+from reenact.config import Mode
 from reenact.errors import ConfigError
 from reenact.faces import DetectorSettings
 from reenact.faces.cadence import DetectionCadence
@@ -16,8 +18,7 @@ from reenact.mapping.optimize import OptimizeSettings
 from reenact.packs import PackSettings
 from reenact.temporal import SmoothingSettings
 
-Mode = Literal["reenact", "deidentify"]
-
+__all__ = ["DeidentifySettings", "Mode", "PipelineConfig", "parse_faces"]
 
 Method = Literal["synthetic", "blur", "pixelate", "solid"]
 HeadRedaction = Literal["pixelate", "blur"]
@@ -115,10 +116,19 @@ class PipelineConfig:
     optimize: OptimizeSettings = OptimizeSettings()
 
     def __post_init__(self) -> None:
-        if self.faces not in ("all", "largest") and not self.faces.startswith("reference:"):
-            raise ConfigError(f"faces must be all, largest or reference:IMAGE, got {self.faces!r}")
+        parse_faces(self.faces)
         if self.max_batch < 1:
             raise ConfigError(f"max_batch must be >= 1, got {self.max_batch}")
         # the cadence against the tracker's gap filling, before any file is opened; the mode's
         # default cadence is checked when the run builds it (FaceReplacer)
         DetectionCadence.check(self.detector.full_every or 1, self.tracker.fill_gap)
+
+
+def parse_faces(faces: str) -> tuple[Literal["all", "largest", "reference"], Path | None]:
+    """``faces`` (``all``, ``largest`` or ``reference:IMAGE``) as (choice, reference photo path):
+    the one place the setting's text is read (a run plan holds the typed value)."""
+    if faces in ("all", "largest"):
+        return faces, None  # type: ignore[return-value]
+    if faces.startswith("reference:") and faces.split(":", 1)[1]:
+        return "reference", Path(faces.split(":", 1)[1])
+    raise ConfigError(f"faces must be all, largest or reference:IMAGE, got {faces!r}")

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from reenact.blend import paste_faces
+from reenact.blend import BlendSettings, paste_faces
 from reenact.blend.masks import grown_mask_settings
 from reenact.faces import (
     FaceDetections,
@@ -29,27 +29,21 @@ from reenact.faces.cadence import DetectionCadence
 from reenact.faces.track import FaceTracker, TrackedFaces
 from reenact.io import FrameChunk
 from reenact.packs import LoadedPack
-from reenact.pipeline.identity import (
-    ClassicRedaction,
-    IdentityPolicy,
-    TrackIdentity,
-    classic_method,
-    policy_class,
-)
+from reenact.pipeline.identity import IdentityPolicy, TrackIdentity, make_policy
 from reenact.pipeline.mapping import make_mapping
+from reenact.pipeline.plan import RunPlan
 from reenact.pipeline.privacy import (
     Checker,
     PrivacyGuard,
     check_identities,
     checkers_for,
+    count_faces,
     ladder_for,
-    redact,
     run_recognisers,
     untracked_faces,
 )
 from reenact.pipeline.report import RunReport
 from reenact.pipeline.selection import FaceSelection
-from reenact.pipeline.settings import Mode, PipelineConfig
 from reenact.pipeline.slots import FaceRecord, FrameSlot, FrameSlots
 from reenact.temporal import AlignmentSmoother, TrackSmoother
 
@@ -88,93 +82,75 @@ def too_small(box: np.ndarray, min_face_size: float) -> bool:
     return bool(min(box[2] - box[0], box[3] - box[1]) < min_face_size)
 
 
-def build_tracker(config: PipelineConfig, pack: Any, fps: float, detector: FaceDetector | None = None) -> FaceTracker:
+def build_tracker(plan: RunPlan, pack: Any, fps: float, detector: FaceDetector | None = None) -> FaceTracker:
     """The tracker as the pipeline runs it: the pack's identity model for the appearance term
     (``tracker.appearance_weight``, ``tracker.min_similarity``), ``smoothing.points`` for its
-    point filter, and the detector (``detector``, else the pack's) only when it detects on a
-    subset of frames itself."""
-    detector = None if config.tracker.detect_every == 1 else (detector or pack.detector)
+    point filter, and the detector (``detector``, else the pack's) only when the plan has it
+    detect on a subset of frames itself (``tracker.detect_every``)."""
+    config = plan.config
+    detector = (detector or pack.detector) if plan.tracker_detects else None
     return FaceTracker(config.tracker, detector=detector, encoder=pack.identity, fps=fps,
                        points=config.smoothing.points)
 
 
-def identity_threshold(config: PipelineConfig, pack: LoadedPack) -> float:
-    """Similarity at which two faces count as one person (``deidentify.threshold`` or the pack's)."""
-    return config.deidentify.threshold if config.deidentify.threshold is not None else pack.match_threshold
-
-
 class FaceReplacer:
-    """Steps 3-10 as an iterator transform over FrameChunks.
+    """Steps 3-10 as an iterator transform over FrameChunks, doing what ``plan`` decided
+    (:mod:`reenact.pipeline.plan`, bound to ``pack``: :meth:`RunPlan.bind`).
 
-    ``policy``: the identity policy (built for ``mode`` from ``target`` when not given).
-    ``keep_frames``: frame indices kept (before, after) in ``kept`` for a preview.
+    ``policy``: the identity policy (built from the plan when not given: ``target``, the
+    identity photo's code, for a ``target`` policy). ``reference``: the reference photo's
+    code (``--faces reference:``). ``keep_frames``: frame indices kept (before, after) in
+    ``kept`` for a preview. ``checkers``: the privacy checkers (default: the pack's).
 
-    Detection follows the mode (:meth:`DetectorSettings.for_mode`): ``deidentify`` is
-    recall-first: its lower default threshold, and faces too small to replace (a box side
-    under ``detector.min_face_size``) are tracked and redacted, never dropped; faces of
-    tracks seen in fewer than ``tracker.min_hits`` frames are redacted too. ``reenact``
-    keeps the precision default, drops faces too small to replace, and replaces the faces
-    of every track, a face seen in one frame included. Every frame is detected, through
-    :class:`DetectionCadence` (``deidentify``: the full pass on every
-    ``detector.full_every``-th frame, a light pass between; ``reenact``: the full pass on
-    every frame).
+    Detection follows the plan: its threshold and cadence (:class:`DetectionCadence`: the full
+    pass on every ``full_every``-th frame, a light pass between); with ``keep_small_faces``
+    faces too small to replace are tracked and redacted, never dropped; with
+    ``redact_unconfirmed`` faces of tracks seen in fewer than ``tracker.min_hits`` frames are
+    redacted too. Without them (reenact) faces too small to replace are dropped and the faces
+    of every track, a face seen in one frame included, replaced.
     """
 
     def __init__(
         self,
+        plan: RunPlan,
         pack: LoadedPack,
-        config: PipelineConfig,
-        mode: Mode,
         fps: float,
         *,
+        policy: IdentityPolicy | None = None,
         target: torch.Tensor | None = None,
         reference: torch.Tensor | None = None,
         keep_frames: set[int] | None = None,
-        policy: IdentityPolicy | None = None,
         checkers: list[Checker] | None = None,
     ) -> None:
-        self.pack, self.config = pack, config
+        config = plan.config
+        self.plan, self.pack = plan, pack
         self.device = pack.device
         # --method blur|pixelate|solid run without a generator: the alignment is only smoothed
         self.size = pack.generator.img_resolution if pack.generator is not None else 256
         self.template = ffhq_template(self.size).to(self.device)
-        self.threshold = identity_threshold(config, pack)
-        if policy is None and classic_method(mode, config.deidentify.method):
-            policy = ClassicRedaction(config.deidentify.method)
-        if policy is None:
-            policy = policy_class(mode).build(pack, config, self.threshold, target)
-        self.policy = policy
-        policy.check_tracker(config.tracker)
-        self.report = RunReport(policy.similarity_key)
+        self.policy = policy if policy is not None else make_policy(plan, pack, target)
+        self.report = RunReport(self.policy.similarity_key)
         self.select = FaceSelection(
-            config.faces, reference=reference.to(self.device) if reference is not None else None,
-            threshold=self.threshold, embed=self._embed_faces,
+            plan.faces, reference=reference.to(self.device) if reference is not None else None,
+            threshold=plan.threshold, embed=self._embed_faces,
         )
-        synthetic = not (policy.redacts and config.deidentify.method != "synthetic")
-        self.mapping = make_mapping(pack, config) if synthetic else None
+        self.mapping = make_mapping(pack, config) if plan.synthetic else None
         self.guard: PrivacyGuard | None = None
-        if policy.redacts:
+        if plan.check_privacy:
             s = config.deidentify
             if checkers is None:
                 checkers = checkers_for(run_recognisers(pack.identity, pack.recogniser), s.privacy_threshold)
             self.guard = PrivacyGuard(
                 checkers, ladder_for(s.method, s.head_redaction, s.redraws), self.report, head_margin=s.head_margin,
-                render=self._rerender if synthetic else None, redraw=getattr(policy, "redraw", None),
-                redraws=s.redraws,
+                render=self._rerender if plan.synthetic else None, redraw=self._redraw, redraws=s.redraws,
             )
-        self._frames_in: torch.Tensor | None = None
-        self.detector_settings = config.detector.for_mode(mode)
-        self.recall_first = policy.redacts  # deidentify: every face found is covered, however small
-        self.min_face_size = self.detector_settings.min_face_size
-        #: deidentify synthetic: faces under this side go to the head-box rung (settings)
-        self.synthetic_min_face = config.deidentify.synthetic_min_face if policy.redacts and synthetic else 0.0
-        self.detector = ThresholdedDetector(pack.detector, self.detector_settings.threshold,
-                                            0.0 if self.recall_first else self.min_face_size)
-        self.tracker = build_tracker(config, pack, fps, self.detector)
-        full_every = self.detector_settings.full_every or 1
-        DetectionCadence.check(full_every, config.tracker.fill_gap)
-        self.cadence = DetectionCadence(self.detector, full_every, self.detector_settings.light_scale,
-                                        config.tracker.scene_cut_threshold, self.detector_settings.light_min_face)
+            self.report.privacy = self.guard.describe()
+        detection = plan.detection
+        assert detection.full_every is not None
+        self.detector = ThresholdedDetector(pack.detector, detection.threshold, plan.drop_under)
+        self.tracker = build_tracker(plan, pack, fps, self.detector)
+        self.cadence = DetectionCadence(self.detector, detection.full_every, detection.light_scale,
+                                        config.tracker.scene_cut_threshold, detection.light_min_face)
         self.smooth_M = AlignmentSmoother(config.smoothing.alignment, fps, self.size)
         self.smooth_w = TrackSmoother(config.smoothing.latent, fps)
         self.slots = FrameSlots(config.max_batch)
@@ -183,7 +159,6 @@ class FaceReplacer:
         self.to_map: list[tuple[int, FaceRecord]] = []
         self.keep_frames = keep_frames or set()
         self.kept: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-
     # steps 3-4: detect, track, select, identity, alignment ----------------------------------
     def __call__(self, chunks: Iterator[FrameChunk]) -> Iterator[FrameChunk]:
         timer = self.report.timer
@@ -222,7 +197,7 @@ class FaceReplacer:
             chosen = self.select(faces)
             # deidentify: a face of a track seen in fewer than min_hits frames is redacted
             assert faces.confirmed is not None
-            unconfirmed = {i for i in chosen if self.recall_first and not bool(faces.confirmed[i])}
+            unconfirmed = {i for i in chosen if self.plan.redact_unconfirmed and not bool(faces.confirmed[i])}
             present = {int(faces.track_ids[i]) for i in chosen if i not in unconfirmed}
             self._end_tracks(self.active - present)
             self.active = present
@@ -230,16 +205,16 @@ class FaceReplacer:
                 track_id = int(faces.track_ids[i])
                 record = FaceRecord(track_id, faces.boxes[i].copy(), faces.points[i].copy())
                 if i in unconfirmed:
-                    record.failed = f"track seen in fewer than tracker.min_hits={self.config.tracker.min_hits} frames"
+                    record.failed = f"track seen in fewer than tracker.min_hits={self.plan.config.tracker.min_hits} frames"
                     self.report.count("unconfirmed_faces_redacted")
                     self.slots.add_face(faces.frame_index, record)
                     continue
-                if self.recall_first and too_small(record.box, self.min_face_size):
-                    record.failed = f"face smaller than detector.min_face_size={self.min_face_size:g} px"
+                if self.plan.keep_small_faces and too_small(record.box, self.plan.small_face):
+                    record.failed = f"face smaller than detector.min_face_size={self.plan.small_face:g} px"
                     self.report.count("small_faces_redacted")
-                elif too_small(record.box, self.synthetic_min_face):
+                elif too_small(record.box, self.plan.synthetic_min_face):
                     record.failed = (f"face smaller than deidentify.synthetic_min_face="
-                                     f"{self.synthetic_min_face:g} px")
+                                     f"{self.plan.synthetic_min_face:g} px")
                     self.report.count("small_faces_redacted")
                 self.slots.add_face(faces.frame_index, record)
                 self._identity_for(track_id, faces.frame_index, faces.points[i : i + 1])
@@ -247,7 +222,7 @@ class FaceReplacer:
                                            self.template)[0]
                 with self.report.timer("smooth"):
                     self._take_M(self.smooth_M.push(track_id, faces.frame_index, M))
-            if self.policy.covers_untracked and slot.raw is not None:
+            if self.plan.cover_untracked and slot.raw is not None:
                 for record in untracked_faces(slot.raw, faces.boxes):
                     self.slots.add_face(faces.frame_index, record)
             slot.tracked = True
@@ -262,6 +237,14 @@ class FaceReplacer:
         track = self.report.tracks[track_id]
         track.identity = self.policy.describe(identity)
         track.identity_failed = track.identity is not None and identity.failed is not None
+
+    def _redraw(self, track_id: int) -> torch.Tensor | None:
+        """The ladder's redraw rung: the track's next identity (from the policy, which returns a
+        new one), kept for its later frames and recorded in its report; returns the new code."""
+        identity, code = self.policy.redraw(track_id, self.identities[track_id])
+        self.identities[track_id] = identity
+        self.report.tracks[track_id].add_redraw(self.policy.describe(identity), found=code is not None)
+        return code
 
     # steps 5-7: align, map, smooth w -----------------------------------------------------
     def _take_M(self, released: list[tuple[int, int, torch.Tensor]]) -> None:
@@ -280,20 +263,30 @@ class FaceReplacer:
         if self.mapping is None:
             assert not self.to_map, "faces to map without a latent mapper"
             return
-        timer, max_batch = self.report.timer, self.config.max_batch
+        max_batch = self.plan.config.max_batch
         while self.to_map:
             batch, self.to_map = self.to_map[:max_batch], self.to_map[max_batch:]
             frames = torch.stack([self.slots[fi].frame for fi, _r in batch])
-            M = torch.stack([r.M for _fi, r in batch if r.M is not None])
-            with timer("align"):
-                crops = warp_to_crop(frames, torch.arange(len(batch), device=self.device), M, self.size)
             codes = [self.identities[r.track_id].code for _fi, r in batch]
-            with timer("map"):
-                ws = self.mapping(crops, torch.stack([c for c in codes if c is not None]).to(self.device),
-                                  [r.track_id for _fi, r in batch])
-            with timer("smooth"):
+            ws = self._latents(frames, list(range(len(batch))), [r for _fi, r in batch], codes)
+            with self.report.timer("smooth"):
                 for (fi, r), w in zip(batch, ws, strict=True):
                     self._take_w(self.smooth_w.push(r.track_id, fi, w))
+
+    def _latents(self, frames: torch.Tensor, rows: list[int], records: list[FaceRecord],
+                 codes: list[torch.Tensor | None]) -> torch.Tensor:
+        """Steps 5-6 for one batch (at most ``max_batch`` faces): align each face's crop from its
+        frame (``frames[rows[k]]``, the record's ``M``) and map crop and identity code to a latent.
+
+        Conventions: frames uint8 [T,H,W,3] (the input frames); returns ws float [F,num_ws,w_dim].
+        """
+        assert self.mapping is not None and len(records) <= self.plan.config.max_batch
+        timer = self.report.timer
+        index = torch.tensor(rows, dtype=torch.long, device=self.device)
+        with timer("align"):
+            crops = warp_to_crop(frames, index, _stack_present([r.M for r in records]), self.size)
+        with timer("map"):
+            return self.mapping(crops, _stack_present(codes).to(self.device), [r.track_id for r in records])
 
     def _take_w(self, released: list[tuple[int, int, torch.Tensor]]) -> None:
         for track_id, frame_index, w in released:
@@ -322,17 +315,18 @@ class FaceReplacer:
             faces = [(j, f) for j, f in faces if self.guard.start_rung(f) < self.guard.first_box]
         out = frames
         if faces:
-            out = self._synthesize_and_blend(frames, faces)
+            for _j, f in faces:
+                assert f.ws is not None
+                self.report.tracks[f.track_id].add_latent(f.ws)
+            out = self._render(frames, faces, [f.ws for _j, f in faces], self.plan.config.blend)
             faces = [(j, f) for j, f in faces if f.failed is None]
         if self.guard is not None:
-            self._frames_in = frames
             out = self.guard.apply(frames, out, [(j, f) for j, s in enumerate(slots) for f in s.faces], indices)
-            self._frames_in = None
         else:
             if faces:
                 check_identities(out, faces, indices, self.pack.identity.embed, self.policy, self.identities,
                                  self.report)
-            out = redact(out, slots, self.policy.redacts, self.report)
+            count_faces(slots, self.report)
         self.report.count("frames", len(slots))
         self.report.count("frames_with_faces", sum(1 for s in slots if s.faces_seen or s.faces))
         for j, i in enumerate(indices):
@@ -341,22 +335,27 @@ class FaceReplacer:
         pts = torch.tensor([s.pts for s in slots], dtype=torch.int64)
         return FrameChunk(out.cpu(), pts, indices[0])
 
-    def _synthesize_and_blend(self, frames: torch.Tensor, faces: list[tuple[int, FaceRecord]]) -> torch.Tensor:
-        """Steps 8-9: generate the faces and paste them into ``frames`` (marks refused faces failed)."""
-        timer, max_batch = self.report.timer, self.config.max_batch
-        ws = torch.stack([f.ws for _j, f in faces if f.ws is not None])
-        for _j, f in faces:
-            if f.ws is not None:
-                self.report.tracks[f.track_id].add_latent(f.ws)
+    def _render(self, out: torch.Tensor, faces: list[tuple[int, FaceRecord]], ws: list[torch.Tensor | None],
+                settings: BlendSettings) -> torch.Tensor:
+        """Steps 8-9, the one render path (first renders and the ladder's): synthesize the latents
+        ``ws`` (one per face) in batches of at most ``max_batch`` and paste each face into its row
+        of ``out`` with ``settings``. Faces the blender refuses or finds outside the frame are
+        marked failed.
+
+        Conventions: out uint8 [T,H,W,3]; ``faces``: (row of ``out``, record with ``M``); ws
+        float [num_ws,w_dim] each; returns the frames with the faces pasted (``out`` unchanged).
+        """
+        timer, max_batch = self.report.timer, self.plan.config.max_batch
+        latents = _stack_present(ws)
         with timer("synthesize"), torch.no_grad():
             generated = torch.cat([
-                self.pack.generator.synthesis(ws[k : k + max_batch], noise_mode="const")
-                for k in range(0, ws.shape[0], max_batch)
+                self.pack.generator.synthesis(latents[k : k + max_batch], noise_mode="const")
+                for k in range(0, latents.shape[0], max_batch)
             ])
         index = torch.tensor([j for j, _f in faces], dtype=torch.long, device=self.device)
-        M = torch.stack([f.M for _j, f in faces if f.M is not None])
         with timer("blend"):
-            out, stats = paste_faces(frames, generated.float(), index, M, settings=self.config.blend)
+            out, stats = paste_faces(out, generated.float(), index, _stack_present([f.M for _j, f in faces]),
+                                     settings=settings)
         self.report.count("faces_refused_by_blend", stats.refused)
         for k in stats.refused_indices:
             faces[k][1].failed = "generated face refused by the blender (NaN or inf)"
@@ -364,38 +363,29 @@ class FaceReplacer:
             faces[k][1].failed = "face outside the frame"
         return out
 
-    def _rerender(self, out: torch.Tensor, faces: list[tuple[int, FaceRecord]], codes: list[torch.Tensor | None],
-                  grown: bool) -> torch.Tensor:
-        """The ladder's synthetic rungs: render ``faces`` again, with a new identity code
-        (mapped from the input crop, unsmoothed) or their own latent (code None), and paste
-        them into ``out``, with the blend mask grown by ``deidentify.grown_mask_scale`` when
-        ``grown``. Faces the blender refuses are marked failed."""
-        assert self._frames_in is not None and self.mapping is not None
+    def _rerender(self, frames: torch.Tensor, out: torch.Tensor, faces: list[tuple[int, FaceRecord]],
+                  codes: list[torch.Tensor | None], grown: bool) -> torch.Tensor:
+        """The ladder's synthetic rungs: render ``faces`` again into ``out``, with a new identity
+        code (mapped from the face's crop of the input ``frames``, unsmoothed) or their own latent
+        (code None), the blend mask grown by ``deidentify.grown_mask_scale`` when ``grown``;
+        through the same batched path as first renders (:meth:`_latents`, :meth:`_render`)."""
+        assert self.mapping is not None
+        max_batch = self.plan.config.max_batch
         ws = [f.ws for _j, f in faces]
         new = [k for k, c in enumerate(codes) if c is not None]
-        if new:
-            rows = torch.tensor([faces[k][0] for k in new], dtype=torch.long, device=self.device)
-            M = _stack_present([faces[k][1].M for k in new])
-            crops = warp_to_crop(self._frames_in, rows, M, self.size)
-            id_codes = _stack_present([codes[k] for k in new]).to(self.device)
-            with torch.no_grad():
-                mapped = self.mapping(crops, id_codes, [faces[k][1].track_id for k in new])
-            for k, w in zip(new, mapped, strict=True):
+        for b in range(0, len(new), max_batch):
+            part = new[b : b + max_batch]
+            mapped = self._latents(frames, [faces[k][0] for k in part], [faces[k][1] for k in part],
+                                   [codes[k] for k in part])
+            for k, w in zip(part, mapped, strict=True):
                 ws[k] = w
         keep = [k for k, w in enumerate(ws) if w is not None and faces[k][1].M is not None]
         if not keep:
             return out
-        with torch.no_grad():
-            generated = self.pack.generator.synthesis(_stack_present([ws[k] for k in keep]), noise_mode="const")
-        index = torch.tensor([faces[k][0] for k in keep], dtype=torch.long, device=self.device)
-        M = _stack_present([faces[k][1].M for k in keep])
-        settings = self.config.blend
+        settings = self.plan.config.blend
         if grown:
-            settings = grown_mask_settings(settings, self.config.deidentify.grown_mask_scale)
-        out, stats = paste_faces(out, generated.float(), index, M, settings=settings)
-        for k in list(stats.refused_indices) + list(stats.skipped_indices):
-            faces[keep[k]][1].failed = "generated face refused by the blender (NaN, inf or outside the frame)"
-        return out
+            settings = grown_mask_settings(settings, self.plan.config.deidentify.grown_mask_scale)
+        return self._render(out, [faces[k] for k in keep], [ws[k] for k in keep], settings)
 
 
 def _stack_present(items: list[torch.Tensor | None]) -> torch.Tensor:

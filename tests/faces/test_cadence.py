@@ -11,7 +11,7 @@ import torch
 from reenact.errors import ConfigError
 from reenact.faces import FaceDetections
 from reenact.faces.cadence import FOUND_IOU, DetectionCadence
-from reenact.faces.detect import FULL_EVERY, DetectorSettings, make_detector
+from reenact.faces.detect import DetectorSettings, make_detector
 from reenact.faces.track import FaceTracker, TrackerSettings
 from reenact.io.images import read_image
 from reenact.pipeline.settings import PipelineConfig
@@ -201,11 +201,8 @@ def test_the_cadence_must_leave_gaps_the_tracker_fills() -> None:
     PipelineConfig(detector=DetectorSettings(full_every=9), tracker=TrackerSettings(max_gap=8))
 
 
-def test_settings_resolve_the_cadence_per_mode() -> None:
-    assert FULL_EVERY == {"reenact": 1, "deidentify": 4}
-    assert DetectorSettings().for_mode("deidentify").full_every == 4
-    assert DetectorSettings().for_mode("reenact").full_every == 1
-    assert DetectorSettings(full_every=2).for_mode("deidentify").full_every == 2, "a set value wins"
+def test_settings_check_the_cadence() -> None:
+    # the cadence of each mode is resolved by the run plan (tests/pipeline/test_pipeline_plan.py)
     for bad in ({"full_every": 0}, {"light_scale": 0.0}, {"light_scale": 1.5}, {"light_min_face": -1.0}):
         with pytest.raises(ConfigError):
             DetectorSettings(**bad)

@@ -217,14 +217,12 @@ def test_native_size_detection_keeps_the_recall_of_upscaling(read_clip, scrfd, c
     assert found[False] >= found[True] and found[False] >= 0.9, found
 
 
-def test_the_score_threshold_defaults_per_mode() -> None:
-    from reenact.faces.detect import SCORE_THRESHOLDS
+def test_the_score_threshold_defaults_to_precision() -> None:
+    from reenact.faces.detect import DEFAULT_SCORE_THRESHOLD
 
-    assert DetectorSettings().threshold == SCORE_THRESHOLDS["reenact"] == 0.5, "outside a mode: precision"
-    assert DetectorSettings().for_mode("deidentify").threshold == SCORE_THRESHOLDS["deidentify"] == 0.2
-    assert DetectorSettings(score_threshold=0.35).for_mode("deidentify").threshold == 0.35
-    with pytest.raises(ConfigError, match="unknown mode"):
-        DetectorSettings().for_mode("blur")
+    # a run resolves its own default (tests/pipeline/test_pipeline_plan.py); the settings alone: precision
+    assert DetectorSettings().threshold == DEFAULT_SCORE_THRESHOLD == 0.5
+    assert DetectorSettings(score_threshold=0.35).threshold == 0.35
 
 
 def test_nms_keeps_the_boxes_torchvision_keeps() -> None:

@@ -21,7 +21,7 @@ import torch
 from reenact.cli import main
 from reenact.errors import InputError, ModelError, UnsafeModelFileError, WeightsMissingError
 from reenact.models import stylegan1
-from reenact.packs import PackSettings, check_pack_for_mode, load_pack
+from reenact.packs import PackSettings, check_pack_serves, load_pack
 from reenact.packs.paper_import import find_paper_files, import_paper
 from testing.media import cut_clip
 
@@ -133,12 +133,12 @@ def test_reenact_video_with_the_paper_pack_through_the_cli(one_folder: Path, tmp
 
 def test_deidentify_without_mapping_refuses_before_work(one_folder: Path, home: Path, tmp_path: Path) -> None:
     with pytest.raises(WeightsMissingError, match=r"karras2019stylegan-ffhq-\*\.pkl"):
-        check_pack_for_mode("paper", "deidentify")  # nothing imported yet: refused from the registry alone
-    check_pack_for_mode("paper", "reenact")
-    check_pack_for_mode("tiny", "deidentify")
+        check_pack_serves("paper", draws_identities=True)  # nothing imported yet: refused from the registry alone
+    check_pack_serves("paper", draws_identities=False)
+    check_pack_serves("tiny", draws_identities=True)
     import_paper([one_folder])
     with pytest.raises(WeightsMissingError, match="mapping network"):
-        check_pack_for_mode("paper", "deidentify")
+        check_pack_serves("paper", draws_identities=True)
 
 
 def _v1_pickle(path: Path, monkeypatch: pytest.MonkeyPatch, extra_global: bool = False) -> Path:
@@ -194,7 +194,7 @@ def test_mapping_from_the_official_pickle_enables_deidentify(
     _v1_pickle(one_folder / "karras2019stylegan-ffhq-1024x1024.pkl", monkeypatch)
     stored = import_paper([one_folder])
     assert "mapping" in stored
-    check_pack_for_mode("paper", "deidentify")
+    check_pack_serves("paper", draws_identities=True)
     pack = load_pack(PackSettings(pack="paper"))
     assert pack.can_draw_identities
     img = pack.generator(torch.randn(1, 512))

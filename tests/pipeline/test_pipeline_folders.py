@@ -110,17 +110,17 @@ def test_a_replaced_source_is_stale_not_skipped(fixtures: Path, tmp_path: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     import json
 
-    from reenact.pipeline import PipelineConfig
+    from reenact.pipeline import PipelineConfig, plan_run
     from reenact.pipeline.run import stale_reason
 
     src, out = tmp_path / "in", tmp_path / "out"
     src.mkdir()
     cut_clip(fixtures / "videos" / "liveportrait_d0.mp4", src / "a.mp4", 4)
     _fake_done(out / "a.mp4", src / "a.mp4", PipelineConfig())
-    assert stale_reason(out / "a.mp4", "deidentify", PipelineConfig(), None, src / "a.mp4") is None
+    plan = plan_run("deidentify", PipelineConfig())
+    assert stale_reason(out / "a.mp4", plan, src / "a.mp4") is None
     cut_clip(fixtures / "videos" / "sadtalker_WDA_KatieHill_000.mp4", src / "a.mp4", 4)  # another clip, same name
-    assert "source file changed" in (stale_reason(out / "a.mp4", "deidentify", PipelineConfig(), None,
-                                                  src / "a.mp4") or "")
+    assert "source file changed" in (stale_reason(out / "a.mp4", plan, src / "a.mp4") or "")
     # --dry-run says what the run would do: the stale output fails, it is not "skipped"
     assert deidentify_main([str(src), "-o", str(out), "--dry-run"]) == 0
     plan = json.loads(capsys.readouterr().out)

@@ -13,29 +13,35 @@ These are the tests ``bench/mutation.py`` runs against every mutant of the priva
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
+from reenact.config import replace
 from reenact.errors import ConfigError, ShapeError
 from reenact.faces import FaceDetections
 from reenact.faces.privacy_thresholds import PRIVACY_THRESHOLDS, privacy_threshold
-from reenact.faces.track import TrackerSettings
 from reenact.pipeline import (
     FaceRecord,
     FrameSlot,
+    PipelineConfig,
     RunReport,
     SyntheticIdentities,
     TargetIdentity,
     TrackIdentity,
-    blur_boxes,
     check_identities,
-    redact,
+    make_policy,
+    plan_run,
     untracked_faces,
 )
+from reenact.pipeline.privacy import count_faces
 from reenact.pipeline.stream import too_small
 
 pytestmark = pytest.mark.privacy
+
+SAMPLE_PHOTO = Path(__file__).resolve().parents[2] / "samples" / "astronaut_identity.jpg"
 
 H = W = 96
 BOX = np.array([20.0, 24.0, 60.0, 70.0], np.float32)
@@ -52,11 +58,10 @@ def _unit(*values: float) -> torch.Tensor:
     return v / v.norm()
 
 
-def _policy(threshold: float = 0.5, codes: list[torch.Tensor] | None = None, max_draws: int = 3,
-            fail_closed: bool = True) -> SyntheticIdentities:
+def _policy(threshold: float = 0.5, codes: list[torch.Tensor] | None = None,
+            max_draws: int = 3) -> SyntheticIdentities:
     pool = codes or [_unit(0.0, 1.0, 0.0)]
-    return SyntheticIdentities(lambda seed: pool[seed % len(pool)], threshold, seed=0, max_draws=max_draws,
-                               fail_closed=fail_closed)
+    return SyntheticIdentities(lambda seed: pool[seed % len(pool)], threshold, seed=0, max_draws=max_draws)
 
 
 def _record(track_id: int = 0, failed: str | None = None) -> FaceRecord:
@@ -71,101 +76,6 @@ def _changed(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def _inside(mask: torch.Tensor, box: np.ndarray = BOX) -> float:
     x1, y1, x2, y2 = (int(v) for v in box)
     return float(mask[y1:y2, x1:x2].float().mean())
-
-
-# --- blur_boxes --------------------------------------------------------------------------
-
-def test_blur_destroys_the_detail_inside_the_box_and_leaves_the_rest() -> None:
-    frame = _textured()
-    out = blur_boxes(frame, torch.from_numpy(BOX[None]))
-    changed = _changed(frame, out)
-    assert _inside(changed) > 0.95
-    # the box grown by the 25 % margin is the only place that changes
-    outside = changed.clone()
-    outside[12:82, 10:71] = False
-    assert not outside.any()
-    # detail is gone: neighbouring pixels inside the box are far more alike than before
-    x1, y1, x2, y2 = (int(v) for v in BOX)
-    def roughness(img: torch.Tensor) -> float:
-        region = img[y1:y2, x1:x2].float()
-        return float((region[:, 1:] - region[:, :-1]).abs().mean())
-    assert roughness(out) < 0.2 * roughness(frame)
-    assert torch.equal(frame, _textured()), "the input frame is not modified"
-
-
-def test_blur_clips_boxes_to_the_frame_and_skips_empty_ones() -> None:
-    frame = _textured()
-    out = blur_boxes(frame, torch.tensor([[80.0, 80.0, 140.0, 140.0], [-50.0, -50.0, -40.0, -40.0]]))
-    changed = _changed(frame, out)
-    assert changed[85:, 85:].float().mean() > 0.9 and not changed[:60, :60].any()
-    with pytest.raises(ShapeError):
-        blur_boxes(frame.float(), torch.from_numpy(BOX[None]))
-
-
-def test_blur_keeps_small_faces_unrecognisable() -> None:
-    frame = _textured(1)
-    small = np.array([40.0, 40.0, 52.0, 52.0], np.float32)
-    out = blur_boxes(frame, torch.from_numpy(small[None]))
-    # a 12 px face gets at most 2x2 blocks: nearly every pixel inside differs from its original
-    assert _inside(_changed(frame, out), small) > 0.9
-
-
-def _cells(frame: torch.Tensor, region: tuple[int, int, int, int], n: int) -> torch.Tensor:
-    """What blur_boxes' docstring promises for ``region`` (left, top, right, bottom): the
-    region averaged into ``n`` x ``n`` cells and smoothly (bilinearly) enlarged again."""
-    left, top, right, bottom = region
-    patch = frame[top:bottom, left:right].permute(2, 0, 1)[None].float()
-    small = torch.nn.functional.adaptive_avg_pool2d(patch, (n, n))
-    big = torch.nn.functional.interpolate(small, size=patch.shape[-2:], mode="bilinear", align_corners=False)
-    out = frame.clone()
-    out[top:bottom, left:right] = big[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8)
-    return out
-
-
-@pytest.mark.parametrize(("box", "region", "n"), [
-    # a 40x46 face: grown by 25 % to columns 10-70 and rows 12-81 (61 x 70 px): 8 x 8 cells
-    ((20.0, 24.0, 60.0, 70.0), (10, 12, 71, 82), 8),
-    # a 12 px face: grown to 19 px: 3 x 3 cells of at least 6 px
-    ((40.0, 40.0, 52.0, 52.0), (37, 37, 56, 56), 3),
-    # a 6 px face: grown to 10 px: a single cell, one colour
-    ((40.0, 40.0, 46.0, 46.0), (38, 38, 48, 48), 1),
-    # a face reaching over the top-left corner: clipped to the frame (columns and rows from 0)
-    ((-10.0, -6.0, 30.0, 34.0), (0, 0, 41, 45), 6),
-    # a face reaching over the bottom-right corner: clipped to the last row and column
-    ((70.0, 76.0, 110.0, 120.0), (60, 65, 96, 96), 5),
-])
-def test_blur_gives_each_face_size_its_grown_box_and_cells(box: tuple[float, ...], region: tuple[int, ...],
-                                                            n: int) -> None:
-    frame = _textured(2)
-    out = blur_boxes(frame, torch.tensor([box]))
-    assert torch.equal(out, _cells(frame, region, n))  # type: ignore[arg-type]
-
-
-def test_blur_of_a_one_cell_face_is_its_mean_colour() -> None:
-    frame = _textured(3)
-    out = blur_boxes(frame, torch.tensor([[40.0, 40.0, 46.0, 46.0]]))
-    patch = out[38:48, 38:48].reshape(-1, 3)
-    assert len(torch.unique(patch, dim=0)) == 1
-    assert torch.allclose(patch[0].float(), frame[38:48, 38:48].reshape(-1, 3).float().mean(0), atol=0.51)
-
-
-def test_blur_keeps_black_and_white_cells_black_and_white() -> None:
-    frame = torch.zeros(H, W, 3, dtype=torch.uint8)
-    frame[:, 40:] = 255  # the face box (grown: columns 10-70) is half black, half white
-    out = blur_boxes(frame, torch.from_numpy(BOX[None]))
-    assert out[40, 12].tolist() == [0, 0, 0] and out[40, 68].tolist() == [255, 255, 255]
-    assert 0 < int(out[40, 40, 0]) < 255  # the edge between them is smoothed
-
-
-def test_blur_leaves_boxes_the_frame_cuts_to_a_sliver() -> None:
-    frame = _textured(4)
-    # grown to a 2 x 2 px region: averaged to one colour
-    out = blur_boxes(frame, torch.tensor([[40.0, 40.0, 40.5, 40.5]]))
-    assert torch.equal(out, _cells(frame, (39, 39, 41, 41), 1)) and not torch.equal(out, frame)
-    # cut by the right edge to one column (16 rows tall): nothing of a face fits there, left as it is
-    assert torch.equal(blur_boxes(frame, torch.tensor([[95.9, 40.0, 96.5, 50.0]])), frame)
-    # one row at the bottom edge, wide: left as it is too
-    assert torch.equal(blur_boxes(frame, torch.tensor([[40.0, 95.9, 50.0, 96.5]])), frame)
 
 
 # --- the check after rendering -----------------------------------------------------------
@@ -226,7 +136,6 @@ def test_reenact_never_fails_or_redacts() -> None:
     target = _unit(1.0, 0.0)
     policy = TargetIdentity(target)
     assert policy.check(1.0) is None and policy.check(-1.0) is None
-    assert not policy.redacts and not policy.covers_untracked
     assert policy.compare_with(policy.identity_for(3, lambda: _unit(0.0, 1.0))) is target
 
 
@@ -234,8 +143,13 @@ def test_deidentify_compares_with_the_original_and_is_fail_closed() -> None:
     policy = _policy()
     original = _unit(1.0, 2.0, 3.0)
     assert policy.compare_with(TrackIdentity(code=_unit(0.0, 1.0, 0.0), original=original)) is original
-    assert policy.redacts and policy.covers_untracked
-    assert not _policy(fail_closed=False).redacts
+    plan = plan_run("deidentify", PipelineConfig())
+    assert plan.check_privacy and plan.keep_small_faces and plan.redact_unconfirmed and plan.cover_untracked
+    told = plan_run("deidentify", replace(PipelineConfig(), {"deidentify.fail_closed": False}))
+    assert not (told.check_privacy or told.keep_small_faces or told.redact_unconfirmed)
+    assert told.cover_untracked and told.private  # still private: metadata stripped, preview only with --audit
+    reenact = plan_run("reenact", PipelineConfig(), identity=SAMPLE_PHOTO)
+    assert not (reenact.check_privacy or reenact.cover_untracked or reenact.private)
 
 
 # --- untracked detections ----------------------------------------------------------------
@@ -290,50 +204,14 @@ def _slot(*records: FaceRecord) -> FrameSlot:
     return FrameSlot(0, _textured(), 0, faces=list(records), tracked=True)
 
 
-def test_failed_faces_are_blurred_and_counted() -> None:
-    frame = _textured()
-    slots = [_slot(_record(0, failed="generated face refused by the blender (NaN or inf)")), _slot(_record(1))]
-    report = RunReport("similarity_to_original")
-    out = redact(torch.stack([frame, frame]), slots, True, report)
-    assert _inside(_changed(frame, out[0])) > 0.95, "the refused face was blurred"
-    assert torch.equal(out[1], frame), "a replaced face is left as rendered"
-    assert report.counts["faces_blurred"] == 1 and report.counts["faces_replaced"] == 1
-    assert (report.tracks[0].frames, report.tracks[0].blurred, report.tracks[0].replaced) == (1, 1, 0)
-    assert (report.tracks[1].frames, report.tracks[1].blurred, report.tracks[1].replaced) == (1, 0, 1)
-
-
-def test_untracked_detections_are_blurred_and_counted() -> None:
-    frame = _textured()
-    record = FaceRecord(-1, BOX.copy(), np.zeros((5, 2), np.float32), failed="untracked")
-    report = RunReport("similarity_to_original")
-    out = redact(frame[None], [_slot(record)], True, report)
-    assert _inside(_changed(frame, out[0])) > 0.95
-    assert report.counts["untracked_detections_blurred"] == 1 and report.counts["faces_blurred"] == 1
-    assert -1 not in report.tracks
-
-
-def test_every_failed_face_of_a_frame_is_blurred() -> None:
-    frame = _textured()
-    second = np.array([66.0, 10.0, 90.0, 40.0], np.float32)
-    a = _record(0, failed="no identity")
-    b = FaceRecord(-1, second, np.zeros((5, 2), np.float32), failed="untracked")
-    out = redact(frame[None], [_slot(a, b)], True, RunReport("s"))
-    changed = _changed(frame, out[0])
-    assert _inside(changed) > 0.95 and _inside(changed, second) > 0.95
-
-
-def test_without_redaction_nothing_is_blurred_but_everything_is_counted() -> None:
-    frame = _textured()
+def test_a_run_without_the_ladder_counts_every_face_and_redacts_nothing() -> None:
     report = RunReport("similarity_to_target")
-    out = redact(frame[None], [_slot(_record(0, failed="x"))], False, report)
-    assert torch.equal(out[0], frame)
-    assert report.counts["faces_blurred"] == 0 and report.tracks[0].frames == 1
-    assert report.tracks[0].blurred == 0 and report.tracks[0].replaced == 0
-
-
-def test_redact_checks_one_row_per_slot() -> None:
-    with pytest.raises(ShapeError):
-        redact(_textured()[None].expand(2, -1, -1, -1), [_slot()], True, RunReport("s"))
+    untracked = FaceRecord(-1, BOX.copy(), np.zeros((5, 2), np.float32), failed="untracked")
+    count_faces([_slot(_record(0, failed="x"), untracked), _slot(_record(1))], report)
+    assert report.counts["faces_blurred"] == 0 and report.counts["faces_replaced"] == 1
+    assert (report.tracks[0].frames, report.tracks[0].blurred, report.tracks[0].replaced) == (1, 0, 0)
+    assert (report.tracks[1].frames, report.tracks[1].replaced) == (1, 1)
+    assert -1 not in report.tracks and report.counts["untracked_detections_blurred"] == 0
 
 
 # --- the synthetic identity draw ---------------------------------------------------------
@@ -349,7 +227,6 @@ def test_draw_keeps_the_first_candidate_below_the_threshold() -> None:
         return pool[len(seeds) - 1]
 
     policy = SyntheticIdentities(candidate, 0.5, seed=3, max_draws=5)
-    assert policy.redacts and policy.covers_untracked and policy.private  # fail-closed unless told
     got = policy.identity_for(4, lambda: original)
     assert got.code is far and got.draws == 3 and got.failed is None
     assert got.similarity_to_original == pytest.approx(0.0, abs=1e-6)
@@ -371,18 +248,21 @@ def test_redraw_continues_the_tracks_seeded_sequence() -> None:
     policy = SyntheticIdentities(candidate, 0.5, seed=seed, max_draws=2)
     first = policy.identity_for(4, lambda: original)
     assert first.code is far and first.draws == 1
-    # the output failed the check: the next candidates of the same sequence, the first one far enough
-    assert policy.redraw(4) is other
-    assert first.code is other and first.draws == 3
-    assert first.similarity_to_original == pytest.approx(0.0, abs=1e-6)
-    # none far enough in max_draws more: None, and the draws are counted
-    assert policy.redraw(4) is None and first.draws == 5 and first.code is other
+    # the output failed the check: the next candidates of the same sequence, the first one far enough,
+    # as a new identity (the first one is left as it was: the report keeps both)
+    second, code = policy.redraw(4, first)
+    assert code is other and second.code is other and second.draws == 3
+    assert second.similarity_to_original == pytest.approx(0.0, abs=1e-6)
+    assert first.code is far and first.draws == 1
+    assert policy.identity_for(4, lambda: original) is second, "the track keeps its new identity"
+    # none far enough in max_draws more: no code, the draws are counted, the code kept
+    third, code = policy.redraw(4, second)
+    assert code is None and third.draws == 5 and third.code is other
     assert seeds == [(seed * 1_000_003 + 4 * 10_007 + i) % 2**63 for i in range(5)]
     assert all(0 <= s < 2**63 for s in seeds)
-    # a track never seen, or one without an original face, gets nothing
-    assert policy.redraw(9) is None
-    policy.identities[9] = TrackIdentity(code=None)
-    assert policy.redraw(9) is None and len(seeds) == 5
+    # a track without an original face gets nothing
+    lost = TrackIdentity(code=None)
+    assert policy.redraw(9, lost) == (lost, None) and len(seeds) == 5
 
 
 def test_a_redraw_exactly_at_the_threshold_is_not_kept() -> None:
@@ -390,8 +270,8 @@ def test_a_redraw_exactly_at_the_threshold_is_not_kept() -> None:
     at = _unit(0.5, 0.75**0.5, 0.0)  # similarity 0.5 to the original: the threshold itself
     sequence = iter([_unit(0.0, 1.0, 0.0), at])
     policy = SyntheticIdentities(lambda _seed: next(sequence), 0.5, seed=0, max_draws=1)
-    policy.identity_for(0, lambda: original)
-    assert policy.redraw(0) is None
+    first = policy.identity_for(0, lambda: original)
+    assert policy.redraw(0, first)[1] is None
 
 
 def test_no_candidate_below_the_threshold_leaves_the_track_without_identity() -> None:
@@ -470,23 +350,25 @@ def test_describe_reports_the_draw() -> None:
 def test_a_runs_policy_takes_the_deidentify_settings() -> None:
     from types import SimpleNamespace
 
-    from reenact.config import replace
-    from reenact.pipeline import PipelineConfig
-
-    pack = SimpleNamespace(generator=SimpleNamespace(img_resolution=256), device=torch.device("cpu"))
-    config = replace(PipelineConfig(), {"seed": 11, "deidentify.max_draws": 4, "deidentify.fail_closed": False})
-    for policy in (SyntheticIdentities.build(pack, config, 0.42, None),  # type: ignore[arg-type]
-                   SyntheticIdentities.for_run(pack, config, 0.42, None, [])):  # type: ignore[arg-type]
-        assert (policy.threshold, policy.seed, policy.max_draws, policy.redacts) == (0.42, 11, 4, False)
-        assert policy.candidate.truncation == config.deidentify.truncation  # type: ignore[attr-defined]
-    assert SyntheticIdentities.check_request(None) is None  # no identity photo needed
+    pack = SimpleNamespace(generator=SimpleNamespace(img_resolution=256), device=torch.device("cpu"),
+                           match_threshold=0.6)
+    config = replace(PipelineConfig(), {"seed": 11, "deidentify.max_draws": 4, "deidentify.threshold": 0.42})
+    policy = make_policy(plan_run("deidentify", config).bind(pack), pack)  # type: ignore[arg-type]
+    assert isinstance(policy, SyntheticIdentities)
+    assert (policy.threshold, policy.seed, policy.max_draws) == (0.42, 11, 4)
+    assert policy.candidate.truncation == config.deidentify.truncation  # type: ignore[attr-defined]
+    unset = plan_run("deidentify", replace(config, {"deidentify.threshold": None})).bind(pack)  # type: ignore[arg-type]
+    assert unset.threshold == 0.6, "no deidentify.threshold: the pack's same-person threshold"
 
 
 def test_fail_closed_needs_detection_on_every_frame() -> None:
+    every_other = {"tracker.detect_every": 2}
     with pytest.raises(ConfigError, match="detect_every"):
-        _policy().check_tracker(TrackerSettings(detect_every=2))
-    _policy().check_tracker(TrackerSettings(detect_every=1))
-    _policy(fail_closed=False).check_tracker(TrackerSettings(detect_every=2))
+        plan_run("deidentify", replace(PipelineConfig(), every_other))
+    with pytest.raises(ConfigError, match="detect_every"):
+        plan_run("deidentify", replace(PipelineConfig(), {**every_other, "deidentify.method": "blur"}))
+    assert plan_run("deidentify", replace(PipelineConfig(), {**every_other, "deidentify.fail_closed": False})
+                    ).tracker_detects
 
 
 # --- calibrated thresholds ---------------------------------------------------------------

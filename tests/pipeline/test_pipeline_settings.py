@@ -22,6 +22,7 @@ from reenact.pipeline import (
     build_tracker,
     cached_pack,
     make_mapping,
+    plan_run,
 )
 
 CPU = torch.device("cpu")
@@ -58,7 +59,7 @@ def _jittery_detections(n: int, seed: int = 0) -> list[FaceDetections]:
 
 
 def _track(config: PipelineConfig, dets: list[FaceDetections], encoder=None, frames=None) -> list:
-    tracker = build_tracker(config, SimpleNamespace(detector=None, identity=encoder), fps=25.0)
+    tracker = build_tracker(plan_run("deidentify", config), SimpleNamespace(detector=None, identity=encoder), fps=25.0)
     if frames is None:
         frames = torch.zeros(len(dets), 8, 8, 3, dtype=torch.uint8)
     return tracker.push(frames, dets) + tracker.flush()
@@ -78,13 +79,17 @@ def test_alignment_and_latent_smoothing_are_set_apart() -> None:
     config = replace(PipelineConfig(device="cpu"), {"smoothing.alignment.method": "none",
                                                     "smoothing.latent.method": "gaussian",
                                                     "smoothing.latent.window": 2})
-    replacer = FaceReplacer(cached_pack(config, CPU), config, "deidentify", 25.0)
+    plan = plan_run("deidentify", config)
+    pack = cached_pack(plan)
+    replacer = FaceReplacer(plan.bind(pack), pack, 25.0)
     M = torch.tensor([[0.5, 0.0, 3.0], [0.0, 0.5, 4.0]])
     assert replacer.smooth_M.push(0, 0, M)[0][2] is M, "alignment: method none passes transforms through"
     w = torch.zeros(1, 8)
     assert replacer.smooth_w.push(0, 0, w) == [], "latent: the gaussian holds values back"
     swapped = replace(config, {"smoothing.alignment.method": "gaussian", "smoothing.latent.method": "none"})
-    replacer = FaceReplacer(cached_pack(swapped, CPU), swapped, "deidentify", 25.0)
+    plan = plan_run("deidentify", swapped)
+    pack = cached_pack(plan)
+    replacer = FaceReplacer(plan.bind(pack), pack, 25.0)
     assert replacer.smooth_M.push(0, 0, M) == []
     assert replacer.smooth_w.push(0, 0, w)[0][2] is w
 
@@ -142,7 +147,7 @@ def test_detector_threshold_applies_without_reloading_models(fixtures: Path) -> 
     frame = read_image(photo)[None]
     for threshold in (0.3, 0.6, 0.9):
         config = replace(PipelineConfig(device="cpu"), {"detector.score_threshold": threshold})
-        found = cache.get(config, CPU).detector.detect(frame)[0]
+        found = cache.get(plan_run("deidentify", config)).detector.detect(frame)[0]
         # the same faces as a detector loaded with that threshold
         direct = make_detector("offline", None, settings=DetectorSettings(score_threshold=threshold)).detect(frame)[0]
         assert np.allclose(found.boxes, direct.boxes) and np.allclose(found.scores, direct.scores), threshold

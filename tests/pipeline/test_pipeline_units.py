@@ -11,7 +11,7 @@ from reenact.batch import plan_folder
 from reenact.cli import deidentify_main
 from reenact.config import replace
 from reenact.errors import ConfigError
-from reenact.pipeline import FaceReplacer, PipelineConfig, SyntheticIdentities, cached_pack
+from reenact.pipeline import PipelineConfig, SyntheticIdentities, cached_pack, plan_run
 
 D = 128
 
@@ -40,9 +40,8 @@ def test_a_person_seen_again_keeps_their_synthetic_identity() -> None:
 
 def test_fail_closed_deidentify_refuses_sparse_detection() -> None:
     config = replace(PipelineConfig(device="cpu"), {"tracker.detect_every": 3, "tracker.max_gap": 5})
-    pack = cached_pack(config, torch.device("cpu"))
-    with pytest.raises(ConfigError, match="detect_every"):
-        FaceReplacer(pack, config, "deidentify", 25.0)
+    with pytest.raises(ConfigError, match="detect_every"):  # refused by the plan, before any model loads
+        plan_run("deidentify", config)
 
 
 def test_two_inputs_never_share_one_output(tmp_path: Path) -> None:
@@ -75,7 +74,7 @@ def test_optimize_starts_new_tracks_from_a_trained_mapper(fixtures: Path) -> Non
         identity_model_mean=0.0, identity_model_std=1.0)), {
         "optimize.landmark_model.path": str(models / "landmarks_pfld68" / "pfld.onnx"),
         "optimize.steps_first": 1, "optimize.steps_warm": 1, "optimize.init_candidates": 1})
-    pack = dataclasses.replace(cached_pack(config, torch.device("cpu")), trained=True)
+    pack = dataclasses.replace(cached_pack(plan_run("deidentify", config)), trained=True)
     mapping = make_mapping(pack, config)
     assert isinstance(getattr(mapping, "initial", None), TrainedMapping)
     calls: list[list[int]] = []
@@ -92,3 +91,42 @@ def test_optimize_starts_new_tracks_from_a_trained_mapper(fixtures: Path) -> Non
     mapping(crops, code, [5])
     mapping(crops, code, [5])
     assert calls == [[5]], "only a track's first frame asks the trained mapper"
+
+
+def test_first_renders_and_the_ladders_renders_share_one_path_bounded_by_max_batch() -> None:
+    import numpy as np
+
+    from reenact.faces import similarity_from_points
+    from reenact.pipeline import FaceRecord, FaceReplacer
+
+    plan = plan_run("deidentify", replace(PipelineConfig(device="cpu"), {"max_batch": 2}))
+    pack = cached_pack(plan)
+    replacer = FaceReplacer(plan.bind(pack), pack, 25.0)
+    G = pack.generator
+    synthesized: list[int] = []
+    hook = G.synthesis.register_forward_pre_hook(lambda _m, args: synthesized.append(args[0].shape[0]))
+    mapped: list[int] = []
+    real_mapping = replacer.mapping
+    assert real_mapping is not None
+
+    def counting_mapping(crops: torch.Tensor, codes: torch.Tensor, tracks: list[int]) -> torch.Tensor:
+        mapped.append(crops.shape[0])
+        return real_mapping(crops, codes, tracks)
+
+    replacer.mapping = counting_mapping  # type: ignore[assignment]
+    points = np.array([[40, 50], [88, 50], [64, 75], [45, 100], [83, 100]], np.float32)
+    M = similarity_from_points(torch.from_numpy(points[None]), replacer.template)[0]
+    faces = [(0, FaceRecord(k, np.array([20, 20, 108, 120], np.float32), points, M=M,
+                            ws=torch.zeros(G.num_ws, G.w_dim))) for k in range(5)]
+    frames = torch.full((1, 128, 128, 3), 90, dtype=torch.uint8)
+    code = torch.nn.functional.normalize(torch.ones(pack.identity.dim), dim=0)
+    try:
+        out = replacer._rerender(frames, frames, faces, [code, code, code, None, None], grown=False)
+        assert mapped == [2, 1], "three new identities mapped in batches of at most max_batch"
+        assert synthesized == [2, 2, 1], "five faces synthesized in batches of at most max_batch"
+        assert out.shape == frames.shape and not torch.equal(out, frames)
+        synthesized.clear()
+        replacer._render(frames, faces, [f.ws for _j, f in faces], plan.config.blend)
+        assert synthesized == [2, 2, 1], "a first render goes the same way"
+    finally:
+        hook.remove()

@@ -90,7 +90,7 @@ class FakeRender:
         self.values = {"redraw": redraw, "grown_mask": grown}
         self.calls: list[str] = []
 
-    def __call__(self, out, faces, codes, grown):  # noqa: ANN001, ANN204 - the Render signature
+    def __call__(self, frames, out, faces, codes, grown):  # noqa: ANN001, ANN204 - the Render signature
         rung = "grown_mask" if grown else "redraw"
         self.calls.append(rung)
         value = self.values[rung]
@@ -103,7 +103,9 @@ def record(track: int = 0, failed: str | None = None, points: np.ndarray = POINT
 
 def guard(ladder: tuple[str, ...], chk: list[Checker], render=None, redraw=None, redraws: int = 1):  # noqa: ANN001, ANN201
     report = RunReport("similarity_to_original")
-    return PrivacyGuard(chk, ladder, report, render=render, redraw=redraw, redraws=redraws), report
+    g = PrivacyGuard(chk, ladder, report, render=render, redraw=redraw, redraws=redraws)
+    report.privacy = g.describe()  # as the FaceReplacer records it
+    return g, report
 
 
 SYNTHETIC = ladder_for("synthetic", "pixelate", redraws=1)
@@ -424,7 +426,7 @@ def test_checkers_for_each_model_once_with_its_calibration_or_the_override() -> 
 
 
 def test_every_run_checks_with_dlib_and_its_recogniser(monkeypatch: pytest.MonkeyPatch) -> None:
-    import reenact.pipeline.privacy as privacy
+    import reenact.pipeline.privacy.checkers as privacy
 
     dlib = Named("dlib-resnet")
     monkeypatch.setattr(privacy, "offline_dlib", lambda: dlib)
@@ -437,7 +439,7 @@ def test_every_run_checks_with_dlib_and_its_recogniser(monkeypatch: pytest.Monke
 
 
 def test_dlib_is_loaded_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
-    import reenact.pipeline.privacy as privacy
+    import reenact.pipeline.privacy.checkers as privacy
 
     made: list[Named] = []
     monkeypatch.setattr(privacy, "DlibFaceEncoder", lambda: made.append(Named("dlib-resnet")) or made[-1])
@@ -584,7 +586,7 @@ def test_a_face_the_blender_refuses_on_a_redraw_goes_to_the_box_rung() -> None:
     frames = frame_with_face(background=255, centre=0)
 
     class Refusing(FakeRender):
-        def __call__(self, out, faces, codes, grown):  # noqa: ANN001, ANN204
+        def __call__(self, frames, out, faces, codes, grown):  # noqa: ANN001, ANN204
             self.calls.append("grown_mask" if grown else "redraw")
             for _j, face in faces:
                 face.failed = "generated face refused by the blender"
@@ -623,9 +625,9 @@ def test_the_grown_mask_renders_the_faces_own_latent_not_the_failed_redraw() -> 
     codes_seen: list[list[torch.Tensor | None]] = []
 
     class Logging(FakeRender):
-        def __call__(self, out, faces, codes, grown):  # noqa: ANN001, ANN204
+        def __call__(self, frames, out, faces, codes, grown):  # noqa: ANN001, ANN204
             codes_seen.append(list(codes))
-            return super().__call__(out, faces, codes, grown)
+            return super().__call__(frames, out, faces, codes, grown)
 
     drawn = torch.tensor([0.6, 0.8])
     g, report = guard(SYNTHETIC, checkers("tight"), render=Logging(redraw=0, grown=255), redraw=lambda _t: drawn)
@@ -684,3 +686,23 @@ def test_a_track_that_passes_on_its_synthetic_face_stays_there() -> None:
         g.apply(frames, out, [(0, record())], [index])
     assert report.tracks[0].rungs == {"synthetic": 2} and render.calls == []
     assert g.track_rung == {0: 0}
+
+
+def test_the_guard_leaves_the_report_to_its_caller() -> None:
+    report = RunReport("s")
+    g = PrivacyGuard(checkers("tight"), ladder_for("blur"), report)
+    assert report.privacy is None, "building a guard writes nothing into the report"
+    assert g.describe()["ladder"] == ["blur", "solid"] and len(g.describe()["checkers"]) == 1  # type: ignore[arg-type]
+
+
+def test_the_report_keeps_every_draw_of_a_track() -> None:
+    from reenact.pipeline.report import TrackReport
+
+    track = TrackReport(identity={"draws": 1, "code": [0.1], "similarity_to_original": 0.2, "failed": None})
+    track.add_redraw({"draws": 3, "code": [0.3], "similarity_to_original": 0.1, "failed": None}, found=True)
+    track.add_redraw({"draws": 5, "code": [0.3], "similarity_to_original": 0.1, "failed": None}, found=False)
+    public, audit = track.summary("similarity_to_original"), track.summary("similarity_to_original", audit=True)
+    assert public["synthetic_identity"]["draws"] == 1 and "code" not in public["synthetic_identity"]
+    assert [r["draws"] for r in public["redraws"]] == [3, 5] and [r["found"] for r in public["redraws"]] == [True, False]
+    assert all("code" not in r for r in public["redraws"]), "identity codes only in the audit"
+    assert [r["code"] for r in audit["redraws"]] == [[0.3], [0.3]]

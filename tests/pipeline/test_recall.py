@@ -17,12 +17,14 @@ import torch.nn.functional as F
 
 from reenact.config import replace
 from reenact.faces import FaceDetections
-from reenact.faces.detect import SCORE_THRESHOLDS, DetectorSettings, largest_face, make_detector
+from reenact.faces.detect import DetectorSettings, largest_face, make_detector
 from reenact.io import FrameChunk
 from reenact.io.images import read_image
-from reenact.pipeline import FaceReplacer, PipelineConfig, cached_pack
+from reenact.pipeline import FaceReplacer, PipelineConfig, cached_pack, plan_run
+from reenact.pipeline.plan import SCORE_THRESHOLDS
 
 CPU = torch.device("cpu")
+SAMPLE_PHOTO = Path(__file__).resolve().parents[2] / "samples" / "astronaut_identity.jpg"
 SIZE = 256
 
 
@@ -74,12 +76,14 @@ class MissingDetector:
 def _run(frames: torch.Tensor, mode: str, missed: set[int] | None = None, chunk: int = 4,
          **settings: object) -> tuple[torch.Tensor, FaceReplacer]:
     config = replace(PipelineConfig(device="cpu"), dict(settings)) if settings else PipelineConfig(device="cpu")
-    pack = cached_pack(config, CPU)
+    plan = plan_run(mode, config, identity=SAMPLE_PHOTO if mode == "reenact" else None)  # type: ignore[arg-type]
+    pack = cached_pack(plan)
+    plan = plan.bind(pack)
     if missed:
         pack = dataclasses.replace(pack, detector=MissingDetector(pack.detector, [frames[i] for i in missed]))
     target = torch.nn.functional.normalize(torch.randn(pack.identity.dim, generator=torch.Generator().manual_seed(1)),
                                            dim=0)
-    replacer = FaceReplacer(pack, config, mode, 25.0, target=target if mode == "reenact" else None)
+    replacer = FaceReplacer(plan, pack, 25.0, target=target if mode == "reenact" else None)
     chunks = [FrameChunk(frames[i : i + chunk], torch.arange(i, min(i + chunk, len(frames))), i)
               for i in range(0, len(frames), chunk)]
     out = torch.cat([c.frames for c in replacer(iter(chunks))])
@@ -94,11 +98,13 @@ def _changed(before: torch.Tensor, after: torch.Tensor, x: int, y: int, size: in
 
 
 def test_deidentify_defaults_to_a_recall_threshold_and_reenact_to_a_precise_one() -> None:
-    assert DetectorSettings().for_mode("deidentify").score_threshold == SCORE_THRESHOLDS["deidentify"] < 0.5
-    assert DetectorSettings().for_mode("reenact").score_threshold == SCORE_THRESHOLDS["reenact"] == 0.5
-    assert DetectorSettings(score_threshold=0.7).for_mode("deidentify").score_threshold == 0.7, "a set value wins"
     config = PipelineConfig(device="cpu")
-    assert FaceReplacer(cached_pack(config, CPU), config, "deidentify", 25.0).detector.score_threshold == 0.2
+    deid = plan_run("deidentify", config)
+    assert deid.detection.score_threshold == SCORE_THRESHOLDS["deidentify"] < 0.5
+    assert plan_run("reenact", config, identity=SAMPLE_PHOTO).detection.score_threshold == 0.5
+    assert plan_run("deidentify", replace(config, {"detector.score_threshold": 0.7})).detection.threshold == 0.7
+    pack = cached_pack(deid)
+    assert FaceReplacer(deid.bind(pack), pack, 25.0).detector.score_threshold == 0.2
 
 
 @pytest.mark.parametrize("mode", ["reenact", "deidentify"])
