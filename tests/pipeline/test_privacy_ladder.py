@@ -16,12 +16,14 @@ import numpy as np
 import pytest
 import torch
 
+from reenact.blend.redact import FEATHER, face_regions, head_boxes
 from reenact.errors import ShapeError
 from reenact.pipeline.privacy import (
     Checker,
     PrivacyGuard,
     head_box,
     ladder_for,
+    passes,
     redact_region,
     redact_region_,
 )
@@ -108,16 +110,26 @@ def guard(ladder: tuple[str, ...], chk: list[Checker], render=None, redraw=None,
     return g, report
 
 
-SYNTHETIC = ladder_for("synthetic", "pixelate", redraws=1)
+SYNTHETIC = ladder_for("synthetic", redraws=1)
 
 
-def test_ladders_end_with_solid() -> None:
-    assert SYNTHETIC == ("synthetic", "redraw", "grown_mask", "pixelate", "solid")
-    assert ladder_for("blur") == ("blur", "solid")
-    assert ladder_for("pixelate") == ("pixelate", "solid")
+def head(box: np.ndarray, points: np.ndarray | None = POINTS, grow: float = 1.0) -> tuple[int, int, int, int]:
+    """The head box of a face (the bounds of its face-shaped region), optionally grown."""
+    regions = face_regions(torch.from_numpy(box)[None], None if points is None else torch.from_numpy(points)[None])
+    regions[:, 2:4] *= grow
+    left, top, right, bottom = head_boxes(regions, W, H)[0].tolist()
+    return left, top, right, bottom
+
+
+def test_ladders_redact_the_face_shape_before_the_head_and_end_with_solid() -> None:
+    assert SYNTHETIC == ("synthetic", "redraw", "grown_mask", "blur", "head_blur", "solid")
+    assert ladder_for("blur") == ("blur", "head_blur", "solid")
+    assert ladder_for("blur", "pixelate") == ("blur", "head_pixelate", "head_blur", "solid")
+    assert ladder_for("pixelate") == ("pixelate", "head_pixelate", "head_blur", "solid")
     assert ladder_for("solid") == ("solid",)
-    assert ladder_for("synthetic", "blur", redraws=0) == ("synthetic", "grown_mask", "blur", "solid")
-    assert ladder_for("synthetic") == SYNTHETIC  # by default: one redraw, then a pixelated head
+    assert ladder_for("synthetic", "pixelate", redraws=0) == ("synthetic", "grown_mask", "blur", "head_pixelate",
+                                                              "solid")
+    assert ladder_for("synthetic") == SYNTHETIC  # by default: one redraw, then the face's shape blurred
 
 
 def test_face_passing_tight_but_failing_loose_is_redacted() -> None:
@@ -133,7 +145,7 @@ def test_face_passing_tight_but_failing_loose_is_redacted() -> None:
     assert report.tracks[0].rungs == {"solid": 1}
     # what is written (solid) passes: the failed checks on the way there are not the output's
     assert report.tracks[0].failed_checks == 0 and report.tracks[0].max_similarity == {}
-    left, top, right, bottom = head_box(BOX, 0.3, W, H)
+    left, top, right, bottom = head(BOX)
     assert int(result[0, top:bottom, left:right].max()) == 0  # the whole head box is filled
 
 
@@ -141,7 +153,7 @@ def test_face_passing_tight_but_failing_loose_is_redacted() -> None:
     ("synthetic", FakeRender(), None),
     ("redraw", FakeRender(redraw=255), torch.ones(2)),
     ("grown_mask", FakeRender(redraw=0, grown=255), torch.ones(2)),
-    ("pixelate", FakeRender(redraw=0, grown=0), torch.ones(2)),
+    ("blur", FakeRender(redraw=0, grown=0), torch.ones(2)),
 ])
 def test_each_rung_is_reached_and_counted(rung: str, render: FakeRender, redraw_code: torch.Tensor | None) -> None:
     frames = frame_with_face(background=255, centre=0)
@@ -191,7 +203,7 @@ def test_blend_refused_faces_are_redacted_not_left() -> None:
     frames = frame_with_face(background=255, centre=0)
     g, report = guard(SYNTHETIC, checkers("tight"), render=FakeRender())
     result = g.apply(frames, frames.clone(), [(0, record(failed="generated face refused by the blender"))], [0])
-    assert report.tracks[0].rungs == {"pixelate": 1}  # straight to the box rung, re-checked
+    assert report.tracks[0].rungs == {"blur": 1}  # straight to the face-shaped blur, re-checked
     assert not torch.equal(result, frames)
 
 
@@ -202,7 +214,7 @@ def test_untracked_detections_are_redacted() -> None:
     result = g.apply(frames, frames.clone(), [(0, untracked)], [0])
     assert report.counts["untracked_detections_blurred"] == 1
     assert report.untracked_rungs == {"solid": 1}  # no points to check it with: fail closed
-    left, top, right, bottom = head_box(BOX, 0.3, W, H)
+    left, top, right, bottom = head(BOX, None)
     assert int(result[0, top:bottom, left:right].max()) == 0
 
 
@@ -219,24 +231,23 @@ def test_a_check_that_raises_fails_closed() -> None:
 def test_classic_methods_change_the_face_and_keep_the_frame(method: str) -> None:
     frames = torch.randint(0, 256, (2, H, W, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     frames[..., 0] = 255
-    frames[1, CY - 1 : CY + 2, CX - 1 : CX + 2, 0] = 0
+    frames[:, CY - 1 : CY + 2, CX - 1 : CX + 2, 0] = 0
     g, report = guard(ladder_for(method), checkers("tight"))
     faces = [(j, record(failed=f"redacted by --method {method}")) for j in (0, 1)]
     result = g.apply(frames, frames.clone(), faces, [0, 1])
     assert result.shape == frames.shape and result.dtype == torch.uint8
-    # blur reaches BLUR_MARGIN_SCALE (2) times the head margin, the others the head box
-    left, top, right, bottom = head_box(BOX, 0.6 if method == "blur" else 0.3, W, H)
+    assert report.tracks[0].rungs == {method: 2}
+    # the face-shaped methods reach the region and its feathered edge, solid the head box: no further
+    left, top, right, bottom = head(BOX, grow=1.0 if method == "solid" else 1.0 + FEATHER)
     for j in (0, 1):
-        assert not torch.equal(result[j, top:bottom, left:right], frames[j, top:bottom, left:right])
+        assert not torch.equal(result[j, CY - 4 : CY + 5, CX - 4 : CX + 5], frames[j, CY - 4 : CY + 5, CX - 4 : CX + 5])
     outside = torch.ones(H, W, dtype=torch.bool)
     outside[top:bottom, left:right] = False
-    assert torch.equal(result[:, outside], frames[:, outside])  # nothing outside the redacted box
-    ring = ~outside
-    inner = head_box(BOX, 0.3, W, H)
-    ring[inner[1] : inner[3], inner[0] : inner[2]] = False
-    changed_in_ring = bool((result[:, ring] != frames[:, ring]).any())
-    assert changed_in_ring == (method == "blur"), "only blur reaches past the head box"
-    assert sum(report.tracks[0].rungs.values()) == 2
+    assert torch.equal(result[:, outside], frames[:, outside])
+    if method != "solid":  # the face's shape, not its box: the head box's corners are kept
+        hl, ht, hr, hb = head(BOX)
+        for y, x in ((ht, hl), (ht, hr - 1), (hb - 1, hl), (hb - 1, hr - 1)):
+            assert torch.equal(result[:, y, x], frames[:, y, x])
 
 
 def test_blur_that_still_matches_escalates_to_solid() -> None:
@@ -388,12 +399,18 @@ def test_default_report_has_aggregates_and_the_audit_has_frames() -> None:
     report.tracks[0].identity = {"draws": 2, "code": [0.1, 0.2], "similarity_to_original": 0.1, "failed": None}
     public = report.tracks[0].summary("similarity_to_original")
     assert set(public) == {"frames", "replaced", "blurred", "w_jitter", "privacy", "synthetic_identity"}
-    assert set(public["privacy"]) == {"passed", "rungs", "max_similarity"}
+    assert set(public["privacy"]) == {"passed", "rungs", "rung_share", "max_similarity", "min_margin"}
+    assert sum(public["privacy"]["rung_share"].values()) == pytest.approx(1.0)
     assert "code" not in public["synthetic_identity"]
     audit = report.tracks[0].summary("similarity_to_original", audit=True)
     assert audit["privacy"]["per_frame"][0][:2] == [3, audit["privacy"]["per_frame"][0][1]]
     assert audit["synthetic_identity"]["code"] == [0.1, 0.2]
     assert report.privacy is not None and [c["chip"] for c in report.privacy["checkers"]] == ["tight", "loose"]
+    # a face that passed a check reports its margins: to the operating point, to its baseline
+    g, passed = guard(SYNTHETIC, checkers("tight"), render=FakeRender(redraw=255), redraw=lambda _t: torch.ones(2))
+    g.apply(frames, frames.clone(), [(0, record())], [3])
+    margin = passed.tracks[0].summary("s")["privacy"]["min_margin"]["pixel/tight"]
+    assert margin["operating_point"] == pytest.approx(1.5) and set(margin) == {"operating_point", "baseline"}
 
 
 # --- the checkers and the recognisers ------------------------------------------------------------
@@ -405,24 +422,25 @@ class Named:
         self.name = name
 
 
-def test_checkers_for_each_model_once_with_its_calibration_or_the_override() -> None:
-    from reenact.faces.privacy_thresholds import PRIVACY_THRESHOLDS
+def test_checkers_for_each_model_once_at_its_operating_point_or_the_override() -> None:
+    from reenact.faces.privacy_thresholds import OPERATING_POINTS
     from reenact.pipeline.privacy import checkers_for
 
     models = [Named("dlib-resnet"), Named("dlib-resnet"), Named("arcface-onnx")]
     got = checkers_for(models)  # type: ignore[arg-type]
     assert [c.name for c in got] == ["dlib-resnet/tight", "dlib-resnet/loose", "arcface-onnx/tight",
                                      "arcface-onnx/loose"]
-    cal = PRIVACY_THRESHOLDS["arcface-onnx"]["loose"]
-    assert got[3].describe() == {"model": "arcface-onnx", "chip": "loose", "threshold": cal.threshold,
-                                 "source": cal.source, "genuine_pairs": cal.genuine_pairs,
-                                 "false_match_rate": cal.false_match_rate}
+    cal = OPERATING_POINTS["arcface-onnx"]["loose"]
+    assert got[3].describe() == {"model": "arcface-onnx", "chip": "loose", "operating_point": cal.threshold,
+                                 "source": cal.provenance, "false_match_rate": cal.false_match_rate,
+                                 "allowance": cal.allowance}
     with pytest.raises(dataclasses.FrozenInstanceError):
         got[0].threshold = 1.0  # type: ignore[misc]  # what the report describes is what checks
     over = checkers_for(models[:1], 0.25)  # type: ignore[arg-type]
     assert [c.describe() for c in over] == [
-        {"model": "dlib-resnet", "chip": chip, "threshold": 0.25, "source": "deidentify.privacy_threshold",
-         "genuine_pairs": None, "false_match_rate": None} for chip in ("tight", "loose")]
+        {"model": "dlib-resnet", "chip": chip, "operating_point": 0.25, "source": "deidentify.privacy_threshold",
+         "false_match_rate": None, "allowance": OPERATING_POINTS["dlib-resnet"][chip].allowance}
+        for chip in ("tight", "loose")]
 
 
 def test_every_run_checks_with_dlib_and_its_recogniser(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -462,7 +480,7 @@ def test_guard_refuses_ladders_that_could_leave_a_face() -> None:
     with pytest.raises(ShapeError, match="mosaic"):
         ladder_for("mosaic")
     g, report = guard(ladder_for("blur"), checkers("tight"))
-    assert report.privacy is not None and report.privacy["ladder"] == ["blur", "solid"]
+    assert report.privacy is not None and report.privacy["ladder"] == ["blur", "head_blur", "solid"]
     frames = frame_with_face()
     with pytest.raises(ShapeError):
         g.apply(frames, frames[:, :32].clone(), [], [0])
@@ -576,8 +594,8 @@ def test_two_faces_in_one_frame_are_both_redacted() -> None:
     g, report = guard(ladder_for("solid"), checkers("tight"))
     other = FaceRecord(1, np.array([44.0, 44.0, 60.0, 60.0], np.float32), POINTS + np.float32(20), failed="x")
     out = g.apply(frame, frame.clone(), [(0, record(failed="x")), (0, other)], [0])
-    for box in (BOX, other.box):
-        left, top, right, bottom = head_box(box, 0.3, W, H)
+    for box, points in ((BOX, POINTS), (other.box, other.points)):
+        left, top, right, bottom = head(box, points)
         assert int(out[0, top:bottom, left:right].max()) == 0
     assert report.counts["faces_blurred"] == 2
 
@@ -596,7 +614,7 @@ def test_a_face_the_blender_refuses_on_a_redraw_goes_to_the_box_rung() -> None:
     g, report = guard(SYNTHETIC, checkers("tight"), render=render, redraw=lambda _t: torch.ones(2))
     g.apply(frames, frames.clone(), [(0, record())], [0])
     assert render.calls == ["redraw"]  # not the grown mask: the blender refused this face
-    assert report.tracks[0].rungs == {"pixelate": 1}
+    assert report.tracks[0].rungs == {"blur": 1}
     assert report.tracks[0].privacy_frames[0][3] == "generated face refused by the blender"
 
 
@@ -654,18 +672,36 @@ def test_an_output_check_that_raises_fails_closed(caplog: pytest.LogCaptureFixtu
     assert "privacy check failed" in caplog.text and "crashed on the output" in caplog.text
 
 
-def test_a_similarity_at_the_threshold_fails_the_check() -> None:
-    from reenact.faces import cosine_similarity
+def test_the_check_rule_at_the_operating_point_and_against_the_baseline() -> None:
+    enc = PixelEncoder()
+    c = Checker(enc, "tight", 0.5, "test", allowance=0.02)  # type: ignore[arg-type]
+    assert not passes({c.name: 0.5}, [c])  # at the operating point: the attacker links it
+    assert passes({c.name: 0.5 - 1e-6}, [c])
+    # context alone below the operating point: the operating point decides
+    assert not passes({c.name: 0.5}, [c], {c.name: 0.3})
+    # context alone above it: no more similar than the baseline plus the allowance
+    assert passes({c.name: 0.71}, [c], {c.name: 0.7})
+    assert not passes({c.name: 0.72}, [c], {c.name: 0.7})
+    assert not passes({c.name: 0.6}, [c], {c.name: float("nan")})  # no usable baseline: the operating point
 
-    frames = frame_with_face(background=255, centre=0)
-    out = paint_centre(frames, 255)
-    at = float(cosine_similarity(_angle_code(torch.tensor([255])), _angle_code(torch.tensor([0]))).reshape(-1)[0])
-    g, report = guard(SYNTHETIC, checkers("tight", threshold=at), render=FakeRender())
-    g.apply(frames, out, [(0, record())], [0])
-    assert "synthetic" not in report.tracks[0].rungs
-    g, report = guard(SYNTHETIC, checkers("tight", threshold=at + 1e-6), render=FakeRender())
-    g.apply(frames, out, [(0, record())], [0])
-    assert report.tracks[0].rungs == {"synthetic": 1}
+
+def test_a_face_whose_context_alone_links_passes_when_no_more_similar_than_that() -> None:
+    """The fake sees one pixel on the forehead (inside the face's region) with its loose chip:
+    with the face filled flat that pixel changes, so the baseline tells how much the context
+    alone says; a face that keeps the forehead fails, the face-shaped blur passes."""
+
+    class Forehead(PixelEncoder):
+        def embed_aligned(self, crops: torch.Tensor) -> torch.Tensor:
+            return _angle_code((crops[:, 0, 3, 8] + 1) * 127.5)
+
+    frames = frame_with_face(background=0, centre=0)
+    frames[0, 18:24, 29:37, 0] = 255  # a bright forehead
+    out = paint_centre(frames, 255)  # the swapped face: centre changed, forehead kept
+    chk = [Checker(Forehead(), chip, 0.5, "test") for chip in ("tight", "loose")]  # type: ignore[arg-type]
+    g, report = guard(SYNTHETIC, chk, render=FakeRender(redraw=255, grown=255), redraw=lambda _t: torch.ones(2))
+    result = g.apply(frames, out, [(0, record())], [0])
+    assert report.tracks[0].rungs == {"blur": 1}, "redacted by the face's shape, not its box or solid"
+    assert float(result[0, 18:24, 29:37, 0].float().mean()) < 200  # the forehead is blurred
 
 
 def test_untracked_faces_start_on_the_box_rung_whatever_earlier_ones_reached() -> None:
@@ -692,7 +728,7 @@ def test_the_guard_leaves_the_report_to_its_caller() -> None:
     report = RunReport("s")
     g = PrivacyGuard(checkers("tight"), ladder_for("blur"), report)
     assert report.privacy is None, "building a guard writes nothing into the report"
-    assert g.describe()["ladder"] == ["blur", "solid"] and len(g.describe()["checkers"]) == 1  # type: ignore[arg-type]
+    assert g.describe()["ladder"] == ["blur", "head_blur", "solid"] and len(g.describe()["checkers"]) == 1  # type: ignore[arg-type]
 
 
 def test_the_report_keeps_every_draw_of_a_track() -> None:

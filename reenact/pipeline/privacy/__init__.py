@@ -16,14 +16,15 @@ from reenact.pipeline.privacy.checkers import (
     checkable,
     checkers_for,
     count_faces,
+    margins,
     offline_dlib,
     passes,
     run_recognisers,
 )
 from reenact.pipeline.privacy.guard import (
-    BOX_RUNGS,
     COVER_IOU,
     ORIGINAL_REFRESH_FRAMES,
+    REDACTION_RUNGS,
     SYNTHETIC_RUNGS,
     PrivacyGuard,
     Redraw,
@@ -43,8 +44,8 @@ from reenact.pipeline.privacy.redaction import (
 )
 
 __all__ = [
-    "BLUR_MARGIN_SCALE", "BLUR_NOISE", "BOX_RUNGS", "COVER_IOU", "GRAIN_SEED", "ORIGINAL_REFRESH_FRAMES",
+    "BLUR_MARGIN_SCALE", "BLUR_NOISE", "REDACTION_RUNGS", "COVER_IOU", "GRAIN_SEED", "ORIGINAL_REFRESH_FRAMES",
     "REDACTION_CELLS", "SYNTHETIC_RUNGS", "Checker", "PrivacyGuard", "Redraw", "Render", "check_identities",
-    "checkable", "checkers_for", "count_faces", "grain_field", "head_box", "ladder_for", "offline_dlib", "passes",
+    "checkable", "checkers_for", "count_faces", "margins", "grain_field", "head_box", "ladder_for", "offline_dlib", "passes",
     "redact_region", "redact_region_", "run_recognisers", "untracked_faces",
 ]
