@@ -229,7 +229,8 @@ def test_deidentify_fails_closed_by_blurring(clip: Path, config: PipelineConfig,
 
     out = tmp_path / "closed.mp4"
     report = process_video(clip, out, "deidentify", replace(config, {"deidentify.threshold": -1.0,
-                                                                      "deidentify.max_draws": 2}))
+                                                                      "deidentify.max_draws": 2,
+                                                                      "deidentify.method": "synthetic"}))
     assert report["counts"]["faces_blurred"] == FRAMES and report["counts"]["faces_replaced"] == 0
     track = next(iter(report["tracks"].values()))
     assert track["blurred"] == FRAMES and track["synthetic_identity"]["failed"]
