@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from reenact.blend.redact import face_regions, redact_faces
@@ -10,6 +11,8 @@ from reenact.pipeline.baseline import flat_windows
 
 POINTS = torch.tensor([[[80.0, 90.0], [120.0, 90.0], [100.0, 110.0], [85.0, 130.0], [115.0, 130.0]],
                        [[20.0, 30.0], [40.0, 30.0], [30.0, 40.0], [22.0, 50.0], [38.0, 50.0]]])
+pytestmark = pytest.mark.privacy  # bench/mutation.py runs these per mutant
+
 BOXES = torch.tensor([[70.0, 70.0, 130.0, 140.0], [12.0, 18.0, 48.0, 58.0]])
 
 

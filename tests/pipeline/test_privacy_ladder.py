@@ -21,11 +21,8 @@ from reenact.errors import ShapeError
 from reenact.pipeline.privacy import (
     Checker,
     PrivacyGuard,
-    head_box,
     ladder_for,
     passes,
-    redact_region,
-    redact_region_,
 )
 from reenact.pipeline.report import RunReport
 from reenact.pipeline.slots import FaceRecord
@@ -256,139 +253,6 @@ def test_blur_that_still_matches_escalates_to_solid() -> None:
     result = g.apply(frames, frames.clone(), [(0, record(failed="redacted by --method blur"))], [0])
     assert report.tracks[0].rungs == {"solid": 1}
     assert int(result[0, CY, CX].sum()) == 0
-
-
-def test_redact_region_methods() -> None:
-    frame = torch.randint(0, 256, (H, W, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
-    region = (8, 8, 40, 40)
-    for method in ("blur", "pixelate", "solid"):
-        out = redact_region(frame, region, method)
-        assert out.shape == frame.shape
-        patch = out[8:40, 8:40].float()
-        assert patch.std() < frame[8:40, 8:40].float().std() / 2  # the detail is gone
-        assert torch.equal(out[40:], frame[40:]) and torch.equal(out[:, 40:], frame[:, 40:])
-    pixelated = redact_region(frame, region, "pixelate")[8:40, 8:40]
-    assert len(torch.unique(pixelated.reshape(-1, 3), dim=0)) <= 16  # 4 x 4 blocks of 8 px
-
-
-def _reference(frame: torch.Tensor, region: tuple[int, int, int, int], n: int, mode: str) -> torch.Tensor:
-    """redact_region's docstring for ``region``: averaged into ``n`` x ``n`` blocks, enlarged
-    by repeating them (pixelate, ``mode`` nearest) or smoothly (blur, ``mode`` bicubic) with
-    the frame's grain: normal, std BLUR_NOISE (10 levels), from GRAIN_SEED, rounded."""
-    left, top, right, bottom = region
-    patch = frame[top:bottom, left:right].permute(2, 0, 1)[None].float()
-    small = torch.nn.functional.adaptive_avg_pool2d(patch, (n, n))
-    extra = {} if mode == "nearest" else {"align_corners": False}
-    big = torch.nn.functional.interpolate(small, size=patch.shape[-2:], mode=mode, **extra)
-    if mode == "bicubic":
-        field = torch.randn((frame.shape[0], frame.shape[1], 3), generator=torch.Generator().manual_seed(20201))
-        big = big + (field * 10.0).round()[top:bottom, left:right].permute(2, 0, 1)[None]
-    out = frame.clone()
-    out[top:bottom, left:right] = big[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8)
-    return out
-
-
-def _checker_board(size: int = 96, block: int = 4) -> torch.Tensor:
-    """uint8 [size,size,3] black and white squares: what bicubic enlarging overshoots on."""
-    ij = torch.arange(size) // block
-    board = ((ij[:, None] + ij[None, :]) % 2 * 255).to(torch.uint8)
-    return board[..., None].expand(size, size, 3).contiguous()
-
-
-@pytest.mark.parametrize(("region", "method", "n"), [
-    ((8, 8, 40, 40), "pixelate", 4),    # 32 px: blocks of 8 px
-    ((8, 8, 40, 40), "blur", 4),        # 32 px: at most 4 blocks per side (5 of 6 px would fit)
-    ((8, 8, 26, 26), "blur", 3),        # 18 px: at least 6 px per block
-    ((4, 10, 80, 90), "pixelate", 8),   # 76 px: at most 8 blocks per side
-    ((4, 10, 80, 90), "blur", 4),
-    ((30, 30, 45, 45), "pixelate", 1),  # 15 px: a single block
-    ((30, 30, 41, 41), "blur", 1),      # 11 px: a single block
-    ((30, 30, 42, 42), "blur", 2),      # 12 px: two blocks of 6 px
-    ((30, 30, 46, 46), "pixelate", 2),  # 16 px: two blocks of 8 px
-    ((30, 30, 36, 37), "pixelate", 1),  # 6 px: still one block (never none)
-    ((30, 30, 35, 40), "blur", 1),      # 5 px: one block
-])
-def test_redact_region_pixels(region: tuple[int, int, int, int], method: str, n: int) -> None:
-    for frame, halves in ((torch.randint(0, 256, (96, 96, 3), dtype=torch.uint8,
-                                         generator=torch.Generator().manual_seed(2)), False),
-                          (_checker_board(), True)):
-        expected = _reference(frame, region, n, "nearest" if method == "pixelate" else "bicubic")
-        _assert_same_pixels(redact_region(frame, region, method), expected, exact=method == "pixelate",
-                            halves=halves)
-
-
-def _assert_same_pixels(out: torch.Tensor, expected: torch.Tensor, exact: bool, halves: bool = False) -> None:
-    """Pixelation exactly; blur (enlarged by matrix products, F.interpolate in the reference)
-    within one level, and that only where float rounding lands on a half: a few in 10^4 on
-    random pixels; anywhere with ``halves`` (a black and white board averages to 127.5, and
-    whole-level grain keeps it on the half)."""
-    if exact:
-        assert torch.equal(out, expected)
-        return
-    diff = (out.int() - expected.int()).abs()
-    assert int(diff.max()) <= 1, int(diff.max())
-    if not halves:
-        assert float((diff > 0).float().mean()) < 1e-3, int((diff > 0).sum())
-
-
-def test_blur_grain_is_reproducible_about_10_levels_and_belongs_to_the_pixels() -> None:
-    flat = torch.full((96, 96, 3), 128, dtype=torch.uint8)
-    first, second = redact_region(flat, (8, 8, 88, 88), "blur"), redact_region(flat, (8, 8, 88, 88), "blur")
-    assert torch.equal(first, second), "the same region gets the same grain (a run is reproducible)"
-    assert 9.0 < float(first[8:88, 8:88].float().std()) < 11.0
-    # a head that moves by a pixel keeps the grain of the pixels it still covers (what keeps
-    # a blurred video compressible), and pixels apart get grain of their own
-    moved = redact_region(flat, (9, 8, 89, 88), "blur")
-    assert torch.equal(moved[8:88, 9:88], first[8:88, 9:88])
-    grain = first[8:88, 8:88].float() - 128
-    assert abs(float((grain[1:] * grain[:-1]).mean())) < 5.0  # neighbours uncorrelated (variance ~100)
-    # a frame that is not square: its own field, height by width
-    for height, width in ((64, 80), (80, 64)):
-        flat = torch.full((height, width, 3), 128, dtype=torch.uint8)
-        assert 9.0 < float(redact_region(flat, (0, 0, width, height), "blur").float().std()) < 11.0
-        frame = torch.randint(0, 256, (height, width, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
-        region = (6, 4, width, height - 4)
-        _assert_same_pixels(redact_region(frame, region, "blur"), _reference(frame, region, 4, "bicubic"), exact=False)
-
-
-def test_redact_region_blur_overshoot_stays_black_and_white() -> None:
-    frame = _checker_board(block=12)
-    out = redact_region(frame, (0, 0, 96, 96), "blur", cells=8)  # bicubic rings past 0 and 255 here
-    assert int(out.min()) == 0 and int(out.max()) == 255
-    # no pixel wraps around: the darkest output is where the black squares were
-    assert float(out[frame == 0].float().mean()) < float(out[frame == 255].float().mean())
-    # values past either end (overshoot plus grain) are clamped to it
-    _assert_same_pixels(out, _reference(frame, (0, 0, 96, 96), 8, "bicubic"), exact=False, halves=True)
-
-
-def test_redact_region_solid_empty_and_unknown() -> None:
-    frame = torch.full((H, W, 3), 200, dtype=torch.uint8)
-    solid = redact_region(frame, (4, 6, 20, 30), "solid")
-    assert int(solid[6:30, 4:20].max()) == 0 and int(solid.sum()) == 200 * 3 * (H * W - 24 * 16)
-    for empty in ((10, 10, 10, 30), (10, 10, 30, 10), (10, 10, 5, 30)):
-        for method in ("pixelate", "blur", "solid"):
-            assert torch.equal(redact_region(frame, empty, method), frame)
-    with pytest.raises(ShapeError, match="unknown redaction"):
-        redact_region(frame, (4, 6, 20, 30), "smear")
-    with pytest.raises(ShapeError):
-        redact_region(frame.float(), (4, 6, 20, 30), "solid")
-    for bad in (frame.float(), frame[..., :2], frame[0]):
-        with pytest.raises(ShapeError, match=r"uint8 \[H,W,3\]"):
-            redact_region_(bad.clone(), (4, 6, 20, 30), "solid")
-
-
-def test_redact_region_in_place_writes_only_the_region() -> None:
-    frame = torch.randint(0, 256, (H, W, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
-    for method in ("blur", "pixelate", "solid"):
-        target = frame.clone()
-        assert redact_region_(target, (8, 8, 40, 40), method) is None
-        assert torch.equal(target, redact_region(frame, (8, 8, 40, 40), method))
-
-
-def test_head_box_grows_more_above_for_hair() -> None:
-    left, top, right, bottom = head_box([20, 20, 40, 40], 0.3, 100, 100)
-    assert (left, right) == (14, 47) and bottom == 47 and top == 8
-    assert head_box([0, 0, 10, 10], 0.3, 12, 12) == (0, 0, 12, 12)  # clipped to the frame
 
 
 def test_default_report_has_aggregates_and_the_audit_has_frames() -> None:
