@@ -13,15 +13,16 @@ line no test runs (module constants, signature defaults: evaluated at import) ge
 
 Targets (``--target``, repeatable): ``module:name`` where ``name`` is a function, a class
 (all its methods) or ``*`` (every function and method of the module plus its module-level
-numeric constants). Default: all of the ``reenact.pipeline.privacy`` package (the box redactions,
-untracked cover, the checkers, the ladder ``PrivacyGuard`` with its blend-refusal and
-fail-closed paths) and ``reenact.faces.privacy_thresholds``, the deidentify policy
+numeric constants). Default: the face-shaped redactions (``reenact.blend.redact``), the
+same-context baseline's windows (``reenact.pipeline.baseline``), all of the
+``reenact.pipeline.privacy`` package (untracked cover, the checkers and the check rule, the
+ladder ``PrivacyGuard`` with its blend-refusal and fail-closed paths) and ``reenact.faces.privacy_thresholds``, the deidentify policy
 ``reenact.pipeline.identity:SyntheticIdentities``, the small-face rule
 ``reenact.pipeline.stream:too_small`` and the detection cadence ``reenact.faces.cadence``
 (every frame searched, full passes on cuts and after a loss, lost faces held).
 
-Tests (``--tests``): a pytest selection; default: the ``privacy`` marker over the two privacy
-test files and the cadence's, which must stay fast (< ~30 s in all).
+Tests (``--tests``): a pytest selection; default: the ``privacy`` marker over the privacy test
+files, the redaction's and baseline's and the cadence's, which must stay fast (< ~30 s in all).
 
 Surviving mutants that cannot change behaviour are listed in :data:`EQUIVALENT` with the reason
 and reported apart (not counted as killed, left out of the share).
@@ -56,7 +57,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 DEFAULT_TARGETS = (
-    "reenact.pipeline.privacy.redaction:*",
+    "reenact.blend.redact:*",
+    "reenact.pipeline.baseline:*",
     "reenact.pipeline.privacy.checkers:*",
     "reenact.pipeline.privacy.guard:*",
     "reenact.pipeline.identity:SyntheticIdentities",
@@ -65,32 +67,20 @@ DEFAULT_TARGETS = (
     "reenact.faces.cadence:*",
 )
 DEFAULT_TESTS = ("-m privacy tests/pipeline/test_pipeline_privacy.py tests/pipeline/test_privacy_ladder.py "
-                 "tests/faces/test_cadence.py")
+                 "tests/faces/test_cadence.py tests/blend/test_redact.py tests/pipeline/test_baseline.py")
 GOAL = 0.9
 
 #: Surviving mutants that cannot change behaviour, keyed by :attr:`Mutant.key` (``function:
 #: source line  [mutation]``, ``#k`` for the k-th identical mutation of one line), with the
 #: reason. They are reported apart and left out of the share (killed / (mutants - equivalent));
 #: one that a test does kill is reported as a stale entry, and so is a key no mutant has.
-_REDACT_OUT = "frame[top:bottom, left:right].copy_(big[0].permute(1, 2, 0).round_().clamp_(0, 255))"
-_GRAIN_OUT = "return grain.mul_(BLUR_NOISE).round_().clamp_(-127, 127).to(torch.int8)"
-_GRAIN_CACHE = "@functools.lru_cache(maxsize=2)"
-
 EQUIVALENT: dict[str, str] = {
-    **{f"grain_field: {_GRAIN_CACHE}  [2 -> {n}]": "how many frame sizes keep their field: a cache, not the grain"
-       for n in (1, 3)},
-    **{f"grain_field: {_GRAIN_OUT}  [127 -> {n}]{tag}":
-       "normal grain of 10 levels reaches 126 (12.6 standard deviations) with a probability of about 1e-36 "
-       "a pixel: the clamp only keeps int8 from wrapping"
-       for n in (126, 128) for tag in ("", " #2")},
-    f"redact_region_: {_REDACT_OUT}  [0 -> -1] #3":
-        "big[-1] is big[0]: the batch holds one region",
     "check_identities: sim = float(cosine_similarity(code[None], ref[None].to(code.device)).reshape(-1)[0])  "
     "[0 -> -1]":
         "the similarity of one pair is one number: [-1] is [0]",
     "offline_dlib: @functools.lru_cache(maxsize=1)  [1 -> 2]":
         "offline_dlib takes no arguments: the cache never holds more than one entry",
-    'ladder_for: def ladder_for(method: str, head_redaction: str = "pixelate", redraws: int = 1) '
+    'ladder_for: def ladder_for(method: str, head_redaction: str = "blur", redraws: int = 1) '
     '-> tuple[str, ...]:  [1 -> 2]':
         "ladder_for only asks whether redraws > 0 (how many is PrivacyGuard's redraws, set by the caller)",
     "_Face: orig: int = 0  [0 -> 1]":

@@ -82,9 +82,10 @@ def add_args(p: argparse.ArgumentParser, mode: Mode) -> None:
                    help="override one setting, e.g. --set blend.feather=0.1 (YAML value)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     if mode == "deidentify":
-        p.add_argument("--method", choices=["synthetic", "blur", "pixelate", "solid"], default=None,
-                       help="synthetic identities (default), or a classic redaction of each head: blur, "
-                       "pixelate or solid (no generator loaded); every method is privacy-checked and escalates")
+        p.add_argument("--method", choices=["auto", "synthetic", "blur", "pixelate", "solid"], default=None,
+                       help="auto (default): synthetic identities with a trained pack, the face-shaped blur with "
+                       "an untrained one; or synthetic, or a redaction of each face's shape: blur, pixelate or "
+                       "solid (no generator loaded); every method is privacy-checked and escalates")
         p.add_argument("--privacy-threshold", type=float, default=None, metavar="SIMILARITY",
                        help="similarity to the original every checker must stay below (default: calibrated "
                        "per identity model and chip)")

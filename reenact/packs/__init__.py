@@ -162,6 +162,16 @@ def check_pack_serves(pack: str, *, draws_identities: bool) -> None:
     raise WeightsMissingError(_NO_MAPPING.format(pack=pack))
 
 
+def untrained_pack(pack: str) -> bool:
+    """Whether pack ``pack``'s synthetic faces come from untrained networks (the ``tiny`` pack's
+    seeded attribute encoder and mapper: colour blobs, not faces), read from its spec before
+    anything loads, as :func:`load_pack` decides ``trained``."""
+    spec = registry.get_pack(pack)
+    if "identity_model" not in spec.components:
+        return False
+    return registry.get_component(spec.name, "identity_model").builtin is not None
+
+
 def _insightface_pack(spec: Pack) -> str:
     """The pack whose detector and identity model are insightface's: ``spec`` if it is one."""
     def is_insightface(pack: Pack) -> bool:

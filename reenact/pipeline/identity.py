@@ -251,6 +251,6 @@ def make_policy(plan: RunPlan, pack: LoadedPack, target: torch.Tensor | None = N
             raise ConfigError("reenact needs a target identity (the identity photo's code)")
         return TargetIdentity(target.to(pack.device))
     if plan.policy == "classic":
-        return ClassicRedaction(plan.config.deidentify.method)
+        return ClassicRedaction(plan.method)
     s = plan.config.deidentify
     return SyntheticIdentities(GeneratorCandidates(pack, s.truncation), plan.threshold, plan.config.seed, s.max_draws)

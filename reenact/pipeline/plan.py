@@ -33,7 +33,7 @@ from reenact.faces import DetectorSettings
 from reenact.faces.cadence import DetectionCadence
 from reenact.faces.detect import DEFAULT_SCORE_THRESHOLD
 from reenact.io import read_image
-from reenact.packs import LoadedPack, check_pack_serves
+from reenact.packs import LoadedPack, check_pack_serves, untrained_pack
 from reenact.pipeline.settings import PipelineConfig, parse_faces
 
 DEIDENTIFY_SCORE_THRESHOLD = 0.2
@@ -139,6 +139,8 @@ class RunPlan:
     mode: Mode
     config: PipelineConfig
     policy: PolicyKind
+    #: deidentify's method, ``auto`` resolved (:func:`resolve_method`)
+    method: str
     fail_closed: bool
     check_privacy: bool
     keep_small_faces: bool
@@ -214,7 +216,8 @@ def plan_run(
         raise ConfigError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
     s = config.deidentify
     policy: PolicyKind = POLICY_KINDS[mode]
-    if policy == "synthetic" and s.method != "synthetic":
+    method, method_note = resolve_method(mode, config)
+    if policy == "synthetic" and method != "synthetic":
         policy = "classic"
     if policy == "target" and identity is None:
         raise InputError("reenact needs --identity PHOTO: the face to put on the video")
@@ -256,7 +259,7 @@ def plan_run(
     if config.mapper == "optimize":
         _check_optimize(config)
     private = policy != "target"
-    warnings: list[str] = []
+    warnings: list[str] = [] if method_note is None else [method_note]
     if preview and private and not audit:
         preview = False
         warnings.append("--preview shows the original faces: a deidentify run writes it only with --audit")
@@ -264,7 +267,7 @@ def plan_run(
     if metadata == "auto":  # deidentify strips what names the person; reenact keeps
         metadata = "strip" if private else "keep"
     return RunPlan(
-        mode=mode, config=config, policy=policy, fail_closed=fail_closed, check_privacy=fail_closed,
+        mode=mode, config=config, policy=policy, method=method, fail_closed=fail_closed, check_privacy=fail_closed,
         keep_small_faces=fail_closed, redact_unconfirmed=fail_closed, cover_untracked=private,
         synthetic=synthetic, private=private, detection=detection,
         drop_under=0.0 if fail_closed else detection.min_face_size, small_face=detection.min_face_size,
@@ -276,6 +279,20 @@ def plan_run(
         reference=reference, metadata=metadata, preview=preview, audit=audit,  # type: ignore[arg-type]
         warnings=tuple(warnings),
     )
+
+
+def resolve_method(mode: Mode, config: PipelineConfig) -> tuple[str, str | None]:
+    """deidentify's method with ``auto`` resolved, and the line that says why when it is not
+    ``synthetic``: an untrained pack's synthetic faces are colour blobs, so ``auto`` is the
+    face-shaped blur there (``--method synthetic`` still runs them when asked)."""
+    method = config.deidentify.method
+    if method != "auto":
+        return method, None
+    if mode != "deidentify" or not untrained_pack(config.models.pack):
+        return "synthetic", None
+    return "blur", (f"model pack {config.models.pack!r} is untrained (its synthetic faces are colour blobs), so "
+                    "deidentify blurs each face's shape; for synthetic identities install a trained pack "
+                    "(--pack full, see the README), or ask for the untrained ones with --method synthetic")
 
 
 def _check_optimize(config: PipelineConfig) -> None:

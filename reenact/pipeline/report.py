@@ -38,6 +38,8 @@ class TrackReport:
     w_steps: list[float] = field(default_factory=list)
     rungs: dict[str, int] = field(default_factory=dict)
     max_similarity: dict[str, float] = field(default_factory=dict)
+    #: per checker, the smallest margin seen to the operating point and to the baseline
+    min_margin: dict[str, dict[str, float]] = field(default_factory=dict)
     failed_checks: int = 0
     privacy_frames: list[list[Any]] = field(default_factory=list)
 
@@ -57,8 +59,9 @@ class TrackReport:
         self.similarities.append(similarity)
 
     def add_privacy(self, frame_index: int, rung: str, similarities: dict[str, float], passed: bool,
-                    reason: str | None) -> None:
-        """One face-frame leaving the privacy ladder on ``rung`` with each checker's similarity."""
+                    reason: str | None, margins: dict[str, dict[str, float]] | None = None) -> None:
+        """One face-frame leaving the privacy ladder on ``rung`` with each checker's similarity
+        and its margins (per checker: to the operating point, to the same-context baseline)."""
         self.frames += 1
         if rung in ("synthetic", "redraw", "grown_mask"):
             self.replaced += 1
@@ -68,6 +71,10 @@ class TrackReport:
         self.failed_checks += int(not passed)
         for name, sim in similarities.items():
             self.max_similarity[name] = max(self.max_similarity.get(name, -1.0), sim)
+        for name, row in (margins or {}).items():
+            least = self.min_margin.setdefault(name, {})
+            for kind, value in row.items():
+                least[kind] = min(least.get(kind, math.inf), value)
         self.privacy_frames.append([frame_index, rung, {k: round(v, 4) for k, v in similarities.items()}, reason])
 
     def summary(self, similarity_key: str, audit: bool = False) -> dict[str, Any]:
@@ -89,7 +96,9 @@ class TrackReport:
             out["privacy"] = {
                 "passed": self.failed_checks == 0,
                 "rungs": dict(self.rungs),
+                "rung_share": {k: round(v / max(1, sum(self.rungs.values())), 4) for k, v in self.rungs.items()},
                 "max_similarity": {k: round(v, 4) for k, v in sorted(self.max_similarity.items())},
+                "min_margin": {k: {kind: round(v, 4) for kind, v in m.items()} for k, m in sorted(self.min_margin.items())},
             }
             if audit:
                 out["privacy"]["per_frame"] = self.privacy_frames
@@ -140,8 +149,9 @@ class RunReport:
         self.untracked_rungs: dict[str, int] = {}
 
     def add_privacy(self, track_id: int, frame_index: int, rung: str, similarities: dict[str, float],
-                    passed: bool, reason: str | None) -> None:
-        """A face-frame leaving the privacy ladder (track -1: an untracked detection)."""
+                    passed: bool, reason: str | None, margins: dict[str, dict[str, float]] | None = None) -> None:
+        """A face-frame leaving the privacy ladder (track -1: an untracked detection); ``margins``:
+        per checker, how far below its operating point and its baseline the face was."""
         if rung in ("synthetic", "redraw", "grown_mask"):
             self.count("faces_replaced")
         else:
@@ -150,7 +160,7 @@ class RunReport:
             self.count("untracked_detections_blurred")
             self.untracked_rungs[rung] = self.untracked_rungs.get(rung, 0) + 1
             return
-        self.tracks[track_id].add_privacy(frame_index, rung, similarities, passed, reason)
+        self.tracks[track_id].add_privacy(frame_index, rung, similarities, passed, reason, margins)
 
     def count(self, name: str, n: int = 1) -> None:
         if name not in self.counts:

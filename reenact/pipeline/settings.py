@@ -20,7 +20,7 @@ from reenact.temporal import SmoothingSettings
 
 __all__ = ["DeidentifySettings", "Mode", "PipelineConfig", "parse_faces"]
 
-Method = Literal["synthetic", "blur", "pixelate", "solid"]
+Method = Literal["auto", "synthetic", "blur", "pixelate", "solid"]
 HeadRedaction = Literal["pixelate", "blur"]
 
 
@@ -28,10 +28,12 @@ HeadRedaction = Literal["pixelate", "blur"]
 class DeidentifySettings:
     """How faces are de-identified, checked and escalated (one place per setting).
 
-    ``method``: ``synthetic`` (a synthetic identity per track, the default) or a classic
-    redaction of the grown head box: ``blur``, ``pixelate`` or ``solid`` (these load no
-    generator or mapper). Every method runs the same detection, tracking, privacy check,
-    escalation ladder and fail-closed rules (:mod:`reenact.pipeline.privacy`).
+    ``method``: ``auto`` (the default: ``synthetic`` with a trained pack, ``blur`` with an
+    untrained one, whose synthetic faces are colour blobs; the run says which in one line),
+    ``synthetic`` (a synthetic identity per track) or a classic redaction of the face's shape:
+    ``blur``, ``pixelate`` or ``solid`` (these load no generator or mapper). Every method runs
+    the same detection, tracking, privacy check, escalation ladder and fail-closed rules
+    (:mod:`reenact.pipeline.privacy`).
 
     ``threshold``: for *drawing* synthetic identities only: a drawn identity code must stay
     below this cosine similarity to the track's original face in the pack identity model's
@@ -42,18 +44,12 @@ class DeidentifySettings:
     ``max_draws``: identities drawn per track when the track starts. ``redraws``: ladder
     rung (a), further identities drawn per track after its output failed the check.
     ``grown_mask_scale``: rung (b), the blend mask's ``mask_scale`` is multiplied by it so
-    the synthetic face also covers forehead and jaw. ``head_redaction``: rung (c), how the
-    grown head box is redacted: ``blur`` (the default; wider and grained, see
-    :data:`~reenact.pipeline.privacy.BLUR_NOISE`) or ``pixelate``. Measured on the fixture
-    ``friends`` clip, where most faces are under ``synthetic_min_face``: an independent
-    recogniser links 1 of 107 faces with blur, 4 with pixelate (``bench/privacy.py``), and the
-    grained blur changes even a nearly black face, which pixelation moved by 5 levels.
-    ``head_margin``: how far the face box is grown to the head box (fraction of the box size
-    each side; twice that above, for the hair); blur reaches
-    :data:`~reenact.pipeline.privacy.BLUR_MARGIN_SCALE` times as far (a smooth blur of the
-    head alone keeps its outline, which a recogniser still matches on small dim faces).
+    the synthetic face also covers forehead and jaw. ``head_redaction``: how the head box is redacted
+    when the face-shaped redaction still fails the check: ``blur`` (the default) or
+    ``pixelate``; the head box is the bounds of the face-shaped region (forehead to chin, ear
+    to ear, to the hairline: :mod:`reenact.blend.redact`), never wider than the head.
     ``synthetic_min_face``: (synthetic) a face whose box has a side under this many pixels
-    starts on the head-box rung instead of getting a synthetic identity (0: never). At
+    starts on the face-shaped blur instead of getting a synthetic identity (0: never). At
     112 px (the input size of ArcFace-family recognisers) and below, a synthetic face keeps
     hair, head shape and colours that let an independent recogniser pick the person out in
     the fixture crowd clips, where the redacted head box does not (``bench/privacy.py``).
@@ -62,21 +58,21 @@ class DeidentifySettings:
     was; the last rung is a solid fill of the head box).
     """
 
-    method: Method = "synthetic"
+    method: Method = "auto"
     threshold: float | None = None
     privacy_threshold: float | None = None
     max_draws: int = 32
     redraws: int = 3
     grown_mask_scale: float = 1.35
     head_redaction: HeadRedaction = "blur"
-    head_margin: float = 0.3
     synthetic_min_face: float = 112.0
     truncation: float = 0.7
     fail_closed: bool = True
 
     def __post_init__(self) -> None:
-        if self.method not in ("synthetic", "blur", "pixelate", "solid"):
-            raise ConfigError(f"deidentify.method must be synthetic, blur, pixelate or solid, got {self.method!r}")
+        if self.method not in ("auto", "synthetic", "blur", "pixelate", "solid"):
+            raise ConfigError(
+                f"deidentify.method must be auto, synthetic, blur, pixelate or solid, got {self.method!r}")
         if self.head_redaction not in ("pixelate", "blur"):
             raise ConfigError(f"deidentify.head_redaction must be pixelate or blur, got {self.head_redaction!r}")
         if self.privacy_threshold is not None and not -1.0 <= self.privacy_threshold <= 1.0:
@@ -86,8 +82,6 @@ class DeidentifySettings:
             raise ConfigError(f"deidentify.redraws must be >= 0, got {self.redraws}")
         if not 1.0 <= self.grown_mask_scale <= 3.0:
             raise ConfigError(f"deidentify.grown_mask_scale must be in [1, 3], got {self.grown_mask_scale}")
-        if not 0.0 <= self.head_margin <= 2.0:
-            raise ConfigError(f"deidentify.head_margin must be in [0, 2], got {self.head_margin}")
         if not self.synthetic_min_face >= 0.0:
             raise ConfigError(f"deidentify.synthetic_min_face must be >= 0 pixels, got {self.synthetic_min_face}")
 

@@ -141,7 +141,7 @@ class FaceReplacer:
             if checkers is None:
                 checkers = checkers_for(run_recognisers(pack.identity, pack.recogniser), s.privacy_threshold)
             self.guard = PrivacyGuard(
-                checkers, ladder_for(s.method, s.head_redaction, s.redraws), self.report, head_margin=s.head_margin,
+                checkers, ladder_for(plan.method, s.head_redaction, s.redraws), self.report,
                 render=self._rerender if plan.synthetic else None, redraw=self._redraw, redraws=s.redraws,
             )
             self.report.privacy = self.guard.describe()

@@ -55,16 +55,20 @@ def _face_region(frames: np.ndarray, fixtures: Path, margin: int = 12) -> np.nda
     return region
 
 
-def _head_region(frames: np.ndarray, fixtures: Path, margin: float) -> np.ndarray:
-    """bool [T,H,W]: the detected face boxes grown to the head as deidentify's ladder grows them."""
-    from reenact.pipeline.privacy import head_box
+def _head_region(frames: np.ndarray, fixtures: Path, grow: float) -> np.ndarray:
+    """bool [T,H,W]: the head boxes of the detected faces (the bounds of their face-shaped
+    regions, as deidentify's ladder redacts them), their semi-axes grown by ``grow``."""
+    import torch
+
+    from reenact.blend.redact import face_regions, head_boxes
 
     detector = make_detector("insightface", fixtures / "models" / "scrfd" / "scrfd_500m_kps.onnx")
     region = np.zeros(frames.shape[:3], bool)
     height, width = frames.shape[1:3]
     for t, dets in enumerate(detector.detect(frames)):
-        for box in dets.boxes:
-            left, top, right, bottom = head_box(box, margin, width, height)
+        regions = face_regions(torch.from_numpy(dets.boxes), torch.from_numpy(dets.points))
+        regions[:, 2:4] *= grow
+        for left, top, right, bottom in head_boxes(regions, width, height).tolist():
             region[t, top:bottom, left:right] = True
     return region
 
@@ -120,7 +124,7 @@ def test_deidentify_is_reproducible_by_seed_and_differs_across_seeds(
     from reenact import Deidentifier
     from reenact.config import replace
 
-    lossless = replace(config, {"encode.crf": 0})
+    lossless = replace(config, {"encode.crf": 0, "deidentify.method": "synthetic"})
     runs, codes = {}, {}
     for name, seed in (("a", 1), ("b", 1), ("c", 2)):
         out = tmp_path / f"{name}.mp4"
@@ -141,9 +145,8 @@ def test_deidentify_is_reproducible_by_seed_and_differs_across_seeds(
     source = decode(clip)[0]
     face = _face_region(source, fixtures, margin=0)
     # what the privacy ladder may change: the blend mask's reach (grown by 12 px), and on its
-    # head rung the face box grown to the head (twice the setting's margin: SCRFD's boxes here
-    # are not the run's CenterFace boxes)
-    reach = _face_region(source, fixtures) | _head_region(source, fixtures, 2 * config.deidentify.head_margin)
+    # redaction rungs the head box (grown by half: SCRFD's faces here are not the run's CenterFace ones)
+    reach = _face_region(source, fixtures) | _head_region(source, fixtures, 1.5)
     noise = float(np.abs(runs["a"][face] - runs["b"][face]).mean())
     assert noise == 0.0, f"the same seed twice differs by {noise:.3f} levels in the face region"
     change = float(np.abs(runs["a"][face] - runs["c"][face]).mean())
@@ -226,7 +229,8 @@ def test_deidentify_fails_closed_by_blurring(clip: Path, config: PipelineConfig,
 
     out = tmp_path / "closed.mp4"
     report = process_video(clip, out, "deidentify", replace(config, {"deidentify.threshold": -1.0,
-                                                                      "deidentify.max_draws": 2}))
+                                                                      "deidentify.max_draws": 2,
+                                                                      "deidentify.method": "synthetic"}))
     assert report["counts"]["faces_blurred"] == FRAMES and report["counts"]["faces_replaced"] == 0
     track = next(iter(report["tracks"].values()))
     assert track["blurred"] == FRAMES and track["synthetic_identity"]["failed"]

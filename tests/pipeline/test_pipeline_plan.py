@@ -40,7 +40,7 @@ def test_the_detector_is_loaded_once_for_every_mode() -> None:
 
 
 def test_flags_follow_fail_closed_and_the_method() -> None:
-    deid = plan_run("deidentify", PipelineConfig())
+    deid = plan_run("deidentify", replace(PipelineConfig(), {"deidentify.method": "synthetic"}))
     assert deid.policy == "synthetic" and deid.synthetic and deid.drop_under == 0.0
     assert deid.synthetic_min_face == PipelineConfig().deidentify.synthetic_min_face
     blur = plan_run("deidentify", replace(PipelineConfig(), {"deidentify.method": "blur"}))
@@ -114,3 +114,12 @@ def test_one_detection_schedule() -> None:
     tracker = plan_run("reenact", replace(both, {"detector.full_every": None}), identity=PHOTO)
     assert tracker.tracker_detects and tracker.detection.full_every == 1, "no cadence when the tracker detects"
     assert not plan_run("reenact", PipelineConfig(), identity=PHOTO).tracker_detects
+
+
+def test_an_untrained_pack_deidentifies_with_the_face_shaped_blur_unless_asked() -> None:
+    auto = plan_run("deidentify", PipelineConfig())  # the tiny pack: untrained
+    assert (auto.method, auto.policy) == ("blur", "classic") and not auto.synthetic
+    assert len(auto.warnings) == 1 and "--method synthetic" in auto.warnings[0] and "untrained" in auto.warnings[0]
+    asked = plan_run("deidentify", replace(PipelineConfig(), {"deidentify.method": "synthetic"}))
+    assert (asked.method, asked.policy) == ("synthetic", "synthetic") and not asked.warnings
+    assert plan_run("reenact", PipelineConfig(), identity=PHOTO).method == "synthetic"

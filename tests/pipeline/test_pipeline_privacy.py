@@ -145,7 +145,8 @@ def test_deidentify_compares_with_the_original_and_is_fail_closed() -> None:
     assert policy.compare_with(TrackIdentity(code=_unit(0.0, 1.0, 0.0), original=original)) is original
     plan = plan_run("deidentify", PipelineConfig())
     assert plan.check_privacy and plan.keep_small_faces and plan.redact_unconfirmed and plan.cover_untracked
-    told = plan_run("deidentify", replace(PipelineConfig(), {"deidentify.fail_closed": False}))
+    told = plan_run("deidentify", replace(PipelineConfig(), {"deidentify.fail_closed": False,
+                                                             "deidentify.method": "synthetic"}))
     assert not (told.check_privacy or told.keep_small_faces or told.redact_unconfirmed)
     assert told.cover_untracked and told.private  # still private: metadata stripped, preview only with --audit
     reenact = plan_run("reenact", PipelineConfig(), identity=SAMPLE_PHOTO)
@@ -352,7 +353,8 @@ def test_a_runs_policy_takes_the_deidentify_settings() -> None:
 
     pack = SimpleNamespace(generator=SimpleNamespace(img_resolution=256), device=torch.device("cpu"),
                            match_threshold=0.6)
-    config = replace(PipelineConfig(), {"seed": 11, "deidentify.max_draws": 4, "deidentify.threshold": 0.42})
+    config = replace(PipelineConfig(), {"seed": 11, "deidentify.max_draws": 4, "deidentify.threshold": 0.42,
+                                        "deidentify.method": "synthetic"})
     policy = make_policy(plan_run("deidentify", config).bind(pack), pack)  # type: ignore[arg-type]
     assert isinstance(policy, SyntheticIdentities)
     assert (policy.threshold, policy.seed, policy.max_draws) == (0.42, 11, 4)
@@ -362,7 +364,7 @@ def test_a_runs_policy_takes_the_deidentify_settings() -> None:
 
 
 def test_fail_closed_needs_detection_on_every_frame() -> None:
-    every_other = {"tracker.detect_every": 2}
+    every_other = {"tracker.detect_every": 2, "deidentify.method": "synthetic"}
     with pytest.raises(ConfigError, match="detect_every"):
         plan_run("deidentify", replace(PipelineConfig(), every_other))
     with pytest.raises(ConfigError, match="detect_every"):

@@ -73,7 +73,8 @@ def test_optimize_starts_new_tracks_from_a_trained_mapper(fixtures: Path) -> Non
         identity_model=str(models / "mobileface_recognition_onnx" / "mobileface_V2.onnx"),
         identity_model_mean=0.0, identity_model_std=1.0)), {
         "optimize.landmark_model.path": str(models / "landmarks_pfld68" / "pfld.onnx"),
-        "optimize.steps_first": 1, "optimize.steps_warm": 1, "optimize.init_candidates": 1})
+        "optimize.steps_first": 1, "optimize.steps_warm": 1, "optimize.init_candidates": 1,
+        "deidentify.method": "synthetic"})
     pack = dataclasses.replace(cached_pack(plan_run("deidentify", config)), trained=True)
     mapping = make_mapping(pack, config)
     assert isinstance(getattr(mapping, "initial", None), TrainedMapping)
@@ -99,7 +100,7 @@ def test_first_renders_and_the_ladders_renders_share_one_path_bounded_by_max_bat
     from reenact.faces import similarity_from_points
     from reenact.pipeline import FaceRecord, FaceReplacer
 
-    plan = plan_run("deidentify", replace(PipelineConfig(device="cpu"), {"max_batch": 2}))
+    plan = plan_run("deidentify", replace(PipelineConfig(device="cpu"), {"max_batch": 2, "deidentify.method": "synthetic"}))
     pack = cached_pack(plan)
     replacer = FaceReplacer(plan.bind(pack), pack, 25.0)
     G = pack.generator

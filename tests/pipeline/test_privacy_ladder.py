@@ -16,14 +16,13 @@ import numpy as np
 import pytest
 import torch
 
+from reenact.blend.redact import FEATHER, face_regions, head_boxes
 from reenact.errors import ShapeError
 from reenact.pipeline.privacy import (
     Checker,
     PrivacyGuard,
-    head_box,
     ladder_for,
-    redact_region,
-    redact_region_,
+    passes,
 )
 from reenact.pipeline.report import RunReport
 from reenact.pipeline.slots import FaceRecord
@@ -108,16 +107,26 @@ def guard(ladder: tuple[str, ...], chk: list[Checker], render=None, redraw=None,
     return g, report
 
 
-SYNTHETIC = ladder_for("synthetic", "pixelate", redraws=1)
+SYNTHETIC = ladder_for("synthetic", redraws=1)
 
 
-def test_ladders_end_with_solid() -> None:
-    assert SYNTHETIC == ("synthetic", "redraw", "grown_mask", "pixelate", "solid")
-    assert ladder_for("blur") == ("blur", "solid")
-    assert ladder_for("pixelate") == ("pixelate", "solid")
+def head(box: np.ndarray, points: np.ndarray | None = POINTS, grow: float = 1.0) -> tuple[int, int, int, int]:
+    """The head box of a face (the bounds of its face-shaped region), optionally grown."""
+    regions = face_regions(torch.from_numpy(box)[None], None if points is None else torch.from_numpy(points)[None])
+    regions[:, 2:4] *= grow
+    left, top, right, bottom = head_boxes(regions, W, H)[0].tolist()
+    return left, top, right, bottom
+
+
+def test_ladders_redact_the_face_shape_before_the_head_and_end_with_solid() -> None:
+    assert SYNTHETIC == ("synthetic", "redraw", "grown_mask", "blur", "head_blur", "solid")
+    assert ladder_for("blur") == ("blur", "head_blur", "solid")
+    assert ladder_for("blur", "pixelate") == ("blur", "head_pixelate", "head_blur", "solid")
+    assert ladder_for("pixelate") == ("pixelate", "head_pixelate", "head_blur", "solid")
     assert ladder_for("solid") == ("solid",)
-    assert ladder_for("synthetic", "blur", redraws=0) == ("synthetic", "grown_mask", "blur", "solid")
-    assert ladder_for("synthetic") == SYNTHETIC  # by default: one redraw, then a pixelated head
+    assert ladder_for("synthetic", "pixelate", redraws=0) == ("synthetic", "grown_mask", "blur", "head_pixelate",
+                                                              "solid")
+    assert ladder_for("synthetic") == SYNTHETIC  # by default: one redraw, then the face's shape blurred
 
 
 def test_face_passing_tight_but_failing_loose_is_redacted() -> None:
@@ -133,7 +142,7 @@ def test_face_passing_tight_but_failing_loose_is_redacted() -> None:
     assert report.tracks[0].rungs == {"solid": 1}
     # what is written (solid) passes: the failed checks on the way there are not the output's
     assert report.tracks[0].failed_checks == 0 and report.tracks[0].max_similarity == {}
-    left, top, right, bottom = head_box(BOX, 0.3, W, H)
+    left, top, right, bottom = head(BOX)
     assert int(result[0, top:bottom, left:right].max()) == 0  # the whole head box is filled
 
 
@@ -141,7 +150,7 @@ def test_face_passing_tight_but_failing_loose_is_redacted() -> None:
     ("synthetic", FakeRender(), None),
     ("redraw", FakeRender(redraw=255), torch.ones(2)),
     ("grown_mask", FakeRender(redraw=0, grown=255), torch.ones(2)),
-    ("pixelate", FakeRender(redraw=0, grown=0), torch.ones(2)),
+    ("blur", FakeRender(redraw=0, grown=0), torch.ones(2)),
 ])
 def test_each_rung_is_reached_and_counted(rung: str, render: FakeRender, redraw_code: torch.Tensor | None) -> None:
     frames = frame_with_face(background=255, centre=0)
@@ -191,7 +200,7 @@ def test_blend_refused_faces_are_redacted_not_left() -> None:
     frames = frame_with_face(background=255, centre=0)
     g, report = guard(SYNTHETIC, checkers("tight"), render=FakeRender())
     result = g.apply(frames, frames.clone(), [(0, record(failed="generated face refused by the blender"))], [0])
-    assert report.tracks[0].rungs == {"pixelate": 1}  # straight to the box rung, re-checked
+    assert report.tracks[0].rungs == {"blur": 1}  # straight to the face-shaped blur, re-checked
     assert not torch.equal(result, frames)
 
 
@@ -202,7 +211,7 @@ def test_untracked_detections_are_redacted() -> None:
     result = g.apply(frames, frames.clone(), [(0, untracked)], [0])
     assert report.counts["untracked_detections_blurred"] == 1
     assert report.untracked_rungs == {"solid": 1}  # no points to check it with: fail closed
-    left, top, right, bottom = head_box(BOX, 0.3, W, H)
+    left, top, right, bottom = head(BOX, None)
     assert int(result[0, top:bottom, left:right].max()) == 0
 
 
@@ -219,24 +228,23 @@ def test_a_check_that_raises_fails_closed() -> None:
 def test_classic_methods_change_the_face_and_keep_the_frame(method: str) -> None:
     frames = torch.randint(0, 256, (2, H, W, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     frames[..., 0] = 255
-    frames[1, CY - 1 : CY + 2, CX - 1 : CX + 2, 0] = 0
+    frames[:, CY - 1 : CY + 2, CX - 1 : CX + 2, 0] = 0
     g, report = guard(ladder_for(method), checkers("tight"))
     faces = [(j, record(failed=f"redacted by --method {method}")) for j in (0, 1)]
     result = g.apply(frames, frames.clone(), faces, [0, 1])
     assert result.shape == frames.shape and result.dtype == torch.uint8
-    # blur reaches BLUR_MARGIN_SCALE (2) times the head margin, the others the head box
-    left, top, right, bottom = head_box(BOX, 0.6 if method == "blur" else 0.3, W, H)
+    assert report.tracks[0].rungs == {method: 2}
+    # the face-shaped methods reach the region and its feathered edge, solid the head box: no further
+    left, top, right, bottom = head(BOX, grow=1.0 if method == "solid" else 1.0 + FEATHER)
     for j in (0, 1):
-        assert not torch.equal(result[j, top:bottom, left:right], frames[j, top:bottom, left:right])
+        assert not torch.equal(result[j, CY - 4 : CY + 5, CX - 4 : CX + 5], frames[j, CY - 4 : CY + 5, CX - 4 : CX + 5])
     outside = torch.ones(H, W, dtype=torch.bool)
     outside[top:bottom, left:right] = False
-    assert torch.equal(result[:, outside], frames[:, outside])  # nothing outside the redacted box
-    ring = ~outside
-    inner = head_box(BOX, 0.3, W, H)
-    ring[inner[1] : inner[3], inner[0] : inner[2]] = False
-    changed_in_ring = bool((result[:, ring] != frames[:, ring]).any())
-    assert changed_in_ring == (method == "blur"), "only blur reaches past the head box"
-    assert sum(report.tracks[0].rungs.values()) == 2
+    assert torch.equal(result[:, outside], frames[:, outside])
+    if method != "solid":  # the face's shape, not its box: the head box's corners are kept
+        hl, ht, hr, hb = head(BOX)
+        for y, x in ((ht, hl), (ht, hr - 1), (hb - 1, hl), (hb - 1, hr - 1)):
+            assert torch.equal(result[:, y, x], frames[:, y, x])
 
 
 def test_blur_that_still_matches_escalates_to_solid() -> None:
@@ -247,139 +255,6 @@ def test_blur_that_still_matches_escalates_to_solid() -> None:
     assert int(result[0, CY, CX].sum()) == 0
 
 
-def test_redact_region_methods() -> None:
-    frame = torch.randint(0, 256, (H, W, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
-    region = (8, 8, 40, 40)
-    for method in ("blur", "pixelate", "solid"):
-        out = redact_region(frame, region, method)
-        assert out.shape == frame.shape
-        patch = out[8:40, 8:40].float()
-        assert patch.std() < frame[8:40, 8:40].float().std() / 2  # the detail is gone
-        assert torch.equal(out[40:], frame[40:]) and torch.equal(out[:, 40:], frame[:, 40:])
-    pixelated = redact_region(frame, region, "pixelate")[8:40, 8:40]
-    assert len(torch.unique(pixelated.reshape(-1, 3), dim=0)) <= 16  # 4 x 4 blocks of 8 px
-
-
-def _reference(frame: torch.Tensor, region: tuple[int, int, int, int], n: int, mode: str) -> torch.Tensor:
-    """redact_region's docstring for ``region``: averaged into ``n`` x ``n`` blocks, enlarged
-    by repeating them (pixelate, ``mode`` nearest) or smoothly (blur, ``mode`` bicubic) with
-    the frame's grain: normal, std BLUR_NOISE (10 levels), from GRAIN_SEED, rounded."""
-    left, top, right, bottom = region
-    patch = frame[top:bottom, left:right].permute(2, 0, 1)[None].float()
-    small = torch.nn.functional.adaptive_avg_pool2d(patch, (n, n))
-    extra = {} if mode == "nearest" else {"align_corners": False}
-    big = torch.nn.functional.interpolate(small, size=patch.shape[-2:], mode=mode, **extra)
-    if mode == "bicubic":
-        field = torch.randn((frame.shape[0], frame.shape[1], 3), generator=torch.Generator().manual_seed(20201))
-        big = big + (field * 10.0).round()[top:bottom, left:right].permute(2, 0, 1)[None]
-    out = frame.clone()
-    out[top:bottom, left:right] = big[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8)
-    return out
-
-
-def _checker_board(size: int = 96, block: int = 4) -> torch.Tensor:
-    """uint8 [size,size,3] black and white squares: what bicubic enlarging overshoots on."""
-    ij = torch.arange(size) // block
-    board = ((ij[:, None] + ij[None, :]) % 2 * 255).to(torch.uint8)
-    return board[..., None].expand(size, size, 3).contiguous()
-
-
-@pytest.mark.parametrize(("region", "method", "n"), [
-    ((8, 8, 40, 40), "pixelate", 4),    # 32 px: blocks of 8 px
-    ((8, 8, 40, 40), "blur", 4),        # 32 px: at most 4 blocks per side (5 of 6 px would fit)
-    ((8, 8, 26, 26), "blur", 3),        # 18 px: at least 6 px per block
-    ((4, 10, 80, 90), "pixelate", 8),   # 76 px: at most 8 blocks per side
-    ((4, 10, 80, 90), "blur", 4),
-    ((30, 30, 45, 45), "pixelate", 1),  # 15 px: a single block
-    ((30, 30, 41, 41), "blur", 1),      # 11 px: a single block
-    ((30, 30, 42, 42), "blur", 2),      # 12 px: two blocks of 6 px
-    ((30, 30, 46, 46), "pixelate", 2),  # 16 px: two blocks of 8 px
-    ((30, 30, 36, 37), "pixelate", 1),  # 6 px: still one block (never none)
-    ((30, 30, 35, 40), "blur", 1),      # 5 px: one block
-])
-def test_redact_region_pixels(region: tuple[int, int, int, int], method: str, n: int) -> None:
-    for frame, halves in ((torch.randint(0, 256, (96, 96, 3), dtype=torch.uint8,
-                                         generator=torch.Generator().manual_seed(2)), False),
-                          (_checker_board(), True)):
-        expected = _reference(frame, region, n, "nearest" if method == "pixelate" else "bicubic")
-        _assert_same_pixels(redact_region(frame, region, method), expected, exact=method == "pixelate",
-                            halves=halves)
-
-
-def _assert_same_pixels(out: torch.Tensor, expected: torch.Tensor, exact: bool, halves: bool = False) -> None:
-    """Pixelation exactly; blur (enlarged by matrix products, F.interpolate in the reference)
-    within one level, and that only where float rounding lands on a half: a few in 10^4 on
-    random pixels; anywhere with ``halves`` (a black and white board averages to 127.5, and
-    whole-level grain keeps it on the half)."""
-    if exact:
-        assert torch.equal(out, expected)
-        return
-    diff = (out.int() - expected.int()).abs()
-    assert int(diff.max()) <= 1, int(diff.max())
-    if not halves:
-        assert float((diff > 0).float().mean()) < 1e-3, int((diff > 0).sum())
-
-
-def test_blur_grain_is_reproducible_about_10_levels_and_belongs_to_the_pixels() -> None:
-    flat = torch.full((96, 96, 3), 128, dtype=torch.uint8)
-    first, second = redact_region(flat, (8, 8, 88, 88), "blur"), redact_region(flat, (8, 8, 88, 88), "blur")
-    assert torch.equal(first, second), "the same region gets the same grain (a run is reproducible)"
-    assert 9.0 < float(first[8:88, 8:88].float().std()) < 11.0
-    # a head that moves by a pixel keeps the grain of the pixels it still covers (what keeps
-    # a blurred video compressible), and pixels apart get grain of their own
-    moved = redact_region(flat, (9, 8, 89, 88), "blur")
-    assert torch.equal(moved[8:88, 9:88], first[8:88, 9:88])
-    grain = first[8:88, 8:88].float() - 128
-    assert abs(float((grain[1:] * grain[:-1]).mean())) < 5.0  # neighbours uncorrelated (variance ~100)
-    # a frame that is not square: its own field, height by width
-    for height, width in ((64, 80), (80, 64)):
-        flat = torch.full((height, width, 3), 128, dtype=torch.uint8)
-        assert 9.0 < float(redact_region(flat, (0, 0, width, height), "blur").float().std()) < 11.0
-        frame = torch.randint(0, 256, (height, width, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
-        region = (6, 4, width, height - 4)
-        _assert_same_pixels(redact_region(frame, region, "blur"), _reference(frame, region, 4, "bicubic"), exact=False)
-
-
-def test_redact_region_blur_overshoot_stays_black_and_white() -> None:
-    frame = _checker_board(block=12)
-    out = redact_region(frame, (0, 0, 96, 96), "blur", cells=8)  # bicubic rings past 0 and 255 here
-    assert int(out.min()) == 0 and int(out.max()) == 255
-    # no pixel wraps around: the darkest output is where the black squares were
-    assert float(out[frame == 0].float().mean()) < float(out[frame == 255].float().mean())
-    # values past either end (overshoot plus grain) are clamped to it
-    _assert_same_pixels(out, _reference(frame, (0, 0, 96, 96), 8, "bicubic"), exact=False, halves=True)
-
-
-def test_redact_region_solid_empty_and_unknown() -> None:
-    frame = torch.full((H, W, 3), 200, dtype=torch.uint8)
-    solid = redact_region(frame, (4, 6, 20, 30), "solid")
-    assert int(solid[6:30, 4:20].max()) == 0 and int(solid.sum()) == 200 * 3 * (H * W - 24 * 16)
-    for empty in ((10, 10, 10, 30), (10, 10, 30, 10), (10, 10, 5, 30)):
-        for method in ("pixelate", "blur", "solid"):
-            assert torch.equal(redact_region(frame, empty, method), frame)
-    with pytest.raises(ShapeError, match="unknown redaction"):
-        redact_region(frame, (4, 6, 20, 30), "smear")
-    with pytest.raises(ShapeError):
-        redact_region(frame.float(), (4, 6, 20, 30), "solid")
-    for bad in (frame.float(), frame[..., :2], frame[0]):
-        with pytest.raises(ShapeError, match=r"uint8 \[H,W,3\]"):
-            redact_region_(bad.clone(), (4, 6, 20, 30), "solid")
-
-
-def test_redact_region_in_place_writes_only_the_region() -> None:
-    frame = torch.randint(0, 256, (H, W, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
-    for method in ("blur", "pixelate", "solid"):
-        target = frame.clone()
-        assert redact_region_(target, (8, 8, 40, 40), method) is None
-        assert torch.equal(target, redact_region(frame, (8, 8, 40, 40), method))
-
-
-def test_head_box_grows_more_above_for_hair() -> None:
-    left, top, right, bottom = head_box([20, 20, 40, 40], 0.3, 100, 100)
-    assert (left, right) == (14, 47) and bottom == 47 and top == 8
-    assert head_box([0, 0, 10, 10], 0.3, 12, 12) == (0, 0, 12, 12)  # clipped to the frame
-
-
 def test_default_report_has_aggregates_and_the_audit_has_frames() -> None:
     frames = frame_with_face(background=255, centre=0)
     g, report = guard(SYNTHETIC, checkers("tight", "loose"), render=FakeRender(redraw=255),
@@ -388,12 +263,18 @@ def test_default_report_has_aggregates_and_the_audit_has_frames() -> None:
     report.tracks[0].identity = {"draws": 2, "code": [0.1, 0.2], "similarity_to_original": 0.1, "failed": None}
     public = report.tracks[0].summary("similarity_to_original")
     assert set(public) == {"frames", "replaced", "blurred", "w_jitter", "privacy", "synthetic_identity"}
-    assert set(public["privacy"]) == {"passed", "rungs", "max_similarity"}
+    assert set(public["privacy"]) == {"passed", "rungs", "rung_share", "max_similarity", "min_margin"}
+    assert sum(public["privacy"]["rung_share"].values()) == pytest.approx(1.0)
     assert "code" not in public["synthetic_identity"]
     audit = report.tracks[0].summary("similarity_to_original", audit=True)
     assert audit["privacy"]["per_frame"][0][:2] == [3, audit["privacy"]["per_frame"][0][1]]
     assert audit["synthetic_identity"]["code"] == [0.1, 0.2]
     assert report.privacy is not None and [c["chip"] for c in report.privacy["checkers"]] == ["tight", "loose"]
+    # a face that passed a check reports its margins: to the operating point, to its baseline
+    g, passed = guard(SYNTHETIC, checkers("tight"), render=FakeRender(redraw=255), redraw=lambda _t: torch.ones(2))
+    g.apply(frames, frames.clone(), [(0, record())], [3])
+    margin = passed.tracks[0].summary("s")["privacy"]["min_margin"]["pixel/tight"]
+    assert margin["operating_point"] == pytest.approx(1.5) and set(margin) == {"operating_point", "baseline"}
 
 
 # --- the checkers and the recognisers ------------------------------------------------------------
@@ -405,24 +286,25 @@ class Named:
         self.name = name
 
 
-def test_checkers_for_each_model_once_with_its_calibration_or_the_override() -> None:
-    from reenact.faces.privacy_thresholds import PRIVACY_THRESHOLDS
+def test_checkers_for_each_model_once_at_its_operating_point_or_the_override() -> None:
+    from reenact.faces.privacy_thresholds import OPERATING_POINTS
     from reenact.pipeline.privacy import checkers_for
 
     models = [Named("dlib-resnet"), Named("dlib-resnet"), Named("arcface-onnx")]
     got = checkers_for(models)  # type: ignore[arg-type]
     assert [c.name for c in got] == ["dlib-resnet/tight", "dlib-resnet/loose", "arcface-onnx/tight",
                                      "arcface-onnx/loose"]
-    cal = PRIVACY_THRESHOLDS["arcface-onnx"]["loose"]
-    assert got[3].describe() == {"model": "arcface-onnx", "chip": "loose", "threshold": cal.threshold,
-                                 "source": cal.source, "genuine_pairs": cal.genuine_pairs,
-                                 "false_match_rate": cal.false_match_rate}
+    cal = OPERATING_POINTS["arcface-onnx"]["loose"]
+    assert got[3].describe() == {"model": "arcface-onnx", "chip": "loose", "operating_point": cal.threshold,
+                                 "source": cal.provenance, "false_match_rate": cal.false_match_rate,
+                                 "allowance": cal.allowance}
     with pytest.raises(dataclasses.FrozenInstanceError):
         got[0].threshold = 1.0  # type: ignore[misc]  # what the report describes is what checks
     over = checkers_for(models[:1], 0.25)  # type: ignore[arg-type]
     assert [c.describe() for c in over] == [
-        {"model": "dlib-resnet", "chip": chip, "threshold": 0.25, "source": "deidentify.privacy_threshold",
-         "genuine_pairs": None, "false_match_rate": None} for chip in ("tight", "loose")]
+        {"model": "dlib-resnet", "chip": chip, "operating_point": 0.25, "source": "deidentify.privacy_threshold",
+         "false_match_rate": None, "allowance": OPERATING_POINTS["dlib-resnet"][chip].allowance}
+        for chip in ("tight", "loose")]
 
 
 def test_every_run_checks_with_dlib_and_its_recogniser(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -462,7 +344,7 @@ def test_guard_refuses_ladders_that_could_leave_a_face() -> None:
     with pytest.raises(ShapeError, match="mosaic"):
         ladder_for("mosaic")
     g, report = guard(ladder_for("blur"), checkers("tight"))
-    assert report.privacy is not None and report.privacy["ladder"] == ["blur", "solid"]
+    assert report.privacy is not None and report.privacy["ladder"] == ["blur", "head_blur", "solid"]
     frames = frame_with_face()
     with pytest.raises(ShapeError):
         g.apply(frames, frames[:, :32].clone(), [], [0])
@@ -576,8 +458,8 @@ def test_two_faces_in_one_frame_are_both_redacted() -> None:
     g, report = guard(ladder_for("solid"), checkers("tight"))
     other = FaceRecord(1, np.array([44.0, 44.0, 60.0, 60.0], np.float32), POINTS + np.float32(20), failed="x")
     out = g.apply(frame, frame.clone(), [(0, record(failed="x")), (0, other)], [0])
-    for box in (BOX, other.box):
-        left, top, right, bottom = head_box(box, 0.3, W, H)
+    for box, points in ((BOX, POINTS), (other.box, other.points)):
+        left, top, right, bottom = head(box, points)
         assert int(out[0, top:bottom, left:right].max()) == 0
     assert report.counts["faces_blurred"] == 2
 
@@ -596,7 +478,7 @@ def test_a_face_the_blender_refuses_on_a_redraw_goes_to_the_box_rung() -> None:
     g, report = guard(SYNTHETIC, checkers("tight"), render=render, redraw=lambda _t: torch.ones(2))
     g.apply(frames, frames.clone(), [(0, record())], [0])
     assert render.calls == ["redraw"]  # not the grown mask: the blender refused this face
-    assert report.tracks[0].rungs == {"pixelate": 1}
+    assert report.tracks[0].rungs == {"blur": 1}
     assert report.tracks[0].privacy_frames[0][3] == "generated face refused by the blender"
 
 
@@ -654,18 +536,36 @@ def test_an_output_check_that_raises_fails_closed(caplog: pytest.LogCaptureFixtu
     assert "privacy check failed" in caplog.text and "crashed on the output" in caplog.text
 
 
-def test_a_similarity_at_the_threshold_fails_the_check() -> None:
-    from reenact.faces import cosine_similarity
+def test_the_check_rule_at_the_operating_point_and_against_the_baseline() -> None:
+    enc = PixelEncoder()
+    c = Checker(enc, "tight", 0.5, "test", allowance=0.02)  # type: ignore[arg-type]
+    assert not passes({c.name: 0.5}, [c])  # at the operating point: the attacker links it
+    assert passes({c.name: 0.5 - 1e-6}, [c])
+    # context alone below the operating point: the operating point decides
+    assert not passes({c.name: 0.5}, [c], {c.name: 0.3})
+    # context alone above it: no more similar than the baseline plus the allowance
+    assert passes({c.name: 0.71}, [c], {c.name: 0.7})
+    assert not passes({c.name: 0.72}, [c], {c.name: 0.7})
+    assert not passes({c.name: 0.6}, [c], {c.name: float("nan")})  # no usable baseline: the operating point
 
-    frames = frame_with_face(background=255, centre=0)
-    out = paint_centre(frames, 255)
-    at = float(cosine_similarity(_angle_code(torch.tensor([255])), _angle_code(torch.tensor([0]))).reshape(-1)[0])
-    g, report = guard(SYNTHETIC, checkers("tight", threshold=at), render=FakeRender())
-    g.apply(frames, out, [(0, record())], [0])
-    assert "synthetic" not in report.tracks[0].rungs
-    g, report = guard(SYNTHETIC, checkers("tight", threshold=at + 1e-6), render=FakeRender())
-    g.apply(frames, out, [(0, record())], [0])
-    assert report.tracks[0].rungs == {"synthetic": 1}
+
+def test_a_face_whose_context_alone_links_passes_when_no_more_similar_than_that() -> None:
+    """The fake sees one pixel on the forehead (inside the face's region) with its loose chip:
+    with the face filled flat that pixel changes, so the baseline tells how much the context
+    alone says; a face that keeps the forehead fails, the face-shaped blur passes."""
+
+    class Forehead(PixelEncoder):
+        def embed_aligned(self, crops: torch.Tensor) -> torch.Tensor:
+            return _angle_code((crops[:, 0, 3, 8] + 1) * 127.5)
+
+    frames = frame_with_face(background=0, centre=0)
+    frames[0, 18:24, 29:37, 0] = 255  # a bright forehead
+    out = paint_centre(frames, 255)  # the swapped face: centre changed, forehead kept
+    chk = [Checker(Forehead(), chip, 0.5, "test") for chip in ("tight", "loose")]  # type: ignore[arg-type]
+    g, report = guard(SYNTHETIC, chk, render=FakeRender(redraw=255, grown=255), redraw=lambda _t: torch.ones(2))
+    result = g.apply(frames, out, [(0, record())], [0])
+    assert report.tracks[0].rungs == {"blur": 1}, "redacted by the face's shape, not its box or solid"
+    assert float(result[0, 18:24, 29:37, 0].float().mean()) < 200  # the forehead is blurred
 
 
 def test_untracked_faces_start_on_the_box_rung_whatever_earlier_ones_reached() -> None:
@@ -692,7 +592,7 @@ def test_the_guard_leaves_the_report_to_its_caller() -> None:
     report = RunReport("s")
     g = PrivacyGuard(checkers("tight"), ladder_for("blur"), report)
     assert report.privacy is None, "building a guard writes nothing into the report"
-    assert g.describe()["ladder"] == ["blur", "solid"] and len(g.describe()["checkers"]) == 1  # type: ignore[arg-type]
+    assert g.describe()["ladder"] == ["blur", "head_blur", "solid"] and len(g.describe()["checkers"]) == 1  # type: ignore[arg-type]
 
 
 def test_the_report_keeps_every_draw_of_a_track() -> None:

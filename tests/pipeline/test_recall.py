@@ -178,13 +178,14 @@ def test_a_face_under_synthetic_min_face_gets_its_head_box_redacted_instead_of_a
     found = make_detector("offline", None, DetectorSettings(min_face_size=0, score_threshold=0.2)).detect(frames[:1])[0]
     side = float((found.boxes[0, 2:] - found.boxes[0, :2]).min())
     assert len(found) == 1 and 20 < side < 112, f"the fixture face spans {side:.0f} px"
-    out, replacer = _run(frames, "deidentify")
+    out, replacer = _run(frames, "deidentify", **{"deidentify.method": "synthetic"})
     counts = replacer.report.counts
     assert counts["small_faces_redacted"] == 6 and counts["faces_replaced"] == 0
     rungs = replacer.report.tracks[next(iter(replacer.report.tracks))].rungs
-    assert set(rungs) <= {"blur", "solid"} and sum(rungs.values()) == 6, rungs  # head_redaction blur
+    assert set(rungs) <= {"blur", "head_blur", "solid"} and sum(rungs.values()) == 6, rungs  # face-shaped first
     assert all(_changed(frames[i], out[i], 50, 50, 150) > 4.0 for i in range(6))
     # with the setting off, the same face gets a synthetic identity
-    _out, replacer = _run(frames, "deidentify", **{"deidentify.synthetic_min_face": 0.0})
+    _out, replacer = _run(frames, "deidentify", **{"deidentify.synthetic_min_face": 0.0,
+                                                   "deidentify.method": "synthetic"})
     assert replacer.report.counts["small_faces_redacted"] == 0
     assert replacer.report.counts["faces_replaced"] > 0

@@ -1,13 +1,13 @@
 """Deidentify's privacy: the output check, the escalation ladder and the redactions.
 
-* :mod:`~reenact.pipeline.privacy.redaction`: redaction kernels (head box, pixelate, blur
-  with grain, solid fill);
-* :mod:`~reenact.pipeline.privacy.checkers`: the checkers (identity model x chip, calibrated
-  thresholds) and the check rule (:func:`passes`); reenact's report-only comparison;
+* :mod:`~reenact.pipeline.privacy.checkers`: the checkers (identity model x chip at the
+  attacker's operating point) and the check rule (:func:`passes`: the operating point and the
+  same-context baseline); reenact's report-only comparison;
 * :mod:`~reenact.pipeline.privacy.guard`: the ladder (:class:`PrivacyGuard`) and the
-  fail-closed coverage of untracked detections.
+  fail-closed coverage of untracked detections. The redactions are face-shaped
+  (:mod:`reenact.blend.redact`), the baseline's windows :mod:`reenact.pipeline.baseline`.
 
-Imports go one way: redaction, checkers -> guard.
+Imports go one way: checkers -> guard.
 """
 
 from reenact.pipeline.privacy.checkers import (
@@ -16,14 +16,15 @@ from reenact.pipeline.privacy.checkers import (
     checkable,
     checkers_for,
     count_faces,
+    margins,
     offline_dlib,
     passes,
     run_recognisers,
 )
 from reenact.pipeline.privacy.guard import (
-    BOX_RUNGS,
     COVER_IOU,
     ORIGINAL_REFRESH_FRAMES,
+    REDACTION_RUNGS,
     SYNTHETIC_RUNGS,
     PrivacyGuard,
     Redraw,
@@ -31,20 +32,9 @@ from reenact.pipeline.privacy.guard import (
     ladder_for,
     untracked_faces,
 )
-from reenact.pipeline.privacy.redaction import (
-    BLUR_MARGIN_SCALE,
-    BLUR_NOISE,
-    GRAIN_SEED,
-    REDACTION_CELLS,
-    grain_field,
-    head_box,
-    redact_region,
-    redact_region_,
-)
 
 __all__ = [
-    "BLUR_MARGIN_SCALE", "BLUR_NOISE", "BOX_RUNGS", "COVER_IOU", "GRAIN_SEED", "ORIGINAL_REFRESH_FRAMES",
-    "REDACTION_CELLS", "SYNTHETIC_RUNGS", "Checker", "PrivacyGuard", "Redraw", "Render", "check_identities",
-    "checkable", "checkers_for", "count_faces", "grain_field", "head_box", "ladder_for", "offline_dlib", "passes",
-    "redact_region", "redact_region_", "run_recognisers", "untracked_faces",
+    "COVER_IOU", "ORIGINAL_REFRESH_FRAMES", "REDACTION_RUNGS", "SYNTHETIC_RUNGS", "Checker", "PrivacyGuard", "Redraw",
+    "Render", "check_identities", "checkable", "checkers_for", "count_faces", "ladder_for", "margins",
+    "offline_dlib", "passes", "run_recognisers", "untracked_faces",
 ]

@@ -1,11 +1,14 @@
 """The privacy checkers and the check rule.
 
-* :class:`Checker`: one identity model with one chip (``tight``, ``loose``) and the privacy
-  threshold an output face must stay below; :func:`checkers_for` makes them per model with
-  the calibrated thresholds (:mod:`reenact.faces.privacy_thresholds`); :func:`run_recognisers`
-  names the models a run has (dlib's descriptor always among them).
+* :class:`Checker`: one identity model with one chip (``tight``, ``loose``), the attacker's
+  operating point on it and the same-context allowance; :func:`checkers_for` makes them per
+  model from the calibration (:data:`reenact.faces.privacy_thresholds.OPERATING_POINTS`);
+  :func:`run_recognisers` names the models a run has (dlib's descriptor always among them).
 * :func:`passes`: **the check rule**, the one place a face's similarities are compared with
-  the thresholds (used by the ladder, :mod:`reenact.pipeline.privacy.guard`).
+  the checkers' limits (used by the ladder, :mod:`reenact.pipeline.privacy.guard`): a face
+  passes when each checker sees it below the operating point, or, where the face's context
+  alone (its original frame with the face filled flat: the *baseline*) already reaches that
+  point, no more than the allowance above that baseline.
 * :func:`check_identities` and :func:`count_faces`: runs without the ladder (reenact): the
   similarity of each replaced face to what its policy compares it with is reported, and every
   face counted; nothing is redacted.
@@ -17,6 +20,7 @@ float ``[F,D]`` unit rows.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -26,13 +30,7 @@ import torch
 from reenact.errors import ShapeError
 from reenact.faces import cosine_similarity
 from reenact.faces.identity import DlibFaceEncoder, IdentityEncoder
-from reenact.faces.privacy_thresholds import (
-    CHIPS,
-    PRIVACY_THRESHOLDS,
-    Chip,
-    embed_with_chip,
-    privacy_threshold,
-)
+from reenact.faces.privacy_thresholds import CHIPS, Chip, embed_with_chip, operating_point
 from reenact.pipeline.identity import IdentityPolicy, TrackIdentity
 from reenact.pipeline.report import RunReport
 from reenact.pipeline.slots import FaceRecord, FrameSlot
@@ -43,13 +41,14 @@ Embed = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 @dataclass(frozen=True)
 class Checker:
-    """One identity model with one chip, and the privacy threshold an output face must stay below."""
+    """One identity model with one chip: the attacker's operating point on it (``threshold``,
+    with its ``source`` and ``false_match_rate``) and the same-context ``allowance``."""
 
     encoder: IdentityEncoder
     chip: Chip
     threshold: float
     source: str
-    genuine_pairs: int | None = None
+    allowance: float = 0.0
     false_match_rate: float | None = None
 
     @property
@@ -60,26 +59,34 @@ class Checker:
         """Conventions: frames uint8 [T,H,W,3]; index long [F]; points float [F,5,2]; returns [F,D]."""
         return embed_with_chip(self.encoder, frames, index, points, self.chip)
 
+    def limit(self, baseline: float | None) -> float:
+        """The similarity a face must stay below: the operating point, or where the face's
+        ``baseline`` (context alone) reaches it, the baseline plus the allowance."""
+        if baseline is None or not math.isfinite(baseline):
+            return self.threshold
+        return max(self.threshold, baseline + self.allowance)
+
     def describe(self) -> dict[str, object]:
-        return {"model": self.encoder.name, "chip": self.chip, "threshold": self.threshold, "source": self.source,
-                "genuine_pairs": self.genuine_pairs, "false_match_rate": self.false_match_rate}
+        return {"model": self.encoder.name, "chip": self.chip, "operating_point": self.threshold,
+                "source": self.source, "false_match_rate": self.false_match_rate, "allowance": self.allowance}
 
 
 def checkers_for(encoders: list[IdentityEncoder], override: float | None = None) -> list[Checker]:
-    """A checker per identity model (deduplicated by name) and chip, with its calibrated
-    privacy threshold, or ``override`` (``deidentify.privacy_threshold``) for all."""
+    """A checker per identity model (deduplicated by name) and chip, at its calibrated
+    operating point, or at ``override`` (``deidentify.privacy_threshold``) for all (the
+    calibrated allowance stays)."""
     out, seen = [], set()
     for encoder in encoders:
         if encoder.name in seen:
             continue
         seen.add(encoder.name)
         for chip in CHIPS:
-            threshold = privacy_threshold(encoder.name, chip, override)
+            point = operating_point(encoder.name, chip)
             if override is not None:
-                out.append(Checker(encoder, chip, threshold, "deidentify.privacy_threshold"))
+                out.append(Checker(encoder, chip, float(override), "deidentify.privacy_threshold", point.allowance))
             else:
-                cal = PRIVACY_THRESHOLDS[encoder.name][chip]
-                out.append(Checker(encoder, chip, threshold, cal.source, cal.genuine_pairs, cal.false_match_rate))
+                out.append(Checker(encoder, chip, point.threshold, point.provenance, point.allowance,
+                                   point.false_match_rate))
     return out
 
 
@@ -99,10 +106,28 @@ def run_recognisers(identity: IdentityEncoder, recogniser: IdentityEncoder | Non
     return models
 
 
-def passes(similarities: dict[str, float], checkers: list[Checker]) -> bool:
-    """The check rule: a face passes when every checker sees its similarity to the original
-    below that checker's threshold (``similarities``: by :attr:`Checker.name`)."""
-    return all(similarities[c.name] < c.threshold for c in checkers)
+def passes(similarities: dict[str, float], checkers: list[Checker],
+           baselines: dict[str, float] | None = None) -> bool:
+    """The check rule (module docstring): every checker sees the face below its limit
+    (``similarities`` and ``baselines``: by :attr:`Checker.name`; no baseline: the operating
+    point alone)."""
+    base = baselines or {}
+    return all(similarities[c.name] < c.limit(base.get(c.name)) for c in checkers)
+
+
+def margins(similarities: dict[str, float], checkers: list[Checker],
+            baselines: dict[str, float] | None = None) -> dict[str, dict[str, float]]:
+    """Per checker, how far below the operating point and below the baseline the face is
+    (positive: below; ``baseline`` only where the face has one)."""
+    base = baselines or {}
+    out: dict[str, dict[str, float]] = {}
+    for c in checkers:
+        sim = similarities[c.name]
+        row = {"operating_point": c.threshold - sim}
+        if c.name in base and math.isfinite(base[c.name]):
+            row["baseline"] = base[c.name] - sim
+        out[c.name] = row
+    return out
 
 
 def checkable(points: np.ndarray) -> bool:

@@ -4,18 +4,24 @@
 output face is embedded by every :class:`~reenact.pipeline.privacy.checkers.Checker` (each
 identity model the run has, dlib's descriptor always among them, times the ``tight`` and
 ``loose`` chip) and compared with the same model+chip's embedding of the original face in the
-input frame (embedded per frame, batched); :func:`~reenact.pipeline.privacy.checkers.passes`
-decides. A face that fails climbs its track's ladder, and a track starts its next frames on
-the rung it reached (no flicker back to a weaker rung):
+input frame; the same-context baseline (the original frame with the face-shaped region filled
+flat, :mod:`reenact.pipeline.baseline`) is embedded with it (both per track, refreshed every
+:data:`ORIGINAL_REFRESH_FRAMES` frames, batched), and
+:func:`~reenact.pipeline.privacy.checkers.passes` decides. A face that fails climbs its track's
+ladder, and a track starts its next frames on the rung it reached (no flicker back to a weaker
+rung):
 
 ``synthetic`` (the rendered synthetic identity) -> ``redraw`` (another synthetic identity, at
 most ``deidentify.redraws`` per track) -> ``grown_mask`` (the face pasted with a mask grown to
-forehead and jaw) -> ``pixelate``/``blur`` of the head box (the face box grown to include
-hair), re-checked -> ``solid`` (a solid fill of the head box: the last rung, which leaves
-nothing to check). ``--method blur|pixelate|solid`` start on the box rung. Faces that could
-not be synthesized (no identity, refused by the blender, outside the frame, untracked) start
-on the box rung; a face whose check raises goes to ``solid``. :func:`untracked_faces` makes
-records of the detections no track covers.
+forehead and jaw) -> ``blur`` (the face-shaped region blurred: forehead to chin, ears,
+hairline; :mod:`reenact.blend.redact`) -> ``head_blur`` / ``head_pixelate`` (the head box, the
+region's bounds, never wider than the head; ``deidentify.head_redaction``) -> ``solid`` (the
+head box filled black: the last rung, which leaves nothing to check).
+``--method blur`` starts on ``blur``, ``--method pixelate`` on ``pixelate`` (the face-shaped
+region pixelated), ``--method solid`` on ``solid``. Faces that could not be synthesized (no
+identity, refused by the blender, outside the frame, too small, untracked) start on the first
+redaction rung; a face whose check raises, or that has no points to check it with, goes to
+``solid``. :func:`untracked_faces` makes records of the detections no track covers.
 
 Conventions: frames uint8 ``[T,H,W,3]`` RGB; boxes float ``[N,4]`` (x1, y1, x2, y2) and
 points ``[N,5,2]`` frame pixels; embeddings float ``[F,D]`` unit rows.
@@ -29,12 +35,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
+from reenact.blend.redact import face_regions, redact_faces_
 from reenact.errors import ShapeError
 from reenact.faces import FaceDetections, cosine_similarity
 from reenact.faces.boxes import box_iou
-from reenact.pipeline.privacy.checkers import Checker, checkable, passes
-from reenact.pipeline.privacy.redaction import BLUR_MARGIN_SCALE, head_box, redact_region_
+from reenact.pipeline.baseline import flat_windows
+from reenact.pipeline.privacy.checkers import Checker, checkable, margins, passes
 from reenact.pipeline.report import RunReport
 from reenact.pipeline.slots import FaceRecord
 
@@ -57,7 +65,8 @@ def untracked_faces(raw: FaceDetections, tracked_boxes: np.ndarray) -> list[Face
 
 
 SYNTHETIC_RUNGS = ("synthetic", "redraw", "grown_mask")
-BOX_RUNGS = ("pixelate", "blur", "solid")
+#: the redaction rungs: face-shaped first, then the head box, then the head box filled
+REDACTION_RUNGS = ("blur", "pixelate", "head_blur", "head_pixelate", "solid")
 
 Render = Callable[[torch.Tensor, torch.Tensor, list[tuple[int, FaceRecord]], list[torch.Tensor | None], bool],
                   torch.Tensor]
@@ -69,12 +78,16 @@ Redraw = Callable[[int], torch.Tensor | None]
 """track id -> a new synthetic identity code for it, or None when none is left."""
 
 
-def ladder_for(method: str, head_redaction: str = "pixelate", redraws: int = 1) -> tuple[str, ...]:
-    """The rungs of ``method`` (module docstring): synthetic climbs redraw and grown mask first."""
+def ladder_for(method: str, head_redaction: str = "blur", redraws: int = 1) -> tuple[str, ...]:
+    """The rungs of ``method`` (module docstring): synthetic climbs redraw and grown mask first;
+    every ladder redacts the face's shape before the head box, and ends with solid."""
+    head = f"head_{head_redaction}"
     if method == "synthetic":
-        return ("synthetic",) + (("redraw",) if redraws > 0 else ()) + ("grown_mask", head_redaction, "solid")
-    if method in ("blur", "pixelate"):
-        return (method, "solid")
+        return ("synthetic",) + (("redraw",) if redraws > 0 else ()) + ("grown_mask", "blur", head, "solid")
+    if method == "blur":
+        return ("blur", head, "solid") if head == "head_blur" else ("blur", head, "head_blur", "solid")
+    if method == "pixelate":
+        return ("pixelate", "head_pixelate", "head_blur", "solid")
     if method == "solid":
         return ("solid",)
     raise ShapeError(f"unknown deidentify method {method!r}")
@@ -91,6 +104,8 @@ class _Face:
     rung: int
     orig: int = 0
     similarities: dict[str, float] = field(default_factory=dict)
+    #: per checker, the similarity of the face's same-context baseline to its original
+    baselines: dict[str, float] = field(default_factory=dict)
     error: str | None = None
 
 
@@ -98,13 +113,12 @@ class PrivacyGuard:
     """Checks output faces and climbs the ladder until each passes (module docstring).
 
     ``checkers``: what checks a face; ``ladder``: from :func:`ladder_for`; ``render`` and
-    ``redraw``: the synthetic rungs (needed only when the ladder has them); ``head_margin``:
-    see :func:`head_box`. Per-track results go into ``report`` (the caller records the
-    ladder and checkers there: :meth:`describe`).
+    ``redraw``: the synthetic rungs (needed only when the ladder has them). Per-track results
+    go into ``report`` (the caller records the ladder and checkers there: :meth:`describe`).
     """
 
     def __init__(
-        self, checkers: list[Checker], ladder: tuple[str, ...], report: RunReport, *, head_margin: float = 0.3,
+        self, checkers: list[Checker], ladder: tuple[str, ...], report: RunReport, *,
         render: Render | None = None, redraw: Redraw | None = None, redraws: int = 0,
     ) -> None:
         if not checkers:
@@ -114,13 +128,15 @@ class PrivacyGuard:
         if any(r in ladder for r in SYNTHETIC_RUNGS) and render is None:
             raise ShapeError("a ladder with synthetic rungs needs a render function")
         self.checkers, self.ladder, self.report = checkers, ladder, report
-        self.head_margin, self.render, self.redraw, self.redraws = head_margin, render, redraw, redraws
-        self.first_box = min(i for i, r in enumerate(ladder) if r in BOX_RUNGS)
+        self.render, self.redraw, self.redraws = render, redraw, redraws
+        #: the first redaction rung (where faces that were not synthesized start)
+        self.first_box = min(i for i, r in enumerate(ladder) if r in REDACTION_RUNGS)
         self.track_rung: dict[int, int] = {}
         self.codes: dict[int, torch.Tensor] = {}
         self.redrawn: dict[int, int] = {}
-        #: per track: the frame its original embeddings were taken at, and those embeddings
-        self.original_cache: dict[int, tuple[int, dict[str, torch.Tensor]]] = {}
+        #: per track: the frame its original embeddings were taken at, those embeddings and its
+        #: same-context baseline similarities
+        self.original_cache: dict[int, tuple[int, dict[str, torch.Tensor], dict[str, float]]] = {}
 
     def describe(self) -> dict[str, object]:
         """The report's ``privacy`` entry: the ladder and each checker with its threshold."""
@@ -178,7 +194,7 @@ class PrivacyGuard:
                     pending.append(face)
                     continue
                 face.similarities = row
-                if passes(row, self.checkers):
+                if passes(row, self.checkers, face.baselines):
                     self._done(face, frame_indices, passed=True)
                 else:
                     face.rung = self._next_rung(face)
@@ -204,28 +220,53 @@ class PrivacyGuard:
         return nxt
 
     def _originals(self, frames: torch.Tensor, faces: list[_Face], frame_indices: list[int]) -> dict[str, torch.Tensor]:
-        """Each checker's embeddings of the original faces, one row per face in ``faces``.
+        """Each checker's embeddings of the original faces, one row per face in ``faces``; each
+        face's same-context baselines go into its ``baselines``.
 
-        A person's identity does not change within a track, so a track's original is embedded
-        again only every :data:`ORIGINAL_REFRESH_FRAMES` frames (the pose does change, hence the
-        refresh); untracked faces are embedded every time. Embeddings that failed (NaN) are
-        never kept.
+        A person's identity does not change within a track, so a track's original (and its
+        baseline) is embedded again only every :data:`ORIGINAL_REFRESH_FRAMES` frames (the pose
+        does change, hence the refresh); untracked faces are embedded every time. Embeddings
+        that failed (NaN) are never kept.
         """
         need = [f for f in faces if not self._cached(f.record.track_id, frame_indices[f.row])]
         fresh = self._embed(frames, need) if need else {}
+        fresh_base = self._baselines(frames, need, fresh) if need else []
         where = {id(f): k for k, f in enumerate(need)}
         rows: dict[str, list[torch.Tensor]] = {c.name: [] for c in self.checkers}
         for face in faces:
             track = face.record.track_id
             if id(face) in where:
-                codes = {c.name: fresh[c.name][where[id(face)]] for c in self.checkers}
+                k = where[id(face)]
+                codes = {c.name: fresh[c.name][k] for c in self.checkers}
+                face.baselines = fresh_base[k]
                 if track >= 0 and all(bool(torch.isfinite(v).all()) for v in codes.values()):
-                    self.original_cache[track] = (frame_indices[face.row], codes)
+                    self.original_cache[track] = (frame_indices[face.row], codes, face.baselines)
             else:
-                codes = self.original_cache[track][1]
+                _frame, codes, face.baselines = self.original_cache[track]
             for name, code in codes.items():
                 rows[name].append(code)
         return {name: torch.stack(v) for name, v in rows.items()}
+
+    def _baselines(self, frames: torch.Tensor, faces: list[_Face],
+                   originals: dict[str, torch.Tensor]) -> list[dict[str, float]]:
+        """Per face, each checker's similarity of its same-context baseline (the original frame
+        with the face filled flat) to its original. A baseline that cannot be made leaves the
+        face with none: it is then judged at the operating point alone (the stricter rule)."""
+        try:
+            index = torch.tensor([f.row for f in faces], dtype=torch.long, device=frames.device)
+            boxes = torch.from_numpy(np.stack([f.record.box for f in faces])).float()
+            points = torch.from_numpy(np.stack([f.record.points for f in faces])).float()
+            with self.report.timer("privacy"):
+                windows, local = flat_windows(frames, index, boxes, points.to(frames.device))
+                window_index = torch.arange(len(faces), device=frames.device)
+                sims = {c.name: (F.normalize(c.embed(windows, window_index, local), dim=1)
+                                 * F.normalize(originals[c.name].to(windows.device), dim=1)).sum(dim=1).tolist()
+                        for c in self.checkers}
+        except Exception as exc:  # noqa: BLE001 - no baseline: the operating point alone decides
+            log.warning("privacy check: the same-context baseline could not be embedded (%s); the faces are "
+                        "judged at the operating point alone", exc)
+            return [{} for _f in faces]
+        return [{name: float(v[k]) for name, v in sims.items() if np.isfinite(v[k])} for k in range(len(faces))]
 
     def _cached(self, track: int, frame_index: int) -> bool:
         entry = self.original_cache.get(track)
@@ -285,10 +326,14 @@ class PrivacyGuard:
             return out
         if rung in ("redraw", "grown_mask"):
             return self._render(rung, frames, out, group)
-        height, width = out.shape[1:3]
+        shape = "box" if rung.startswith("head_") or rung == "solid" else "ellipse"
+        method = rung.removeprefix("head_")
         for face in group:  # out is apply's own copy: redacted in place
-            margin = self.head_margin * (BLUR_MARGIN_SCALE if rung == "blur" else 1.0)
-            redact_region_(out[face.row], head_box(face.record.box, margin, width, height), rung)
+            box = torch.from_numpy(np.asarray(face.record.box, np.float32).reshape(1, 4))
+            pts = np.asarray(face.record.points, np.float32)
+            # faces without five usable points: the region from the box alone
+            region = face_regions(box, torch.from_numpy(pts)[None] if pts.shape == (5, 2) else None)
+            redact_faces_(out[face.row], region, method, shape)
         return out
 
     def _render(self, rung: str, frames: torch.Tensor, out: torch.Tensor, group: list[_Face]) -> torch.Tensor:
@@ -317,4 +362,4 @@ class PrivacyGuard:
         # written output's check, so the failed check that led there is not kept
         sims = {} if rung == "solid" else face.similarities
         self.report.add_privacy(record.track_id, frame_indices[face.row], rung, sims, passed and face.error is None,
-                                face.error or record.failed)
+                                face.error or record.failed, margins(sims, self.checkers, face.baselines) if sims else {})

@@ -1,0 +1,162 @@
+"""Face-shaped redaction (reenact.blend.redact): region geometry, conventions, what changes
+and what stays, and that a recogniser can no longer link the face."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from reenact.blend import redact as R
+from reenact.errors import ShapeError
+
+pytestmark = pytest.mark.privacy  # bench/mutation.py runs these per mutant
+
+UPRIGHT = torch.tensor([[[80.0, 90.0], [120.0, 90.0], [100.0, 110.0], [85.0, 130.0], [115.0, 130.0]]])
+BOX = torch.tensor([[70.0, 70.0, 130.0, 140.0]])
+
+
+def _textured(h: int = 200, w: int = 240, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (h, w, 3), generator=g, dtype=torch.uint8)
+
+
+def test_regions_from_points_are_upright_centred_below_the_eyes_and_cover_the_box() -> None:
+    reg = R.face_regions(BOX, UPRIGHT)
+    assert reg.shape == (1, 5) and reg.dtype == torch.float32
+    cx, cy, across, along, tilt = reg[0].tolist()
+    assert abs(tilt) < 1e-6 and abs(cx - 100.0) < 1e-4
+    assert 90.0 < cy < 110.0  # between the eyes and the mouth, nearer the eyes
+    # covers the detector box (brow to chin, cheek to cheek) with room for ears and hairline
+    assert across >= 0.6 * 60 and along >= 0.7 * 70
+    assert along * 2 < 3.5 * 40  # but not the shoulders: about 3.3 eye-to-mouth distances tall
+
+
+def test_region_tilt_follows_the_eye_line() -> None:
+    angle = math.radians(30)
+    c, s = math.cos(angle), math.sin(angle)
+    centre = torch.tensor([100.0, 100.0])
+    rot = torch.tensor([[c, -s], [s, c]])
+    pts = (UPRIGHT[0] - centre) @ rot.T + centre
+    reg = R.face_regions(BOX, pts[None])
+    assert abs(float(reg[0, 4]) - angle) < 1e-4
+    # the same ellipse size as upright (a rotation changes nothing else)
+    up = R.face_regions(torch.tensor([[0.0, 0.0, 1.0, 1.0]]), UPRIGHT)
+    rotated = R.face_regions(torch.tensor([[0.0, 0.0, 1.0, 1.0]]), pts[None])
+    assert torch.allclose(up[0, 2:4], rotated[0, 2:4], atol=1e-3)
+
+
+def test_a_face_in_profile_keeps_its_head_width() -> None:
+    profile = UPRIGHT.clone()
+    profile[0, :, 0] = 100.0 + (profile[0, :, 0] - 100.0) * 0.1  # eyes 4 px apart
+    reg = R.face_regions(torch.tensor([[99.0, 99.0, 101.0, 101.0]]), profile)
+    assert float(reg[0, 2]) >= R.MIN_ASPECT * float(reg[0, 3]) - 1e-4
+
+
+def test_unusable_points_fall_back_to_the_box() -> None:
+    bad = torch.full((1, 5, 2), float("nan"))
+    from_box = R.face_regions(BOX, None)
+    assert torch.equal(R.face_regions(BOX, bad), from_box)
+    assert abs(float(from_box[0, 0]) - 100.0) < 1e-4 and float(from_box[0, 4]) == 0.0
+
+
+def test_head_box_is_the_ellipse_bounds_clipped_to_the_frame() -> None:
+    reg = torch.tensor([[50.0, 40.0, 20.0, 30.0, 0.0], [5.0, 5.0, 20.0, 30.0, math.pi / 2], [-100.0, 5.0, 5.0, 5.0, 0.0]])
+    boxes = R.head_boxes(reg, 64, 48)
+    assert boxes.dtype == torch.long and boxes.shape == (3, 4)
+    assert boxes[0].tolist() == [30, 10, 64, 48]  # clipped right and bottom
+    assert boxes[1].tolist()[:2] == [0, 0] and boxes[1, 2] <= 5 + 30 + 1  # turned: wide by the long axis
+    assert boxes[2, 2] <= boxes[2, 0]  # outside the frame: empty
+
+
+@pytest.mark.parametrize("method", R.METHODS)
+@pytest.mark.parametrize("shape", R.SHAPES)
+def test_outside_the_window_nothing_changes_and_the_input_is_kept(method: str, shape: str) -> None:
+    frame = _textured()
+    before = frame.clone()
+    reg = R.face_regions(BOX, UPRIGHT)
+    out = R.redact_faces(frame, reg, method, shape)
+    assert torch.equal(frame, before)  # not modified
+    assert out.dtype == torch.uint8 and out.shape == frame.shape
+    grown = reg.clone()
+    grown[:, 2:4] *= 1 + R.FEATHER
+    left, top, right, bottom = R.head_boxes(grown if shape == "ellipse" else reg, 240, 200)[0].tolist()
+    outside = torch.ones(200, 240, dtype=torch.bool)
+    outside[top:bottom, left:right] = False
+    assert torch.equal(out[outside], frame[outside])
+    # the face itself changed: eyes, nose and mouth all differ
+    for x, y in UPRIGHT[0].round().long().tolist():
+        assert (out[y, x].int() - frame[y, x].int()).abs().max() > 0
+
+
+def test_the_ellipse_keeps_the_head_box_corners() -> None:
+    """Face-shaped: the corners of the head box (background, shoulders) stay as they were."""
+    frame = _textured()
+    reg = R.face_regions(BOX, UPRIGHT)
+    out = R.redact_faces(frame, reg, "blur")
+    left, top, right, bottom = R.head_boxes(reg, 240, 200)[0].tolist()
+    for y, x in ((top, left), (top, right - 1), (bottom - 1, left), (bottom - 1, right - 1)):
+        assert torch.equal(out[y, x], frame[y, x])
+    inside = out[95:125, 85:115].float()
+    assert inside.std() < 0.25 * frame[95:125, 85:115].float().std()  # noise averaged away
+
+
+def test_blur_strength_grows_with_the_face() -> None:
+    """The same face at twice the size is blurred twice as far: what is left of its detail,
+    measured at the face's own scale, is the same."""
+    def residual_detail(scale: int) -> float:
+        g = torch.Generator().manual_seed(1)
+        small = torch.randint(0, 256, (40, 40, 3), generator=g, dtype=torch.uint8)
+        frame = small.repeat_interleave(scale, 0).repeat_interleave(scale, 1).contiguous()
+        reg = torch.tensor([[20.0 * scale, 20.0 * scale, 12.0 * scale, 15.0 * scale, 0.0]])
+        out = R.redact_faces(frame, reg, "blur").float()
+        face = out[int(12 * scale) : int(28 * scale), int(12 * scale) : int(28 * scale)]
+        # detail at the face's scale: differences between points a tenth of the face apart
+        step = int(2.4 * scale)
+        return float((face[step:] - face[:-step]).abs().mean())
+
+    one, three = residual_detail(2), residual_detail(6)
+    assert abs(one - three) < 0.35 * max(one, three)
+
+
+def test_pixelate_blocks_follow_the_face_size() -> None:
+    frame = _textured(300, 300)
+    reg = torch.tensor([[150.0, 150.0, 70.0, 90.0, 0.0]])
+    out = R.redact_faces(frame, reg, "pixelate", "box")
+    left, top, right, bottom = R.head_boxes(reg, 300, 300)[0].tolist()
+    row = out[150, left:right].int()
+    changes = int((row[1:] != row[:-1]).any(dim=1).sum())
+    expected = (right - left) / (2 * 70 / R.PIXELATE_CELLS)
+    assert abs(changes + 1 - expected) <= 1.5
+
+
+def test_solid_box_is_flat_and_no_wider_than_the_head() -> None:
+    frame = _textured()
+    reg = R.face_regions(BOX, UPRIGHT)
+    out = R.redact_faces(frame, reg, "solid", "box")
+    left, top, right, bottom = R.head_boxes(reg, 240, 200)[0].tolist()
+    assert bool((out[top:bottom, left:right] == R.SOLID_LEVEL).all())
+    assert right - left <= 2 * float(reg[0, 2]) + 2
+
+
+def test_bad_input_names_the_problem() -> None:
+    reg = R.face_regions(BOX, UPRIGHT)
+    with pytest.raises(ShapeError, match="uint8"):
+        R.redact_faces(_textured().float(), reg, "blur")
+    with pytest.raises(ShapeError, match="unknown redaction"):
+        R.redact_faces(_textured(), reg, "smudge")
+    with pytest.raises(ShapeError, match="shape"):
+        R.redact_faces(_textured(), reg, "blur", "circle")
+    with pytest.raises(ShapeError, match="regions"):
+        R.redact_faces(_textured(), reg[:, :4], "blur")
+
+
+def test_no_faces_and_faces_outside_the_frame_are_fine() -> None:
+    frame = _textured()
+    assert torch.equal(R.redact_faces(frame, torch.zeros((0, 5)), "blur"), frame)
+    far = torch.tensor([[1000.0, 1000.0, 10.0, 10.0, 0.0]])
+    assert torch.equal(R.redact_faces(frame, far, "pixelate"), frame)
+    edge = torch.tensor([[2.0, 2.0, 30.0, 40.0, 0.3]])  # a face cut by the frame's corner
+    out = R.redact_faces(frame, edge, "blur")
+    assert not torch.equal(out[:10, :10], frame[:10, :10])
