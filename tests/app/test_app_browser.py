@@ -129,7 +129,9 @@ def test_upload_preview_run_download(browser: object, server: Server, tmp_path: 
     assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
     # the untrained pack says what its faces are before anything runs
     page.locator("#pack-notice").filter(has_text="untrained").wait_for(timeout=30_000)
-    assert "blobs without eyes, nose or mouth" in page.inner_text("#pack-notice")
+    assert "blurs each face's shape by default" in page.inner_text("#pack-notice")
+    page.select_option("#method", "synthetic")  # the untrained pack's synthetic faces, asked for
+    assert "its synthetic faces are blobs without eyes, nose or mouth" in page.inner_text("#pack-notice")
     page.set_input_files("#video-file", str(SAMPLE))
     page.locator("#video-info").filter(has_text="50 frames").wait_for(timeout=60_000)
     page.locator("#frame").fill("25")
