@@ -38,8 +38,10 @@ RUNG_WORDS = {
     "synthetic": "first synthetic identity",
     "redraw": "another identity drawn",
     "grown_mask": "larger region replaced",
-    "blur": "head blurred",
-    "pixelate": "head pixelated",
+    "blur": "face blurred",
+    "pixelate": "face pixelated",
+    "head_blur": "head blurred",
+    "head_pixelate": "head pixelated",
     "solid": "head filled solid",
 }
 

@@ -199,10 +199,10 @@ def test_a_run_gives_the_summary_of_the_command_line_in_page_words(allowed: Path
     lines = done["result"]["summary"]["lines"]
     assert lines[0].startswith("wrote clip_deidentified.mp4: 3 frames, 1 face track, "), lines
     assert lines[1].startswith("beside it: clip_deidentified.mp4.report.json (report), "), lines
-    assert lines[2] == "faces: 3 pixelated; per rung: head pixelated 3"
+    assert lines[2] == "faces: 3 pixelated; per rung: face pixelated 3"
     assert "warning: the audio (1:audio (aac)) was kept as it is: a voice can identify the person; choose " \
         "Audio: drop to leave it out" in lines
     assert lines[-1] == "next: watch the video and look at the preview sheet"
     assert not [line for line in lines if "--" in line or "blur" in line], lines
     row = done["result"]["tracks"][0]
-    assert row["face"] == 1 and row["rung"] == "head pixelated 3" and row["similarity"] is not None
+    assert row["face"] == 1 and row["rung"] == "face pixelated 3" and row["similarity"] is not None

@@ -273,8 +273,8 @@ def test_method_selector_and_notice_follow_the_settings(browser: object, server:
     page.click("#preview-btn")
     page.locator("#preview-status").filter(has_text="face(s) found").wait_for(timeout=300_000)
     cells = page.locator("#preview-tracks tbody tr td").all_inner_texts()
-    assert cells[:2] == ["1", "head pixelated"], cells
-    assert page.inner_text("#preview-faces") == "faces: 3 pixelated; per rung: head pixelated 3"
+    assert cells[:2] == ["1", "face pixelated"], cells
+    assert page.inner_text("#preview-faces") == "faces: 3 pixelated; per rung: face pixelated 3"
 
 
 def test_errors_and_cancel_leave_no_stale_state_and_no_server_paths(browser: object, server: Server,

@@ -59,7 +59,7 @@ def test_pixelate_is_not_called_blurred_and_names_the_preview_and_audit(clip: Pa
     assert re.fullmatch(r"wrote p\.mp4: 4 frames, 1 face track, \d+\.\d\d fps", out[0]), out
     assert out[1] == ("beside it: p.mp4.report.json (report), p.mp4.config.yaml (settings), p.mp4.preview.png "
                       "(preview sheet), p.mp4.audit.json (audit file, mode 0600: per-frame similarities and paths)")
-    assert out[2] == "faces: 4 pixelated; per rung: head pixelated 4"
+    assert out[2] == "faces: 4 pixelated; per rung: face pixelated 4"
     assert "blur" not in result.stdout
     assert out[-1] == "next: watch p.mp4 and look at p.mp4.preview.png (frame numbers, face boxes, rung per face)"
     for name in ("p.mp4", "p.mp4.report.json", "p.mp4.config.yaml", "p.mp4.preview.png", "p.mp4.audit.json"):

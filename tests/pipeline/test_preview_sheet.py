@@ -20,7 +20,7 @@ def test_labels_name_each_face_by_track_and_rung() -> None:
     labels = face_labels({7: [(2, box, None), (-1, box, None), (0, box, None)], 3: [(0, box, None)]}, tracks,
                          ladder=True)
     assert [(f["face"], f["rung"]) for f in labels[7]] == [
-        (1, "head pixelated"), (3, "head filled solid"), (None, "redacted (untracked detection)")]
+        (1, "face pixelated"), (3, "head filled solid"), (None, "redacted (untracked detection)")]
     assert labels[3] == [{"face": 1, "track": 0, "box": [10.0, 12.0, 40.0, 50.0], "rung": "first synthetic identity"}]
     plain = face_labels({0: [(0, box, None), (1, box, "blend refused")]}, {}, ladder=False)
     assert [f["rung"] for f in plain[0]] == ["replaced", "blurred (blend refused)"]
