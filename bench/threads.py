@@ -21,7 +21,6 @@ Run:  nice -n 10 python bench/threads.py [--clips sample d0 crowd] [--frames 40]
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import resource
 import shutil
@@ -31,13 +30,12 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from vs_deface import measure  # noqa: E402  (bench/ is on sys.path when run as a script)
+from vs_deface import hogs, measure  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 from reenact.threads import usable_cores  # noqa: E402
 from testing.fixtures import fixtures_dir  # noqa: E402
@@ -46,18 +44,6 @@ from testing.media import cut_clip  # noqa: E402
 CLIPS = {"sample": "samples/astronaut_clip.mp4", "d0": "videos/liveportrait_d0.mp4",
          "crowd": "videos/facenet_pytorch_video.mp4", "friends": "videos/mobileface_friends1.mp4"}
 GOALS = {"quiet": 1.05, "busy": 1.0}
-
-
-@contextlib.contextmanager
-def hogs(n: int) -> Iterator[None]:
-    """``n`` competing CPU-bound processes while the block runs (none for ``n == 0``)."""
-    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
-    try:
-        yield
-    finally:
-        for p in procs:
-            p.kill()
-            p.wait()
 
 
 def export_before(dest: Path) -> str:
