@@ -63,6 +63,22 @@ def download_deadline(expected: int) -> float:
     return DEADLINE_BASE + expected / MIN_RATE
 
 
+def max_download() -> int:
+    """Largest body accepted when the pack gives no size: ``REENACT_MAX_DOWNLOAD`` bytes when
+    set, else :data:`MAX_DOWNLOAD`."""
+    given = os.environ.get("REENACT_MAX_DOWNLOAD")
+    if not given:
+        return MAX_DOWNLOAD
+    try:
+        value = int(given)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise DownloadError(f"REENACT_MAX_DOWNLOAD must be a whole number of bytes above 0, got {given!r}; "
+                            f"unset it for the default ({MAX_DOWNLOAD} bytes)")
+    return value
+
+
 def ensure_writable(folder: Path, error: type[ModelError] = ModelError) -> None:
     """Create ``folder`` if needed; ``error`` (:class:`ModelError` by default) when it is not writable."""
     try:
@@ -185,7 +201,8 @@ def download(
     scheme = urllib.parse.urlsplit(url).scheme
     if scheme not in ("http", "https", "file"):
         raise DownloadError(f"refusing to download {url!r}: only http(s) and file URLs are supported")
-    cap = size if size is not None else (max_bytes or int(os.environ.get("REENACT_MAX_DOWNLOAD", MAX_DOWNLOAD)))
+    limit = max_download()  # a mistyped setting is refused whether or not it applies here
+    cap = size if size is not None else (max_bytes or limit)
     hosts = _allowed_hosts(allowed_hosts)
     ensure_writable(dest.parent, DownloadError)
     part = dest.with_name(dest.name + ".part")

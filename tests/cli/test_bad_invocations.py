@@ -441,3 +441,23 @@ def test_dry_run_refuses_what_the_run_refuses(flags: list[str], scratch: Path, t
     run = run_case(words, scratch)
     assert dry == run and dry[0] in (1, 2) and dry[1].startswith("error: "), (dry, run)
     assert not list(scratch.glob("x.*")) and not list(scratch.glob(".x.*"))
+
+
+@pytest.mark.parametrize(("name", "value", "says"), [
+    ("REENACT_MAX_DOWNLOAD", "4GB", "REENACT_MAX_DOWNLOAD must be a whole number of bytes above 0, got '4GB'"),
+    ("REENACT_DOWNLOAD_DEADLINE", "soon", "REENACT_DOWNLOAD_DEADLINE must be a number of seconds above 0"),
+])
+def test_a_bad_download_setting_is_named_and_nothing_is_fetched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], name: str, value: str,
+    says: str,
+) -> None:
+    """A mistyped environment setting stops the pull with one line naming it, before any file appears."""
+    from reenact.cli import main
+
+    monkeypatch.setenv(name, value)
+    with _Trickle(100_000, 0.02) as server:
+        part = _trickle_pack(tmp_path, server.url, monkeypatch)
+        status = main(["models", "--quiet", "pull", "trickle"])
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert status != 0 and len(lines) == 1 and says in lines[0], lines
+    assert not part.exists() and not part.with_suffix("").exists()
