@@ -130,6 +130,13 @@ def face_kinds(report: Mapping[str, Any]) -> dict[str, int]:
     return kinds
 
 
+def face_counts(report: Mapping[str, Any]) -> dict[str, int]:
+    """:func:`face_kinds` as a folder run's table names them: reenact's synthetic faces are
+    "replaced" (they carry the identity photo's identity)."""
+    reenact = report.get("mode") == "reenact"
+    return {("replaced" if reenact and kind == "synthetic" else kind): n for kind, n in face_kinds(report).items()}
+
+
 def faces_text(report: Mapping[str, Any]) -> str:
     """What the output's faces are, with counts per rung."""
     rungs = rung_counts(report)

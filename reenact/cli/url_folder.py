@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from reenact.batch import JobResult, UrlJob
+from reenact.batch import JobResult, UrlJob, job_note
 from reenact.cli.checks import check_photo_path
 from reenact.errors import InputError, StorageError, printable
 from reenact.storage import (
@@ -184,7 +184,7 @@ def build_summary(mode: str, source: str, output: str, results: list[JobResult],
             "node": d.get("node"), "seconds": round(r.seconds, 3), "fetch_s": d.get("fetch_s"),
             "prepare_s": d.get("prepare_s"), "task_s": d.get("task_s"), "upload_s": d.get("upload_s"),
             "models": d.get("models"), "frames": d.get("frames"), "tracks": d.get("tracks"),
-            "counts": d.get("counts"), "error": r.error,
+            "counts": d.get("counts"), "faces": d.get("faces"), "error": r.error,
         })
     frames = sum(int(f["frames"] or 0) for f in files)
     return {
@@ -204,7 +204,7 @@ def _table(summary: dict[str, Any]) -> str:
     lines = [f"{'file':<{width}}  {'status':<8}  {'seconds':>8}  {'node':<20}  note"]
     for f, name in zip(rows, names, strict=True):
         lines.append(f"{name:<{width}}  {f['status']:<8}  {f['seconds']:>8.1f}  {printable(f['node'] or ''):<20}  "
-                     f"{printable(f['error'] or '')}")
+                     f"{printable(f['error'] or job_note(f))}")
     lines.append(", ".join(f"{n} {s}" for s, n in summary["counts"].items())
                  + f"; summary in {summary['output'].rstrip('/')}/{SUMMARY_NAME}")
     return "\n".join(lines)

@@ -58,6 +58,7 @@ from reenact.pipeline.preview_sheet import face_labels, write_sheet
 from reenact.pipeline.report import model_paths, public_config
 from reenact.pipeline.settings import Mode, PipelineConfig
 from reenact.pipeline.stream import FaceReplacer, ThresholdedDetector
+from reenact.summary import face_counts
 
 log = logging.getLogger(__name__)
 
@@ -380,4 +381,5 @@ def video_job(job: Job, *, plan: RunPlan, overwrite: bool) -> dict[str, Any]:
     models are loaded once per worker process and reused for each of its videos. The device
     is resolved again on the worker (the plan may come from another machine)."""
     report = run_video(plan.on_this_machine(), job.source, job.output, overwrite=overwrite)
-    return {"frames": report["frames"], "tracks": len(report["tracks"]), "counts": report["counts"]}
+    return {"frames": report["frames"], "tracks": len(report["tracks"]), "counts": report["counts"],
+            "faces": face_counts(report)}

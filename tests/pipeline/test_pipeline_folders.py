@@ -92,6 +92,9 @@ def test_summary_names_the_failures(fixtures: Path, folder: Path, tmp_path: Path
     table = capsys.readouterr().out
     assert "broken.mp4" in table and "failed" in table and "notes.txt" in table and "ignored" in table
     assert "2 done" in table and "2 failed" in table
+    # each done file says what its faces became (the clips have one face per frame, 4 frames)
+    done = [line for line in table.splitlines() if "  done  " in line]
+    assert len(done) == 2 and all(line.rstrip().endswith(("4 blurred", "4 synthetic")) for line in done), table
 
 
 @pytest.mark.timeout(600)
