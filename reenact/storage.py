@@ -343,16 +343,14 @@ def _finish_report(report: Path, job: UrlJob, local: dict[str, str]) -> None:
     part.replace(report)
 
 
-def run_url_job(job: UrlJob, *, task: Task, prepare: Callable[[], dict[str, Any]] | None = None,
-                files: dict[str, tuple[str, bytes]] | None = None) -> dict[str, Any]:
+def run_url_job(job: UrlJob, *, task: Task, prepare: Callable[[], dict[str, Any]] | None = None) -> dict[str, Any]:
     """Run a local ``task`` on one object, on whichever node this runs on.
 
     1. make a scratch folder for this job (bounded: refused when the disk cannot hold it);
     2. fetch the source (its size and ETag must still be those listed);
     3. ``prepare()``: the models this node needs, verified by hash (see ``reenact.packs.nodes``);
-    4. ``task(Job(local source, local output), **files)``: the local pipeline, atomic local
-       writes; ``files`` (keyword -> (name, bytes), e.g. the identity photo) are written to
-       the scratch folder and passed to the task as paths;
+    4. ``task(Job(local source, local output))``: the local pipeline, atomic local writes
+       (what else the task needs, such as the identity photo, travels inside it: the run plan);
     5. upload the sidecars, then the video last: its object appearing means the file is done;
     6. remove the scratch folder, whatever happened.
 
@@ -384,19 +382,14 @@ def run_url_job(job: UrlJob, *, task: Task, prepare: Callable[[], dict[str, Any]
         models = prepare() if prepare is not None else {}
         prepare_s = time.perf_counter() - started
         # 4. the local job
-        attached: dict[str, Path] = {}
-        for key, (name, data) in (files or {}).items():
-            attached[key] = work / "files" / key / posixpath.basename(name)
-            attached[key].parent.mkdir(parents=True)
-            attached[key].write_bytes(data)
         started = time.perf_counter()
-        details = dict(task(Job(local_in, local_out), **attached) or {})
+        details = dict(task(Job(local_in, local_out)) or {})
         task_s = time.perf_counter() - started
         if not local_out.is_file():
             raise StorageError(f"{public_url(job.output)}: the job wrote no output")
         # 5. upload: sidecars first, the video last
         scrub = {str(local_in): public_url(job.source), str(local_out): public_url(job.output),
-                 **{str(p): p.name for p in attached.values()}, str(work): "<scratch>"}
+                 str(work): "<scratch>"}
         _finish_report(local_out.with_name(local_out.name + ".report.json"), job, scrub)
         sidecars = sorted(p for p in local_out.parent.iterdir()
                           if p.is_file() and p.name.startswith(local_out.name + ".") and not p.name.endswith(".part"))
