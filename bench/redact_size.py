@@ -2,22 +2,28 @@
 
 Scale invariance is what :data:`reenact.blend.redact.BLUR_SIGMA` relies on (sigma a share of
 the face's width), but a recogniser is not scale invariant: its chip is 112-150 px, so a
-small face is enlarged into it, the original's chip is itself soft, and a blur removes
-detail the recogniser could not use anyway; what it can use (the head's outline, hair and
-the light around the ellipse) is untouched. This bench measures it:
+small face is enlarged into it and the original it compares with is itself soft; a blur of
+0.2 of the face's width removes little of what it still uses. This bench measures where
+that starts (:data:`reenact.blend.redact.SMALL_FACE` comes from it):
 
-* **photos**: each labelled fixture photo (largest SCRFD face) downscaled so that its face
-  box is ``--widths`` px wide (never enlarged); each redaction variant applied with the
-  run's region (:func:`reenact.blend.redact.face_regions` from SCRFD's box and points);
-* **clips**: the faces of the first ``--frames`` frames of every fixture clip, at their size.
+* **photos**: each labelled fixture photo (largest SCRFD face; every ``--photo-step``-th)
+  downscaled so that its face region (:func:`reenact.blend.redact.face_regions` from
+  SCRFD's box and points) is ``--widths`` px wide (never enlarged);
+* **clips**: the SCRFD faces of the first ``--frames`` frames of ``--clips``, at their size,
+  binned by region width (``--clip-bins``).
 
-Each redacted face is judged against the same (downscaled) original as ``bench/privacy.py``
-judges: the fixture MobileFace V2 at its 0.1 %-false-match threshold on the head box alone
-(linked: at or above it and closer to the original than to any other fixture photo or face of
-the frame) and dlib's descriptor (this project's port, tight chip) at its operating point.
-``control`` is the judge's head box filled black (the floor).
+Variants (``--variants``): ``control`` (the judge's head box filled black: the floor);
+``blur_<F>`` / ``pix_<F>``: the face-shaped blur / pixelation with the strength of a face at
+least ``F`` px wide (``_0``: its own width); ``_g12`` / ``_g14``: regions under 144 px grown
+1.2 / 1.4 times; ``run_blur`` / ``run_pixelate``: :func:`reenact.blend.redact.redact_faces`
+as it is now. Each redacted face is judged against the same (downscaled) original as
+``bench/privacy.py`` judges: the fixture MobileFace V2 at its 0.1 %-false-match threshold on
+the head box alone (linked: at or above it and closer to the original than to any other
+fixture photo or face of the frame) and dlib's descriptor (this project's port, tight chip)
+at its operating point.
 
-Run:  python bench/redact_size.py [--widths 32 48 64 96 128 192] [--frames 4]
+Run:  python bench/redact_size.py [--photo-step 4] [--no-photos] [--clips friends crowd hamilton]
+      [--variants control blur_0 blur_144 ...]   (slow on a busy machine: minutes per clip)
 Prints one table per source: width bin, faces, and per variant the share MobileFace links,
 its median similarity, and the share dlib sees at or above its operating point.
 """
