@@ -9,13 +9,18 @@ redaction here touches, so no method reaches past the head.
 
 Redactions (:func:`redact_faces_`):
 
-* ``blur``: a Gaussian blur whose sigma is :data:`BLUR_SIGMA` of the region's width, so the
-  face keeps the same (too few) resolvable cells at any size: a recogniser sees the same
-  blob on a 40 px face as on a 400 px one. Computed on the region downscaled to
+* ``blur``: a Gaussian blur whose sigma is :data:`BLUR_SIGMA` of the region's **strength
+  width** (:func:`strength_width`): the region's width, but at least :data:`SMALL_FACE` px.
+  Above that the face keeps the same (too few) resolvable cells at any size. Below it a
+  blur that only scales with the face is not enough: a recogniser enlarges a small face into
+  its 112-150 px chip, so the original it compares with is itself soft and what it uses
+  (the coarse layout of a dim, compressed face) survives a blur of 0.2 of the face's width.
+  So a small face is blurred as far, in pixels, as a :data:`SMALL_FACE`-wide one (sigma
+  0.2 x 144 = 28.8 px: 0.36 of an 80 px face's width). Computed on the region downscaled to
   :data:`BLUR_WORK_SIGMA` px per sigma and enlarged again (cost per face independent of its
   size: a crowd of faces stays cheap).
-* ``pixelate``: blocks of 1/:data:`PIXELATE_CELLS` of the region's width, aligned to the
-  head box.
+* ``pixelate``: blocks of 1/:data:`PIXELATE_CELLS` of the region's strength width (a small
+  face gets fewer, larger blocks), aligned to the head box.
 * ``solid``: the region filled with a flat colour (:data:`SOLID_LEVEL`).
 * ``flat``: the region filled with its own mean colour (the face gone, the light kept: what
   the privacy check's same-context baseline embeds).
@@ -67,6 +72,17 @@ BOX_SEMI_ALONG = 0.72
 #: links 4 blurred faces instead of 8 (its floor: 2), 1 of 59 face-frames ends solid instead
 #: of 4, and the picture outside the faces keeps 38.6 dB instead of 32.2 (fewer head boxes)
 BLUR_SIGMA = 0.2
+#: a face whose region is narrower than this (px) is redacted as strongly, in pixels, as a
+#: face this wide (:func:`strength_width`). Measured by ``bench/redact_size.py`` (the fixture
+#: MobileFace at 0.1 % false matches judging each SCRFD face of 4 frames of friends, crowd and
+#: hamilton against its original; the black head box is the floor): faces of 80-112 px
+#: regions (22) were linked 8 times with the blur at their own width, 8 with the strength of a
+#: 112 px face, 4 with 144 px (the floor: 4), 2 with 176; 48-80 px (16): 2 at their own width,
+#: 1 from 112 px on (floor 1); faces from 112 px on gained nothing from a larger width.
+#: Pixelation at 144: 2 of 22 against 4 at their own width. The labelled photos downscaled
+#: to 48-160 px regions link at no width with either rule (clean, bright photos: what links
+#: in the clips is dim, compressed video), so the bound comes from the clips.
+SMALL_FACE = 144
 #: the downscaled work image has this many pixels per sigma (3 sigma fit a 7-tap kernel)
 BLUR_WORK_SIGMA = 2.0
 #: pixelation: blocks per region width
@@ -75,6 +91,12 @@ PIXELATE_CELLS = 7
 FEATHER = 0.15
 #: the flat colour of ``solid`` (each channel)
 SOLID_LEVEL = 0
+
+
+def strength_width(width: float) -> float:
+    """The width (px) a region's redaction strength is computed from: its own, at least
+    :data:`SMALL_FACE` (module docstring)."""
+    return max(float(width), float(SMALL_FACE))
 
 
 def face_regions(boxes: torch.Tensor, points: torch.Tensor | None = None) -> torch.Tensor:
@@ -236,7 +258,7 @@ def _redact_window_(frame: torch.Tensor, region: torch.Tensor, window: tuple[int
                     method: str, shape: str) -> None:
     left, top, right, bottom = window
     view = frame[top:bottom, left:right]
-    face_width = 2.0 * float(region[2])
+    face_width = strength_width(2.0 * float(region[2]))
     # 1. where it goes: the whole window (box) or the feathered ellipse
     patch = view.permute(2, 0, 1).float()
     mask = None if shape == "box" else region_mask(region, left, top, bottom - top, right - left,

@@ -26,7 +26,7 @@ from reenact.config import MODES, Mode
 from reenact.errors import ConfigError, InputError, NoFaceError, OutputExistsError, VideoReadError
 from reenact.evaluate import metrics as M
 from reenact.faces.boxes import box_iou, match_boxes
-from reenact.faces.identity import SAME_PERSON_THRESHOLDS
+from reenact.faces.privacy_thresholds import OPERATING_POINTS, operating_point
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +73,10 @@ class EvalSettings:
     box overlap needed to link a face to a track and to match input and output faces.
     ``track_max_gap``: frames a track may miss before it ends. ``reid_threshold``: an
     output face whose cosine similarity to its original person is at least this counts as
-    re-identified; None takes the identity encoder's default from
-    :data:`REID_THRESHOLDS` (the scale differs per model: never reuse one across models).
+    re-identified; None takes the identity encoder's attacker operating point on its own
+    chip, the one ``deidentify``'s privacy check uses
+    (:data:`reenact.faces.privacy_thresholds.OPERATING_POINTS`; the scale differs per model:
+    never reuse one across models).
     ``mask_margin``: face boxes grow by this share of their size before they are cut out
     of the background PSNR. ``flicker_crop``: side of the aligned crop used for flicker.
     ``min_overlap``: share of the evaluated input frames that must find an output frame at
@@ -113,8 +115,10 @@ class EvalSettings:
 
 
 #: Default re-identification thresholds (cosine similarity) per identity encoder name: the
-#: identity models' same-person thresholds (see reenact.faces.identity for how they were set).
-REID_THRESHOLDS: dict[str, float] = SAME_PERSON_THRESHOLDS
+#: attacker's operating point of each model on its own (``tight``) chip, the chip ``eval``
+#: embeds with: the same numbers ``deidentify``'s privacy check decides with, so ``eval``
+#: never calls a face re-identified that the check passed below that point, or the reverse.
+REID_THRESHOLDS: dict[str, float] = {name: points["tight"].threshold for name, points in OPERATING_POINTS.items()}
 
 
 def reid_threshold_for(identity: Any, settings: EvalSettings) -> tuple[float, str]:
@@ -122,13 +126,14 @@ def reid_threshold_for(identity: Any, settings: EvalSettings) -> tuple[float, st
     if settings.reid_threshold is not None:
         return settings.reid_threshold, "set by the user"
     name = str(getattr(identity, "name", ""))
-    if name not in REID_THRESHOLDS:
+    if name not in OPERATING_POINTS:
         raise ConfigError(
             f"no default re-identification threshold for identity model {name!r}; pass --reid-threshold "
             f"(the cosine similarity above which two faces are the same person for this model), "
             f"known defaults: {REID_THRESHOLDS}"
         )
-    return REID_THRESHOLDS[name], f"default for {name} (equal-error point on the fixture photos)"
+    point = operating_point(name, "tight")
+    return point.threshold, f"{name}'s operating point on its own chip, as deidentify's check: {point.provenance}"
 
 
 # --- reading both videos, paired by timestamp ---------------------------------------------

@@ -102,22 +102,36 @@ def test_the_ellipse_keeps_the_head_box_corners() -> None:
     assert inside.std() < 0.25 * frame[95:125, 85:115].float().std()  # noise averaged away
 
 
-def test_blur_strength_grows_with_the_face() -> None:
-    """The same face at twice the size is blurred twice as far: what is left of its detail,
-    measured at the face's own scale, is the same."""
-    def residual_detail(scale: int) -> float:
-        g = torch.Generator().manual_seed(1)
-        small = torch.randint(0, 256, (40, 40, 3), generator=g, dtype=torch.uint8)
-        frame = small.repeat_interleave(scale, 0).repeat_interleave(scale, 1).contiguous()
-        reg = torch.tensor([[20.0 * scale, 20.0 * scale, 12.0 * scale, 15.0 * scale, 0.0]])
-        out = R.redact_faces(frame, reg, "blur").float()
-        face = out[int(12 * scale) : int(28 * scale), int(12 * scale) : int(28 * scale)]
-        # detail at the face's scale: differences between points a tenth of the face apart
-        step = int(2.4 * scale)
-        return float((face[step:] - face[:-step]).abs().mean())
+def _residual_detail(scale: float, step_px: int | None = None) -> float:
+    """Mean difference between points ``step_px`` apart (default: a tenth of the face) inside
+    a blurred random face 24 x ``scale`` px wide, drawn at ``scale`` px per texture cell."""
+    g = torch.Generator().manual_seed(1)
+    small = torch.randint(0, 256, (40, 40, 3), generator=g, dtype=torch.uint8)
+    frame = small.repeat_interleave(int(scale), 0).repeat_interleave(int(scale), 1).contiguous()
+    reg = torch.tensor([[20.0 * scale, 20.0 * scale, 12.0 * scale, 15.0 * scale, 0.0]])
+    out = R.redact_faces(frame, reg, "blur").float()
+    face = out[int(12 * scale) : int(28 * scale), int(12 * scale) : int(28 * scale)]
+    step = step_px or int(2.4 * scale)
+    return float((face[step:] - face[:-step]).abs().mean())
 
-    one, three = residual_detail(2), residual_detail(6)
-    assert abs(one - three) < 0.35 * max(one, three)
+
+def test_blur_strength_grows_with_the_face() -> None:
+    """Above SMALL_FACE the same face at twice the size is blurred twice as far: what is left
+    of its detail, measured at the face's own scale, is the same."""
+    assert 24 * 7 >= R.SMALL_FACE
+    one, two = _residual_detail(7), _residual_detail(14)
+    assert abs(one - two) < 0.35 * max(one, two)
+
+
+def test_small_faces_are_blurred_as_far_in_pixels_as_one_at_the_limit() -> None:
+    """A face under SMALL_FACE px is blurred as far, in pixels, as a SMALL_FACE-wide one (a
+    recogniser enlarges a small face into its chip, so a blur that only scales with the face
+    leaves it what it uses): at a fixed pixel step, as little detail is left as there, and
+    much less detail is left at the face's own scale than a large face keeps."""
+    small = 2.0  # a 48 px wide face
+    assert 24 * small < R.SMALL_FACE / 2
+    assert R.strength_width(24 * small) == R.SMALL_FACE and R.strength_width(2 * R.SMALL_FACE) == 2 * R.SMALL_FACE
+    assert _residual_detail(small) < 0.5 * _residual_detail(12)
 
 
 def test_pixelate_blocks_follow_the_face_size() -> None:
