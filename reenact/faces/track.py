@@ -12,17 +12,37 @@ Per frame, in order:
    ``scene_cut_threshold`` starts a new shot; every open track ends there.
 2. **Detection** runs on every ``detect_every``-th frame, on the first frame of each shot
    and on the last frame before a cut (so each shot is bracketed by detections).
-3. **Association** (scipy's Hungarian solver): cost ``(1-w)(1-IoU) + w(1-cos)/2`` between
-   each open track and each detection (IoU: the better of the track's last box and its
-   constant-velocity prediction); with embeddings, pairs less similar than
-   ``min_similarity`` are never matched either, ``w`` =
-   ``appearance_weight`` when identity embeddings are available (else 0); pairs with
-   IoU below ``iou_threshold`` are never matched. Unmatched detections start tracks.
+3. **Association**, per detected frame:
+
+   a. *One detection per face*: with a low score threshold a detector's neighbouring peaks
+      on one small face give a second box a quarter to half a face height off. A box
+      whose overlap with a higher-scored box of the same frame covers ``DUPLICATE_OVERLAP``
+      of the smaller, or whose centre lies inside it (or the other way round), is the same
+      face found twice and starts no track, unless given embeddings say two people
+      (cosine under ``min_similarity``). Left to itself, each such box started a track of
+      its own or took over the face's track (a pipeline still sees every raw detection:
+      deidentify covers detections no track covers).
+   b. *Candidates*: a track may continue with a detection whose IoU with the track's last
+      box or its constant-velocity prediction is at least ``iou_threshold``, or whose
+      centre lies within ``max_shift`` face heights of either (times the square root of
+      the frames since the track's last detection, at most twice) at a similar size (within
+      1.5x): a small face moving a third of its size per frame has no IoU left to match by.
+   c. *Appearance*: identity embeddings are taken (on full detector passes only) of the
+      faces where they can change the answer: a face that starts a track, that more than
+      one track could continue or that could continue a track another face could continue
+      too, that continues a track after a miss or by ``max_shift`` alone, or whose track's
+      running identity is ``APPEARANCE_REFRESH`` detections old. A face that plainly
+      continues its track is not embedded (that was the cost of tracking a crowd).
+   d. *Matching* (a Hungarian solver, :func:`reenact.faces.boxes.match_boxes`): cost
+      ``(1-w)(1 - IoU + shift) + w(1-cos)/2`` (the shift in face heights, at most 1; ``w`` =
+      ``appearance_weight``; a pair whose appearance is not known takes the mean of the
+      known); pairs less similar than ``min_similarity`` are never matched. Unmatched
+      detections start tracks.
 4. **Gaps** of up to ``max(max_gap, detect_every - 1)`` frames between two observations
    of a track are filled by linear interpolation of box, points and score (flagged
    ``interpolated``); that is also how ``detect_every > 1`` propagates faces between
    detections. A track unseen for longer is closed.
-5. **Confirmation**: every observed face is released, none is dropped: a face seen in
+5. **Confirmation**: every tracked face is released, none is dropped: a face seen in
    one frame only is still a face (a one-frame clip, a person passing by). Each released
    face says whether its track was ``confirmed`` (had ``min_hits`` detections by the time
    the frame was released); the pipeline decides what an unconfirmed face gets (deidentify
@@ -70,7 +90,9 @@ class TrackerSettings:
     only with an identity encoder or given embeddings). ``min_similarity``: with
     embeddings, a detection whose cosine similarity to a track's running identity is
     below this never continues that track (prevents hand-overs between people who
-    occlude each other; the track ends and a new one starts). ``max_gap``: longest run of
+    occlude each other; the track ends and a new one starts). ``max_shift``: how far (in
+    face heights) a detection's centre may lie from a track's to continue it when their IoU
+    is under ``iou_threshold`` (small, fast faces). ``max_gap``: longest run of
     frames without detection that is filled. ``min_hits``: detections before a track's
     faces are released (at most ``1 + delay // detect_every``). ``scene_cut_threshold``:
     histogram distance (0..1) that marks a cut. ``detect_every``: run the detector
