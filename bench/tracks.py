@@ -7,6 +7,7 @@ one scene cut between them), in one run:
   (the plan's detector threshold and cadence, :class:`DetectionCadence` on the reader's chunks,
   the tracker from :func:`reenact.pipeline.stream.build_tracker` with the pack's identity
   model), timing the detector and the tracker (its own identity embeddings included) apart;
+  the faces the tracker embeds (identity model calls) are counted, as is their time;
 * **the persons, counted independently**: the fixture SCRFD-500M's faces (score >= 0.5) on
   every frame, chained offline within each shot (the product's cuts; the known cut for
   ``cut``) by position and the fixture MobileFace V2 embeddings: a face joins the chain last
@@ -30,11 +31,13 @@ Needs the fixtures (REENACT_FIXTURES or ../shared/fixtures). Takes a few minutes
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -80,6 +83,21 @@ def cut_clip_frames(fx: Path) -> tuple[torch.Tensor, int]:
     return torch.cat([first, second]), CUT_FRAMES
 
 
+class CountingEncoder:
+    """The pack's identity encoder, counting the faces the tracker embeds and the seconds it takes."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.name, self.dim = inner, inner.name, inner.dim
+        self.faces, self.seconds = 0, 0.0
+
+    def embed(self, frames: torch.Tensor, index: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        start = time.perf_counter()
+        out = self.inner.embed(frames, index, points)
+        self.seconds += time.perf_counter() - start
+        self.faces += len(index)
+        return out
+
+
 @dataclass
 class ProductRun:
     tracked: list[TrackedFaces]
@@ -88,6 +106,8 @@ class ProductRun:
     track_s: float
     min_hits: int
     hits: dict[int, int] = field(default_factory=dict)
+    embedded: int = 0
+    embed_s: float = 0.0
 
 
 def run_product(frames: torch.Tensor) -> ProductRun:
@@ -98,7 +118,8 @@ def run_product(frames: torch.Tensor) -> ProductRun:
     detection = plan.detection
     assert detection.full_every is not None
     detector = ThresholdedDetector(pack.detector, detection.threshold, plan.drop_under)
-    tracker = build_tracker(plan, pack, FPS, detector)
+    encoder = CountingEncoder(pack.identity)
+    tracker = build_tracker(plan, dataclasses.replace(pack, identity=encoder), FPS, detector)
     cadence = DetectionCadence(detector, detection.full_every, detection.light_scale,
                                config.tracker.scene_cut_threshold, detection.light_min_face)
     chunk = config.read.frames_per_chunk(int(frames.shape[2]), int(frames.shape[1]))
@@ -120,7 +141,8 @@ def run_product(frames: torch.Tensor) -> ProductRun:
     for faces in tracked:
         for tid, interp in zip(faces.track_ids.tolist(), faces.interpolated.tolist(), strict=True):
             hits[tid] = hits.get(tid, 0) + (0 if interp else 1)
-    return ProductRun(tracked, list(tracker.scene_cuts), detect_s, track_s, config.tracker.min_hits, hits)
+    return ProductRun(tracked, list(tracker.scene_cuts), detect_s, track_s, config.tracker.min_hits, hits,
+                      encoder.faces, encoder.seconds)
 
 
 @dataclass
@@ -236,7 +258,8 @@ def main() -> int:
               f"tracks {len(ids)} ({len(confirmed)} with >= {run.min_hits} detections), "
               f"per person {sorted(counts, reverse=True)[:12]}...; "
               f"detect {run.detect_s:.1f} s, track {run.track_s:.2f} s "
-              f"({100 * run.track_s / max(face_frames, 1):.3f} s per 100 face-frames)")
+              f"({100 * run.track_s / max(face_frames, 1):.3f} s per 100 face-frames), of which embedding "
+              f"{run.embedded} faces in {run.embed_s:.2f} s")
         lines.append(goal(f"tracks_per_person_{name}", mean, "<=", TARGET_TRACKS_PER_PERSON))
         if name == "cut":
             before = {int(i) for f in run.tracked[:cut_at] for i in f.track_ids}

@@ -20,8 +20,9 @@ Per frame, in order:
       of the smaller, or whose centre lies inside it (or the other way round), is the same
       face found twice and starts no track, unless given embeddings say two people
       (cosine under ``min_similarity``). Left to itself, each such box started a track of
-      its own or took over the face's track (a pipeline still sees every raw detection:
-      deidentify covers detections no track covers).
+      its own or took over the face's track. :func:`distinct_faces` is the rule, for a
+      caller that checks raw detections against the tracks (deidentify redacts a detection no
+      track covers; a second find is covered by its twin's track).
    b. *Candidates*: a track may continue with a detection whose IoU with the track's last
       box or its constant-velocity prediction is at least ``iou_threshold``, or whose
       centre lies within ``max_shift`` face heights of either (times the square root of
@@ -247,7 +248,7 @@ def _similar_size(a: np.ndarray, b: np.ndarray, most: float = 1.5) -> np.ndarray
     return (ratio <= most) & (ratio >= 1.0 / most)
 
 
-def _distinct_faces(dets: FaceDetections, embs: torch.Tensor | None, min_similarity: float) -> np.ndarray:
+def distinct_faces(dets: FaceDetections, embs: torch.Tensor | None = None, min_similarity: float = -1.0) -> np.ndarray:
     """Indices (int64, ascending) of the detections that are not a second find of a face.
 
     A box is the same face as a higher-scored kept box when their overlap covers
@@ -457,7 +458,7 @@ class FaceTracker:
             if track.open and t - track.last - 1 > s.fill_gap:
                 track.open = False
         # 3a. one detection per face (see DUPLICATE_OVERLAP)
-        distinct = _distinct_faces(dets, embs, s.min_similarity)
+        distinct = distinct_faces(dets, embs, s.min_similarity)
         if len(distinct) < len(dets):
             self.duplicate_faces += len(dets) - len(distinct)
             dets = dets.select(distinct)
@@ -647,4 +648,6 @@ def track_video(
     return out
 
 
-__all__ = ["FaceTracker", "TrackedFaces", "TrackerSettings", "frame_histograms", "shot_cuts", "track_video"]
+__all__ = [
+    "FaceTracker", "TrackedFaces", "TrackerSettings", "distinct_faces", "frame_histograms", "shot_cuts", "track_video",
+]
