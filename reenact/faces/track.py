@@ -15,14 +15,15 @@ Per frame, in order:
 3. **Association**, per detected frame:
 
    a. *One detection per face*: with a low score threshold a detector's neighbouring peaks
-      on one small face give a second box a quarter to half a face height off. A box
-      whose overlap with a higher-scored box of the same frame covers ``DUPLICATE_OVERLAP``
-      of the smaller, or whose centre lies inside it (or the other way round), is the same
-      face found twice and starts no track, unless given embeddings say two people
-      (cosine under ``min_similarity``). Left to itself, each such box started a track of
-      its own or took over the face's track. :func:`distinct_faces` is the rule, for a
-      caller that checks raw detections against the tracks (deidentify redacts a detection no
-      track covers; a second find is covered by its twin's track).
+      on one small face give a second box a quarter to half a face height off. Left to
+      itself, each such box started a track of its own or took over the face's track. A
+      detection on the same face as a higher-scored one of its frame (:func:`same_face`:
+      their overlap covers ``DUPLICATE_OVERLAP`` of the smaller, or either's centre lies
+      inside the other) is that face found twice and is left out, unless appearance says
+      two people: their embeddings (given, else taken with the encoder on a full pass, the
+      pair only) less similar than ``min_similarity``. :func:`distinct_faces` is the rule by
+      position alone, for a caller that checks raw detections against the tracks (deidentify
+      redacts a detection no track covers; a second find is covered by its twin's track).
    b. *Candidates*: a track may continue with a detection whose IoU with the track's last
       box or its constant-velocity prediction is at least ``iou_threshold``, or whose
       centre lies within ``max_shift`` face heights of either (times the square root of
@@ -248,40 +249,30 @@ def _similar_size(a: np.ndarray, b: np.ndarray, most: float = 1.5) -> np.ndarray
     return (ratio <= most) & (ratio >= 1.0 / most)
 
 
-def distinct_faces(dets: FaceDetections, embs: torch.Tensor | None = None, min_similarity: float = -1.0) -> np.ndarray:
-    """Indices (int64, ascending) of the detections that are not a second find of a face.
-
-    A box is the same face as a higher-scored kept box when their overlap covers
-    ``DUPLICATE_OVERLAP`` of the smaller, or either's centre lies inside the other, unless
-    embeddings (``embs`` float [N,D], given) say two people (cosine under ``min_similarity``).
-    """
-    boxes = dets.boxes.astype(np.float64)
-    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
-    areas = np.maximum((boxes[:, 2:] - boxes[:, :2]).clip(min=0).prod(axis=1), 1e-6)
-    unit = torch.nn.functional.normalize(embs.float(), dim=1).cpu().numpy() if embs is not None else None
+def distinct_faces(dets: FaceDetections) -> np.ndarray:
+    """Indices (int64, ascending) of the detections that are not a second find of a face by
+    position alone: a box that is the same face (:func:`same_face`) as a higher-scored kept box
+    is left out."""
     kept: list[int] = []
     for c in np.argsort(-dets.scores, kind="stable").tolist():
-        if kept:
-            k = np.asarray(kept)
-            corner = np.minimum(boxes[k, 2:], boxes[c, 2:]) - np.maximum(boxes[k, :2], boxes[c, :2])
-            covered = corner.clip(min=0).prod(axis=1) / np.minimum(areas[k], areas[c]) >= DUPLICATE_OVERLAP
-            same = covered | _inside(centres[c], boxes[k]) | _inside_any(centres[k], boxes[c])
-            if unit is not None:
-                same &= unit[k] @ unit[c] >= min_similarity
-            if bool(same.any()):
-                continue
-        kept.append(c)
+        if not any(same_face(dets.boxes[c], dets.boxes[k]) for k in kept):
+            kept.append(c)
     return np.asarray(sorted(kept), dtype=np.int64)
+
+
+def same_face(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two boxes (float [4]) of one frame sit on one face: their overlap covers
+    ``DUPLICATE_OVERLAP`` of the smaller, or either's centre lies inside the other."""
+    a, b = np.asarray(a, np.float64).reshape(1, 4), np.asarray(b, np.float64).reshape(1, 4)
+    inter = float((np.minimum(a[0, 2:], b[0, 2:]) - np.maximum(a[0, :2], b[0, :2])).clip(min=0).prod())
+    smaller = max(min(float((a[0, 2:] - a[0, :2]).prod()), float((b[0, 2:] - b[0, :2]).prod())), 1e-6)
+    centre_a, centre_b = (a[0, :2] + a[0, 2:]) / 2, (b[0, :2] + b[0, 2:]) / 2
+    return inter / smaller >= DUPLICATE_OVERLAP or bool(_inside(centre_a, b)[0]) or bool(_inside(centre_b, a)[0])
 
 
 def _inside(point: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """Whether ``point [2]`` lies inside each of ``boxes [N,4]``: bool [N]."""
     return (boxes[:, 0] <= point[0]) & (point[0] <= boxes[:, 2]) & (boxes[:, 1] <= point[1]) & (point[1] <= boxes[:, 3])
-
-
-def _inside_any(points: np.ndarray, box: np.ndarray) -> np.ndarray:
-    """Whether each of ``points [N,2]`` lies inside ``box [4]``: bool [N]."""
-    return (box[0] <= points[:, 0]) & (points[:, 0] <= box[2]) & (box[1] <= points[:, 1]) & (points[:, 1] <= box[3])
 
 
 def frame_histograms(frames: torch.Tensor) -> torch.Tensor:
@@ -457,15 +448,17 @@ class FaceTracker:
         for track in self._tracks.values():
             if track.open and t - track.last - 1 > s.fill_gap:
                 track.open = False
-        # 3a. one detection per face (see DUPLICATE_OVERLAP)
-        distinct = distinct_faces(dets, embs, s.min_similarity)
+        # 3a. one detection per face
+        codes: dict[int, torch.Tensor] = {}
+        distinct = self._distinct(dets, embs, codes, frames[i : i + 1])
         if len(distinct) < len(dets):
             self.duplicate_faces += len(dets) - len(distinct)
+            codes = {int(k): codes[int(c)] for k, c in enumerate(distinct) if int(c) in codes}
             dets = dets.select(distinct)
             embs = embs[torch.from_numpy(distinct)] if embs is not None else None
         candidates = [tr for tr in self._tracks.values() if tr.open and tr.last < t]
         geometry = self._geometry(t, candidates, dets) if candidates and len(dets) else None
-        codes = self._codes(candidates, dets, embs, geometry, frames[i : i + 1])
+        codes.update(self._codes(candidates, dets, embs, geometry, frames[i : i + 1], set(codes)))
         matched: set[int] = set()
         if geometry is not None:
             for r, c in self._match(candidates, geometry, codes):
@@ -478,6 +471,28 @@ class FaceTracker:
             self._next_id += 1
             self._tracks[track.track_id] = track
             self._extend(track, t, dets, c, codes.get(c))
+
+    def _distinct(self, dets: FaceDetections, embs: torch.Tensor | None, codes: dict[int, torch.Tensor],
+                  frame: torch.Tensor) -> np.ndarray:
+        """:func:`distinct_faces`, except that a pair whose embeddings (given, else taken with the
+        encoder on a full pass, into ``codes``) are less similar than ``min_similarity`` is two people."""
+        by_position = distinct_faces(dets)
+        if len(by_position) == len(dets):
+            return by_position
+        if embs is None and (self.encoder is None or dets.scale != 1.0):
+            return by_position
+        pairs = [(c, k) for c in range(len(dets)) for k in range(c) if same_face(dets.boxes[c], dets.boxes[k])]
+        if embs is not None:
+            codes.update({c: embs[c].float().cpu() for c in range(len(dets))})
+        else:
+            codes.update(self._embed(frame, dets, sorted({c for pair in pairs for c in pair})))
+        unit = {c: torch.nn.functional.normalize(code, dim=0) for c, code in codes.items()}
+        kept: list[int] = []
+        for c in np.argsort(-dets.scores, kind="stable").tolist():
+            twins = [k for k in kept if same_face(dets.boxes[c], dets.boxes[k])]
+            if not any(float(unit[c] @ unit[k]) >= self.settings.min_similarity for k in twins):
+                kept.append(c)
+        return np.asarray(sorted(kept), dtype=np.int64)
 
     def _geometry(self, t: int, candidates: list[_Track], dets: FaceDetections) -> _Geometry:
         """Where each detection of frame ``t`` may continue each open track (step 3)."""
@@ -497,7 +512,7 @@ class FaceTracker:
 
     def _codes(
         self, candidates: list[_Track], dets: FaceDetections, embs: torch.Tensor | None,
-        geometry: _Geometry | None, frame: torch.Tensor,
+        geometry: _Geometry | None, frame: torch.Tensor, known: set[int],
     ) -> dict[int, torch.Tensor]:
         """Identity embeddings of the detections where appearance can matter (step 3):
 
@@ -515,14 +530,14 @@ class FaceTracker:
         if self.encoder is None or s.appearance_weight <= 0 or dets.scale != 1.0 or not len(dets):
             return {}
         if geometry is None:
-            return self._embed(frame, dets, list(range(len(dets))))
+            return self._embed(frame, dets, [c for c in range(len(dets)) if c not in known])
         allowed = geometry.allowed
         shared = (allowed.sum(axis=1) >= 2)[:, None] | (allowed.sum(axis=0) >= 2)[None, :]
         stale = np.asarray([tr.embedding is None or tr.hits - tr.embedded_at >= APPEARANCE_REFRESH
                             for tr in candidates])
         risky = (geometry.gap > 1) | stale
         want = ~allowed.any(axis=0) | (allowed & (shared | ~geometry.overlaps | risky[:, None])).any(axis=0)
-        return self._embed(frame, dets, np.flatnonzero(want).tolist())
+        return self._embed(frame, dets, [c for c in np.flatnonzero(want).tolist() if c not in known])
 
     def _match(self, candidates: list[_Track], geometry: _Geometry, codes: dict[int, torch.Tensor]) -> list[tuple[int, int]]:
         """(track row, detection) pairs: the least total cost ``(1-w) * geometry + w * (1-cos)/2``
@@ -649,5 +664,6 @@ def track_video(
 
 
 __all__ = [
-    "FaceTracker", "TrackedFaces", "TrackerSettings", "distinct_faces", "frame_histograms", "shot_cuts", "track_video",
+    "FaceTracker", "TrackedFaces", "TrackerSettings", "distinct_faces", "frame_histograms", "same_face", "shot_cuts",
+    "track_video",
 ]
