@@ -125,3 +125,10 @@ def test_crowd_clip_gives_one_track_per_face(read_clip, scrfd) -> None:
     covering = {k: ids for k, ids in covering.items() if ids}
     assert len(covering) >= 5
     assert all(len(ids) == 1 for ids in covering.values()), covering
+
+
+def test_max_shift_out_of_range_names_the_setting() -> None:
+    from reenact.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="max_shift"):
+        TrackerSettings(max_shift=3.0)
