@@ -21,7 +21,8 @@ Per frame, in order:
       their overlap covers ``DUPLICATE_OVERLAP`` of the smaller, or either's centre lies
       inside the other) is that face found twice and is left out, unless appearance says
       two people: their embeddings (given, else taken with the encoder on a full pass, the
-      pair only) less similar than ``min_similarity``. :func:`distinct_faces` is the rule by
+      pair only, and only for boxes of comparable score: ``PAIR_SCORE_RATIO``) less similar
+      than ``min_similarity``. :func:`distinct_faces` is the rule by
       position alone, for a caller that checks raw detections against the tracks (deidentify
       redacts a detection no track covers; a second find is covered by its twin's track).
    b. *Candidates*: a track may continue with a detection whose IoU with the track's last
@@ -76,6 +77,12 @@ logger = logging.getLogger(__name__)
 APPEARANCE_REFRESH = 25
 """Detections after which a track's running identity takes a plainly matched face again
 (about a second at 25 fps: a head turns, the light changes)."""
+
+PAIR_SCORE_RATIO = 0.75
+"""Two boxes on one face whose scores are this close (the weaker at least this share of the
+stronger) are asked to the encoder whether they are two people; a much weaker box is the
+face's second peak (on the fixture crowd at threshold 0.2 most second finds score under half
+their face's box: asking appearance of every one cost twice the rest of tracking)."""
 
 DUPLICATE_OVERLAP = 0.4
 """Share of the smaller of two boxes of one frame that their overlap must reach for the weaker
@@ -475,22 +482,27 @@ class FaceTracker:
     def _distinct(self, dets: FaceDetections, embs: torch.Tensor | None, codes: dict[int, torch.Tensor],
                   frame: torch.Tensor) -> np.ndarray:
         """:func:`distinct_faces`, except that a pair whose embeddings (given, else taken with the
-        encoder on a full pass, into ``codes``) are less similar than ``min_similarity`` is two people."""
+        encoder on a full pass, into ``codes``, of pairs whose weaker box scores at least
+        ``PAIR_SCORE_RATIO`` of the stronger's) are less similar than ``min_similarity`` is two people."""
         by_position = distinct_faces(dets)
         if len(by_position) == len(dets):
             return by_position
         if embs is None and (self.encoder is None or dets.scale != 1.0):
             return by_position
-        pairs = [(c, k) for c in range(len(dets)) for k in range(c) if same_face(dets.boxes[c], dets.boxes[k])]
+        scores = dets.scores
+        pairs = [(c, k) for c in range(len(dets)) for k in range(c) if same_face(dets.boxes[c], dets.boxes[k])
+                 and min(scores[c], scores[k]) >= PAIR_SCORE_RATIO * max(scores[c], scores[k])]
         if embs is not None:
             codes.update({c: embs[c].float().cpu() for c in range(len(dets))})
         else:
             codes.update(self._embed(frame, dets, sorted({c for pair in pairs for c in pair})))
         unit = {c: torch.nn.functional.normalize(code, dim=0) for c, code in codes.items()}
         kept: list[int] = []
-        for c in np.argsort(-dets.scores, kind="stable").tolist():
+        for c in np.argsort(-scores, kind="stable").tolist():
             twins = [k for k in kept if same_face(dets.boxes[c], dets.boxes[k])]
-            if not any(float(unit[c] @ unit[k]) >= self.settings.min_similarity for k in twins):
+            # a much weaker box on a face is its second peak; two comparable ones ask appearance
+            if not any(c not in unit or k not in unit or float(unit[c] @ unit[k]) >= self.settings.min_similarity
+                       for k in twins):
                 kept.append(c)
         return np.asarray(sorted(kept), dtype=np.int64)
 
