@@ -12,17 +12,40 @@ Per frame, in order:
    ``scene_cut_threshold`` starts a new shot; every open track ends there.
 2. **Detection** runs on every ``detect_every``-th frame, on the first frame of each shot
    and on the last frame before a cut (so each shot is bracketed by detections).
-3. **Association** (scipy's Hungarian solver): cost ``(1-w)(1-IoU) + w(1-cos)/2`` between
-   each open track and each detection (IoU: the better of the track's last box and its
-   constant-velocity prediction); with embeddings, pairs less similar than
-   ``min_similarity`` are never matched either, ``w`` =
-   ``appearance_weight`` when identity embeddings are available (else 0); pairs with
-   IoU below ``iou_threshold`` are never matched. Unmatched detections start tracks.
+3. **Association**, per detected frame:
+
+   a. *One detection per face*: with a low score threshold a detector's neighbouring peaks
+      on one small face give a second box a quarter to half a face height off. Left to
+      itself, each such box started a track of its own or took over the face's track. A
+      detection on the same face as a higher-scored one of its frame (:func:`same_face`:
+      their overlap covers ``DUPLICATE_OVERLAP`` of the smaller, or either's centre lies
+      inside the other) is that face found twice and is left out, unless appearance says
+      two people: their embeddings (given, else taken with the encoder on a full pass, the
+      pair only, and only for boxes of comparable score: ``PAIR_SCORE_RATIO``) less similar
+      than ``min_similarity``. :func:`distinct_faces` is the rule by
+      position alone, for a caller that checks raw detections against the tracks (deidentify
+      redacts a detection no track covers; a second find is covered by its twin's track).
+   b. *Candidates*: a track may continue with a detection whose IoU with the track's last
+      box or its constant-velocity prediction is at least ``iou_threshold``, or whose
+      centre lies within ``max_shift`` face heights of either (times the square root of
+      the frames since the track's last detection, at most twice) at a similar size (within
+      1.5x): a small face moving a third of its size per frame has no IoU left to match by.
+   c. *Appearance*: identity embeddings are taken (on full detector passes only) of the
+      faces where they can change the answer: a face that starts a track, that more than
+      one track could continue or that could continue a track another face could continue
+      too, that continues a track after a miss or by ``max_shift`` alone, or whose track's
+      running identity is ``APPEARANCE_REFRESH`` detections old. A face that plainly
+      continues its track is not embedded (that was the cost of tracking a crowd).
+   d. *Matching* (a Hungarian solver, :func:`reenact.faces.boxes.match_boxes`): cost
+      ``(1-w)(1 - IoU + shift) + w(1-cos)/2`` (the shift in face heights, at most 1; ``w`` =
+      ``appearance_weight``; a pair whose appearance is not known takes the mean of the
+      known); pairs less similar than ``min_similarity`` are never matched. Unmatched
+      detections start tracks.
 4. **Gaps** of up to ``max(max_gap, detect_every - 1)`` frames between two observations
    of a track are filled by linear interpolation of box, points and score (flagged
    ``interpolated``); that is also how ``detect_every > 1`` propagates faces between
    detections. A track unseen for longer is closed.
-5. **Confirmation**: every observed face is released, none is dropped: a face seen in
+5. **Confirmation**: every tracked face is released, none is dropped: a face seen in
    one frame only is still a face (a one-frame clip, a person passing by). Each released
    face says whether its track was ``confirmed`` (had ``min_hits`` detections by the time
    the frame was released); the pipeline decides what an unconfirmed face gets (deidentify
@@ -38,6 +61,7 @@ import logging
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -50,6 +74,21 @@ from reenact.temporal import OneEuroFilter, PointSmoothing
 
 logger = logging.getLogger(__name__)
 
+APPEARANCE_REFRESH = 25
+"""Detections after which a track's running identity takes a plainly matched face again
+(about a second at 25 fps: a head turns, the light changes)."""
+
+PAIR_SCORE_RATIO = 0.75
+"""Two boxes on one face whose scores are this close (the weaker at least this share of the
+stronger) are asked to the encoder whether they are two people; a much weaker box is the
+face's second peak (on the fixture crowd at threshold 0.2 most second finds score under half
+their face's box: asking appearance of every one cost twice the rest of tracking)."""
+
+DUPLICATE_OVERLAP = 0.4
+"""Share of the smaller of two boxes of one frame that their overlap must reach for the weaker
+to be the same face found twice (with a low score threshold, the detector's neighbouring
+peaks on one small face give boxes offset by a quarter to half a face height)."""
+
 
 @dataclass(frozen=True)
 class TrackerSettings:
@@ -60,7 +99,9 @@ class TrackerSettings:
     only with an identity encoder or given embeddings). ``min_similarity``: with
     embeddings, a detection whose cosine similarity to a track's running identity is
     below this never continues that track (prevents hand-overs between people who
-    occlude each other; the track ends and a new one starts). ``max_gap``: longest run of
+    occlude each other; the track ends and a new one starts). ``max_shift``: how far (in
+    face heights) a detection's centre may lie from a track's to continue it when their IoU
+    is under ``iou_threshold`` (small, fast faces). ``max_gap``: longest run of
     frames without detection that is filled. ``min_hits``: detections before a track's
     faces are released (at most ``1 + delay // detect_every``). ``scene_cut_threshold``:
     histogram distance (0..1) that marks a cut. ``detect_every``: run the detector
@@ -72,6 +113,7 @@ class TrackerSettings:
     appearance_weight: float = 0.3
     min_similarity: float = 0.25
     max_gap: int = 5
+    max_shift: float = 0.5
     min_hits: int = 2
     scene_cut_threshold: float = 0.12
     detect_every: int = 1
@@ -83,6 +125,8 @@ class TrackerSettings:
             raise ConfigError(f"min_similarity must be in [-1, 1], got {self.min_similarity}")
         if not 0.0 <= self.appearance_weight <= 1.0:
             raise ConfigError(f"appearance_weight must be in [0, 1], got {self.appearance_weight}")
+        if not 0.0 <= self.max_shift <= 2.0:
+            raise ConfigError(f"max_shift must be in [0, 2] face heights, got {self.max_shift}")
         if self.max_gap < 0:
             raise ConfigError(f"max_gap must be >= 0, got {self.max_gap}")
         if self.detect_every < 1:
@@ -174,6 +218,8 @@ class _Track:
     smoother: OneEuroFilter | None = None
     last_obs: _Obs | None = None  # kept after release, for prediction and gap filling
     prev_box: np.ndarray | None = None
+    embedded_at: int = 0  # hits when the running identity last took a face
+
 
     def predict(self, t: int) -> np.ndarray:
         assert self.last_obs is not None
@@ -182,6 +228,58 @@ class _Track:
             velocity = (box - self.prev_box) / (self.last - self.prev)
             return box + velocity * (t - self.last)
         return box
+
+
+class _Geometry(NamedTuple):
+    """Track rows x detection columns of one frame: ``cost`` float [R,C] (1 - IoU plus the
+    centre shift in face heights, at most 1), ``allowed`` bool [R,C] (IoU at least
+    ``iou_threshold``, or the centre within reach and a similar size), ``overlaps`` bool [R,C]
+    (by IoU alone), ``gap`` int [R] (frames since each track's last detection)."""
+
+    cost: np.ndarray
+    allowed: np.ndarray
+    overlaps: np.ndarray
+    gap: np.ndarray
+
+
+def _centre_shift(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Distance between the centres of boxes ``a [N,4]`` and ``b [M,4]`` in heights of ``a``: [N,M]."""
+    ca, cb = (a[:, :2] + a[:, 2:]) / 2, (b[:, :2] + b[:, 2:]) / 2
+    height = np.maximum(a[:, 3] - a[:, 1], 1.0)
+    return np.linalg.norm(ca[:, None] - cb[None], axis=2) / height[:, None]
+
+
+def _similar_size(a: np.ndarray, b: np.ndarray, most: float = 1.5) -> np.ndarray:
+    """Whether the heights of boxes ``a [N,4]`` and ``b [M,4]`` are within a factor ``most``: bool [N,M]."""
+    ha, hb = np.maximum(a[:, 3] - a[:, 1], 1.0), np.maximum(b[:, 3] - b[:, 1], 1.0)
+    ratio = ha[:, None] / hb[None]
+    return (ratio <= most) & (ratio >= 1.0 / most)
+
+
+def distinct_faces(dets: FaceDetections) -> np.ndarray:
+    """Indices (int64, ascending) of the detections that are not a second find of a face by
+    position alone: a box that is the same face (:func:`same_face`) as a higher-scored kept box
+    is left out."""
+    kept: list[int] = []
+    for c in np.argsort(-dets.scores, kind="stable").tolist():
+        if not any(same_face(dets.boxes[c], dets.boxes[k]) for k in kept):
+            kept.append(c)
+    return np.asarray(sorted(kept), dtype=np.int64)
+
+
+def same_face(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two boxes (float [4]) of one frame sit on one face: their overlap covers
+    ``DUPLICATE_OVERLAP`` of the smaller, or either's centre lies inside the other."""
+    a, b = np.asarray(a, np.float64).reshape(1, 4), np.asarray(b, np.float64).reshape(1, 4)
+    inter = float((np.minimum(a[0, 2:], b[0, 2:]) - np.maximum(a[0, :2], b[0, :2])).clip(min=0).prod())
+    smaller = max(min(float((a[0, 2:] - a[0, :2]).prod()), float((b[0, 2:] - b[0, :2]).prod())), 1e-6)
+    centre_a, centre_b = (a[0, :2] + a[0, 2:]) / 2, (b[0, :2] + b[0, 2:]) / 2
+    return inter / smaller >= DUPLICATE_OVERLAP or bool(_inside(centre_a, b)[0]) or bool(_inside(centre_b, a)[0])
+
+
+def _inside(point: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Whether ``point [2]`` lies inside each of ``boxes [N,4]``: bool [N]."""
+    return (boxes[:, 0] <= point[0]) & (point[0] <= boxes[:, 2]) & (boxes[:, 1] <= point[1]) & (point[1] <= boxes[:, 3])
 
 
 def frame_histograms(frames: torch.Tensor) -> torch.Tensor:
@@ -246,6 +344,8 @@ class FaceTracker:
         self._frame_size: tuple[int, int] | None = None
         self.scene_cuts: list[int] = []
         self.detector_calls = 0
+        self.duplicate_faces = 0
+        self.embedded_faces = 0
 
     @property
     def delay(self) -> int:
@@ -288,10 +388,9 @@ class FaceTracker:
         dets: dict[int, FaceDetections] = {}
         embs: dict[int, torch.Tensor | None] = {}
         if detections is not None:
-            given = list(embeddings) if embeddings is not None else self._embed(frames, list(detections))
             for i, d in enumerate(detections):
                 dets[base + i] = d
-                embs[base + i] = given[i]
+                embs[base + i] = embeddings[i] if embeddings is not None else None
         else:
             k = self.settings.detect_every
             need = [
@@ -301,12 +400,10 @@ class FaceTracker:
             ]
             # a cut on the first frame of this chunk: the previous frame closes its shot
             if bool(cut[0]) and self._prev_frame is not None and not self._prev_detected:
-                d_prev, e_prev = self._run_detector(self._prev_frame[None], [0])
-                self._observe(base - 1, d_prev[0], e_prev[0], self._prev_frame[None], 0)
-            found, found_emb = self._run_detector(frames, need)
-            for i, d, e in zip(need, found, found_emb, strict=True):
+                d_prev = self._run_detector(self._prev_frame[None], [0])
+                self._observe(base - 1, d_prev[0], None, self._prev_frame[None], 0)
+            for i, d in zip(need, self._run_detector(frames, need), strict=True):
                 dets[base + i] = d
-                embs[base + i] = e
 
         released: list[TrackedFaces] = []
         for i in range(t_count):
@@ -327,42 +424,29 @@ class FaceTracker:
     def flush(self) -> list[TrackedFaces]:
         """End of video: detect the last frame if it was skipped and release everything."""
         if self._prev_frame is not None and not self._prev_detected and self.detector is not None:
-            d, e = self._run_detector(self._prev_frame[None], [0])
-            self._observe(self._next_frame - 1, d[0], e[0], self._prev_frame[None], 0)
+            d = self._run_detector(self._prev_frame[None], [0])
+            self._observe(self._next_frame - 1, d[0], None, self._prev_frame[None], 0)
             self._prev_detected = True
         return self._release_upto(self._next_frame - 1)
 
     # -- internals --------------------------------------------------------------------
-    def _run_detector(
-        self, frames: torch.Tensor, which: list[int]
-    ) -> tuple[list[FaceDetections], list[torch.Tensor | None]]:
+    def _run_detector(self, frames: torch.Tensor, which: list[int]) -> list[FaceDetections]:
         if not which:
-            return [], []
+            return []
         assert self.detector is not None
         subset = frames[torch.as_tensor(which, dtype=torch.long, device=frames.device)]
         found = self.detector.detect(subset)
         self.detector_calls += len(which)
-        return found, self._embed(subset, found)
+        return found
 
-    def _embed(self, frames: torch.Tensor, found: list[FaceDetections]) -> list[torch.Tensor | None]:
-        """Identity embeddings of detected faces (frames[i] holds found[i]), if an encoder is set."""
-        if self.encoder is None or self.settings.appearance_weight <= 0:
-            return [None] * len(found)
-        # appearance only tells people apart: a frame with one face while at most one track
-        # lives has nobody to confuse, so its face is not embedded (the costly part of tracking);
-        # nor are faces of a light detector pass (DetectionCadence): appearance comes from full passes
-        crowded = len(self._tracks) >= 2
-        wanted = [i for i, d in enumerate(found) if d.scale == 1.0 and (len(d) >= 2 or (crowded and len(d) >= 1))]
-        out: list[torch.Tensor | None] = [None] * len(found)
-        counts = [len(found[i]) for i in wanted]
-        if not sum(counts):
-            return out
-        index = torch.repeat_interleave(torch.tensor(wanted), torch.tensor(counts))
-        points = torch.from_numpy(np.concatenate([found[i].points for i in wanted]))
-        all_e = self.encoder.embed(frames, index, points).cpu()
-        for i, e in zip(wanted, torch.split(all_e, counts), strict=True):
-            out[i] = e
-        return out
+    def _embed(self, frame: torch.Tensor, dets: FaceDetections, which: list[int]) -> dict[int, torch.Tensor]:
+        """Identity embeddings (float [D], CPU) of the faces ``which`` of ``dets`` in ``frame`` [1,H,W,3]."""
+        if not which or self.encoder is None:
+            return {}
+        self.embedded_faces += len(which)
+        points = torch.from_numpy(dets.points[which].astype(np.float32))
+        codes = self.encoder.embed(frame, torch.zeros(len(which), dtype=torch.long), points).float().cpu()
+        return dict(zip(which, codes, strict=True))
 
     def _observe(
         self, t: int, dets: FaceDetections, embs: torch.Tensor | None, frames: torch.Tensor, i: int
@@ -371,39 +455,122 @@ class FaceTracker:
         for track in self._tracks.values():
             if track.open and t - track.last - 1 > s.fill_gap:
                 track.open = False
+        # 3a. one detection per face
+        codes: dict[int, torch.Tensor] = {}
+        distinct = self._distinct(dets, embs, codes, frames[i : i + 1])
+        if len(distinct) < len(dets):
+            self.duplicate_faces += len(dets) - len(distinct)
+            codes = {int(k): codes[int(c)] for k, c in enumerate(distinct) if int(c) in codes}
+            dets = dets.select(distinct)
+            embs = embs[torch.from_numpy(distinct)] if embs is not None else None
         candidates = [tr for tr in self._tracks.values() if tr.open and tr.last < t]
-        matched_det: set[int] = set()
-        if candidates and len(dets):
-            # the better of the constant-velocity prediction and the last box: heads that
-            # turn back (or detector jitter) make the prediction overshoot
-            pred = np.stack([tr.predict(t) for tr in candidates])
-            last = np.stack([tr.last_obs.box for tr in candidates if tr.last_obs is not None])
-            iou = np.maximum(box_iou(pred, dets.boxes), box_iou(last, dets.boxes))
-            cost = 1.0 - iou
-            use_app = embs is not None and s.appearance_weight > 0 and all(
-                tr.embedding is not None for tr in candidates
-            )
-            if use_app:
-                assert embs is not None
-                track_e = torch.stack([tr.embedding for tr in candidates if tr.embedding is not None])
-                sim = (torch.nn.functional.normalize(track_e, dim=1) @ embs.float().T).numpy()
-                cost = (1 - s.appearance_weight) * cost + s.appearance_weight * (1.0 - sim) / 2.0
-            cost = np.asarray(cost, dtype=np.float64)
-            cost[iou < max(s.iou_threshold, 1e-6)] = 1e6
-            if use_app:
-                cost[sim < s.min_similarity] = 1e6  # a different person took this place
-            for r, c in match_boxes(-cost, min_score=-1e5):  # refused pairs cost 1e6
-                self._extend(candidates[r], t, dets, int(c), embs)
-                matched_det.add(int(c))
+        geometry = self._geometry(t, candidates, dets) if candidates and len(dets) else None
+        codes.update(self._codes(candidates, dets, embs, geometry, frames[i : i + 1], set(codes)))
+        matched: set[int] = set()
+        if geometry is not None:
+            for r, c in self._match(candidates, geometry, codes):
+                self._extend(candidates[r], t, dets, c, codes.get(c))
+                matched.add(c)
         for c in range(len(dets)):
-            if c in matched_det:
+            if c in matched:
                 continue
             track = _Track(track_id=self._next_id)
             self._next_id += 1
             self._tracks[track.track_id] = track
-            self._extend(track, t, dets, c, embs)
+            self._extend(track, t, dets, c, codes.get(c))
 
-    def _extend(self, track: _Track, t: int, dets: FaceDetections, c: int, embs: torch.Tensor | None) -> None:
+    def _distinct(self, dets: FaceDetections, embs: torch.Tensor | None, codes: dict[int, torch.Tensor],
+                  frame: torch.Tensor) -> np.ndarray:
+        """:func:`distinct_faces`, except that a pair whose embeddings (given, else taken with the
+        encoder on a full pass, into ``codes``, of pairs whose weaker box scores at least
+        ``PAIR_SCORE_RATIO`` of the stronger's) are less similar than ``min_similarity`` is two people."""
+        by_position = distinct_faces(dets)
+        if len(by_position) == len(dets):
+            return by_position
+        if embs is None and (self.encoder is None or dets.scale != 1.0):
+            return by_position
+        scores = dets.scores
+        pairs = [(c, k) for c in range(len(dets)) for k in range(c) if same_face(dets.boxes[c], dets.boxes[k])
+                 and min(scores[c], scores[k]) >= PAIR_SCORE_RATIO * max(scores[c], scores[k])]
+        if embs is not None:
+            codes.update({c: embs[c].float().cpu() for c in range(len(dets))})
+        else:
+            codes.update(self._embed(frame, dets, sorted({c for pair in pairs for c in pair})))
+        unit = {c: torch.nn.functional.normalize(code, dim=0) for c, code in codes.items()}
+        kept: list[int] = []
+        for c in np.argsort(-scores, kind="stable").tolist():
+            twins = [k for k in kept if same_face(dets.boxes[c], dets.boxes[k])]
+            # a much weaker box on a face is its second peak; two comparable ones ask appearance
+            if not any(c not in unit or k not in unit or float(unit[c] @ unit[k]) >= self.settings.min_similarity
+                       for k in twins):
+                kept.append(c)
+        return np.asarray(sorted(kept), dtype=np.int64)
+
+    def _geometry(self, t: int, candidates: list[_Track], dets: FaceDetections) -> _Geometry:
+        """Where each detection of frame ``t`` may continue each open track (step 3)."""
+        s = self.settings
+        # the better of the constant-velocity prediction and the last box: heads that
+        # turn back (or detector jitter) make the prediction overshoot
+        pred = np.stack([tr.predict(t) for tr in candidates])
+        last = np.stack([tr.last_obs.box for tr in candidates if tr.last_obs is not None])
+        iou = np.maximum(box_iou(pred, dets.boxes), box_iou(last, dets.boxes))
+        shift = np.minimum(_centre_shift(pred, dets.boxes), _centre_shift(last, dets.boxes))
+        # a face may drift further the longer it was unseen (as a random walk: with the root of the gap)
+        gap = np.asarray([t - tr.last for tr in candidates], dtype=np.int64)
+        reach = np.minimum(s.max_shift * np.sqrt(gap), 2 * s.max_shift)
+        near = (shift <= reach[:, None]) & _similar_size(last, dets.boxes)
+        allowed = (iou >= max(s.iou_threshold, 1e-6)) | near
+        return _Geometry(1.0 - iou + np.minimum(shift, 1.0), allowed, iou >= max(s.iou_threshold, 1e-6), gap)
+
+    def _codes(
+        self, candidates: list[_Track], dets: FaceDetections, embs: torch.Tensor | None,
+        geometry: _Geometry | None, frame: torch.Tensor, known: set[int],
+    ) -> dict[int, torch.Tensor]:
+        """Identity embeddings of the detections where appearance can matter (step 3):
+
+        all the given ``embs``; else, with an encoder and on a full detector pass only, the
+        faces that start a track, that more than one track could continue or that could
+        continue a track some other face could continue too, that continue a track after a
+        miss or beyond ``iou_threshold`` (where a hand-over between people happens), and
+        that continue a track whose running identity is missing or ``APPEARANCE_REFRESH``
+        detections old. A face that plainly continues its track is not embedded: most faces
+        of most frames, the cost of tracking.
+        """
+        s = self.settings
+        if embs is not None:
+            return {c: embs[c].float().cpu() for c in range(len(dets))}
+        if self.encoder is None or s.appearance_weight <= 0 or dets.scale != 1.0 or not len(dets):
+            return {}
+        if geometry is None:
+            return self._embed(frame, dets, [c for c in range(len(dets)) if c not in known])
+        allowed = geometry.allowed
+        shared = (allowed.sum(axis=1) >= 2)[:, None] | (allowed.sum(axis=0) >= 2)[None, :]
+        stale = np.asarray([tr.embedding is None or tr.hits - tr.embedded_at >= APPEARANCE_REFRESH
+                            for tr in candidates])
+        risky = (geometry.gap > 1) | stale
+        want = ~allowed.any(axis=0) | (allowed & (shared | ~geometry.overlaps | risky[:, None])).any(axis=0)
+        return self._embed(frame, dets, [c for c in np.flatnonzero(want).tolist() if c not in known])
+
+    def _match(self, candidates: list[_Track], geometry: _Geometry, codes: dict[int, torch.Tensor]) -> list[tuple[int, int]]:
+        """(track row, detection) pairs: the least total cost ``(1-w) * geometry + w * (1-cos)/2``
+        over the allowed pairs (a pair whose appearance is unknown takes the mean of the known)."""
+        s = self.settings
+        cost = geometry.cost.copy()
+        rows = [r for r, tr in enumerate(candidates) if tr.embedding is not None]
+        cols = sorted(codes)
+        if rows and cols and s.appearance_weight > 0:
+            track_e = torch.stack([candidates[r].embedding for r in rows])  # type: ignore[misc]
+            known = (torch.nn.functional.normalize(track_e, dim=1) @ torch.stack([codes[c] for c in cols]).T).numpy()
+            sim = np.full(cost.shape, float(known.mean()))
+            sim[np.ix_(rows, cols)] = known
+            cost = (1 - s.appearance_weight) * cost + s.appearance_weight * (1.0 - sim) / 2.0
+            veto = np.zeros(cost.shape, dtype=bool)
+            veto[np.ix_(rows, cols)] = known < s.min_similarity  # a different person took this place
+            cost[veto] = 1e6
+        cost[~geometry.allowed] = 1e6
+        return [(int(r), int(c)) for r, c in match_boxes(-cost, min_score=-1e5)]  # refused pairs cost 1e6
+
+    def _extend(self, track: _Track, t: int, dets: FaceDetections, c: int, code: torch.Tensor | None) -> None:
         new = _Obs(dets.boxes[c].astype(np.float64), dets.points[c].astype(np.float64), float(dets.scores[c]), False)
         if track.last_obs is not None:
             old = track.last_obs
@@ -421,11 +588,11 @@ class FaceTracker:
         track.last_obs = new
         track.prev, track.last = track.last, t
         track.hits += 1
-        if embs is not None and len(embs) > c:
-            e = embs[c].float().cpu()
-            track.embedding = e if track.embedding is None else torch.nn.functional.normalize(
-                0.8 * track.embedding + 0.2 * e, dim=0
+        if code is not None:
+            track.embedding = code if track.embedding is None else torch.nn.functional.normalize(
+                0.8 * track.embedding + 0.2 * code, dim=0
             )
+            track.embedded_at = track.hits
 
     def _release_upto(self, upto: int) -> list[TrackedFaces]:
         out = []
@@ -508,4 +675,7 @@ def track_video(
     return out
 
 
-__all__ = ["FaceTracker", "TrackedFaces", "TrackerSettings", "frame_histograms", "shot_cuts", "track_video"]
+__all__ = [
+    "FaceTracker", "TrackedFaces", "TrackerSettings", "distinct_faces", "frame_histograms", "same_face", "shot_cuts",
+    "track_video",
+]

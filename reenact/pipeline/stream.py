@@ -26,7 +26,7 @@ from reenact.faces import (
     warp_to_crop,
 )
 from reenact.faces.cadence import DetectionCadence
-from reenact.faces.track import FaceTracker, TrackedFaces
+from reenact.faces.track import FaceTracker, TrackedFaces, distinct_faces
 from reenact.io import FrameChunk
 from reenact.packs import LoadedPack
 from reenact.pipeline.identity import IdentityPolicy, TrackIdentity, make_policy
@@ -170,7 +170,8 @@ class FaceReplacer:
             raw: list[FaceDetections] | None = None
             if self.tracker.detector is None:
                 with timer("detect"):
-                    raw = self.cadence.detect(frames)
+                    # a face found twice (a low threshold's second peak) is one face: its twin's track covers it
+                    raw = [d.select(distinct_faces(d)) for d in self.cadence.detect(frames)]
                 self.report.count("frames_light_detected", sum(d.scale < 1.0 for d in raw))
                 for i, dets in enumerate(raw):
                     self.slots[chunk.start_index + i].raw = dets
