@@ -606,3 +606,15 @@ def test_the_report_keeps_every_draw_of_a_track() -> None:
     assert [r["draws"] for r in public["redraws"]] == [3, 5] and [r["found"] for r in public["redraws"]] == [True, False]
     assert all("code" not in r for r in public["redraws"]), "identity codes only in the audit"
     assert [r["code"] for r in audit["redraws"]] == [[0.3], [0.3]]
+
+
+def test_each_face_of_a_batch_is_compared_with_its_own_original() -> None:
+    """Two tracks checked in one call: one whose blur changes what the recogniser sees, one
+    (a uniform frame) whose blur changes nothing. The second must fail and end solid, whatever
+    the first one's output looks like."""
+    frames = torch.cat([frame_with_face(background=255, centre=0), frame_with_face(background=0, centre=0)])
+    g, report = guard(ladder_for("blur"), checkers("tight"))
+    faces = [(0, record(0, failed="redacted by --method blur")), (1, record(1, failed="redacted by --method blur"))]
+    g.apply(frames, frames.clone(), faces, [0, 0])
+    assert report.tracks[0].rungs == {"blur": 1}
+    assert report.tracks[1].rungs == {"solid": 1}

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 from reenact.blend.redact import face_regions, redact_faces_
 from reenact.errors import ShapeError
-from reenact.faces import FaceDetections, cosine_similarity
+from reenact.faces import FaceDetections
 from reenact.faces.boxes import box_iou
 from reenact.pipeline.baseline import flat_windows
 from reenact.pipeline.privacy.checkers import Checker, checkable, margins, passes
@@ -311,7 +311,8 @@ class PrivacyGuard:
                 for c in self.checkers:
                     emb = c.embed(out, index, points)
                     ref = originals[c.name][[f.orig for f in faces]].to(emb.device)
-                    sims[c.name] = cosine_similarity(emb, ref).reshape(-1).tolist()
+                    # each face with its own original: the diagonal, never the [F,F] matrix's first row
+                    sims[c.name] = F.cosine_similarity(emb.float(), ref.float(), dim=1).tolist()
         except Exception as exc:  # noqa: BLE001 - fail closed: the faces are redacted
             log.warning("privacy check failed (%s); the faces are redacted", exc)
             return [None] * len(faces)
