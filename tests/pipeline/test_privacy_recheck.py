@@ -1,0 +1,176 @@
+"""The privacy check's re-check rule (:mod:`reenact.pipeline.privacy.guard`'s docstring): a
+steady face on a redaction rung carries its track's last measured check for a few frames, and
+is measured at once when it moves, changes size or pose, changes rung, or its redaction changes
+the face less than it did.
+
+The recogniser is the one-pixel fake of ``test_privacy_ladder`` (its tight chip sees the red
+value at the face's centre); the faces are a dark patch on a bright frame, which the blur
+brightens.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from test_privacy_ladder import BOX, CX, CY, POINTS, PixelEncoder, guard
+
+import reenact.pipeline.privacy.guard as guard_module
+from reenact.blend import redact
+from reenact.pipeline.privacy import Checker, ladder_for
+from reenact.pipeline.slots import FaceRecord
+
+pytestmark = pytest.mark.privacy  # bench/mutation.py runs these per mutant
+
+SIZE = float(BOX[2] - BOX[0])  # 24 px
+
+
+class ChipCounter(PixelEncoder):
+    """The one-pixel fake, counting the chips it embeds (originals, baselines and outputs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.chips = 0
+
+    def embed(self, frames: torch.Tensor, frame_index: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        self.chips += int(points.shape[0])
+        return super().embed(frames, frame_index, points)
+
+
+def frame(dx: float = 0.0, dy: float = 0.0, mark: int = 255) -> torch.Tensor:
+    """A bright frame with a dark 5x5 face centre, shifted by (dx, dy) px; ``mark``: the red of
+    its top-left pixel (far from the face)."""
+    out = torch.full((1, 64, 64, 3), 255, dtype=torch.uint8)
+    x, y = round(CX + dx), round(CY + dy)
+    out[0, y - 2 : y + 3, x - 2 : x + 3] = 0
+    out[0, 0, 0, 0] = mark
+    return out
+
+
+def face(dx: float = 0.0, dy: float = 0.0, scale: float = 1.0, points: np.ndarray | None = None) -> FaceRecord:
+    """The track's face: the fixture box and points shifted by (dx, dy) and scaled about the box centre."""
+    centre = (BOX[:2] + BOX[2:]) / 2
+    box = np.concatenate([(BOX[:2] - centre) * scale + centre, (BOX[2:] - centre) * scale + centre])
+    pts = ((POINTS if points is None else points) - centre) * scale + centre
+    shift = np.array([dx, dy], np.float32)
+    return FaceRecord(0, (box + np.tile(shift, 2)).astype(np.float32), (pts + shift).astype(np.float32),
+                      failed="redacted by --method blur")
+
+
+def run(records: list[FaceRecord], frames: list[torch.Tensor], chunk: int = 1, threshold: float = 0.5,
+        ladder: tuple[str, ...] = ladder_for("blur")):  # noqa: ANN201
+    """The guard over one track's frames, ``chunk`` frames per call: (guard, report, outputs, chip counter)."""
+    enc = ChipCounter()
+    g, report = guard(ladder, [Checker(enc, "tight", threshold, "test")])  # type: ignore[arg-type]
+    outputs = []
+    for start in range(0, len(frames), chunk):
+        part = torch.cat(frames[start : start + chunk])
+        rows = range(part.shape[0])
+        outputs.append(g.apply(part, part.clone(), [(j, records[start + j]) for j in rows],
+                               [start + j for j in rows]))
+    return g, report, torch.cat(outputs), enc
+
+
+def measured_frames(report) -> list[int]:  # noqa: ANN001
+    """The frames whose check was measured (the audit's per-frame entries with similarities)."""
+    return [entry[0] for entry in report.tracks[0].privacy_frames if entry[2]]
+
+
+def similarity(frames: torch.Tensor, out: torch.Tensor, records: list[FaceRecord]) -> list[float]:
+    """The fake recogniser's similarity of each output face to its original."""
+    enc = PixelEncoder()
+    index = torch.arange(len(records))
+    points = torch.from_numpy(np.stack([r.points for r in records]))
+    return torch.nn.functional.cosine_similarity(enc.embed(out, index, points), enc.embed(frames, index, points)).tolist()
+
+
+@pytest.mark.parametrize("chunk", [1, 12])
+def test_a_steady_face_is_measured_every_4th_frame_and_redacted_on_every_frame(
+        chunk: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    frames, records = [frame()] * 12, [face() for _ in range(12)]
+    _g, report, out, enc = run(records, frames, chunk)
+    assert measured_frames(report) == [0, 4, 8]
+    track = report.tracks[0].summary("s")["privacy"]
+    assert track["rungs"] == {"blur": 12} and track["carried"] == 9 and track["passed"]
+    assert report.counts["privacy_checks_carried"] == 9 and report.counts["faces_blurred"] == 12
+    carried = [e for e in report.tracks[0].privacy_frames if not e[2]]
+    assert carried[0][3] == "carried from the check at frame 0" and carried[-1][3] == "carried from the check at frame 8"
+    # a carried face is redacted like a measured one: every output face is below the operating point
+    assert max(similarity(torch.cat(frames), out, records)) < 0.5
+    assert all(torch.equal(out[j], out[0]) for j in range(12))
+    # fewer chips embedded than when every face-frame is measured
+    monkeypatch.setattr(guard_module, "RECHECK_FRAMES", 1)
+    _g, every, _out, enc_every = run(records, frames, chunk)
+    assert measured_frames(every) == list(range(12)) and every.counts["privacy_checks_carried"] == 0
+    assert enc.chips < enc_every.chips / 2
+
+
+@pytest.mark.parametrize(("change", "carried"), [
+    ({"dx": 0.08 * SIZE}, True), ({"dx": 0.12 * SIZE}, False),         # the box's centre moves
+    ({"dy": -0.08 * SIZE}, True), ({"dy": -0.12 * SIZE}, False),
+    ({"scale": 1.08}, True), ({"scale": 1.12}, False),                 # it grows
+    ({"scale": 0.92}, True), ({"scale": 0.88}, False),                 # it shrinks
+    ({"mouth": 0.04 * SIZE}, True), ({"mouth": 0.06 * SIZE}, False),   # one point moves (the pose)
+])
+def test_a_face_that_moves_is_measured_at_once(change: dict[str, float], carried: bool) -> None:
+    mouth = change.pop("mouth", 0.0)
+    points = POINTS.copy()
+    points[3, 1] += mouth
+    moved = face(**change, points=points)
+    frames = [frame()] * 3 + [frame(change.get("dx", 0.0), change.get("dy", 0.0))]
+    _g, report, out, _enc = run([face(), face(), face(), moved], frames)
+    assert measured_frames(report) == ([0] if carried else [0, 3])
+    assert report.tracks[0].rungs == {"blur": 4}
+    assert similarity(torch.cat(frames), out, [face(), face(), face(), moved])[3] < 0.5
+
+
+def test_a_track_moved_to_another_rung_is_measured_at_once_on_it() -> None:
+    enc = ChipCounter()
+    g, report = guard(ladder_for("blur"), [Checker(enc, "tight", 0.5, "test")])  # type: ignore[arg-type]
+    g.apply(frame(), frame(), [(0, face())], [0])
+    g.apply(frame(), frame(), [(0, face())], [1])
+    g.track_rung[0] = 1  # the track's rung moved on (head_blur) by a rule outside the check
+    g.apply(frame(), frame(), [(0, face())], [2])
+    g.apply(frame(), frame(), [(0, face())], [3])
+    assert measured_frames(report) == [0, 2]
+    assert [e[1] for e in report.tracks[0].privacy_frames] == ["blur", "blur", "head_blur", "head_blur"]
+
+
+@pytest.mark.parametrize(("headroom", "measured"), [(0.025, list(range(6))), (0.035, [0, 4])])
+def test_only_a_check_passed_with_headroom_is_carried(headroom: float, measured: list[int]) -> None:
+    frames, records = [frame()] * 6, [face() for _ in range(6)]
+    _g, probe, _out, _enc = run(records[:1], frames[:1], threshold=0.99)
+    sim = probe.tracks[0].max_similarity["pixel/tight"]
+    _g, report, _out, _enc = run(records, frames, threshold=sim + headroom)
+    assert measured_frames(report) == measured and report.tracks[0].rungs == {"blur": 6}
+
+
+def test_synthetic_faces_are_measured_on_every_frame() -> None:
+    from test_privacy_ladder import FakeRender, paint_centre
+
+    enc = ChipCounter()
+    g, report = guard(ladder_for("synthetic"), [Checker(enc, "tight", 0.5, "test")], render=FakeRender(),
+                      redraw=lambda _t: None)  # type: ignore[arg-type]
+    for index in range(6):
+        g.apply(frame(), paint_centre(frame(), 255), [(0, FaceRecord(0, BOX.copy(), POINTS.copy()))], [index])
+    assert measured_frames(report) == list(range(6)) and report.tracks[0].rungs == {"synthetic": 6}
+
+
+@pytest.mark.parametrize("chunk", [1, 12])
+def test_a_blur_that_weakens_mid_track_is_measured_at_once_and_escalated(
+        chunk: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hazard of carrying a check: the face holds still, its redaction stops working. From
+    frame 5 on (marked) the face-shaped blur leaves the face as it was (the head-box blur still works)."""
+
+    def weakening(frame_: torch.Tensor, regions: torch.Tensor, method: str, shape: str = "ellipse") -> None:
+        if method == "blur" and shape == "ellipse" and int(frame_[0, 0, 0]) == 1:
+            return
+        redact.redact_faces_(frame_, regions, method, shape)
+
+    monkeypatch.setattr(guard_module, "redact_faces_", weakening)
+    frames, records = [frame()] * 5 + [frame(mark=1)] * 7, [face() for _ in range(12)]
+    _g, report, out, _enc = run(records, frames, chunk)
+    sims = similarity(torch.cat(frames), out, records)
+    assert max(sims) < 0.5, f"a face was written as it was: {sims}"
+    assert report.tracks[0].rungs == {"blur": 5, "head_blur": 7}
+    assert 5 in measured_frames(report) and report.tracks[0].failed_checks == 0
