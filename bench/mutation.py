@@ -27,6 +27,13 @@ files, the redaction's and baseline's and the cadence's, which must stay fast (<
 Surviving mutants that cannot change behaviour are listed in :data:`EQUIVALENT` with the reason
 and reported apart (not counted as killed, left out of the share).
 
+Besides the mechanical mutants, :data:`SCENARIOS` are hand-written breaks of what the privacy
+check's re-check rule (:mod:`reenact.pipeline.privacy.guard`: a steady face carries its track's
+last measured check) could hide: a blur that weakens mid-track while the face holds still,
+carried faces left unredacted or redacted on a weaker rung, the carried faces' pixel check
+skipped. Each runs all the selected tests and counts like any mutant; one that survives means
+the rule hides it.
+
 Run: ``python bench/mutation.py [--target MOD:NAME ...] [--tests ARGS] [--timeout S] [--list]``.
 Prints ``goal mutants_killed_privacy: X (target >= 0.9) PASS|FAIL`` where X is killed /
 (mutants - equivalent), every equivalent mutant with its reason and every surviving one as
@@ -126,6 +133,30 @@ EQUIVALENT: dict[str, str] = {
     'rung == "grown_mask"]  [True -> False]':
         "codes is built with one entry per face of group just above: the lengths always agree",
 }
+
+#: Hand-written mutants (module docstring): (module, source text, its replacement, what it breaks)
+SCENARIOS: tuple[tuple[str, str, str, str], ...] = (
+    ("reenact.blend.redact",
+     '    _check_frame(frame)\n    check_shape(regions, ["N", 5]',
+     '    _check_frame(frame)\n    global _WEAKEN\n'
+     '    _WEAKEN = globals().get("_WEAKEN", 0) + int(method == "blur" and shape == "ellipse")\n'
+     '    if method == "blur" and shape == "ellipse" and _WEAKEN > 5:\n        return\n'
+     '    check_shape(regions, ["N", 5]',
+     "the face-shaped blur stops blurring after its 5th face (a redaction that weakens mid-track)"),
+    ("reenact.pipeline.privacy.guard",
+     "            out = self._apply_rung(self.ladder[rung], frames, out, group)\n        weakened = []",
+     "            pass\n        weakened = []",
+     "carried faces are not redacted"),
+    ("reenact.pipeline.privacy.guard",
+     "            out = self._apply_rung(self.ladder[rung], frames, out, group)\n        weakened = []",
+     '            out = self._apply_rung(self.ladder[rung].removeprefix("head_"), frames, out, group)\n'
+     "        weakened = []",
+     "carried faces get the face-shaped redaction instead of their head-box rung"),
+    ("reenact.pipeline.privacy.guard",
+     "            if change(frames, out, face.row, face.record.box) < CARRY_CHANGE * ref.change:",
+     "            if False:",
+     "carried faces skip the pixel check (a weakened redaction is carried)"),
+)
 
 FLIPS: dict[type[ast.cmpop], tuple[type[ast.cmpop], ...]] = {
     ast.Lt: (ast.LtE, ast.GtE), ast.LtE: (ast.Lt, ast.Gt), ast.Gt: (ast.GtE, ast.LtE),
@@ -284,6 +315,20 @@ def mutants(targets: list[str]) -> Iterator[tuple[Mutant, str]]:
                        ast.unparse(ast.fix_missing_locations(tree)))
 
 
+def scenarios(targets: list[str]) -> Iterator[tuple[Mutant, str]]:
+    """The :data:`SCENARIOS` of the targets' modules, with the full source of their module."""
+    modules = {target.partition(":")[0] for target in targets}
+    for k, (module, old, new, what) in enumerate(SCENARIOS):
+        if module not in modules:
+            continue
+        path = _module_path(module)
+        source = path.read_text()
+        if source.count(old) != 1:
+            raise SystemExit(f"scenario {what!r}: its source text is not found once in {module}; update SCENARIOS")
+        # line 0: no test is selected by its line, so all the selected tests run
+        yield Mutant(module, path, -1, k, 0, what, f"scenario: {what}"), source.replace(old, new)
+
+
 # --- running the tests against a copy ----------------------------------------------------
 
 def _preload() -> None:
@@ -401,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     targets = args.target or list(DEFAULT_TARGETS)
     test_args = shlex.split(args.tests)
-    all_mutants = list(mutants(targets))
+    all_mutants = list(mutants(targets)) + list(scenarios(targets))
     if args.list:
         for m, _src in all_mutants:
             print(f"{m.path.relative_to(ROOT)}:{m.line}  {m.key}")
