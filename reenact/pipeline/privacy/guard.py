@@ -393,10 +393,13 @@ class PrivacyGuard:
                     pending.append(face)
         for face in sorted(measured, key=lambda f: frame_indices[f.row]):  # the latest check of each track wins
             track = face.record.track_id
-            check = self._check_of(face, frames, out, frame_indices) if track >= 0 else None
+            kept = self.last_check.get(track)
+            if track < 0 or (kept is not None and kept.frame > frame_indices[face.row]):
+                continue
+            check = self._check_of(face, frames, out, frame_indices)
             if check is not None:
                 self.last_check[track] = check
-            elif track >= 0:
+            else:
                 self.last_check.pop(track, None)
         return out
 
