@@ -86,7 +86,7 @@ def shadow(clip: Path, methods: list[str]) -> list[str]:
     """Run this tree's deidentify in this process, measuring every carried face after the fact."""
     import numpy as np
 
-    from reenact.cli import deidentify_script
+    from reenact.cli import deidentify_main
     from reenact.pipeline.privacy import guard as guard_module
     from reenact.pipeline.privacy.checkers import headroom, passes
 
@@ -118,15 +118,9 @@ def shadow(clip: Path, methods: list[str]) -> list[str]:
             out = Path(tmp) / f"{method}.mp4"
             argv = [str(clip), "-o", str(out), "--overwrite", "--quiet"] + ([] if method == "default" else
                                                                              ["--method", method])
-            old_argv = sys.argv
-            sys.argv = ["deidentify", *argv]
-            try:
-                deidentify_script()
-            except SystemExit as exc:
-                if exc.code not in (0, None):
-                    raise
-            finally:
-                sys.argv = old_argv
+            code = deidentify_main(argv)
+            if code:
+                raise SystemExit(f"deidentify {' '.join(argv)} exited {code}")
             report = json.loads(Path(f"{out}.report.json").read_text())
             faces = report["counts"]["faces_blurred"] + report["counts"]["faces_replaced"]
             carried = len(seen["failed"])

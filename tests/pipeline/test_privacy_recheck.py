@@ -174,3 +174,53 @@ def test_a_blur_that_weakens_mid_track_is_measured_at_once_and_escalated(
     assert max(sims) < 0.5, f"a face was written as it was: {sims}"
     assert report.tracks[0].rungs == {"blur": 5, "head_blur": 7}
     assert 5 in measured_frames(report) and report.tracks[0].failed_checks == 0
+
+
+@pytest.mark.parametrize("box", [[64, 10, 80, 30], [10, 64, 30, 80], [70, 10, 90, 30], [-30, -30, -1, -1]])
+def test_the_change_of_a_face_outside_the_frame_is_none(box: list[float]) -> None:
+    frames = torch.zeros(1, 64, 64, 3, dtype=torch.uint8)
+    assert guard_module.change(frames, frames + 9, 0, np.array(box, np.float32)) == 0.0
+
+
+def test_the_change_is_measured_on_the_part_of_the_box_inside_the_frame() -> None:
+    frames = torch.zeros(1, 64, 64, 3, dtype=torch.uint8)
+    out = frames.clone()
+    out[0, 10:20, 54:64] = 30  # half of the box below is in the frame, all of it changed
+    assert guard_module.change(frames, out, 0, np.array([54, 10, 74, 20], np.float32)) == pytest.approx(30.0)
+
+
+def test_the_change_is_the_mean_difference_over_the_box_clipped_to_the_frame() -> None:
+    frames = torch.zeros(1, 48, 64, 3, dtype=torch.uint8)
+    ys, xs = torch.meshgrid(torch.arange(48), torch.arange(64), indexing="ij")
+    out = ((xs + 2 * ys) % 200).to(torch.uint8)[None, :, :, None].repeat(1, 1, 1, 3)  # a different value per pixel
+    # a box over the top-left corner: columns 0..20, rows 0..30 of the frame
+    got = guard_module.change(frames, out, 0, np.array([-3.0, -2.0, 20.5, 30.2], np.float32))
+    assert got == pytest.approx(float(out[0, 0:31, 0:21].float().mean()))
+    # a box over the bottom-right corner: columns 50..63, rows 30..47
+    got = guard_module.change(frames, out, 0, np.array([50.0, 30.0, 70.0, 60.0], np.float32))
+    assert got == pytest.approx(float(out[0, 30:48, 50:64].float().mean()))
+
+
+REF_BOX = np.array([10.0, 20.0, 30.0, 60.0])  # 20 wide, 40 high: size 40, centre (20, 40)
+REF_POINTS = np.array([[15, 30], [25, 30], [20, 40], [16, 50], [24, 50]], np.float64)
+
+
+@pytest.mark.parametrize(("box", "points", "steady"), [
+    (REF_BOX, REF_POINTS, True),
+    (REF_BOX + [4, 0, 4, 0], REF_POINTS + [4, 0], True),            # the centre moves 0.1 of the size
+    (REF_BOX + [4.1, 0, 4.1, 0], REF_POINTS + [4.1, 0], False),
+    (REF_BOX + [0, -4, 0, -4], REF_POINTS + [0, -4], True),
+    (REF_BOX + [0, -4.1, 0, -4.1], REF_POINTS + [0, -4.1], False),
+    (REF_BOX + [0, -2, 0, 2], REF_POINTS, True),                     # 44 high: 10 % larger
+    (REF_BOX + [0, -2.1, 0, 2.1], REF_POINTS, False),
+    (REF_BOX + [0, 2, 0, -2], REF_POINTS, True),                     # 36 high: 10 % smaller
+    (REF_BOX + [0, 2.1, 0, -2.1], REF_POINTS, False),
+    (REF_BOX + [-12, 0, 12, 0], REF_POINTS, True),                   # 44 wide, 40 high: size 44
+    (REF_BOX + [-12.1, 0, 12.1, 0], REF_POINTS, False),              # 44.2 wide
+    (REF_BOX, REF_POINTS + [[0, 0], [0, 0], [0, 0], [0, 2], [0, 0]], True),     # a point moves 0.05 of the size
+    (REF_BOX, REF_POINTS + [[0, 0], [0, 0], [0, 0], [0, 2.1], [0, 0]], False),
+    (REF_BOX, REF_POINTS + [[0, 0], [-2.1, 0], [0, 0], [0, 0], [0, 0]], False),
+    (REF_BOX, np.full((5, 2), np.nan), False),
+])
+def test_steady_bounds_the_move_the_size_and_the_pose(box: np.ndarray, points: np.ndarray, steady: bool) -> None:
+    assert guard_module.steady(box, points, REF_BOX, REF_POINTS) is steady

@@ -196,12 +196,12 @@ def steady(box: np.ndarray, points: np.ndarray, ref_box: np.ndarray, ref_points:
     Conventions: boxes float [4] (x1, y1, x2, y2), points float [5,2], frame pixels.
     """
     box, ref_box = np.asarray(box, np.float64), np.asarray(ref_box, np.float64)
-    size = max(float(ref_box[2] - ref_box[0]), float(ref_box[3] - ref_box[1]), 1.0)
-    now = max(float(box[2] - box[0]), float(box[3] - box[1]), 1.0)
+    size = max(float(ref_box[2] - ref_box[0]), float(ref_box[3] - ref_box[1]))
+    now = max(float(box[2] - box[0]), float(box[3] - box[1]))
     centre, ref_centre = (box[:2] + box[2:]) / 2, (ref_box[:2] + ref_box[2:]) / 2
     pose = (np.asarray(points, np.float64) - centre) - (np.asarray(ref_points, np.float64) - ref_centre)
     return bool(np.linalg.norm(centre - ref_centre) <= CARRY_SHIFT * size
-                and abs(now / size - 1.0) <= CARRY_SCALE
+                and abs(now - size) <= CARRY_SCALE * size
                 and np.isfinite(pose).all() and float(np.linalg.norm(pose, axis=1).max()) <= CARRY_POINTS * size)
 
 
