@@ -132,6 +132,22 @@ EQUIVALENT: dict[str, str] = {
     "PrivacyGuard._render: ok = [(f, c) for f, c in zip(group, codes, strict=True) if c is not None or "
     'rung == "grown_mask"]  [True -> False]':
         "codes is built with one entry per face of group just above: the lengths always agree",
+    "_Check: @dataclass(frozen=True)  [True -> False]":
+        "no _Check is ever changed after it is made: frozen only makes that an error",
+    "PrivacyGuard._carries: and ref.headroom >= CARRY_HEADROOM and 0 < frame_indices[face.row] - ref.frame < "
+    "RECHECK_FRAMES  [< -> <=]":
+        "a track has one face per frame and a frame is planned once, so a face is never at distance 0 from "
+        "its track's last check (as for _cached)",
+    "PrivacyGuard._may_carry: and 0 < frame_indices[face.row] - frame_indices[anchor.row] < RECHECK_FRAMES  "
+    "[< -> <=]":
+        "the anchor is an earlier face of the same track: the distance is never 0",
+    "PrivacyGuard._carries: and ref.headroom >= CARRY_HEADROOM and 0 < frame_indices[face.row] - ref.frame < "
+    "RECHECK_FRAMES  [>= -> >]":
+        "the headroom is a difference of float cosines: one exactly at the bound is not a case a run meets "
+        "(0.05 is not a float; the test at 0.045 and 0.055 pins the bound)",
+    "PrivacyGuard._ladder: self.last_check.pop(track, None)  [call statement deleted]":
+        "a measured face with no carriable check ends on solid or a synthetic rung, and a track's rung only "
+        "climbs: no later face of the track is on the rung a stale entry has, so it is never carried",
 }
 
 #: Hand-written mutants (module docstring): (module, source text, its replacement, what it breaks)

@@ -224,3 +224,12 @@ REF_POINTS = np.array([[15, 30], [25, 30], [20, 40], [16, 50], [24, 50]], np.flo
 ])
 def test_steady_bounds_the_move_the_size_and_the_pose(box: np.ndarray, points: np.ndarray, steady: bool) -> None:
     assert guard_module.steady(box, points, REF_BOX, REF_POINTS) is steady
+
+
+def test_a_face_its_redaction_does_not_change_is_carried_when_it_passed_unchanged() -> None:
+    """A uniform face: the blur changes nothing, and at an operating point of 1.5 the face
+    passes as it is, so a later frame whose blur also changes nothing carries that check."""
+    flat = torch.full((1, 64, 64, 3), 255, dtype=torch.uint8)
+    frames, records = [flat] * 4, [face() for _ in range(4)]
+    _g, report, _out, _enc = run(records, frames, threshold=1.5)
+    assert measured_frames(report) == [0] and report.tracks[0].carried == 3
