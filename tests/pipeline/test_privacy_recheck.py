@@ -136,13 +136,14 @@ def test_a_track_moved_to_another_rung_is_measured_at_once_on_it() -> None:
     assert [e[1] for e in report.tracks[0].privacy_frames] == ["blur", "blur", "head_blur", "head_blur"]
 
 
+@pytest.mark.parametrize("chunk", [1, 6])
 @pytest.mark.parametrize(("headroom", "measured"), [(0.045, list(range(6))), (0.055, [0, 4])])
-def test_only_a_check_passed_with_headroom_is_carried(headroom: float, measured: list[int]) -> None:
+def test_only_a_check_passed_with_headroom_is_carried(headroom: float, measured: list[int], chunk: int) -> None:
     frames, records = [frame()] * 6, [face() for _ in range(6)]
     _g, probe, _out, _enc = run(records[:1], frames[:1], threshold=0.99)
     sim = probe.tracks[0].max_similarity["pixel/tight"]
-    _g, report, _out, _enc = run(records, frames, threshold=sim + headroom)
-    assert measured_frames(report) == measured and report.tracks[0].rungs == {"blur": 6}
+    _g, report, _out, _enc = run(records, frames, chunk, threshold=sim + headroom)
+    assert sorted(measured_frames(report)) == measured and report.tracks[0].rungs == {"blur": 6}
 
 
 def test_synthetic_faces_are_measured_on_every_frame() -> None:
@@ -233,3 +234,42 @@ def test_a_face_its_redaction_does_not_change_is_carried_when_it_passed_unchange
     frames, records = [flat] * 4, [face() for _ in range(4)]
     _g, report, _out, _enc = run(records, frames, threshold=1.5)
     assert measured_frames(report) == [0] and report.tracks[0].carried == 3
+
+
+def test_a_face_without_usable_points_ends_the_check_it_could_carry() -> None:
+    """In one chunk (its faces start on the rung the track had when it began): frame 1 has no
+    points and is filled solid, so frame 2 cannot carry frame 0's check and is measured."""
+    frames = [frame()] * 4
+    lost = face()
+    lost.points = np.full((5, 2), np.nan, np.float32)
+    _g, report, _out, _enc = run([face(), lost, face(), face()], frames, chunk=4)
+    assert sorted(measured_frames(report)) == [0, 2]
+    assert [e[1] for e in report.tracks[0].privacy_frames if e[0] == 1] == ["solid"]
+
+
+def test_a_carried_face_measured_after_its_pixel_check_is_redacted_once() -> None:
+    """Frame 2's face is a single dark pixel: the blur changes its box much less than the
+    measured face's, so it is measured, on the blur already applied (not blurred twice)."""
+    small = torch.full((1, 64, 64, 3), 255, dtype=torch.uint8)
+    small[0, CY, CX] = 0
+    frames = [frame(), frame(), small, frame()]
+    _g, report, out, _enc = run([face() for _ in range(4)], frames)
+    assert measured_frames(report) == [0, 2]
+    _g, _alone, once, _enc = run([face()], [small])
+    assert torch.equal(out[2], once[0])
+
+
+def test_the_latest_measured_check_of_a_chunk_is_the_one_carried_next() -> None:
+    """Frame 0 passes close to its limit, so frames 1-3 (anchored to it) are measured after
+    frame 4, in a later batch of the chunk: the next chunk still carries frame 4's check."""
+    near = torch.full((1, 64, 64, 3), 255, dtype=torch.uint8)
+    near[0, CY - 4 : CY + 5, CX - 4 : CX + 5] = 0  # a larger dark face: its blurred centre stays darker
+    _g, probe, _out, _enc = run([face()], [near], threshold=0.99)
+    threshold = probe.tracks[0].max_similarity["pixel/tight"] + 0.03
+    enc = ChipCounter()
+    g, report = guard(ladder_for("blur"), [Checker(enc, "tight", threshold, "test")])  # type: ignore[arg-type]
+    first = torch.cat([near] + [frame()] * 5)
+    g.apply(first, first.clone(), [(j, face()) for j in range(6)], list(range(6)))
+    second = torch.cat([frame()] * 2)
+    g.apply(second, second.clone(), [(j, face()) for j in range(2)], [6, 7])
+    assert measured_frames(report) == [0, 4, 1, 2, 3]  # 5, 6 and 7 carry frame 4's check
