@@ -221,6 +221,7 @@ REF_POINTS = np.array([[15, 30], [25, 30], [20, 40], [16, 50], [24, 50]], np.flo
     (REF_BOX, REF_POINTS + [[0, 0], [0, 0], [0, 0], [0, 2], [0, 0]], True),     # a point moves 0.05 of the size
     (REF_BOX, REF_POINTS + [[0, 0], [0, 0], [0, 0], [0, 2.1], [0, 0]], False),
     (REF_BOX, REF_POINTS + [[0, 0], [-2.1, 0], [0, 0], [0, 0], [0, 0]], False),
+    (REF_BOX, REF_POINTS + [[0, 0], [0, 0], [0, 0], [0, 1.5], [0, 1.5]], True),  # each point within its bound
     (REF_BOX, np.full((5, 2), np.nan), False),
 ])
 def test_steady_bounds_the_move_the_size_and_the_pose(box: np.ndarray, points: np.ndarray, steady: bool) -> None:
@@ -273,3 +274,12 @@ def test_the_latest_measured_check_of_a_chunk_is_the_one_carried_next() -> None:
     second = torch.cat([frame()] * 2)
     g.apply(second, second.clone(), [(j, face()) for j in range(2)], [6, 7])
     assert measured_frames(report) == [0, 4, 1, 2, 3]  # 5, 6 and 7 carry frame 4's check
+
+
+WIDE_BOX = np.array([10.0, 20.0, 50.0, 40.0])  # 40 wide, 20 high: size 40
+
+
+@pytest.mark.parametrize(("dx", "steady"), [(4.0, True), (4.1, False)])
+def test_steady_measures_a_wide_face_by_its_width(dx: float, steady: bool) -> None:
+    points = REF_POINTS + [10, -10]
+    assert guard_module.steady(WIDE_BOX + [dx, 0, dx, 0], points + [dx, 0], WIDE_BOX, points) is steady
