@@ -98,7 +98,7 @@ EQUIVALENT: dict[str, str] = {
     "PrivacyGuard.__init__: render: Render | None = None, redraw: Redraw | None = None, redraws: int = 0,  "
     "[0 -> -1]":
         "a draw is made only while a track's draws are below redraws: below 0 and below -1 are both never",
-    "PrivacyGuard.apply: for face, row in zip(to_check, sims, strict=True):  [True -> False]":
+    "PrivacyGuard._ladder: for face, row in zip(to_check, sims, strict=True):  [True -> False]":
         "_similarities returns one row per face it was given, so the lengths always agree",
     'PrivacyGuard._next_rung: if rung == "redraw" and self.redrawn.get(track, 0) < self.redraws and '
     'self.redraw is not None:  [0 -> 1]':
@@ -145,6 +145,9 @@ EQUIVALENT: dict[str, str] = {
     "RECHECK_FRAMES  [>= -> >]":
         "the headroom is a difference of float cosines: one exactly at the bound is not a case a run meets "
         "(0.05 is not a float; the test at 0.045 and 0.055 pins the bound)",
+    "PrivacyGuard._ladder: if track < 0 or (kept is not None and kept.frame > frame_indices[face.row]):  "
+    "[> -> >=]":
+        "a track has one face per frame: a measured face is never at the frame of its track's kept check",
     "PrivacyGuard._ladder: self.last_check.pop(track, None)  [call statement deleted]":
         "a measured face with no carriable check ends on solid or a synthetic rung, and a track's rung only "
         "climbs: no later face of the track is on the rung a stale entry has, so it is never carried",

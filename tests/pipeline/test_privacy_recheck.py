@@ -103,6 +103,9 @@ def test_a_steady_face_is_measured_every_4th_frame_and_redacted_on_every_frame(
     _g, every, _out, enc_every = run(records, frames, chunk)
     assert measured_frames(every) == list(range(12)) and every.counts["privacy_checks_carried"] == 0
     assert enc.chips < enc_every.chips / 2
+    # every face measured: 12 outputs, and the original (with its baseline) of frames 0 and 8 only,
+    # in one chunk as across chunks
+    assert enc_every.chips == 12 + 2 * 2
 
 
 @pytest.mark.parametrize(("change", "carried"), [
@@ -283,3 +286,15 @@ WIDE_BOX = np.array([10.0, 20.0, 50.0, 40.0])  # 40 wide, 20 high: size 40
 def test_steady_measures_a_wide_face_by_its_width(dx: float, steady: bool) -> None:
     points = REF_POINTS + [10, -10]
     assert guard_module.steady(WIDE_BOX + [dx, 0, dx, 0], points + [dx, 0], WIDE_BOX, points) is steady
+
+
+def test_headroom_is_the_distance_to_the_limit_the_check_rule_applies() -> None:
+    from reenact.pipeline.privacy import headroom, passes
+
+    c = Checker(PixelEncoder(), "tight", 0.5, "test", allowance=0.02)  # type: ignore[arg-type]
+    assert headroom({c.name: 0.4}, [c]) == pytest.approx(0.1)
+    assert headroom({c.name: 0.71}, [c], {c.name: 0.7}) == pytest.approx(0.01)  # the baseline's limit, 0.72
+    assert headroom({c.name: 0.6}, [c], {c.name: 0.3}) == pytest.approx(-0.1)
+    for sim, base in ((0.4, None), (0.71, 0.7), (0.73, 0.7)):
+        baselines = None if base is None else {c.name: base}
+        assert (headroom({c.name: sim}, [c], baselines) > 0) == passes({c.name: sim}, [c], baselines)
