@@ -27,6 +27,13 @@ files, the redaction's and baseline's and the cadence's, which must stay fast (<
 Surviving mutants that cannot change behaviour are listed in :data:`EQUIVALENT` with the reason
 and reported apart (not counted as killed, left out of the share).
 
+Besides the mechanical mutants, :data:`SCENARIOS` are hand-written breaks of what the privacy
+check's re-check rule (:mod:`reenact.pipeline.privacy.guard`: a steady face carries its track's
+last measured check) could hide: a blur that weakens mid-track while the face holds still,
+carried faces left unredacted or redacted on a weaker rung, the carried faces' pixel check
+skipped. Each runs all the selected tests and counts like any mutant; one that survives means
+the rule hides it.
+
 Run: ``python bench/mutation.py [--target MOD:NAME ...] [--tests ARGS] [--timeout S] [--list]``.
 Prints ``goal mutants_killed_privacy: X (target >= 0.9) PASS|FAIL`` where X is killed /
 (mutants - equivalent), every equivalent mutant with its reason and every surviving one as
@@ -67,6 +74,7 @@ DEFAULT_TARGETS = (
     "reenact.faces.cadence:*",
 )
 DEFAULT_TESTS = ("-m privacy tests/pipeline/test_pipeline_privacy.py tests/pipeline/test_privacy_ladder.py "
+                 "tests/pipeline/test_privacy_recheck.py "
                  "tests/faces/test_cadence.py tests/blend/test_redact.py tests/pipeline/test_baseline.py")
 GOAL = 0.9
 
@@ -90,7 +98,7 @@ EQUIVALENT: dict[str, str] = {
     "PrivacyGuard.__init__: render: Render | None = None, redraw: Redraw | None = None, redraws: int = 0,  "
     "[0 -> -1]":
         "a draw is made only while a track's draws are below redraws: below 0 and below -1 are both never",
-    "PrivacyGuard.apply: for face, row in zip(to_check, sims, strict=True):  [True -> False]":
+    "PrivacyGuard._ladder: for face, row in zip(to_check, sims, strict=True):  [True -> False]":
         "_similarities returns one row per face it was given, so the lengths always agree",
     'PrivacyGuard._next_rung: if rung == "redraw" and self.redrawn.get(track, 0) < self.redraws and '
     'self.redraw is not None:  [0 -> 1]':
@@ -124,7 +132,50 @@ EQUIVALENT: dict[str, str] = {
     "PrivacyGuard._render: ok = [(f, c) for f, c in zip(group, codes, strict=True) if c is not None or "
     'rung == "grown_mask"]  [True -> False]':
         "codes is built with one entry per face of group just above: the lengths always agree",
+    "_Check: @dataclass(frozen=True)  [True -> False]":
+        "no _Check is ever changed after it is made: frozen only makes that an error",
+    "PrivacyGuard._carries: and ref.headroom >= CARRY_HEADROOM and 0 < frame_indices[face.row] - ref.frame < "
+    "RECHECK_FRAMES  [< -> <=]":
+        "a track has one face per frame and a frame is planned once, so a face is never at distance 0 from "
+        "its track's last check (as for _cached)",
+    "PrivacyGuard._may_carry: and 0 < frame_indices[face.row] - frame_indices[anchor.row] < RECHECK_FRAMES  "
+    "[< -> <=]":
+        "the anchor is an earlier face of the same track: the distance is never 0",
+    "PrivacyGuard._carries: and ref.headroom >= CARRY_HEADROOM and 0 < frame_indices[face.row] - ref.frame < "
+    "RECHECK_FRAMES  [>= -> >]":
+        "the headroom is a difference of float cosines: one exactly at the bound is not a case a run meets "
+        "(0.05 is not a float; the test at 0.045 and 0.055 pins the bound)",
+    "PrivacyGuard._ladder: if track < 0 or (kept is not None and kept.frame > frame_indices[face.row]):  "
+    "[> -> >=]":
+        "a track has one face per frame: a measured face is never at the frame of its track's kept check",
+    "PrivacyGuard._ladder: self.last_check.pop(track, None)  [call statement deleted]":
+        "a measured face with no carriable check ends on solid or a synthetic rung, and a track's rung only "
+        "climbs: no later face of the track is on the rung a stale entry has, so it is never carried",
 }
+
+#: Hand-written mutants (module docstring): (module, source text, its replacement, what it breaks)
+SCENARIOS: tuple[tuple[str, str, str, str], ...] = (
+    ("reenact.blend.redact",
+     '    _check_frame(frame)\n    check_shape(regions, ["N", 5]',
+     '    _check_frame(frame)\n    global _WEAKEN\n'
+     '    _WEAKEN = globals().get("_WEAKEN", 0) + int(method == "blur" and shape == "ellipse")\n'
+     '    if method == "blur" and shape == "ellipse" and _WEAKEN > 5:\n        return\n'
+     '    check_shape(regions, ["N", 5]',
+     "the face-shaped blur stops blurring after its 5th face (a redaction that weakens mid-track)"),
+    ("reenact.pipeline.privacy.guard",
+     "            out = self._apply_rung(self.ladder[rung], frames, out, group)\n        weakened = []",
+     "            pass\n        weakened = []",
+     "carried faces are not redacted"),
+    ("reenact.pipeline.privacy.guard",
+     "            out = self._apply_rung(self.ladder[rung], frames, out, group)\n        weakened = []",
+     '            out = self._apply_rung(self.ladder[rung].removeprefix("head_"), frames, out, group)\n'
+     "        weakened = []",
+     "carried faces get the face-shaped redaction instead of their head-box rung"),
+    ("reenact.pipeline.privacy.guard",
+     "            if change(frames, out, face.row, face.record.box) < CARRY_CHANGE * ref.change:",
+     "            if False:",
+     "carried faces skip the pixel check (a weakened redaction is carried)"),
+)
 
 FLIPS: dict[type[ast.cmpop], tuple[type[ast.cmpop], ...]] = {
     ast.Lt: (ast.LtE, ast.GtE), ast.LtE: (ast.Lt, ast.Gt), ast.Gt: (ast.GtE, ast.LtE),
@@ -283,6 +334,20 @@ def mutants(targets: list[str]) -> Iterator[tuple[Mutant, str]]:
                        ast.unparse(ast.fix_missing_locations(tree)))
 
 
+def scenarios(targets: list[str]) -> Iterator[tuple[Mutant, str]]:
+    """The :data:`SCENARIOS` of the targets' modules, with the full source of their module."""
+    modules = {target.partition(":")[0] for target in targets}
+    for k, (module, old, new, what) in enumerate(SCENARIOS):
+        if module not in modules:
+            continue
+        path = _module_path(module)
+        source = path.read_text()
+        if source.count(old) != 1:
+            raise SystemExit(f"scenario {what!r}: its source text is not found once in {module}; update SCENARIOS")
+        # line 0: no test is selected by its line, so all the selected tests run
+        yield Mutant(module, path, -1, k, 0, what, f"scenario: {what}"), source.replace(old, new)
+
+
 # --- running the tests against a copy ----------------------------------------------------
 
 def _preload() -> None:
@@ -400,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     targets = args.target or list(DEFAULT_TARGETS)
     test_args = shlex.split(args.tests)
-    all_mutants = list(mutants(targets))
+    all_mutants = list(mutants(targets)) + list(scenarios(targets))
     if args.list:
         for m, _src in all_mutants:
             print(f"{m.path.relative_to(ROOT)}:{m.line}  {m.key}")

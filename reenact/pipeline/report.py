@@ -18,7 +18,7 @@ from reenact.pipeline.settings import PipelineConfig, parse_faces
 
 COUNTS = ("frames", "frames_with_faces", "faces_replaced", "faces_blurred", "faces_refused_by_blend",
           "untracked_detections_blurred", "small_faces_redacted", "unconfirmed_faces_redacted",
-          "frames_light_detected")
+          "frames_light_detected", "privacy_checks_carried")
 
 
 @dataclass
@@ -41,6 +41,9 @@ class TrackReport:
     #: per checker, the smallest margin seen to the operating point and to the baseline
     min_margin: dict[str, dict[str, float]] = field(default_factory=dict)
     failed_checks: int = 0
+    #: face-frames whose privacy check was carried from the track's last measured check (the
+    #: re-check rule of reenact.pipeline.privacy.guard): redacted on that rung, not measured
+    carried: int = 0
     privacy_frames: list[list[Any]] = field(default_factory=list)
 
     def add_latent(self, ws: torch.Tensor) -> None:
@@ -59,10 +62,16 @@ class TrackReport:
         self.similarities.append(similarity)
 
     def add_privacy(self, frame_index: int, rung: str, similarities: dict[str, float], passed: bool,
-                    reason: str | None, margins: dict[str, dict[str, float]] | None = None) -> None:
+                    reason: str | None, margins: dict[str, dict[str, float]] | None = None,
+                    carried_from: int | None = None) -> None:
         """One face-frame leaving the privacy ladder on ``rung`` with each checker's similarity
-        and its margins (per checker: to the operating point, to the same-context baseline)."""
+        and its margins (per checker: to the operating point, to the same-context baseline).
+        ``carried_from``: the frame whose measured check this face-frame carries (then it has
+        no similarities or margins of its own, and its reason names that frame)."""
         self.frames += 1
+        if carried_from is not None:
+            self.carried += 1
+            reason = reason or f"carried from the check at frame {carried_from}"
         if rung in ("synthetic", "redraw", "grown_mask"):
             self.replaced += 1
         else:
@@ -99,6 +108,7 @@ class TrackReport:
                 "rung_share": {k: round(v / max(1, sum(self.rungs.values())), 4) for k, v in self.rungs.items()},
                 "max_similarity": {k: round(v, 4) for k, v in sorted(self.max_similarity.items())},
                 "min_margin": {k: {kind: round(v, 4) for kind, v in m.items()} for k, m in sorted(self.min_margin.items())},
+                "carried": self.carried,
             }
             if audit:
                 out["privacy"]["per_frame"] = self.privacy_frames
@@ -149,9 +159,13 @@ class RunReport:
         self.untracked_rungs: dict[str, int] = {}
 
     def add_privacy(self, track_id: int, frame_index: int, rung: str, similarities: dict[str, float],
-                    passed: bool, reason: str | None, margins: dict[str, dict[str, float]] | None = None) -> None:
+                    passed: bool, reason: str | None, margins: dict[str, dict[str, float]] | None = None,
+                    carried_from: int | None = None) -> None:
         """A face-frame leaving the privacy ladder (track -1: an untracked detection); ``margins``:
-        per checker, how far below its operating point and its baseline the face was."""
+        per checker, how far below its operating point and its baseline the face was;
+        ``carried_from``: the frame of the measured check it carries (TrackReport.add_privacy)."""
+        if carried_from is not None:
+            self.count("privacy_checks_carried")
         if rung in ("synthetic", "redraw", "grown_mask"):
             self.count("faces_replaced")
         else:
@@ -160,7 +174,7 @@ class RunReport:
             self.count("untracked_detections_blurred")
             self.untracked_rungs[rung] = self.untracked_rungs.get(rung, 0) + 1
             return
-        self.tracks[track_id].add_privacy(frame_index, rung, similarities, passed, reason, margins)
+        self.tracks[track_id].add_privacy(frame_index, rung, similarities, passed, reason, margins, carried_from)
 
     def count(self, name: str, n: int = 1) -> None:
         if name not in self.counts:

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+import reenact.pipeline.privacy.guard as guard_module
 from reenact.blend.redact import FEATHER, face_regions, head_boxes
 from reenact.errors import ShapeError
 from reenact.pipeline.privacy import (
@@ -263,7 +264,7 @@ def test_default_report_has_aggregates_and_the_audit_has_frames() -> None:
     report.tracks[0].identity = {"draws": 2, "code": [0.1, 0.2], "similarity_to_original": 0.1, "failed": None}
     public = report.tracks[0].summary("similarity_to_original")
     assert set(public) == {"frames", "replaced", "blurred", "w_jitter", "privacy", "synthetic_identity"}
-    assert set(public["privacy"]) == {"passed", "rungs", "rung_share", "max_similarity", "min_margin"}
+    assert set(public["privacy"]) == {"passed", "rungs", "rung_share", "max_similarity", "min_margin", "carried"}
     assert sum(public["privacy"]["rung_share"].values()) == pytest.approx(1.0)
     assert "code" not in public["synthetic_identity"]
     audit = report.tracks[0].summary("similarity_to_original", audit=True)
@@ -405,7 +406,8 @@ def _originals_embedded(enc: CountingEncoder, frames: torch.Tensor) -> int:
     return sum(n for f, n in enc.seen if f is frames)
 
 
-def test_a_tracks_original_is_embedded_again_every_8_frames() -> None:
+def test_a_tracks_original_is_embedded_again_every_8_frames(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(guard_module, "RECHECK_FRAMES", 1)  # no check carried: every face is measured
     enc = CountingEncoder()
     g, _report = guard(ladder_for("pixelate"), [Checker(enc, "tight", 0.5, "test")])  # type: ignore[arg-type]
     embedded = []

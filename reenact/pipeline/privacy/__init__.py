@@ -16,6 +16,7 @@ from reenact.pipeline.privacy.checkers import (
     checkable,
     checkers_for,
     count_faces,
+    headroom,
     margins,
     offline_dlib,
     passes,
@@ -35,6 +36,6 @@ from reenact.pipeline.privacy.guard import (
 
 __all__ = [
     "COVER_IOU", "ORIGINAL_REFRESH_FRAMES", "REDACTION_RUNGS", "SYNTHETIC_RUNGS", "Checker", "PrivacyGuard", "Redraw",
-    "Render", "check_identities", "checkable", "checkers_for", "count_faces", "ladder_for", "margins",
+    "Render", "check_identities", "checkable", "checkers_for", "count_faces", "headroom", "ladder_for", "margins",
     "offline_dlib", "passes", "run_recognisers", "untracked_faces",
 ]

@@ -115,6 +115,15 @@ def passes(similarities: dict[str, float], checkers: list[Checker],
     return all(similarities[c.name] < c.limit(base.get(c.name)) for c in checkers)
 
 
+def headroom(similarities: dict[str, float], checkers: list[Checker],
+             baselines: dict[str, float] | None = None) -> float:
+    """How far below its limit (:meth:`Checker.limit`, as :func:`passes` applies it) the face
+    is on the checker where it comes closest: positive when it passes. The re-check rule of
+    :mod:`reenact.pipeline.privacy.guard` carries a check only from a face with enough of it."""
+    base = baselines or {}
+    return min(c.limit(base.get(c.name)) - similarities[c.name] for c in checkers)
+
+
 def margins(similarities: dict[str, float], checkers: list[Checker],
             baselines: dict[str, float] | None = None) -> dict[str, dict[str, float]]:
     """Per checker, how far below the operating point and below the baseline the face is

@@ -23,6 +23,36 @@ identity, refused by the blender, outside the frame, too small, untracked) start
 redaction rung; a face whose check raises, or that has no points to check it with, goes to
 ``solid``. :func:`untracked_faces` makes records of the detections no track covers.
 
+**The re-check rule** (the check is priced per face, not per face-frame). A face *carries* its
+track's last measured check, instead of being embedded again, when all of these hold:
+
+* its rung is a redaction the check can be carried on (``blur``, ``pixelate``, ``head_blur``,
+  ``head_pixelate``: :data:`CARRY_RUNGS`; their output is a function of the original frame and
+  the face's box and points) and is the rung that check was measured on. Synthetic rungs
+  (a new face rendered every frame) and faces whose track changed rung are measured on every
+  frame; ``solid`` is never checked;
+* that check passed at least :data:`CARRY_HEADROOM` (0.05) below its limit on every checker
+  (:func:`~reenact.pipeline.privacy.checkers.headroom`; on the fixture crowd clip, measured
+  after the fact by ``bench/recheck.py --shadow`` with 0.03, the headroom of carried faces
+  fell by at most 0.048 (99th percentile 0.039), and 1 of 159 would have failed; with 0.05,
+  81 of 1278 face-frames carried, none would have failed, the most it fell was 0.041);
+* it is fewer than :data:`RECHECK_FRAMES` (4) frames after that check, so a steady track is
+  measured on every 4th frame;
+* the face is where it was at that check: its box's centre within :data:`CARRY_SHIFT` (0.1)
+  of the box's size, its size within :data:`CARRY_SCALE` (10 %), each of its five points,
+  relative to the box's centre, within :data:`CARRY_POINTS` (0.05) of the size (the pose);
+* its redaction changed the face's box at least :data:`CARRY_CHANGE` (half) as much as it did
+  at that check (mean absolute change, :func:`change`): a redaction that weakens while the
+  face holds still is measured at once, on the rung already applied, and climbs from there.
+
+A carried face is redacted on its track's rung like a measured one and recorded in the report
+as carried (``privacy.carried`` per track, ``counts.privacy_checks_carried``; in the audit its
+reason names the frame it carries): it counts in the rung shares, never in the similarities
+or margins, which are measured ones only. Within one chunk a track's first face is measured
+and the later ones carry its check once it passed (a face whose anchor failed is measured on
+its own). A track's original is embedded once per :data:`ORIGINAL_REFRESH_FRAMES` frames,
+across chunks and within one.
+
 Conventions: frames uint8 ``[T,H,W,3]`` RGB; boxes float ``[N,4]`` (x1, y1, x2, y2) and
 points ``[N,5,2]`` frame pixels; embeddings float ``[F,D]`` unit rows.
 """
@@ -42,7 +72,7 @@ from reenact.errors import ShapeError
 from reenact.faces import FaceDetections
 from reenact.faces.boxes import box_iou
 from reenact.pipeline.baseline import flat_windows
-from reenact.pipeline.privacy.checkers import Checker, checkable, margins, passes
+from reenact.pipeline.privacy.checkers import Checker, checkable, headroom, margins, passes
 from reenact.pipeline.report import RunReport
 from reenact.pipeline.slots import FaceRecord
 
@@ -96,6 +126,24 @@ def ladder_for(method: str, head_redaction: str = "blur", redraws: int = 1) -> t
 #: frames between two embeddings of a track's original face (see PrivacyGuard._originals)
 ORIGINAL_REFRESH_FRAMES = 8
 
+#: the re-check rule (module docstring): a measured check is carried for at most this many frames
+RECHECK_FRAMES = 4
+#: ... only from a face that passed at least this far below its limit (headroom, cosine)
+CARRY_HEADROOM = 0.05
+#: ... while the box's centre stays within this share of the box's size of the measured one
+CARRY_SHIFT = 0.1
+#: ... its size within this share of the measured one's
+CARRY_SCALE = 0.1
+#: ... and each of the five points (relative to the box's centre) within this share of its size
+CARRY_POINTS = 0.05
+#: ... on these rungs only: the redaction is a function of the original frame and the face's box
+#: and points (the synthetic rungs render a new face each frame; solid is never checked)
+CARRY_RUNGS = ("blur", "pixelate", "head_blur", "head_pixelate")
+#: ... and only where the redaction changed the face's box at least this share as much as it did
+#: on the measured face (mean absolute change of its pixels): a redaction that weakens while the
+#: face holds still is measured at once
+CARRY_CHANGE = 0.5
+
 
 @dataclass
 class _Face:
@@ -107,6 +155,55 @@ class _Face:
     #: per checker, the similarity of the face's same-context baseline to its original
     baselines: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    #: the face of this chunk whose measured check this one may carry (see PrivacyGuard._plan)
+    anchor: _Face | None = None
+    #: the check this face carries, once decided
+    carried: _Check | None = None
+    #: its rung is already applied to the output (a carried face whose pixel check failed)
+    applied: bool = False
+
+
+@dataclass(frozen=True)
+class _Check:
+    """A track's last measured check that passed: where the face was, on which rung, and its
+    headroom (:func:`~reenact.pipeline.privacy.checkers.headroom`)."""
+
+    frame: int
+    rung: int
+    box: np.ndarray
+    points: np.ndarray
+    headroom: float
+    #: how much the rung changed the face's box (:func:`change`)
+    change: float
+
+
+def change(frames: torch.Tensor, out: torch.Tensor, row: int, box: np.ndarray) -> float:
+    """Mean absolute difference (grey levels) of ``out`` from ``frames`` in a face's box.
+
+    Conventions: frames and out uint8 [T,H,W,3]; box float [4] frame pixels.
+    """
+    height, width = frames.shape[1:3]
+    x0, y0 = max(0, int(np.floor(box[0]))), max(0, int(np.floor(box[1])))
+    x1, y1 = min(width, int(np.ceil(box[2]))), min(height, int(np.ceil(box[3])))
+    if x1 <= x0 or y1 <= y0:
+        return 0.0
+    return float((out[row, y0:y1, x0:x1].float() - frames[row, y0:y1, x0:x1].float()).abs().mean())
+
+
+def steady(box: np.ndarray, points: np.ndarray, ref_box: np.ndarray, ref_points: np.ndarray) -> bool:
+    """Whether a face is where the measured one was, at the same size and pose (the bounds of
+    the re-check rule: :data:`CARRY_SHIFT`, :data:`CARRY_SCALE`, :data:`CARRY_POINTS`).
+
+    Conventions: boxes float [4] (x1, y1, x2, y2), points float [5,2], frame pixels.
+    """
+    box, ref_box = np.asarray(box, np.float64), np.asarray(ref_box, np.float64)
+    size = max(float(ref_box[2] - ref_box[0]), float(ref_box[3] - ref_box[1]))
+    now = max(float(box[2] - box[0]), float(box[3] - box[1]))
+    centre, ref_centre = (box[:2] + box[2:]) / 2, (ref_box[:2] + ref_box[2:]) / 2
+    pose = (np.asarray(points, np.float64) - centre) - (np.asarray(ref_points, np.float64) - ref_centre)
+    return bool(np.linalg.norm(centre - ref_centre) <= CARRY_SHIFT * size
+                and abs(now - size) <= CARRY_SCALE * size
+                and np.isfinite(pose).all() and float(np.linalg.norm(pose, axis=1).max()) <= CARRY_POINTS * size)
 
 
 class PrivacyGuard:
@@ -137,6 +234,8 @@ class PrivacyGuard:
         #: per track: the frame its original embeddings were taken at, those embeddings and its
         #: same-context baseline similarities
         self.original_cache: dict[int, tuple[int, dict[str, torch.Tensor], dict[str, float]]] = {}
+        #: per track: its last measured check that passed on a rung a check can be carried on
+        self.last_check: dict[int, _Check] = {}
 
     def describe(self) -> dict[str, object]:
         """The report's ``privacy`` entry: the ladder and each checker with its threshold."""
@@ -169,6 +268,98 @@ class PrivacyGuard:
         for face in pending:
             if not checkable(face.record.points):
                 face.rung, face.error = last, face.record.failed or "no face points to check it with"
+        # 1. which faces carry a check (module docstring: the re-check rule), which are measured
+        carried, measured, anchored = self._plan(pending, frame_indices)
+        out, weakened = self._carry(frames, out, carried, frame_indices)
+        # 2. the ladder on the measured faces (and the carried ones whose redaction weakened)
+        out = self._ladder(frames, out, measured + weakened, frame_indices)
+        # 3. faces anchored to a face measured in this chunk: carried where it passed with headroom
+        for face in anchored:  # each stays on the rung its track had when the chunk began, like its anchor
+            assert face.anchor is not None
+            ref = self._check_of(face.anchor, frames, out, frame_indices)
+            face.carried = ref if ref is not None and self._carries(face, ref, frame_indices) else None
+        uncarried = [f for f in anchored if f.carried is None]
+        out, weakened = self._carry(frames, out, [f for f in anchored if f.carried is not None], frame_indices)
+        return self._ladder(frames, out, uncarried + weakened, frame_indices)
+
+    def _plan(self, faces: list[_Face], frame_indices: list[int]) -> tuple[list[_Face], list[_Face], list[_Face]]:
+        """Split a chunk's faces (re-check rule, module docstring): (carried: a track's last check
+        holds for them; measured; anchored: they may carry the check of a face of their track
+        measured earlier in this chunk, decided once it is measured). In frame order per track."""
+        carried: list[_Face] = []
+        measured: list[_Face] = []
+        anchored: list[_Face] = []
+        anchors: dict[int, _Face] = {}
+        for face in sorted(faces, key=lambda f: frame_indices[f.row]):
+            track = face.record.track_id
+            ref = self.last_check.get(track)
+            anchor = anchors.get(track)
+            if anchor is None and ref is not None and self._carries(face, ref, frame_indices):
+                face.carried = ref
+                carried.append(face)
+            elif anchor is not None and self._may_carry(face, anchor, frame_indices):
+                face.anchor = anchor
+                anchored.append(face)
+            else:
+                measured.append(face)
+                if track >= 0 and self.ladder[face.rung] in CARRY_RUNGS:
+                    anchors[track] = face
+                else:
+                    anchors.pop(track, None)
+        return carried, measured, anchored
+
+    def _carries(self, face: _Face, ref: _Check, frame_indices: list[int]) -> bool:
+        """The re-check rule: ``face`` carries the measured check ``ref`` of its track."""
+        return (face.record.track_id >= 0 and self.ladder[face.rung] in CARRY_RUNGS and face.rung == ref.rung
+                and ref.headroom >= CARRY_HEADROOM and 0 < frame_indices[face.row] - ref.frame < RECHECK_FRAMES
+                and steady(face.record.box, face.record.points, ref.box, ref.points))
+
+    def _may_carry(self, face: _Face, anchor: _Face, frame_indices: list[int]) -> bool:
+        """The rule's part that is known before ``anchor`` (of the same track, this chunk) is measured."""
+        return (face.rung == anchor.rung and self.ladder[face.rung] in CARRY_RUNGS
+                and 0 < frame_indices[face.row] - frame_indices[anchor.row] < RECHECK_FRAMES
+                and steady(face.record.box, face.record.points, anchor.record.box, anchor.record.points))
+
+    def _check_of(self, face: _Face, frames: torch.Tensor, out: torch.Tensor, frame_indices: list[int]
+                  ) -> _Check | None:
+        """A measured face's check, where it passed on a rung a check can be carried on."""
+        if face.error is not None or not face.similarities or self.ladder[face.rung] not in CARRY_RUNGS:
+            return None
+        box = np.asarray(face.record.box, np.float32).copy()
+        return _Check(frame_indices[face.row], face.rung, box, np.asarray(face.record.points, np.float32).copy(),
+                      headroom(face.similarities, self.checkers, face.baselines),
+                      change(frames, out, face.row, box))
+
+    def _carry(self, frames: torch.Tensor, out: torch.Tensor, faces: list[_Face], frame_indices: list[int]
+               ) -> tuple[torch.Tensor, list[_Face]]:
+        """Redact carried faces on their track's rung and record them as carried (not measured);
+        returns the output and the faces whose redaction changed their box less than
+        :data:`CARRY_CHANGE` of the measured face's (redacted, left to be measured)."""
+        groups: dict[int, list[_Face]] = {}
+        for face in faces:
+            groups.setdefault(face.rung, []).append(face)
+        for rung, group in sorted(groups.items()):
+            out = self._apply_rung(self.ladder[rung], frames, out, group)
+        weakened = []
+        for face in faces:
+            ref = face.carried
+            assert ref is not None
+            if change(frames, out, face.row, face.record.box) < CARRY_CHANGE * ref.change:
+                face.carried, face.applied = None, True
+                weakened.append(face)
+                continue
+            self.report.add_privacy(face.record.track_id, frame_indices[face.row], self.ladder[face.rung], {}, True,
+                                    None, {}, carried_from=ref.frame)
+        return out, weakened
+
+    def _ladder(self, frames: torch.Tensor, out: torch.Tensor, pending: list[_Face], frame_indices: list[int]
+                ) -> torch.Tensor:
+        """Check ``pending`` faces and climb the ladder until each passes; each track's last
+        measured check is kept for the re-check rule."""
+        if not pending:
+            return out
+        measured = list(pending)
+        last = len(self.ladder) - 1
         to_embed = [f for f in pending if f.rung != last]
         for k, face in enumerate(to_embed):
             face.orig = k
@@ -178,7 +369,9 @@ class PrivacyGuard:
             for face in pending:
                 at_rung.setdefault(face.rung, []).append(face)
             for rung, group in sorted(at_rung.items()):
-                out = self._apply_rung(self.ladder[rung], frames, out, group)
+                out = self._apply_rung(self.ladder[rung], frames, out, [f for f in group if not f.applied])
+            for face in self._flatten(at_rung):
+                face.applied = False
             pending = []
             to_check = [f for f in self._flatten(at_rung) if self.ladder[f.rung] != "solid"]
             for face in self._flatten(at_rung):
@@ -199,6 +392,16 @@ class PrivacyGuard:
                 else:
                     face.rung = self._next_rung(face)
                     pending.append(face)
+        for face in sorted(measured, key=lambda f: frame_indices[f.row]):  # the latest check of each track wins
+            track = face.record.track_id
+            kept = self.last_check.get(track)
+            if track < 0 or (kept is not None and kept.frame > frame_indices[face.row]):
+                continue
+            check = self._check_of(face, frames, out, frame_indices)
+            if check is not None:
+                self.last_check[track] = check
+            else:
+                self.last_check.pop(track, None)
         return out
 
     @staticmethod
@@ -225,13 +428,26 @@ class PrivacyGuard:
 
         A person's identity does not change within a track, so a track's original (and its
         baseline) is embedded again only every :data:`ORIGINAL_REFRESH_FRAMES` frames (the pose
-        does change, hence the refresh); untracked faces are embedded every time. Embeddings
-        that failed (NaN) are never kept.
+        does change, hence the refresh), counted across chunks and within one: a track's faces
+        in one batch share the embedding of its earliest face that needs one; untracked faces
+        are embedded every time. Embeddings that failed (NaN) are never kept.
         """
-        need = [f for f in faces if not self._cached(f.record.track_id, frame_indices[f.row])]
+        need: list[_Face] = []
+        where: dict[int, int] = {}  # id(face) -> its row of need (its own or the one it shares)
+        fresh_at: dict[int, tuple[int, int]] = {}  # track -> (frame, row of need) embedded in this batch
+        for face in sorted(faces, key=lambda f: frame_indices[f.row]):
+            track, index = face.record.track_id, frame_indices[face.row]
+            if self._cached(track, index):
+                continue
+            shared = fresh_at.get(track)
+            if track >= 0 and shared is not None and 0 <= index - shared[0] < ORIGINAL_REFRESH_FRAMES:
+                where[id(face)] = shared[1]
+                continue
+            where[id(face)] = len(need)
+            fresh_at[track] = (index, len(need))
+            need.append(face)
         fresh = self._embed(frames, need) if need else {}
         fresh_base = self._baselines(frames, need, fresh) if need else []
-        where = {id(f): k for k, f in enumerate(need)}
         rows: dict[str, list[torch.Tensor]] = {c.name: [] for c in self.checkers}
         for face in faces:
             track = face.record.track_id
@@ -239,8 +455,10 @@ class PrivacyGuard:
                 k = where[id(face)]
                 codes = {c.name: fresh[c.name][k] for c in self.checkers}
                 face.baselines = fresh_base[k]
+                if need[k] is not face and need[k].error is not None:  # its shared original failed: fail closed
+                    face.rung, face.error = len(self.ladder) - 1, need[k].error
                 if track >= 0 and all(bool(torch.isfinite(v).all()) for v in codes.values()):
-                    self.original_cache[track] = (frame_indices[face.row], codes, face.baselines)
+                    self.original_cache[track] = (frame_indices[need[k].row], codes, face.baselines)
             else:
                 _frame, codes, face.baselines = self.original_cache[track]
             for name, code in codes.items():
