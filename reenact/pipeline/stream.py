@@ -220,7 +220,8 @@ class FaceReplacer:
                                      f"{self.plan.synthetic_min_face:g} px")
                     self.report.count("small_faces_redacted")
                 self.slots.add_face(faces.frame_index, record)
-                self._identity_for(track_id, faces.frame_index, faces.points[i : i + 1])
+                if record.failed is None:  # drawn when the track's face is first synthesized, not before
+                    self._identity_for(track_id, faces.frame_index, faces.points[i : i + 1])
                 M = similarity_from_points(torch.from_numpy(faces.points[i : i + 1]).to(self.device),
                                            self.template)[0]
                 with self.report.timer("smooth"):

@@ -184,8 +184,10 @@ def test_a_face_under_synthetic_min_face_gets_its_head_box_redacted_instead_of_a
     rungs = replacer.report.tracks[next(iter(replacer.report.tracks))].rungs
     assert set(rungs) <= {"blur", "head_blur", "solid"} and sum(rungs.values()) == 6, rungs  # face-shaped first
     assert all(_changed(frames[i], out[i], 50, 50, 150) > 4.0 for i in range(6))
+    # no synthetic identity is drawn for a face that is never synthesized (the identity stage's cost)
+    assert replacer.identities == {} and replacer.report.timer.seconds.get("identity", 0.0) == 0.0
     # with the setting off, the same face gets a synthetic identity
     _out, replacer = _run(frames, "deidentify", **{"deidentify.synthetic_min_face": 0.0,
                                                    "deidentify.method": "synthetic"})
     assert replacer.report.counts["small_faces_redacted"] == 0
-    assert replacer.report.counts["faces_replaced"] > 0
+    assert replacer.report.counts["faces_replaced"] > 0 and len(replacer.identities) == 1
