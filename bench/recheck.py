@@ -76,13 +76,13 @@ def stages(trees: list[Path], clip: Path, methods: list[str]) -> list[str]:
                 carried = report["counts"].get("privacy_checks_carried", 0)
                 lines.append("  " + f"{str(tree)[-24:]:<24}{faces:>9}" + "".join(f"{row.get(n, 0.0):>9.2f}" for n in names)
                              + f"{carried:>9}")
-            ratio = {n: table[-1][n] / table[0][n] for n in names if table[0].get(n)}
+            ratio = {n: table[-1].get(n, 0.0) / table[0][n] for n in names if table[0].get(n)}
             lines.append("  " + f"{'last / first':<24}{'':>9}" + "".join(f"{ratio.get(n, float('nan')):>9.2f}" for n in names))
             # the same clip's stage seconds: when the trees find a different number of
             # face-frames (a face found twice counted once), the per-face-frame ratio alone misleads
             whole = [{**r["stage_seconds"], "total": r["seconds"]} for _t, r in results]
             lines.append("  " + f"{'whole run, last / first':<24}{'':>9}"
-                         + "".join(f"{whole[-1][n] / whole[0][n] if whole[0].get(n) else float('nan'):>9.2f}"
+                         + "".join(f"{whole[-1].get(n, 0.0) / whole[0][n] if whole[0].get(n) else float('nan'):>9.2f}"
                                    for n in names))
             lines.append(goal(f"privacy_stage_after_over_before_{method}", ratio["privacy"], "<=", 0.5))
     return lines
