@@ -53,14 +53,14 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from reenact.faces.detect import DetectorSettings, largest_face, make_detector  # noqa: E402
+from reenact.faces.detect import largest_face  # noqa: E402
 from reenact.faces.identity import OnnxArcFaceEncoder  # noqa: E402
 from reenact.io.images import read_image  # noqa: E402
 from reenact.io.reader import open_video  # noqa: E402
 from testing.fixtures import CLIPS, fixtures_dir  # noqa: E402
 from testing.goals import goal  # noqa: E402
 from testing.media import cut_clip  # noqa: E402
-from testing.models import MOBILEFACE, SCRFD  # noqa: E402
+from testing.models import independent_judges  # noqa: E402
 
 FALSE_MATCH_RATE = 0.001
 #: ``auto`` is what a user gets without ``--method`` (the face-shaped blur with an untrained pack)
@@ -309,8 +309,7 @@ def main() -> int:
         print("SKIPPED: no fixtures (set REENACT_FIXTURES)")
         return 0
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
-    scrfd = make_detector("insightface", SCRFD.file(fx), DetectorSettings(score_threshold=0.5, min_face_size=0))
-    mobileface = OnnxArcFaceEncoder(MOBILEFACE.file(fx), input_mean=MOBILEFACE.mean, input_std=MOBILEFACE.std)
+    scrfd, mobileface = independent_judges(fx)
     photos, labels = photo_codes(fx, scrfd, mobileface)
     photo_pairs = photo_impostors(photos, labels)
     mf_threshold = float(np.quantile(photo_pairs, 1.0 - FALSE_MATCH_RATE))

@@ -48,13 +48,13 @@ sys.path.insert(0, str(REPO / "bench"))
 from privacy import HEAD_MARGIN, embed_heads, head_box, photo_codes, photo_impostors, read_frames  # noqa: E402
 
 from reenact.blend import redact  # noqa: E402
-from reenact.faces.detect import DetectorSettings, largest_face, make_detector  # noqa: E402
-from reenact.faces.identity import DlibFaceEncoder, OnnxArcFaceEncoder  # noqa: E402
+from reenact.faces.detect import largest_face  # noqa: E402
+from reenact.faces.identity import DlibFaceEncoder  # noqa: E402
 from reenact.faces.privacy_thresholds import operating_point  # noqa: E402
 from reenact.io.images import read_image  # noqa: E402
 from testing.fixtures import CLIPS, fixtures_dir  # noqa: E402
 from testing.media import cut_clip  # noqa: E402
-from testing.models import MOBILEFACE, SCRFD  # noqa: E402
+from testing.models import independent_judges  # noqa: E402
 
 Variant = Callable[[torch.Tensor, np.ndarray, np.ndarray], torch.Tensor]
 
@@ -117,8 +117,7 @@ def variants() -> dict[str, Variant]:
 
 class Judges:
     def __init__(self, fx: Path) -> None:
-        self.scrfd = make_detector("insightface", SCRFD.file(fx), DetectorSettings(score_threshold=0.5, min_face_size=0))
-        self.mf = OnnxArcFaceEncoder(MOBILEFACE.file(fx), input_mean=MOBILEFACE.mean, input_std=MOBILEFACE.std)
+        self.scrfd, self.mf = independent_judges(fx)
         self.photos, self.labels = photo_codes(fx, self.scrfd, self.mf)
         self.mf_threshold = float(np.quantile(photo_impostors(self.photos, self.labels), 0.999))
         self.dlib = DlibFaceEncoder()

@@ -48,7 +48,7 @@ sys.path.insert(0, str(REPO))
 from reenact.config import replace  # noqa: E402
 from reenact.faces.boxes import box_iou, match_boxes  # noqa: E402
 from reenact.faces.cadence import DetectionCadence  # noqa: E402
-from reenact.faces.detect import DetectorSettings, FaceDetections, make_detector  # noqa: E402
+from reenact.faces.detect import FaceDetections  # noqa: E402
 from reenact.faces.identity import OnnxArcFaceEncoder  # noqa: E402
 from reenact.faces.track import TrackedFaces, TrackerSettings, frame_histograms, shot_cuts  # noqa: E402
 from reenact.pipeline import PipelineConfig, plan_run  # noqa: E402
@@ -57,7 +57,7 @@ from reenact.pipeline.stream import ThresholdedDetector, build_tracker  # noqa: 
 from testing.fixtures import CLIPS, fixtures_dir  # noqa: E402
 from testing.goals import goal  # noqa: E402
 from testing.media import read_frames  # noqa: E402
-from testing.models import MOBILEFACE, SCRFD  # noqa: E402
+from testing.models import independent_judges  # noqa: E402
 
 MULTI_FACE = ("crowd", "friends", "hamilton")
 """The fixture clips with several faces per frame (``shared/fixtures/README.md``)."""
@@ -231,8 +231,7 @@ def main() -> int:
         print("SKIPPED: no fixtures (set REENACT_FIXTURES)")
         return 0
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
-    scrfd = make_detector("insightface", SCRFD.file(fx), DetectorSettings(score_threshold=0.5, min_face_size=0))
-    mobileface = OnnxArcFaceEncoder(MOBILEFACE.file(fx), input_mean=MOBILEFACE.mean, input_std=MOBILEFACE.std)
+    scrfd, mobileface = independent_judges(fx)
     lines = []
     for name in args.clips:
         if name == "cut":

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from reenact.models.onnx_modules import OnnxModelSpec
@@ -48,3 +48,15 @@ PFLD = FixtureModel("models/landmarks_pfld68/pfld.onnx", 112, 1.0, 0.0, 1.0)
 
 FIXTURE_MODELS: dict[str, FixtureModel] = {"scrfd": SCRFD, "mobileface": MOBILEFACE, "pfld": PFLD}
 """Every fixture model the tests and benches use, by short name."""
+
+
+def independent_judges(fixtures: Path) -> tuple[Any, Any]:
+    """The detector and recogniser the benches judge the run's output with, none of which the
+    run itself uses: the fixture SCRFD (score 0.5, no size floor) and MobileFace with its
+    normalisation. Returns (detector, identity encoder)."""
+    from reenact.faces.detect import DetectorSettings, make_detector
+    from reenact.faces.identity import OnnxArcFaceEncoder
+
+    detector = make_detector("insightface", SCRFD.file(fixtures), DetectorSettings(score_threshold=0.5, min_face_size=0))
+    encoder = OnnxArcFaceEncoder(MOBILEFACE.file(fixtures), input_mean=MOBILEFACE.mean, input_std=MOBILEFACE.std)
+    return detector, encoder
