@@ -90,3 +90,38 @@ def match_boxes(score: np.ndarray, min_score: float) -> list[tuple[int, int]]:
         return []
     rows, cols = assign(-score)
     return sorted((int(r), int(c)) for r, c in zip(rows, cols, strict=True) if score[r, c] >= min_score)
+
+
+DUPLICATE_OVERLAP = 0.4
+"""Share of the smaller of two boxes of one frame that their overlap must reach for the weaker
+to be the same face found twice (with a low score threshold, the detector's neighbouring
+peaks on one small face give boxes offset by a quarter to half a face height)."""
+
+
+def centre_shift(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Distance between the centres of boxes ``a [N,4]`` and ``b [M,4]`` in heights of ``a``: [N,M]."""
+    ca, cb = (a[:, :2] + a[:, 2:]) / 2, (b[:, :2] + b[:, 2:]) / 2
+    height = np.maximum(a[:, 3] - a[:, 1], 1.0)
+    return np.linalg.norm(ca[:, None] - cb[None], axis=2) / height[:, None]
+
+
+def similar_size(a: np.ndarray, b: np.ndarray, most: float = 1.5) -> np.ndarray:
+    """Whether the heights of boxes ``a [N,4]`` and ``b [M,4]`` are within a factor ``most``: bool [N,M]."""
+    ha, hb = np.maximum(a[:, 3] - a[:, 1], 1.0), np.maximum(b[:, 3] - b[:, 1], 1.0)
+    ratio = ha[:, None] / hb[None]
+    return (ratio <= most) & (ratio >= 1.0 / most)
+
+
+def same_face(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two boxes (float [4]) of one frame sit on one face: their overlap covers
+    ``DUPLICATE_OVERLAP`` of the smaller, or either's centre lies inside the other."""
+    a, b = np.asarray(a, np.float64).reshape(1, 4), np.asarray(b, np.float64).reshape(1, 4)
+    inter = float((np.minimum(a[0, 2:], b[0, 2:]) - np.maximum(a[0, :2], b[0, :2])).clip(min=0).prod())
+    smaller = max(min(float((a[0, 2:] - a[0, :2]).prod()), float((b[0, 2:] - b[0, :2]).prod())), 1e-6)
+    centre_a, centre_b = (a[0, :2] + a[0, 2:]) / 2, (b[0, :2] + b[0, 2:]) / 2
+    return inter / smaller >= DUPLICATE_OVERLAP or bool(_inside(centre_a, b)[0]) or bool(_inside(centre_b, a)[0])
+
+
+def _inside(point: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Whether ``point [2]`` lies inside each of ``boxes [N,4]``: bool [N]."""
+    return (boxes[:, 0] <= point[0]) & (point[0] <= boxes[:, 2]) & (boxes[:, 1] <= point[1]) & (point[1] <= boxes[:, 3])

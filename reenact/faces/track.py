@@ -18,7 +18,7 @@ Per frame, in order:
       on one small face give a second box a quarter to half a face height off. Left to
       itself, each such box started a track of its own or took over the face's track. A
       detection on the same face as a higher-scored one of its frame (:func:`same_face`:
-      their overlap covers ``DUPLICATE_OVERLAP`` of the smaller, or either's centre lies
+      their overlap covers :data:`~reenact.faces.boxes.DUPLICATE_OVERLAP` of the smaller, or either's centre lies
       inside the other) is that face found twice and is left out, unless appearance says
       two people: their embeddings (given, else taken with the encoder on a full pass, the
       pair only, and only for boxes of comparable score: ``PAIR_SCORE_RATIO``) less similar
@@ -67,7 +67,7 @@ import numpy as np
 import torch
 
 from reenact.errors import ConfigError, ShapeError
-from reenact.faces.boxes import box_iou, match_boxes
+from reenact.faces.boxes import box_iou, centre_shift, match_boxes, same_face, similar_size
 from reenact.faces.detect import FaceDetections, FaceDetector, check_frames
 from reenact.faces.identity import IdentityEncoder
 from reenact.temporal import OneEuroFilter, PointSmoothing
@@ -83,11 +83,6 @@ PAIR_SCORE_RATIO = 0.75
 stronger) are asked to the encoder whether they are two people; a much weaker box is the
 face's second peak (on the fixture crowd at threshold 0.2 most second finds score under half
 their face's box: asking appearance of every one cost twice the rest of tracking)."""
-
-DUPLICATE_OVERLAP = 0.4
-"""Share of the smaller of two boxes of one frame that their overlap must reach for the weaker
-to be the same face found twice (with a low score threshold, the detector's neighbouring
-peaks on one small face give boxes offset by a quarter to half a face height)."""
 
 
 @dataclass(frozen=True)
@@ -242,20 +237,6 @@ class _Geometry(NamedTuple):
     gap: np.ndarray
 
 
-def _centre_shift(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Distance between the centres of boxes ``a [N,4]`` and ``b [M,4]`` in heights of ``a``: [N,M]."""
-    ca, cb = (a[:, :2] + a[:, 2:]) / 2, (b[:, :2] + b[:, 2:]) / 2
-    height = np.maximum(a[:, 3] - a[:, 1], 1.0)
-    return np.linalg.norm(ca[:, None] - cb[None], axis=2) / height[:, None]
-
-
-def _similar_size(a: np.ndarray, b: np.ndarray, most: float = 1.5) -> np.ndarray:
-    """Whether the heights of boxes ``a [N,4]`` and ``b [M,4]`` are within a factor ``most``: bool [N,M]."""
-    ha, hb = np.maximum(a[:, 3] - a[:, 1], 1.0), np.maximum(b[:, 3] - b[:, 1], 1.0)
-    ratio = ha[:, None] / hb[None]
-    return (ratio <= most) & (ratio >= 1.0 / most)
-
-
 def distinct_faces(dets: FaceDetections) -> np.ndarray:
     """Indices (int64, ascending) of the detections that are not a second find of a face by
     position alone: a box that is the same face (:func:`same_face`) as a higher-scored kept box
@@ -265,21 +246,6 @@ def distinct_faces(dets: FaceDetections) -> np.ndarray:
         if not any(same_face(dets.boxes[c], dets.boxes[k]) for k in kept):
             kept.append(c)
     return np.asarray(sorted(kept), dtype=np.int64)
-
-
-def same_face(a: np.ndarray, b: np.ndarray) -> bool:
-    """Whether two boxes (float [4]) of one frame sit on one face: their overlap covers
-    ``DUPLICATE_OVERLAP`` of the smaller, or either's centre lies inside the other."""
-    a, b = np.asarray(a, np.float64).reshape(1, 4), np.asarray(b, np.float64).reshape(1, 4)
-    inter = float((np.minimum(a[0, 2:], b[0, 2:]) - np.maximum(a[0, :2], b[0, :2])).clip(min=0).prod())
-    smaller = max(min(float((a[0, 2:] - a[0, :2]).prod()), float((b[0, 2:] - b[0, :2]).prod())), 1e-6)
-    centre_a, centre_b = (a[0, :2] + a[0, 2:]) / 2, (b[0, :2] + b[0, 2:]) / 2
-    return inter / smaller >= DUPLICATE_OVERLAP or bool(_inside(centre_a, b)[0]) or bool(_inside(centre_b, a)[0])
-
-
-def _inside(point: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """Whether ``point [2]`` lies inside each of ``boxes [N,4]``: bool [N]."""
-    return (boxes[:, 0] <= point[0]) & (point[0] <= boxes[:, 2]) & (boxes[:, 1] <= point[1]) & (point[1] <= boxes[:, 3])
 
 
 def frame_histograms(frames: torch.Tensor) -> torch.Tensor:
@@ -514,11 +480,11 @@ class FaceTracker:
         pred = np.stack([tr.predict(t) for tr in candidates])
         last = np.stack([tr.last_obs.box for tr in candidates if tr.last_obs is not None])
         iou = np.maximum(box_iou(pred, dets.boxes), box_iou(last, dets.boxes))
-        shift = np.minimum(_centre_shift(pred, dets.boxes), _centre_shift(last, dets.boxes))
+        shift = np.minimum(centre_shift(pred, dets.boxes), centre_shift(last, dets.boxes))
         # a face may drift further the longer it was unseen (as a random walk: with the root of the gap)
         gap = np.asarray([t - tr.last for tr in candidates], dtype=np.int64)
         reach = np.minimum(s.max_shift * np.sqrt(gap), 2 * s.max_shift)
-        near = (shift <= reach[:, None]) & _similar_size(last, dets.boxes)
+        near = (shift <= reach[:, None]) & similar_size(last, dets.boxes)
         allowed = (iou >= max(s.iou_threshold, 1e-6)) | near
         return _Geometry(1.0 - iou + np.minimum(shift, 1.0), allowed, iou >= max(s.iou_threshold, 1e-6), gap)
 
@@ -676,6 +642,6 @@ def track_video(
 
 
 __all__ = [
-    "FaceTracker", "TrackedFaces", "TrackerSettings", "distinct_faces", "frame_histograms", "same_face", "shot_cuts",
+    "FaceTracker", "TrackedFaces", "TrackerSettings", "distinct_faces", "frame_histograms", "shot_cuts",
     "track_video",
 ]
