@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 import av
 import numpy as np
 
+from testing.models import MOBILEFACE, SCRFD
+
 if TYPE_CHECKING:
     from reenact.pipeline import PipelineConfig
 
@@ -50,11 +52,10 @@ def fixture_config(fixtures: Path) -> PipelineConfig:
     from reenact.packs import PackSettings
     from reenact.pipeline import PipelineConfig
 
-    models = fixtures / "models"
     return PipelineConfig(
         models=PackSettings(
-            detector_model=str(models / "scrfd" / "scrfd_500m_kps.onnx"),
-            identity_model=str(models / "mobileface_recognition_onnx" / "mobileface_V2.onnx"),
+            detector_model=str(SCRFD.file(fixtures)),
+            identity_model=str(MOBILEFACE.file(fixtures)),
             identity_model_mean=0.0,
             identity_model_std=1.0,
         ),

@@ -12,6 +12,7 @@ from pipeline_media import audio_packets, decode, fixture_config
 from reenact.faces import make_detector
 from reenact.pipeline import PipelineConfig, process_video, report_paths
 from testing.media import cut_clip
+from testing.models import SCRFD
 
 FRAMES = 10
 
@@ -41,7 +42,7 @@ def _face_region(frames: np.ndarray, fixtures: Path, margin: int = 12) -> np.nda
     from reenact.faces import ffhq_template, similarity_from_points, warp_from_crop
 
     size = 64
-    detector = make_detector("insightface", fixtures / "models" / "scrfd" / "scrfd_500m_kps.onnx")
+    detector = make_detector("insightface", SCRFD.file(fixtures))
     region = np.zeros(frames.shape[:3], bool)
     mask = face_mask(size)[None, None]
     for t, dets in enumerate(detector.detect(frames)):
@@ -62,7 +63,7 @@ def _head_region(frames: np.ndarray, fixtures: Path, grow: float) -> np.ndarray:
 
     from reenact.blend.redact import face_regions, head_boxes
 
-    detector = make_detector("insightface", fixtures / "models" / "scrfd" / "scrfd_500m_kps.onnx")
+    detector = make_detector("insightface", SCRFD.file(fixtures))
     region = np.zeros(frames.shape[:3], bool)
     height, width = frames.shape[1:3]
     for t, dets in enumerate(detector.detect(frames)):

@@ -13,6 +13,7 @@ from reenact.config import replace
 from reenact.faces import make_detector
 from reenact.pipeline import PipelineConfig, process_video
 from testing.media import cut_clip
+from testing.models import SCRFD
 
 FRAMES = 4
 
@@ -40,7 +41,7 @@ def _changed_faces(src: np.ndarray, dst: np.ndarray, boxes: np.ndarray) -> list[
 
 def test_reference_changes_only_that_person(crowd: Path, config: PipelineConfig, fixtures: Path, tmp_path: Path) -> None:
     src = decode(crowd)[0]
-    dets = make_detector("insightface", fixtures / "models" / "scrfd" / "scrfd_500m_kps.onnx").detect(src[:1])[0]
+    dets = make_detector("insightface", SCRFD.file(fixtures)).detect(src[:1])[0]
     assert len(dets) >= 3
     pick = int(np.argmax(dets.areas()))
     x1, y1, x2, y2 = dets.boxes[pick].astype(int)
@@ -57,7 +58,7 @@ def test_reference_changes_only_that_person(crowd: Path, config: PipelineConfig,
 
 def test_largest_changes_one_face_per_frame(crowd: Path, config: PipelineConfig, fixtures: Path, tmp_path: Path) -> None:
     src = decode(crowd)[0]
-    dets = make_detector("insightface", fixtures / "models" / "scrfd" / "scrfd_500m_kps.onnx").detect(src[:1])[0]
+    dets = make_detector("insightface", SCRFD.file(fixtures)).detect(src[:1])[0]
     out = tmp_path / "largest.mp4"
     report = process_video(crowd, out, "deidentify", replace(config, {"faces": "largest"}))
     assert report["counts"]["faces_replaced"] + report["counts"]["faces_blurred"] == FRAMES

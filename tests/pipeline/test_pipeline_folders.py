@@ -10,6 +10,7 @@ from reenact.batch import plan_folder
 from reenact.cli import deidentify_main
 from reenact.errors import InputError
 from testing.media import cut_clip
+from testing.models import MOBILEFACE, SCRFD
 
 
 @pytest.fixture()
@@ -25,11 +26,10 @@ def folder(fixtures: Path, tmp_path: Path) -> Path:
 
 
 def _args(fixtures: Path, src: Path, out: Path, *extra: str) -> list[str]:
-    models = fixtures / "models"
     return [
         str(src), "-o", str(out), "--quiet", "--device", "cpu",
-        "--detector-model", str(models / "scrfd" / "scrfd_500m_kps.onnx"),
-        "--identity-model", str(models / "mobileface_recognition_onnx" / "mobileface_V2.onnx"),
+        "--detector-model", str(SCRFD.file(fixtures)),
+        "--identity-model", str(MOBILEFACE.file(fixtures)),
         "--identity-mean", "0", "--identity-std", "1", *extra,
     ]
 

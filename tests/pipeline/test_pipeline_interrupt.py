@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from testing.models import MOBILEFACE, SCRFD
+
 HERE = Path(__file__).resolve().parent
 
 SCRIPT = """
@@ -54,13 +56,12 @@ def test_ctrl_c_with_workers_starts_no_new_video(tmp_path: Path) -> None:
 
 def _cli_run_until_partial(fixtures: Path, tmp_path: Path) -> tuple[subprocess.Popen[str], Path]:
     """A real ``deidentify`` run on a fixture clip, waited on until its hidden partial file exists."""
-    models = fixtures / "models"
     out = tmp_path / "out.mp4"
     code = "import sys; from reenact.cli import deidentify_main; sys.exit(deidentify_main())"
     proc = subprocess.Popen(
         [sys.executable, "-c", code, str(fixtures / "videos" / "liveportrait_d12.mp4"), "-o", str(out), "--quiet",
-         "--device", "cpu", "--detector-model", str(models / "scrfd" / "scrfd_500m_kps.onnx"),
-         "--identity-model", str(models / "mobileface_recognition_onnx" / "mobileface_V2.onnx"),
+         "--device", "cpu", "--detector-model", str(SCRFD.file(fixtures)),
+         "--identity-model", str(MOBILEFACE.file(fixtures)),
          "--identity-mean", "0", "--identity-std", "1", "--set", "read.chunk_size=8"],
         stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )

@@ -10,6 +10,7 @@ from pipeline_media import decode
 
 from reenact.cli import deidentify_main, main
 from testing.media import cut_clip
+from testing.models import MOBILEFACE, PFLD, SCRFD
 
 
 @pytest.fixture(scope="module")
@@ -18,13 +19,12 @@ def clip(fixtures: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _args(fixtures: Path, clip: Path, out: Path) -> list[str]:
-    models = fixtures / "models"
     return [
         str(clip), "-o", str(out), "--quiet", "--device", "cpu", "--mapper", "optimize",
-        "--detector-model", str(models / "scrfd" / "scrfd_500m_kps.onnx"),
-        "--identity-model", str(models / "mobileface_recognition_onnx" / "mobileface_V2.onnx"),
+        "--detector-model", str(SCRFD.file(fixtures)),
+        "--identity-model", str(MOBILEFACE.file(fixtures)),
         "--identity-mean", "0", "--identity-std", "1",
-        "--landmark-model", str(models / "landmarks_pfld68" / "pfld.onnx"),
+        "--landmark-model", str(PFLD.file(fixtures)),
         "--set", "optimize.steps_first=6", "--set", "optimize.steps_warm=3", "--set", "optimize.init_candidates=2",
     ]
 

@@ -24,18 +24,18 @@ from reenact.pipeline import (
     make_mapping,
     plan_run,
 )
+from testing.models import MOBILEFACE, PFLD
 
 CPU = torch.device("cpu")
 
 
 def test_optimize_random_starts_follow_the_pipeline_seed(fixtures: Path) -> None:
-    models = fixtures / "models"
     pack = SimpleNamespace(
-        identity=OnnxArcFaceEncoder(models / "mobileface_recognition_onnx/mobileface_V2.onnx", 0.0, 1.0),
+        identity=OnnxArcFaceEncoder(MOBILEFACE.file(fixtures), 0.0, 1.0),
         generator=tiny_generator(seed=0, resolution=32), trained=False, mapper=None,
     )
     base = replace(PipelineConfig(device="cpu", mapper="optimize"), {
-        "optimize.landmark_model.path": str(models / "landmarks_pfld68" / "pfld.onnx"),
+        "optimize.landmark_model.path": str(PFLD.file(fixtures)),
         "optimize.init_candidates": 3,
     })
     starts = {}

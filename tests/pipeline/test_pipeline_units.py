@@ -12,6 +12,7 @@ from reenact.cli import deidentify_main
 from reenact.config import replace
 from reenact.errors import ConfigError
 from reenact.pipeline import PipelineConfig, SyntheticIdentities, cached_pack, plan_run
+from testing.models import MOBILEFACE, PFLD
 
 D = 128
 
@@ -68,11 +69,10 @@ def test_optimize_starts_new_tracks_from_a_trained_mapper(fixtures: Path) -> Non
     from reenact.packs import PackSettings
     from reenact.pipeline import TrainedMapping, make_mapping
 
-    models = fixtures / "models"
     config = replace(PipelineConfig(device="cpu", mapper="optimize", models=PackSettings(
-        identity_model=str(models / "mobileface_recognition_onnx" / "mobileface_V2.onnx"),
+        identity_model=str(MOBILEFACE.file(fixtures)),
         identity_model_mean=0.0, identity_model_std=1.0)), {
-        "optimize.landmark_model.path": str(models / "landmarks_pfld68" / "pfld.onnx"),
+        "optimize.landmark_model.path": str(PFLD.file(fixtures)),
         "optimize.steps_first": 1, "optimize.steps_warm": 1, "optimize.init_candidates": 1,
         "deidentify.method": "synthetic"})
     pack = dataclasses.replace(cached_pack(plan_run("deidentify", config)), trained=True)
