@@ -68,21 +68,6 @@ BOX_SEMI_ALONG = 0.72
 #: the points belong to the box's face when the box ellipse's centre lies within this share of
 #: the points ellipse (1: on its edge); beyond it one of the two is wrong and the box is kept
 CONSISTENT = 0.5
-#: a frontal face's eye distance over its eye-to-mouth distance (the ArcFace template's five
-#: points: 35.2 / 40.7); a face turned by yaw y shows cos(y) of it
-FRONTAL_EYES = 0.866
-#: how far behind the eyes the head's vertical axis (about the ears) lies, in eye-to-mouth
-#: distances: eye corner to tragion is about 8 cm and eye line to mouth about 7 cm on adults
-#: (anthropometric means); a face turned by yaw y has its features HEAD_DEPTH x sin(y) in front
-#: of the head's centre across the picture, and its far cheek, ear and the back of its head
-#: behind them
-HEAD_DEPTH = 1.2
-#: the nose must sit this share of the eye-to-mouth distance off the eyes-mouth midline to say
-#: which side the face is turned to
-NOSE_SIDE = 0.05
-#: the shift is at most this share of the points ellipse's semi-axis across (the features stay
-#: in the region's inner half; the region grows at most a quarter)
-YAW_SHIFT_CAP = 0.5
 
 #: blur sigma as a share of the region's width (2 x the semi-axis across). On the 720p fixture
 #: clip's dim ~90 px faces (22 faces of 4 frames) dlib's tight chip still saw 4 blurred faces
@@ -129,23 +114,6 @@ def _spans(regions: torch.Tensor, tilt: torch.Tensor) -> tuple[torch.Tensor, ...
     return cx * c + cy * s, -cx * s + cy * c, half_u, half_v
 
 
-def _yaw_shift(points: torch.Tensor, eyes: torch.Tensor, mouth: torch.Tensor, eye_dist: torch.Tensor,
-               length: torch.Tensor, tilt: torch.Tensor, usable: torch.Tensor, half_across: torch.Tensor) -> torch.Tensor:
-    """How far (px, across the face, signed towards the nose) the features sit in front of the
-    head's axis: :data:`HEAD_DEPTH` x the eye-to-mouth distance x sin(yaw), the yaw from the
-    eye distance's foreshortening against :data:`FRONTAL_EYES`, its side from the nose (0 where
-    the nose is on the midline), at most :data:`YAW_SHIFT_CAP` of the points ellipse's
-    semi-axis across. Conventions: [N] tensors, points [N,5,2]; returns float [N]."""
-    c, s = torch.cos(tilt), torch.sin(tilt)
-    nose_u = points[:, 2, 0] * c + points[:, 2, 1] * s
-    mid_u = ((eyes[:, 0] + mouth[:, 0]) * c + (eyes[:, 1] + mouth[:, 1]) * s) / 2
-    offset = torch.nan_to_num(nose_u - mid_u)
-    side = torch.where(offset.abs() >= NOSE_SIDE * length, torch.sign(offset), torch.zeros_like(offset))
-    cos_yaw = (eye_dist / length / FRONTAL_EYES).clamp(0.0, 1.0)
-    shift = torch.minimum(HEAD_DEPTH * length * torch.sqrt(1.0 - cos_yaw**2), YAW_SHIFT_CAP * half_across)
-    return torch.where(usable, side * shift, torch.zeros_like(shift))
-
-
 def face_regions(boxes: torch.Tensor, points: torch.Tensor | None = None) -> torch.Tensor:
     """The region ellipse of each face (module docstring): from its five points and its box.
 
@@ -156,9 +124,7 @@ def face_regions(boxes: torch.Tensor, points: torch.Tensor | None = None) -> tor
     face the two agree; on a face turned away the eyes, nose and mouth sit to one side of the
     head (the box still spans the cheek and ear on the far side), and on a face looking down
     or hidden below the eyes the points sit low (the box still reaches the crown): the union
-    keeps what the points alone miss. On a turned face the points ellipse is first moved
-    back, away from the nose, to the head's axis (:func:`_yaw_shift`): the ear and the back of
-    the head lie behind the box the detector draws around the features.
+    keeps what the points alone miss.
 
     Faces whose points are missing (``points`` None), unusable (not finite, eyes or mouth on
     one spot) or inconsistent with the box (the box's centre outside the inner
@@ -202,9 +168,7 @@ def face_regions(boxes: torch.Tensor, points: torch.Tensor | None = None) -> tor
     bu, bv, b_half_u, b_half_v = _spans(from_box, tilt)
     inside = ((bu - pu) / p_half_u) ** 2 + ((bv - pv) / p_half_v) ** 2 <= CONSISTENT**2
     usable = usable & inside
-    # 4. a turned face: the head's axis lies behind the features, away from the nose
-    pu = pu - _yaw_shift(points, eyes, mouth, eye_dist, safe_len, tilt, usable, p_half_u)
-    # 5. the union of the two extents, across and along the face
+    # 4. the union of the two extents, across and along the face
     lo_u, hi_u = torch.minimum(pu - p_half_u, bu - b_half_u), torch.maximum(pu + p_half_u, bu + b_half_u)
     lo_v, hi_v = torch.minimum(pv - p_half_v, bv - b_half_v), torch.maximum(pv + p_half_v, bv + b_half_v)
     mid_u, mid_v = (lo_u + hi_u) / 2, (lo_v + hi_v) / 2
