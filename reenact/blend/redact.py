@@ -3,9 +3,8 @@
 A face's **region** is an ellipse in frame pixels that covers what carries identity: forehead
 to chin, cheek to ear, up to the hairline. It comes from the five points (the eye line gives
 its tilt, the eye-to-mouth distance its height, the eye distance its width) and the
-detector's box, and spans both (:func:`face_regions`): a face in profile has its eyes close
-together and to one side of the head, a face looking down has them low; the box still says
-where the head is. Its bounding box is the **head box**: the widest thing any
+detector's box (:func:`face_regions`): a face in profile has its eyes close together and to
+one side of the head; the box still says how wide the head is and where. Its bounding box is the **head box**: the widest thing any
 redaction here touches, so no method reaches past the head.
 
 Redactions (:func:`redact_faces_`):
@@ -119,18 +118,18 @@ def face_regions(boxes: torch.Tensor, points: torch.Tensor | None = None) -> tor
 
     Two estimates of the head: the **box ellipse** (upright, from the detector's box) and the
     **points ellipse** (tilted with the eye line, sized from the eye-to-mouth and eye
-    distances). The region spans both: it is the ellipse, tilted with the eye line, whose
-    extent across and along the face is the union of the two ellipses' extents. On a frontal
-    face the two agree; on a face turned away the eyes, nose and mouth sit to one side of the
-    head (the box still spans the cheek and ear on the far side), and on a face looking down
-    or hidden below the eyes the points sit low (the box still reaches the crown): the union
-    keeps what the points alone miss.
+    distances). Along the face the region is the points ellipse's, at least as long as the
+    box ellipse (hairline to chin). Across it, the region spans the points ellipse (at least
+    as wide as the box ellipse) and the box ellipse's own extent: on a frontal face the two
+    agree; on a face turned away the eyes, nose and mouth sit to one side of the head, where
+    a box-sized ellipse centred on them leaves the far cheek and the ear out, while the box
+    still spans them.
 
     Faces whose points are missing (``points`` None), unusable (not finite, eyes or mouth on
     one spot) or inconsistent with the box (the box's centre outside the inner
     :data:`CONSISTENT` of the points ellipse: they are not this box's face) get the box
-    ellipse alone. Consistency bounds the union at (1 + CONSISTENT / 2) times the larger
-    ellipse across and along: never far wider than the head.
+    ellipse alone. Consistency bounds the widening at a quarter of the region's width
+    (CONSISTENT x the points ellipse's semi-axis): never far wider than the head.
 
     Conventions: boxes float [N,4], points float [N,5,2] frame pixels or None; returns float32
     [N,5] (cx, cy, semi_across, semi_along, tilt) on the boxes' device.
@@ -168,13 +167,14 @@ def face_regions(boxes: torch.Tensor, points: torch.Tensor | None = None) -> tor
     bu, bv, b_half_u, b_half_v = _spans(from_box, tilt)
     inside = ((bu - pu) / p_half_u) ** 2 + ((bv - pv) / p_half_v) ** 2 <= CONSISTENT**2
     usable = usable & inside
-    # 4. the union of the two extents, across and along the face
-    lo_u, hi_u = torch.minimum(pu - p_half_u, bu - b_half_u), torch.maximum(pu + p_half_u, bu + b_half_u)
-    lo_v, hi_v = torch.minimum(pv - p_half_v, bv - b_half_v), torch.maximum(pv + p_half_v, bv + b_half_v)
-    mid_u, mid_v = (lo_u + hi_u) / 2, (lo_v + hi_v) / 2
+    # 4. along the face: the points' centre, at least the box's size (hairline to chin, as before);
+    # across it: the same, widened to the box ellipse's own extent (the far cheek and ear)
+    half_v = torch.maximum(p_half_v, b_half_v)
+    half_u = torch.maximum(p_half_u, b_half_u)
+    lo_u, hi_u = torch.minimum(pu - half_u, bu - b_half_u), torch.maximum(pu + half_u, bu + b_half_u)
+    mid_u = (lo_u + hi_u) / 2
     c, s = torch.cos(tilt), torch.sin(tilt)
-    union = torch.stack([mid_u * c - mid_v * s, mid_u * s + mid_v * c, (hi_u - lo_u) / 2, (hi_v - lo_v) / 2, tilt],
-                        dim=1)
+    union = torch.stack([mid_u * c - pv * s, mid_u * s + pv * c, (hi_u - lo_u) / 2, half_v, tilt], dim=1)
     return torch.where(usable[:, None], union, from_box)
 
 
