@@ -20,6 +20,10 @@ on the same cut: the reference users compare with. Each output is judged by:
   judged; ``untouched``: those whose box the output left within ``--unchanged`` levels.
 * **the picture kept**: PSNR of the output against the input outside the SCRFD boxes grown
   1.5x (each side 25 % of the box), over all frames.
+* ``control_flat`` (printed, no goal): the head boxes filled with their own mean colour, no
+  run: what the judge links from the context alone (the frame's border, the light), the
+  same-context baseline of the issue's item 2. A face it links is linked by any redaction
+  that keeps the face's colours.
 * **solid share**: share of the run's face-frames that left the ladder on the ``solid`` rung
   (from the run's report).
 
@@ -177,6 +181,19 @@ def solid_control(frames: torch.Tensor, dets: list[object]) -> torch.Tensor:
         for box in d.boxes:  # type: ignore[attr-defined]
             left, top, right, bottom = head_box(box, HEAD_MARGIN, frames.shape[2], frames.shape[1])
             out[t, top:bottom, left:right] = 0
+    return out
+
+
+def flat_control(frames: torch.Tensor, dets: list[object]) -> torch.Tensor:
+    """``frames`` with every SCRFD head box filled with its own mean colour: no face left, the
+    context kept (the frame's border, the light): what the judge links from context alone."""
+    out = frames.clone()
+    for t, d in enumerate(dets):
+        for box in d.boxes:  # type: ignore[attr-defined]
+            left, top, right, bottom = head_box(box, HEAD_MARGIN, frames.shape[2], frames.shape[1])
+            if right > left and bottom > top:
+                window = frames[t, top:bottom, left:right].float()
+                out[t, top:bottom, left:right] = window.mean(dim=(0, 1)).round().to(torch.uint8)
     return out
 
 
@@ -339,7 +356,8 @@ def main() -> int:
             keep_px = background_mask(dets, H, W)
             others = photos[~np.isin(labels, list(CLIP_PEOPLE.get(name, ())))]
             outputs: list[tuple[str, torch.Tensor, float | None, dict]] = [
-                ("control_solid", solid_control(before, dets), None, {})]
+                ("control_solid", solid_control(before, dets), None, {}),
+                ("control_flat", flat_control(before, dets), None, {})]
             wall = run_deface(clip, work / f"{name}.deface.mp4")
             # deface's encoder pads odd sizes to a multiple of 16 (360 -> 368): judged on the picture
             outputs.append(("deface", read_frames(work / f"{name}.deface.mp4")[:, :H, :W], wall, {}))
@@ -366,6 +384,8 @@ def main() -> int:
                 m_share = m_linked / m_judged if m_judged else 0.0
                 if tool == "control_solid":
                     floor = m_share
+                    continue
+                if tool == "control_flat":  # context alone: printed, not a goal
                     continue
                 if tool == "deface":
                     deface_psnr = psnr

@@ -2,9 +2,9 @@
 
 A face's **region** is an ellipse in frame pixels that covers what carries identity: forehead
 to chin, cheek to ear, up to the hairline. It comes from the five points (the eye line gives
-its tilt, the eye-to-mouth distance its height, the eye distance its width) and is never
-smaller than the detector's box allows (a face in profile has its eyes close together; the box
-still says how wide the head is). Its bounding box is the **head box**: the widest thing any
+its tilt, the eye-to-mouth distance its height, the eye distance its width) and the
+detector's box (:func:`face_regions`): a face in profile has its eyes close together and to
+one side of the head; the box still says how wide the head is and where. Its bounding box is the **head box**: the widest thing any
 redaction here touches, so no method reaches past the head.
 
 Redactions (:func:`redact_faces_`):
@@ -64,6 +64,9 @@ MIN_ASPECT = 0.78
 #: semi-axes at least these shares of the box's width and height
 BOX_SEMI_ACROSS = 0.62
 BOX_SEMI_ALONG = 0.72
+#: the points belong to the box's face when the box ellipse's centre lies within this share of
+#: the points ellipse (1: on its edge); beyond it one of the two is wrong and the box is kept
+CONSISTENT = 0.5
 
 #: blur sigma as a share of the region's width (2 x the semi-axis across). On the 720p fixture
 #: clip's dim ~90 px faces (22 faces of 4 frames) dlib's tight chip still saw 4 blurred faces
@@ -99,11 +102,34 @@ def strength_width(width: float) -> float:
     return max(float(width), float(SMALL_FACE))
 
 
+def _spans(regions: torch.Tensor, tilt: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Each ellipse's centre and half extents in a frame turned by ``tilt`` (u across the
+    face, v along it): (cu, cv, half_u, half_v), each [N]."""
+    cx, cy, a, b, phi = regions.unbind(1)
+    c, s = torch.cos(tilt), torch.sin(tilt)
+    d = phi - tilt
+    half_u = torch.sqrt((a * torch.cos(d)) ** 2 + (b * torch.sin(d)) ** 2)
+    half_v = torch.sqrt((a * torch.sin(d)) ** 2 + (b * torch.cos(d)) ** 2)
+    return cx * c + cy * s, -cx * s + cy * c, half_u, half_v
+
+
 def face_regions(boxes: torch.Tensor, points: torch.Tensor | None = None) -> torch.Tensor:
     """The region ellipse of each face (module docstring): from its five points and its box.
 
-    Faces whose points are missing (``points`` None) or unusable (not finite, eyes or mouth
-    on one spot) get an upright ellipse from the box alone.
+    Two estimates of the head: the **box ellipse** (upright, from the detector's box) and the
+    **points ellipse** (tilted with the eye line, sized from the eye-to-mouth and eye
+    distances). Along the face the region is the points ellipse's, at least as long as the
+    box ellipse (hairline to chin). Across it, the region spans the points ellipse (at least
+    as wide as the box ellipse) and the box ellipse's own extent: on a frontal face the two
+    agree; on a face turned away the eyes, nose and mouth sit to one side of the head, where
+    a box-sized ellipse centred on them leaves the far cheek and the ear out, while the box
+    still spans them.
+
+    Faces whose points are missing (``points`` None), unusable (not finite, eyes or mouth on
+    one spot) or inconsistent with the box (the box's centre outside the inner
+    :data:`CONSISTENT` of the points ellipse: they are not this box's face) get the box
+    ellipse alone. Consistency bounds the widening at a quarter of the region's width
+    (CONSISTENT x the points ellipse's semi-axis): never far wider than the head.
 
     Conventions: boxes float [N,4], points float [N,5,2] frame pixels or None; returns float32
     [N,5] (cx, cy, semi_across, semi_along, tilt) on the boxes' device.
@@ -115,10 +141,10 @@ def face_regions(boxes: torch.Tensor, points: torch.Tensor | None = None) -> tor
     bh = (boxes[:, 3] - boxes[:, 1]).clamp_min(1.0)
     # 1. from the box: upright, centred a little above its middle (the box stops at the brow)
     cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2 - 0.08 * bh
-    across, along = BOX_SEMI_ACROSS * bw, BOX_SEMI_ALONG * bh
-    tilt = torch.zeros(n, device=boxes.device)
+    from_box = torch.stack([cx, cy, BOX_SEMI_ACROSS * bw, BOX_SEMI_ALONG * bh, torch.zeros(n, device=boxes.device)],
+                           dim=1)
     if points is None:
-        return torch.stack([cx, cy, across, along, tilt], dim=1)
+        return from_box
     points = torch.as_tensor(points, dtype=torch.float32, device=boxes.device)
     check_shape(points, [n, 5, 2], "points", what="(x, y) frame pixels, ArcFace order")
     # 2. from the points: the eye line's tilt, the eye-to-mouth distance and the eye distance
@@ -129,17 +155,27 @@ def face_regions(boxes: torch.Tensor, points: torch.Tensor | None = None) -> tor
     eye_dist = (points[:, 1] - points[:, 0]).norm(dim=1)
     usable = torch.isfinite(points).flatten(1).all(dim=1) & (length >= 1.0) & (eye_dist >= 0.5)
     safe_len = torch.where(usable, length, torch.ones_like(length))
-    p_tilt = torch.atan2(-down[:, 0], down[:, 1])  # 0 for an upright face (mouth straight below the eyes)
-    p_centre = eyes + CENTRE_DOWN * down
-    p_along = SEMI_ALONG * safe_len
-    p_across = torch.maximum(SEMI_ACROSS * eye_dist, MIN_ASPECT * p_along)
-    # 3. never smaller than the box says
-    u = usable
-    return torch.stack([
-        torch.where(u, p_centre[:, 0], cx), torch.where(u, p_centre[:, 1], cy),
-        torch.where(u, torch.maximum(p_across, across), across), torch.where(u, torch.maximum(p_along, along), along),
-        torch.where(u, p_tilt, tilt),
-    ], dim=1)
+    safe_eyes = torch.where(usable[:, None], eyes, torch.zeros_like(eyes))
+    safe_down = torch.where(usable[:, None], down, torch.stack([torch.zeros_like(length), safe_len], 1))
+    tilt = torch.atan2(-safe_down[:, 0], safe_down[:, 1])  # 0 upright (mouth straight below the eyes)
+    centre = safe_eyes + CENTRE_DOWN * safe_down
+    along = SEMI_ALONG * safe_len
+    across = torch.maximum(SEMI_ACROSS * torch.where(usable, eye_dist, safe_len), MIN_ASPECT * along)
+    from_points = torch.stack([centre[:, 0], centre[:, 1], across, along, tilt], dim=1)
+    # 3. consistent with the box: its centre well inside the points ellipse
+    pu, pv, p_half_u, p_half_v = _spans(from_points, tilt)
+    bu, bv, b_half_u, b_half_v = _spans(from_box, tilt)
+    inside = ((bu - pu) / p_half_u) ** 2 + ((bv - pv) / p_half_v) ** 2 <= CONSISTENT**2
+    usable = usable & inside
+    # 4. along the face: the points' centre, at least the box's size (hairline to chin, as before);
+    # across it: the same, widened to the box ellipse's own extent (the far cheek and ear)
+    half_v = torch.maximum(p_half_v, b_half_v)
+    half_u = torch.maximum(p_half_u, b_half_u)
+    lo_u, hi_u = torch.minimum(pu - half_u, bu - b_half_u), torch.maximum(pu + half_u, bu + b_half_u)
+    mid_u = (lo_u + hi_u) / 2
+    c, s = torch.cos(tilt), torch.sin(tilt)
+    union = torch.stack([mid_u * c - pv * s, mid_u * s + pv * c, (hi_u - lo_u) / 2, half_v, tilt], dim=1)
+    return torch.where(usable[:, None], union, from_box)
 
 
 def head_boxes(regions: torch.Tensor, width: int, height: int) -> torch.Tensor:

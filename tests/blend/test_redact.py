@@ -42,8 +42,9 @@ def test_region_tilt_follows_the_eye_line() -> None:
     reg = R.face_regions(BOX, pts[None])
     assert abs(float(reg[0, 4]) - angle) < 1e-4
     # the same ellipse size as upright (a rotation changes nothing else)
-    up = R.face_regions(torch.tensor([[0.0, 0.0, 1.0, 1.0]]), UPRIGHT)
-    rotated = R.face_regions(torch.tensor([[0.0, 0.0, 1.0, 1.0]]), pts[None])
+    tiny = torch.tensor([[99.0, 99.0, 101.0, 101.0]])  # a box inside the face: the points decide the size
+    up = R.face_regions(tiny, UPRIGHT)
+    rotated = R.face_regions(tiny, pts[None])
     assert torch.allclose(up[0, 2:4], rotated[0, 2:4], atol=1e-3)
 
 
@@ -52,6 +53,34 @@ def test_a_face_in_profile_keeps_its_head_width() -> None:
     profile[0, :, 0] = 100.0 + (profile[0, :, 0] - 100.0) * 0.1  # eyes 4 px apart
     reg = R.face_regions(torch.tensor([[99.0, 99.0, 101.0, 101.0]]), profile)
     assert float(reg[0, 2]) >= R.MIN_ASPECT * float(reg[0, 3]) - 1e-4
+
+
+def _inside(region: torch.Tensor, x0: int, y0: int, x1: int, y1: int) -> float:
+    """Share of the pixels of [x0,x1) x [y0,y1) inside the ellipse itself (no feather)."""
+    return float((R.region_mask(region, x0, y0, y1 - y0, x1 - x0, feather=0.0) >= 0.999).float().mean())
+
+
+# a face turned to the image's right, as a CenterFace run placed it on a dim 720p clip: the eyes,
+# nose and mouth sit in the box's right part (eye distance 21 px in a 65 px box); the box's left
+# part is the far cheek and the ear
+TURNED_BOX = torch.tensor([[0.0, 0.0, 65.0, 83.0]])
+TURNED = torch.tensor([[[35.0, 30.0], [56.0, 28.0], [56.0, 46.0], [38.0, 62.0], [54.0, 61.0]]])
+
+
+def test_a_turned_face_keeps_its_far_cheek_and_ear_inside_the_region() -> None:
+    region = R.face_regions(TURNED_BOX, TURNED)[0]
+    # the far third of the box (cheek and ear): the points alone centre the ellipse on the nose
+    # and leave a third of it out (0.64 covered before the region spanned the box)
+    assert _inside(region, 0, 0, 22, 83) >= 0.9
+    assert _inside(region, 0, 0, 65, 83) >= 0.95
+    # and it stays head-sized: no wider than the larger of the two estimates by a quarter
+    wider = max(float(R.face_regions(TURNED_BOX, None)[0, 2]), float(R.face_regions(TURNED_BOX, TURNED)[0, 2]))
+    assert float(region[2]) <= 1.25 * wider
+
+
+def test_points_that_are_not_the_boxs_face_are_not_used() -> None:
+    far = UPRIGHT + torch.tensor([300.0, 0.0])  # another face's points (or a wild guess)
+    assert torch.equal(R.face_regions(BOX, far), R.face_regions(BOX, None))
 
 
 def test_unusable_points_fall_back_to_the_box() -> None:
