@@ -300,13 +300,13 @@ def run_deface(clip: Path, out: Path) -> float:
     return time.perf_counter() - started
 
 
-def solid_share(report: dict) -> float | None:
-    """Share of the run's face-frames that left the ladder on ``solid`` (None without a ladder)."""
+def rung_share(report: dict, rung: str = "solid") -> float | None:
+    """Share of the run's face-frames that left the ladder on ``rung`` (None without a ladder)."""
     rungs = (report.get("privacy") or {}).get("rungs")
     if not rungs:
         return None
     total = sum(rungs.values())
-    return rungs.get("solid", 0) / total if total else 0.0
+    return rungs.get(rung, 0) / total if total else 0.0
 
 
 def _goal(name: str, value: float, op: str, target: float) -> str:
@@ -375,7 +375,7 @@ def main() -> int:
                 m_judged, m_linked = len(j.genuine), j.linked(mf_threshold)
                 sims = np.asarray(j.genuine) if j.genuine else np.full(1, np.nan)
                 psnr = bg_psnr(before, after, keep_px)
-                solid = solid_share(report)
+                solid = rung_share(report)
                 rate = f"{T / wall:6.2f}" if wall else f"{'-':>6s}"
                 dmin = f"{min(dists):6.3f}" if dists else f"{'-':>6s}"
                 print(f"{name:9s} {tool:13s} {T:6d} {faces:6d} {untouched:9d} {d_judged:5d} {d_linked:7d} {dmin} "
@@ -397,6 +397,8 @@ def main() -> int:
                 if tool != "solid":
                     goals.append(_goal(f"solid_share_{tool}_{name}", solid if solid is not None else 1.0, "<=",
                                        SOLID_SHARE))
+                    fill = rung_share(report, "fill")  # the face-shaped mean-colour fill before solid
+                    goals.append(f"info fill_share_{tool}_{name}: {0.0 if fill is None else fill:.4f}")
                 goals.append(_goal(f"untouched_faces_{tool}_{name}", untouched / faces if faces else 0.0, "<=", 0.0))
             for line in goals[printed:]:  # each clip's verdicts as soon as it is judged
                 print(line, flush=True)
@@ -404,7 +406,8 @@ def main() -> int:
     print("columns: dlib = input faces dlib's pipeline sees, dlinked = linked at distance < 0.6, dmin = smallest "
           "distance; mf = faces MobileFace judged, mlinked = linked; mfmed/mfp95 = its similarity to the original; "
           "bgPSNR = dB outside the SCRFD boxes grown 1.5x; solid = share of face-frames on the solid rung")
-    print(f"goals passed: {sum(line.endswith(' PASS') for line in goals)} of {len(goals)}")
+    verdicts = [line for line in goals if line.startswith("goal ")]
+    print(f"goals passed: {sum(line.endswith(' PASS') for line in verdicts)} of {len(verdicts)}")
     return 0
 
 

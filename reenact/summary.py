@@ -42,6 +42,7 @@ RUNG_WORDS = {
     "pixelate": "face pixelated",
     "head_blur": "head blurred",
     "head_pixelate": "head pixelated",
+    "fill": "face filled with its own colour",
     "solid": "head filled solid",
 }
 

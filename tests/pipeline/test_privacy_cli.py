@@ -32,11 +32,11 @@ def test_blur_run_default_report_and_audit_file(tmp_path: Path) -> None:
     report = json.loads(text)
     assert {"privacy", "tracks", "counts", "config", "input", "output"} <= set(report)
     assert report["models"]["generator"] is None  # the fast path loads no generator
-    assert report["privacy"]["ladder"] == ["blur", "head_blur", "solid"]
+    assert report["privacy"]["ladder"] == ["blur", "head_blur", "fill", "solid"]
     assert {c["chip"] for c in report["privacy"]["checkers"]} == {"tight", "loose"}
     assert report["counts"]["faces_blurred"] > 0 and report["counts"]["faces_replaced"] == 0
     for track in report["tracks"].values():
-        assert set(track["privacy"]["rungs"]) <= {"blur", "head_blur", "solid"}
+        assert set(track["privacy"]["rungs"]) <= {"blur", "head_blur", "fill", "solid"}
         assert track["privacy"]["passed"] is True
     # no per-frame similarities, no identity codes and no absolute paths by default
     assert not _has_key(report, "per_frame") and not _has_key(report, "code")

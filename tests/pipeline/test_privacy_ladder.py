@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import reenact.pipeline.privacy.guard as guard_module
+from reenact.blend import redact
 from reenact.blend.redact import FEATHER, face_regions, head_boxes
 from reenact.errors import ShapeError
 from reenact.pipeline.privacy import (
@@ -120,13 +121,13 @@ def head(box: np.ndarray, points: np.ndarray | None = POINTS, grow: float = 1.0)
 
 
 def test_ladders_redact_the_face_shape_before_the_head_and_end_with_solid() -> None:
-    assert SYNTHETIC == ("synthetic", "redraw", "grown_mask", "blur", "head_blur", "solid")
-    assert ladder_for("blur") == ("blur", "head_blur", "solid")
-    assert ladder_for("blur", "pixelate") == ("blur", "head_pixelate", "head_blur", "solid")
-    assert ladder_for("pixelate") == ("pixelate", "head_pixelate", "head_blur", "solid")
+    assert SYNTHETIC == ("synthetic", "redraw", "grown_mask", "blur", "head_blur", "fill", "solid")
+    assert ladder_for("blur") == ("blur", "head_blur", "fill", "solid")
+    assert ladder_for("blur", "pixelate") == ("blur", "head_pixelate", "head_blur", "fill", "solid")
+    assert ladder_for("pixelate") == ("pixelate", "head_pixelate", "head_blur", "fill", "solid")
     assert ladder_for("solid") == ("solid",)
     assert ladder_for("synthetic", "pixelate", redraws=0) == ("synthetic", "grown_mask", "blur", "head_pixelate",
-                                                              "solid")
+                                                              "fill", "solid")
     assert ladder_for("synthetic") == SYNTHETIC  # by default: one redraw, then the face's shape blurred
 
 
@@ -248,6 +249,25 @@ def test_classic_methods_change_the_face_and_keep_the_frame(method: str) -> None
             assert torch.equal(result[:, y, x], frames[:, y, x])
 
 
+def test_face_that_every_blur_leaves_linked_is_filled_with_its_own_colour_not_solid(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A dark face on a bright frame, wider than any blur reaches: the blurs leave its centre
+    dark (linked); the face-shaped fill (the region's mean colour: the same-context baseline)
+    changes it, so the face ends on ``fill``, not black, and nothing past the head is touched."""
+    monkeypatch.setattr(redact, "SMALL_FACE", 0)  # blur at this 30 px face's own strength
+    frames = torch.full((1, H, W, 3), 255, dtype=torch.uint8)
+    frames[0, 20:46, 22:43, 0] = 0  # the face: most of the head box, dark
+    g, report = guard(ladder_for("blur"), checkers("tight"))
+    result = g.apply(frames, frames.clone(), [(0, record(failed="redacted by --method blur"))], [0])
+    assert report.tracks[0].rungs == {"fill": 1}, report.tracks[0].rungs
+    assert 60 < int(result[0, CY, CX, 0]) < 200  # the region's mean, neither the face nor black
+    left, top, right, bottom = head(BOX, grow=1.0 + FEATHER)
+    outside = torch.ones(H, W, dtype=torch.bool)
+    outside[top:bottom, left:right] = False
+    assert torch.equal(result[:, outside], frames[:, outside])  # never wider than the head
+
+
 def test_blur_that_still_matches_escalates_to_solid() -> None:
     frames = frame_with_face(background=0, centre=0)  # uniform: a blur changes nothing it sees
     g, report = guard(ladder_for("blur"), checkers("tight", "loose"))
@@ -345,7 +365,7 @@ def test_guard_refuses_ladders_that_could_leave_a_face() -> None:
     with pytest.raises(ShapeError, match="mosaic"):
         ladder_for("mosaic")
     g, report = guard(ladder_for("blur"), checkers("tight"))
-    assert report.privacy is not None and report.privacy["ladder"] == ["blur", "head_blur", "solid"]
+    assert report.privacy is not None and report.privacy["ladder"] == ["blur", "head_blur", "fill", "solid"]
     frames = frame_with_face()
     with pytest.raises(ShapeError):
         g.apply(frames, frames[:, :32].clone(), [], [0])
@@ -596,7 +616,7 @@ def test_the_guard_leaves_the_report_to_its_caller() -> None:
     report = RunReport("s")
     g = PrivacyGuard(checkers("tight"), ladder_for("blur"), report)
     assert report.privacy is None, "building a guard writes nothing into the report"
-    assert g.describe()["ladder"] == ["blur", "head_blur", "solid"] and len(g.describe()["checkers"]) == 1  # type: ignore[arg-type]
+    assert g.describe()["ladder"] == ["blur", "head_blur", "fill", "solid"] and len(g.describe()["checkers"]) == 1  # type: ignore[arg-type]
 
 
 def test_the_report_keeps_every_draw_of_a_track() -> None:

@@ -182,7 +182,7 @@ def test_a_face_under_synthetic_min_face_gets_its_head_box_redacted_instead_of_a
     counts = replacer.report.counts
     assert counts["small_faces_redacted"] == 6 and counts["faces_replaced"] == 0
     rungs = replacer.report.tracks[next(iter(replacer.report.tracks))].rungs
-    assert set(rungs) <= {"blur", "head_blur", "solid"} and sum(rungs.values()) == 6, rungs  # face-shaped first
+    assert set(rungs) <= {"blur", "head_blur", "fill", "solid"} and sum(rungs.values()) == 6, rungs  # face-shaped first
     assert all(_changed(frames[i], out[i], 50, 50, 150) > 4.0 for i in range(6))
     # no synthetic identity is drawn for a face that is never synthesized (the identity stage's cost)
     assert replacer.identities == {} and replacer.report.timer.seconds.get("identity", 0.0) == 0.0

@@ -15,8 +15,10 @@ rung):
 most ``deidentify.redraws`` per track) -> ``grown_mask`` (the face pasted with a mask grown to
 forehead and jaw) -> ``blur`` (the face-shaped region blurred: forehead to chin, ears,
 hairline; :mod:`reenact.blend.redact`) -> ``head_blur`` / ``head_pixelate`` (the head box, the
-region's bounds, never wider than the head; ``deidentify.head_redaction``) -> ``solid`` (the
-head box filled black: the last rung, which leaves nothing to check).
+region's bounds, never wider than the head; ``deidentify.head_redaction``) -> ``fill`` (the
+face-shaped region filled with its own mean colour: the face gone, its context and light kept,
+which is the check's same-context baseline itself, so it passes wherever the baseline rule
+can) -> ``solid`` (the head box filled black: the last rung, which leaves nothing to check).
 ``--method blur`` starts on ``blur``, ``--method pixelate`` on ``pixelate`` (the face-shaped
 region pixelated), ``--method solid`` on ``solid``. Faces that could not be synthesized (no
 identity, refused by the blender, outside the frame, too small, untracked) start on the first
@@ -27,7 +29,7 @@ redaction rung; a face whose check raises, or that has no points to check it wit
 track's last measured check, instead of being embedded again, when all of these hold:
 
 * its rung is a redaction the check can be carried on (``blur``, ``pixelate``, ``head_blur``,
-  ``head_pixelate``: :data:`CARRY_RUNGS`; their output is a function of the original frame and
+  ``head_pixelate``, ``fill``: :data:`CARRY_RUNGS`; their output is a function of the original frame and
   the face's box and points) and is the rung that check was measured on. Synthetic rungs
   (a new face rendered every frame) and faces whose track changed rung are measured on every
   frame; ``solid`` is never checked;
@@ -95,8 +97,9 @@ def untracked_faces(raw: FaceDetections, tracked_boxes: np.ndarray) -> list[Face
 
 
 SYNTHETIC_RUNGS = ("synthetic", "redraw", "grown_mask")
-#: the redaction rungs: face-shaped first, then the head box, then the head box filled
-REDACTION_RUNGS = ("blur", "pixelate", "head_blur", "head_pixelate", "solid")
+#: the redaction rungs: face-shaped first, then the head box, then the face-shaped region filled
+#: with its own mean colour, then the head box filled black
+REDACTION_RUNGS = ("blur", "pixelate", "head_blur", "head_pixelate", "fill", "solid")
 
 Render = Callable[[torch.Tensor, torch.Tensor, list[tuple[int, FaceRecord]], list[torch.Tensor | None], bool],
                   torch.Tensor]
@@ -112,12 +115,13 @@ def ladder_for(method: str, head_redaction: str = "blur", redraws: int = 1) -> t
     """The rungs of ``method`` (module docstring): synthetic climbs redraw and grown mask first;
     every ladder redacts the face's shape before the head box, and ends with solid."""
     head = f"head_{head_redaction}"
+    last = ("fill", "solid")  # the baseline itself, then black: solid only where no check can be made
     if method == "synthetic":
-        return ("synthetic",) + (("redraw",) if redraws > 0 else ()) + ("grown_mask", "blur", head, "solid")
+        return ("synthetic",) + (("redraw",) if redraws > 0 else ()) + ("grown_mask", "blur", head, *last)
     if method == "blur":
-        return ("blur", head, "solid") if head == "head_blur" else ("blur", head, "head_blur", "solid")
+        return ("blur", head, *last) if head == "head_blur" else ("blur", head, "head_blur", *last)
     if method == "pixelate":
-        return ("pixelate", "head_pixelate", "head_blur", "solid")
+        return ("pixelate", "head_pixelate", "head_blur", *last)
     if method == "solid":
         return ("solid",)
     raise ShapeError(f"unknown deidentify method {method!r}")
@@ -138,7 +142,7 @@ CARRY_SCALE = 0.1
 CARRY_POINTS = 0.05
 #: ... on these rungs only: the redaction is a function of the original frame and the face's box
 #: and points (the synthetic rungs render a new face each frame; solid is never checked)
-CARRY_RUNGS = ("blur", "pixelate", "head_blur", "head_pixelate")
+CARRY_RUNGS = ("blur", "pixelate", "head_blur", "head_pixelate", "fill")
 #: ... and only where the redaction changed the face's box at least this share as much as it did
 #: on the measured face (mean absolute change of its pixels): a redaction that weakens while the
 #: face holds still is measured at once
@@ -546,7 +550,7 @@ class PrivacyGuard:
         if rung in ("redraw", "grown_mask"):
             return self._render(rung, frames, out, group)
         shape = "box" if rung.startswith("head_") or rung == "solid" else "ellipse"
-        method = rung.removeprefix("head_")
+        method = "flat" if rung == "fill" else rung.removeprefix("head_")
         for face in group:  # out is apply's own copy: redacted in place
             box = torch.from_numpy(np.asarray(face.record.box, np.float32).reshape(1, 4))
             pts = np.asarray(face.record.points, np.float32)
