@@ -187,6 +187,7 @@ def run_stream(
                 busy["read"] += time.perf_counter() - t0
                 counts["read"] += len(chunk)
                 run.put(run.in_q, chunk, run.input_closed)
+                del chunk  # compute's now: not held here while the next one decodes
             run.put(run.in_q, _END, run.input_closed)
         except _Stopped:
             pass
@@ -210,6 +211,7 @@ def run_stream(
                 writer.write(item)
                 busy["write"] += time.perf_counter() - t0
                 counts["write"] += len(item)
+                del item  # encoded: its frames go now, not when the next chunk arrives
         except _Stopped:
             pass
         except BaseException as exc:  # noqa: BLE001 - handed to the caller by run_stream
@@ -243,6 +245,7 @@ def run_stream(
             t0 = time.perf_counter()
             run.put(run.out_q, chunk)
             waited[0] += time.perf_counter() - t0
+            del chunk  # the writer's now: freed once encoded, not held while the next is computed
         run.input_closed.set()
         t0 = time.perf_counter()
         run.put(run.out_q, _END)
