@@ -122,9 +122,12 @@ def _fold_constants(model: Any, inferred: Any) -> tuple[dict[str, np.ndarray], s
     ``Shape`` of a tensor whose shape inference knows every dimension counts as a constant.
     """
     from onnx import helper, numpy_helper
-    from onnx.reference import ReferenceEvaluator
 
     def run(node: Any, feeds: dict[str, np.ndarray]) -> list[Any]:
+        # imported only when a graph has constants to fold: onnx's reference evaluator is 12 MiB
+        # of resident memory for the rest of the run, and the face models have none to fold
+        from onnx.reference import ReferenceEvaluator
+
         # one node as a model of the graph's own opsets (a bare node would run at the newest)
         graph = helper.make_graph([node], "fold", [helper.make_empty_tensor_value_info(i) for i in feeds],
                                   [helper.make_empty_tensor_value_info(o) for o in node.output if o])

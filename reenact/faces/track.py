@@ -382,7 +382,8 @@ class FaceTracker:
                 self._observe(t, dets[t], embs.get(t), frames, i)
             self._next_frame = t + 1
             released.extend(self._release_upto(t - self.delay))
-        self._prev_frame = frames[-1].clone()
+        # kept only to detect it later (a cut or the end after a skipped frame): a 1080p frame is 6 MiB
+        self._prev_frame = frames[-1].clone() if self.detector is not None else None
         self._prev_detected = (base + t_count - 1) in dets
         self._prev_hist = hist[-1].clone()
         return released

@@ -83,8 +83,9 @@ class ReadSettings:
     """Settings of the video reader (composable into the pipeline's config).
 
     ``chunk_size``: most frames per chunk. ``chunk_bytes``: most bytes of decoded frames
-    per chunk (at least one frame): the pipeline reads :meth:`frames_per_chunk` frames at a
-    time, so a chunk of large frames stays small (16 frames are 12 MiB at 512x512 but
+    per chunk (at least one frame), on the way in and on the way out (the batches that leave
+    the face stages for the encoder, :class:`reenact.pipeline.slots.FrameSlots`): the
+    pipeline reads :meth:`frames_per_chunk` frames at a time, so a chunk of large frames stays small (16 frames are 12 MiB at 512x512 but
     42 MiB at 720p and 95 MiB at 1080p, and a run holds several chunks: one decoding, the
     queued ones, the ones in compute and the one encoding). ``backend``: decoder.
     ``queue_bytes``: the most bytes of decoded frames each of the streaming engine's two

@@ -479,7 +479,9 @@ class VideoWriter:
                     f"previous {self._last_pts}; timestamps must increase"
                 )
             self._last_pts = p
-            rgb = av.VideoFrame.from_ndarray(array[i], format="rgb24")
+            # the RGB frame wraps the array (no 6 MiB copy a 1080p frame) when it is converted at once
+            rgb = (av.VideoFrame.from_numpy_buffer(array[i], format="rgb24") if self._pix_fmt != "rgb24"
+                   else av.VideoFrame.from_ndarray(array[i], format="rgb24"))
             yuv = rgb.reformat(
                 format=self._pix_fmt,
                 dst_colorspace=self.info.colorspace,

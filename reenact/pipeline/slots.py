@@ -1,5 +1,6 @@
 """Frame slots: each decoded frame waits in a slot until all its faces have a latent, then
-ready frames leave in order, in batches of at most ``max_batch``.
+ready frames leave in order, in batches of at most ``max_batch`` frames and ``max_bytes``
+bytes of frames (at least one frame a batch).
 
 Conventions: ``FrameSlot.frame`` uint8 ``[H,W,3]``; ``FaceRecord.box`` float ``[4]`` and
 ``points`` float ``[5,2]`` frame pixels; ``M`` float ``[2,3]`` frame -> crop pixels;
@@ -46,10 +47,22 @@ class FrameSlot:
 
 
 class FrameSlots:
-    """The frames in flight, and the face records of each (frame index, track id)."""
+    """The frames in flight, and the face records of each (frame index, track id).
 
-    def __init__(self, max_batch: int) -> None:
+    ``max_batch``: most frames a batch of :meth:`pop_ready`. ``max_bytes``: most bytes of
+    frames a batch holds (at least one frame; ``None``: no bound), the bound of a decoded
+    chunk (``ReadSettings.chunk_bytes``) kept on the way out. Each batch is stacked, copied
+    once more by the redaction and queued for the encoder, so a batch of large frames costs
+    three times its size: at the end of a 1080p video the tracker's delay releases its last
+    6 frames at once, and before this bound they left as one 37 MiB batch (about 110 MiB
+    with its copies, the peak of ``deidentify --method blur`` on the fixture crowd clip).
+    """
+
+    def __init__(self, max_batch: int, max_bytes: int | None = None) -> None:
+        if max_batch < 1 or (max_bytes is not None and max_bytes < 1):
+            raise PipelineError(f"FrameSlots needs max_batch >= 1 and max_bytes >= 1, got {max_batch}, {max_bytes}")
         self.max_batch = max_batch
+        self.max_bytes = max_bytes
         self.slots: dict[int, FrameSlot] = {}
         self.records: dict[tuple[int, int], FaceRecord] = {}
         self.next_emit = 0
@@ -86,4 +99,19 @@ class FrameSlots:
             self.next_emit += 1
         if final and self.next_emit in self.slots:
             raise PipelineError(f"frame {self.next_emit} was never completed by the face stages")
-        return [ready[k : k + self.max_batch] for k in range(0, len(ready), self.max_batch)]
+        return self._batches(ready)
+
+    def _batches(self, ready: list[FrameSlot]) -> list[list[FrameSlot]]:
+        """``ready`` cut into consecutive batches within ``max_batch`` frames and ``max_bytes``."""
+        batches: list[list[FrameSlot]] = []
+        size = 0
+        for slot in ready:
+            nbytes = slot.frame.numel() * slot.frame.element_size()
+            full = batches and (len(batches[-1]) >= self.max_batch
+                                or (self.max_bytes is not None and size + nbytes > self.max_bytes))
+            if not batches or full:
+                batches.append([])
+                size = 0
+            batches[-1].append(slot)
+            size += nbytes
+        return batches

@@ -153,7 +153,7 @@ class FaceReplacer:
                                         config.tracker.scene_cut_threshold, detection.light_min_face)
         self.smooth_M = AlignmentSmoother(config.smoothing.alignment, fps, self.size)
         self.smooth_w = TrackSmoother(config.smoothing.latent, fps)
-        self.slots = FrameSlots(config.max_batch)
+        self.slots = FrameSlots(config.max_batch, config.read.chunk_bytes)  # out as in: chunks bounded in bytes
         self.identities: dict[int, TrackIdentity] = {}
         self.active: set[int] = set()
         self.to_map: list[tuple[int, FaceRecord]] = []
@@ -312,7 +312,8 @@ class FaceReplacer:
             yield self._finish(slots)
 
     def _finish(self, slots: list[FrameSlot]) -> FrameChunk:
-        frames = torch.stack([s.frame for s in slots])
+        # one frame (a large one: FrameSlots' byte bound) is a view of its decoded chunk, not a copy
+        frames = slots[0].frame[None] if len(slots) == 1 else torch.stack([s.frame for s in slots])
         indices = [s.index for s in slots]
         faces = [(j, f) for j, s in enumerate(slots) for f in s.faces if f.ws is not None and f.failed is None]
         if self.guard is not None:  # a track already past the synthetic rungs is not synthesized

@@ -284,3 +284,28 @@ def test_queues_are_bounded_in_bytes_not_chunks():
     assert stats.frames == 12 and written == [2 * i for i in range(6)]
     with pytest.raises(ConfigError):
         run_stream([], passthrough, Sink(), queue_bytes=0)
+
+
+def test_the_reader_decodes_no_chunk_before_the_queue_has_room_for_it() -> None:
+    """Decoded frames ahead of compute are what the queue holds: with room for one chunk,
+    one chunk in compute's hands and one queued, not a third decoded and waiting to get in."""
+    decoded = [0]
+
+    def counted() -> Iterator[FrameChunk]:
+        for i in range(8):
+            decoded[0] += 1
+            yield chunk(i)
+
+    seen: list[int] = []
+
+    def slow(chunks: Iterator[FrameChunk]) -> Iterator[FrameChunk]:
+        for c in chunks:
+            if c.start_index == 0:
+                time.sleep(0.5)  # the reader has long filled the queue by now
+                seen.append(decoded[0])
+            yield c
+
+    one_chunk = 2 * 8 * 8 * 3
+    stats = run_stream(counted(), slow, Sink(), queue_bytes=one_chunk)
+    assert stats.frames == 16
+    assert seen == [2], f"{seen[0]} chunks decoded while compute held the first (one in compute, one queued)"
