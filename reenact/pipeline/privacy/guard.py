@@ -53,6 +53,17 @@ and the later ones carry its check once it passed (a face whose anchor failed is
 its own). A track's original is embedded once per :data:`ORIGINAL_REFRESH_FRAMES` frames,
 across chunks and within one.
 
+**Batching** (the check is priced per chip batch, not per checker and kind of chip). A round
+of the ladder embeds every chip it needs (the originals not cached yet, their same-context
+baselines and the output faces, each checker's chip) in one forward per recogniser
+(:func:`~reenact.pipeline.privacy.checkers.embed_jobs`, at most
+:data:`~reenact.pipeline.privacy.checkers.CHECK_BATCH` chips at once); the faces of the chunk
+that fail climb together and are checked in the next round's one forward. Originals are cached
+per track and frame: a face uses its track's latest original fewer than
+:data:`ORIGINAL_REFRESH_FRAMES` frames before it, else the nearest one as close after it (a
+face checked after a later one of its track), so no original is embedded again within that
+distance.
+
 Conventions: frames uint8 ``[T,H,W,3]`` RGB; boxes float ``[N,4]`` (x1, y1, x2, y2) and
 points ``[N,5,2]`` frame pixels; embeddings float ``[F,D]`` unit rows.
 """
