@@ -153,16 +153,3 @@ def test_a_round_whose_forward_fails_is_embedded_in_parts_failing_closed(most: i
         assert report.tracks[track].privacy_frames[0][3] == "the original face could not be embedded"
         left, top, right, bottom = (int(v) for v in box)
         assert int(out[0, top + 4 : bottom - 4, left + 4 : right - 4].max()) == 0
-
-
-def test_no_original_is_embedded_again_within_the_refresh_distance(monkeypatch: pytest.MonkeyPatch) -> None:
-    """One steady track, twelve frames in one chunk, no check carried (no headroom is enough):
-    frames 0, 4 and 8 are measured first, the nine faces between them in the chunk's second
-    ladder. The originals of frames 0 and 8 serve all twelve; before, the second ladder found
-    the cache at frame 8, embedded frame 1's original and then frame 9's (8 chips, not 4)."""
-    from test_privacy_recheck import face, frame, run
-
-    monkeypatch.setattr(guard_module, "CARRY_HEADROOM", 2.0)
-    _g, report, _out, enc = run([face() for _ in range(12)], [frame()] * 12, chunk=12)
-    assert [e[0] for e in report.tracks[0].privacy_frames if e[2]] == [0, 4, 8, 1, 2, 3, 5, 6, 7, 9, 10, 11]
-    assert enc.chips == 12 + 2 * 2  # the twelve outputs; the originals of frames 0 and 8 with their baselines

@@ -250,9 +250,9 @@ class PrivacyGuard:
         self.track_rung: dict[int, int] = {}
         self.codes: dict[int, torch.Tensor] = {}
         self.redrawn: dict[int, int] = {}
-        #: per track, per frame its original was embedded at: those embeddings and its
-        #: same-context baseline similarities (:meth:`_cached`)
-        self.original_cache: dict[int, dict[int, tuple[dict[str, torch.Tensor], dict[str, float]]]] = {}
+        #: per track: the frame its original embeddings were taken at, those embeddings and its
+        #: same-context baseline similarities
+        self.original_cache: dict[int, tuple[int, dict[str, torch.Tensor], dict[str, float]]] = {}
         #: per track: its last measured check that passed on a rung a check can be carried on
         self.last_check: dict[int, _Check] = {}
 
@@ -472,7 +472,7 @@ class PrivacyGuard:
         fresh_at: dict[int, tuple[int, int]] = {}  # track -> (frame, row of need) embedded in this batch
         for face in sorted(faces, key=lambda f: frame_indices[f.row]):
             track, index = face.record.track_id, frame_indices[face.row]
-            if self._cached(track, index) is not None:
+            if self._cached(track, index):
                 continue
             shared = fresh_at.get(track)
             if track >= 0 and shared is not None and 0 <= index - shared[0] < ORIGINAL_REFRESH_FRAMES:
@@ -498,11 +498,9 @@ class PrivacyGuard:
                 if need[k] is not face and need[k].error is not None:  # its shared original failed: fail closed
                     face.rung, face.error = len(self.ladder) - 1, need[k].error
                 if track >= 0 and all(bool(torch.isfinite(v).all()) for v in codes.values()):
-                    self._keep_original(track, frame_indices[need[k].row], codes, face.baselines)
+                    self.original_cache[track] = (frame_indices[need[k].row], codes, face.baselines)
             else:
-                at = self._cached(track, frame_indices[face.row])
-                assert at is not None
-                codes, face.baselines = self.original_cache[track][at]
+                _frame, codes, face.baselines = self.original_cache[track]
             for name, code in codes.items():
                 rows[name].append(code)
         return {name: torch.stack(v) for name, v in rows.items()}
@@ -586,29 +584,9 @@ class PrivacyGuard:
                         "judged at the operating point alone", exc)
             return [{} for _f in faces]
 
-    def _cached(self, track: int, frame_index: int) -> int | None:
-        """The frame of the track's cached original a face at ``frame_index`` uses (None: it
-        needs one): the latest at or before it, fewer than :data:`ORIGINAL_REFRESH_FRAMES`
-        frames back; else the earliest after it within that distance (a face checked after a
-        later face of its track, as the chunk's second ladder does: never embedded again)."""
-        cached = self.original_cache.get(track) if track >= 0 else None
-        if not cached:
-            return None
-        before = [f for f in cached if 0 <= frame_index - f < ORIGINAL_REFRESH_FRAMES]
-        if before:
-            return max(before)
-        after = [f for f in cached if 0 < f - frame_index < ORIGINAL_REFRESH_FRAMES]
-        return min(after) if after else None
-
-    def _keep_original(self, track: int, frame_index: int, codes: dict[str, torch.Tensor],
-                       baselines: dict[str, float]) -> None:
-        """Cache a track's original embedded at ``frame_index``; originals more than twice the
-        refresh distance older than the newest are dropped (no face of the track needs them)."""
-        cached = self.original_cache.setdefault(track, {})
-        cached[frame_index] = (codes, baselines)
-        newest = max(cached)
-        for frame in [f for f in cached if newest - f >= 2 * ORIGINAL_REFRESH_FRAMES]:
-            del cached[frame]
+    def _cached(self, track: int, frame_index: int) -> bool:
+        entry = self.original_cache.get(track)
+        return track >= 0 and entry is not None and 0 <= frame_index - entry[0] < ORIGINAL_REFRESH_FRAMES
 
     def _embed(self, frames: torch.Tensor, faces: list[_Face]) -> dict[str, torch.Tensor]:
         """Each checker's embeddings of the original faces (None when that fails: fail closed)."""
