@@ -58,11 +58,7 @@ of the ladder embeds every chip it needs (the originals not cached yet, their sa
 baselines and the output faces, each checker's chip) in one forward per recogniser
 (:func:`~reenact.pipeline.privacy.checkers.embed_jobs`, at most
 :data:`~reenact.pipeline.privacy.checkers.CHECK_BATCH` chips at once); the faces of the chunk
-that fail climb together and are checked in the next round's one forward. Originals are cached
-per track and frame: a face uses its track's latest original fewer than
-:data:`ORIGINAL_REFRESH_FRAMES` frames before it, else the nearest one as close after it (a
-face checked after a later one of its track), so no original is embedded again within that
-distance.
+that fail climb together and are checked in the next round's one forward.
 
 Conventions: frames uint8 ``[T,H,W,3]`` RGB; boxes float ``[N,4]`` (x1, y1, x2, y2) and
 points ``[N,5,2]`` frame pixels; embeddings float ``[F,D]`` unit rows.
