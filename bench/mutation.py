@@ -74,7 +74,7 @@ DEFAULT_TARGETS = (
     "reenact.faces.cadence:*",
 )
 DEFAULT_TESTS = ("-m privacy tests/pipeline/test_pipeline_privacy.py tests/pipeline/test_privacy_ladder.py "
-                 "tests/pipeline/test_privacy_recheck.py "
+                 "tests/pipeline/test_privacy_recheck.py tests/pipeline/test_privacy_batch.py "
                  "tests/faces/test_cadence.py tests/blend/test_redact.py tests/pipeline/test_baseline.py")
 GOAL = 0.9
 
@@ -104,11 +104,11 @@ EQUIVALENT: dict[str, str] = {
     'self.redraw is not None:  [0 -> 1]':
         "the default is read only when _render made no draw for the track, i.e. redraws is 0, and then "
         "neither 0 nor 1 is below it",
-    "PrivacyGuard._originals: if track >= 0 and all(bool(torch.isfinite(v).all()) for v in codes.values()):  "
+    "PrivacyGuard._take_originals: if track >= 0 and all(bool(torch.isfinite(v).all()) for v in codes.values()):  "
     "[and <-> or]":
         "what it adds to the cache is never read: untracked entries (_cached needs track >= 0), and a track "
         "whose original is NaN fails its check, ends on solid and stays there (no later frame is checked)",
-    "PrivacyGuard._originals: if track >= 0 and all(bool(torch.isfinite(v).all()) for v in codes.values()):  "
+    "PrivacyGuard._take_originals: if track >= 0 and all(bool(torch.isfinite(v).all()) for v in codes.values()):  "
     "[0 -> -1]":
         "caches untracked originals under track -1, which _cached never reads (it needs track >= 0)",
     "PrivacyGuard._embed_one_by_one: codes = {c.name: c.embed(frames, index, points)[0] for c in "

@@ -14,7 +14,9 @@
    measured check fails (target <= 0.01), and how far their headroom fell from the check
    they carry.
 
-Run: ``python bench/recheck.py --stages /tmp/before . [--methods blur default] [--clip PATH]``;
+Run: ``python bench/recheck.py --stages /tmp/before . [--methods blur default] [--clip PATH]
+[--set KEY=VALUE ...]`` (e.g. ``--methods synthetic --set deidentify.synthetic_min_face=40``: a
+crowd's faces synthesized, for the ``identity`` stage);
 ``python bench/recheck.py --shadow [--clip PATH]``. Timings on a busy machine are noisy: the
 ratios are taken in one run, and ``nice`` keeps the bench from crowding others.
 """
@@ -40,11 +42,14 @@ CLIP = "videos/facenet_pytorch_video.mp4"
 DEIDENTIFY = "from reenact.cli import deidentify_script; deidentify_script()"
 
 
-def run_tree(tree: Path, clip: Path, method: str, out: Path) -> dict[str, Any]:
-    """``deidentify`` from ``tree``'s sources on ``clip``; returns the run report."""
+def run_tree(tree: Path, clip: Path, method: str, out: Path, settings: list[str] = ()) -> dict[str, Any]:
+    """``deidentify`` from ``tree``'s sources on ``clip`` (``settings``: ``--set KEY=VALUE`` each);
+    returns the run report."""
     args = ["nice", "-n", "10", sys.executable, "-c", DEIDENTIFY, str(clip), "-o", str(out), "--overwrite", "--quiet"]
     if method != "default":
         args += ["--method", method]
+    for setting in settings:
+        args += ["--set", setting]
     env = {**os.environ, "PYTHONPATH": str(tree)}
     subprocess.run(args, cwd=tree, env=env, check=True)
     return json.loads(Path(f"{out}.report.json").read_text())
@@ -58,13 +63,13 @@ def per_100(report: dict[str, Any]) -> tuple[int, dict[str, float]]:
     return faces, stages
 
 
-def stages(trees: list[Path], clip: Path, methods: list[str]) -> list[str]:
+def stages(trees: list[Path], clip: Path, methods: list[str], settings: list[str] = ()) -> list[str]:
     lines = []
     with tempfile.TemporaryDirectory(prefix="reenact-recheck-") as tmp:
         for method in methods:
             results = []
             for k, tree in enumerate(trees):
-                report = run_tree(tree.resolve(), clip, method, Path(tmp) / f"{method}_{k}.mp4")
+                report = run_tree(tree.resolve(), clip, method, Path(tmp) / f"{method}_{k}.mp4", settings)
                 results.append((tree, report))
             names = [s for s in results[0][1]["stage_seconds"]] + ["total"]
             lines.append(f"{clip.name}, --method {method}: seconds per 100 face-frames")
@@ -147,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shadow", action="store_true", help="measure every carried face after the fact")
     parser.add_argument("--methods", nargs="+", default=["blur", "default"])
     parser.add_argument("--clip", type=Path, default=None, help=f"default: the fixtures' {CLIP}")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a deidentify setting for every --stages run, e.g. deidentify.synthetic_min_face=40")
     args = parser.parse_args(argv)
     fixtures = fixtures_dir()
     clip = args.clip or (fixtures / CLIP if fixtures is not None else None)
@@ -155,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     lines = []
     if args.stages:
-        lines += stages(args.stages, clip, args.methods)
+        lines += stages(args.stages, clip, args.methods, args.set)
     if args.shadow:
         lines += shadow(clip, args.methods)
     if not lines:

@@ -59,6 +59,11 @@ class IdentityPolicy(Protocol):
         """The identity of a new track; ``original()`` embeds its first face (float [D])."""
         ...
 
+    def identities_for(self, track_ids: list[int], originals: Callable[[], torch.Tensor]) -> list[TrackIdentity]:
+        """The identities of new tracks, as :meth:`identity_for` gives them one after another
+        in this order; ``originals()`` embeds their first faces in one batch (float [N,D])."""
+        ...
+
     def redraw(self, track_id: int, identity: TrackIdentity) -> tuple[TrackIdentity, torch.Tensor | None]:
         """Another identity for a track whose output failed the privacy check (the ladder's
         redraw rung): the track's identity after the draws (a new object; ``identity`` is not
@@ -91,6 +96,9 @@ class TargetIdentity:
     def identity_for(self, track_id: int, original: Callable[[], torch.Tensor]) -> TrackIdentity:
         return TrackIdentity(code=self.target)
 
+    def identities_for(self, track_ids: list[int], originals: Callable[[], torch.Tensor]) -> list[TrackIdentity]:
+        return [TrackIdentity(code=self.target) for _t in track_ids]
+
     def redraw(self, track_id: int, identity: TrackIdentity) -> tuple[TrackIdentity, torch.Tensor | None]:
         return identity, None
 
@@ -111,14 +119,21 @@ class SyntheticIdentities:
     ``(s * 1000003 + k * 10007 + i) mod 2**63``: the same seed gives the same identities,
     another seed other ones. A candidate is kept when its similarity to the track's original
     face is below ``threshold``; after ``max_draws`` the track has no identity (``failed``).
+
+    The tracks that start together (:meth:`identities_for`) are drawn in rounds: every track's
+    next candidate in one call of ``candidates`` (seeds -> codes float [N,D]; by default
+    ``candidate`` per seed), then the tracks whose candidate was too close draw again. A
+    track's seeds depend on the track alone, so it gets the identity it would get alone.
     """
 
     similarity_key = "similarity_to_original"
 
-    def __init__(self, candidate: Callable[[int], torch.Tensor], threshold: float, seed: int, max_draws: int) -> None:
+    def __init__(self, candidate: Callable[[int], torch.Tensor], threshold: float, seed: int, max_draws: int,
+                 candidates: Callable[[list[int]], torch.Tensor] | None = None) -> None:
         if max_draws < 1:
             raise ConfigError(f"deidentify.max_draws must be >= 1, got {max_draws}")
         self.candidate, self.threshold, self.seed, self.max_draws = candidate, threshold, seed, max_draws
+        self.candidates = candidates or (lambda seeds: torch.stack([candidate(s) for s in seeds]))
         #: the identity each track has now (a person seen again keeps theirs: :meth:`same_person`)
         self.identities: dict[int, TrackIdentity] = {}
 
@@ -127,6 +142,50 @@ class SyntheticIdentities:
             face = original()
             self.identities[track_id] = self.same_person(face) or self.draw(track_id, face)
         return self.identities[track_id]
+
+    def identities_for(self, track_ids: list[int], originals: Callable[[], torch.Tensor]) -> list[TrackIdentity]:
+        """The identities of new tracks (in this order, as :meth:`identity_for` one after
+        another gives them): a person seen before keeps theirs (an earlier track, one of these
+        included); the others' candidates are drawn together (:meth:`_draw_rounds`)."""
+        new = [t for t in dict.fromkeys(track_ids) if t not in self.identities]
+        if new:
+            faces = originals()
+            assert faces.shape[0] == len(track_ids), (tuple(faces.shape), len(track_ids))
+            face_of = {t: faces[track_ids.index(t)] for t in new}
+            # 1. draw for every track that no identity known before these tracks fits
+            fresh = self._draw_rounds({t: face_of[t] for t in new if self.same_person(face_of[t]) is None})
+            # 2. in order: a person seen before (or earlier among these) keeps theirs, else the draw
+            for t in new:
+                kept = self.same_person(face_of[t])
+                self.identities[t] = kept or fresh.get(t) or self.draw(t, face_of[t])
+        return [self.identities[t] for t in track_ids]
+
+    def _draw_rounds(self, originals: dict[int, torch.Tensor]) -> dict[int, TrackIdentity]:
+        """Each track's identity as :meth:`draw` finds it, with every track's next candidate of a
+        round in one call of ``candidates``."""
+        attempt = dict.fromkeys(originals, 0)
+        out: dict[int, TrackIdentity] = {}
+        while attempt:
+            tracks = list(attempt)
+            codes = self.candidates([self._seed(t, attempt[t]) for t in tracks])
+            for t, code in zip(tracks, codes, strict=True):
+                sim = _similarity(code, originals[t])
+                if sim < self.threshold:
+                    out[t] = TrackIdentity(code=code, original=originals[t], draws=attempt.pop(t) + 1,
+                                           similarity_to_original=sim)
+                elif attempt[t] + 1 >= self.max_draws:
+                    del attempt[t]
+                    out[t] = self._failed(originals[t])
+                else:
+                    attempt[t] += 1
+        return out
+
+    def _seed(self, track_id: int, attempt: int) -> int:
+        return (self.seed * 1_000_003 + track_id * 10_007 + attempt) % 2**63
+
+    def _failed(self, original: torch.Tensor) -> TrackIdentity:
+        return TrackIdentity(code=None, original=original, draws=self.max_draws,
+                             failed=f"no identity below similarity {self.threshold} in {self.max_draws} draws")
 
     def same_person(self, original: torch.Tensor) -> TrackIdentity | None:
         """A person seen before (an earlier track, e.g. before a scene cut) keeps the synthetic
@@ -151,7 +210,7 @@ class SyntheticIdentities:
         ``threshold`` to ``original``, at most ``max_draws``: (draws so far, code, similarity),
         code None when none was."""
         for attempt in range(start, start + self.max_draws):
-            code = self.candidate((self.seed * 1_000_003 + track_id * 10_007 + attempt) % 2**63)
+            code = self.candidate(self._seed(track_id, attempt))
             sim = _similarity(code, original)
             if sim < self.threshold:
                 return attempt + 1, code, sim
@@ -161,8 +220,7 @@ class SyntheticIdentities:
         """Draw candidates for ``track_id`` until one is far enough from ``original``."""
         draws, code, sim = self._candidates(track_id, original, 0)
         if code is None:
-            return TrackIdentity(code=None, original=original, draws=draws,
-                                 failed=f"no identity below similarity {self.threshold} in {self.max_draws} draws")
+            return self._failed(original)
         return TrackIdentity(code=code, original=original, draws=draws, similarity_to_original=sim)
 
     def redraw(self, track_id: int, identity: TrackIdentity) -> tuple[TrackIdentity, torch.Tensor | None]:
@@ -210,6 +268,9 @@ class ClassicRedaction:
     def identity_for(self, track_id: int, original: Callable[[], torch.Tensor]) -> TrackIdentity:
         return TrackIdentity(code=None, failed=f"redacted by --method {self.method}")
 
+    def identities_for(self, track_ids: list[int], originals: Callable[[], torch.Tensor]) -> list[TrackIdentity]:
+        return [self.identity_for(t, originals) for t in track_ids]
+
     def redraw(self, track_id: int, identity: TrackIdentity) -> tuple[TrackIdentity, torch.Tensor | None]:
         return identity, None
 
@@ -227,20 +288,31 @@ class GeneratorCandidates:
     """Candidate identities from the pack's generator: ``seed`` -> identity code float ``[D]``
     of the face that ``z ~ N(0, I)`` (seeded) renders at StyleGAN truncation ``truncation``."""
 
-    def __init__(self, pack: LoadedPack, truncation: float) -> None:
-        self.pack, self.truncation = pack, truncation
+    def __init__(self, pack: LoadedPack, truncation: float, max_batch: int = 1) -> None:
+        if max_batch < 1:
+            raise ConfigError(f"max_batch must be >= 1, got {max_batch}")
+        self.pack, self.truncation, self.max_batch = pack, truncation, max_batch
         self.template = ffhq_template(pack.generator.img_resolution)[None].to(pack.device)
 
-    @torch.no_grad()
     def __call__(self, seed: int) -> torch.Tensor:
+        return self.many([seed])[0]
+
+    @torch.no_grad()
+    def many(self, seeds: list[int]) -> torch.Tensor:
+        """The candidates of ``seeds`` (each seed's own ``z``, so a candidate does not depend
+        on the others): one generator batch and one identity-model call per ``max_batch``
+        seeds. Conventions: returns float [N,D]."""
         G, device = self.pack.generator, self.pack.device
-        z = torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(seed)).to(device)
-        img = G.synthesis(G.mapping(z, None, truncation_psi=self.truncation), noise_mode="const")
-        frame = ((img[0].permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
-        code: torch.Tensor = self.pack.identity.embed(
-            frame[None], torch.zeros(1, dtype=torch.long, device=device), self.template
-        )[0]
-        return code
+        codes = []
+        for k in range(0, len(seeds), self.max_batch):
+            part = seeds[k : k + self.max_batch]
+            z = torch.cat([torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(s)) for s in part])
+            img = G.synthesis(G.mapping(z.to(device), None, truncation_psi=self.truncation), noise_mode="const")
+            frames = ((img.permute(0, 2, 3, 1) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+            codes.append(self.pack.identity.embed(frames, torch.arange(len(part), device=device),
+                                                  self.template.repeat(len(part), 1, 1)))
+        out: torch.Tensor = torch.cat(codes)
+        return out
 
 
 def make_policy(plan: RunPlan, pack: LoadedPack, target: torch.Tensor | None = None) -> IdentityPolicy:
@@ -253,4 +325,5 @@ def make_policy(plan: RunPlan, pack: LoadedPack, target: torch.Tensor | None = N
     if plan.policy == "classic":
         return ClassicRedaction(plan.method)
     s = plan.config.deidentify
-    return SyntheticIdentities(GeneratorCandidates(pack, s.truncation), plan.threshold, plan.config.seed, s.max_draws)
+    source = GeneratorCandidates(pack, s.truncation, plan.config.max_batch)
+    return SyntheticIdentities(source, plan.threshold, plan.config.seed, s.max_draws, candidates=source.many)

@@ -194,53 +194,86 @@ class FaceReplacer:
             )
 
     def _take_tracked(self, released: list[TrackedFaces]) -> None:
-        for faces in released:
+        # 1. each frame's chosen faces as records (redacted ones with the reason)
+        taken = [self._records(faces) for faces in released]
+        # 2. the identities of the tracks whose face is first synthesized in these frames, drawn
+        #    together (not before: a track whose faces all start redacted draws none)
+        first: dict[int, tuple[int, np.ndarray]] = {}
+        for faces, (_present, records) in zip(released, taken, strict=True):
+            for i, record, _count in records:
+                track_id = record.track_id
+                if record.failed is None and track_id not in self.identities and track_id not in first:
+                    first[track_id] = (faces.frame_index, faces.points[i])
+        self._identities_for(first)
+        # 3. per frame: end the tracks that left, keep the records, smooth their alignment
+        for faces, (present, records) in zip(released, taken, strict=True):
             slot = self.slots[faces.frame_index]
             slot.faces_seen = len(faces)
-            chosen = self.select(faces)
-            # deidentify: a face of a track seen in fewer than min_hits frames is redacted
-            assert faces.confirmed is not None
-            unconfirmed = {i for i in chosen if self.plan.redact_unconfirmed and not bool(faces.confirmed[i])}
-            present = {int(faces.track_ids[i]) for i in chosen if i not in unconfirmed}
             self._end_tracks(self.active - present)
             self.active = present
-            for i in chosen:
-                track_id = int(faces.track_ids[i])
-                record = FaceRecord(track_id, faces.boxes[i].copy(), faces.points[i].copy())
-                if i in unconfirmed:
-                    record.failed = f"track seen in fewer than tracker.min_hits={self.plan.config.tracker.min_hits} frames"
-                    self.report.count("unconfirmed_faces_redacted")
-                    self.slots.add_face(faces.frame_index, record)
-                    continue
-                if self.plan.keep_small_faces and too_small(record.box, self.plan.small_face):
-                    record.failed = f"face smaller than detector.min_face_size={self.plan.small_face:g} px"
-                    self.report.count("small_faces_redacted")
-                elif too_small(record.box, self.plan.synthetic_min_face):
-                    record.failed = (f"face smaller than deidentify.synthetic_min_face="
-                                     f"{self.plan.synthetic_min_face:g} px")
-                    self.report.count("small_faces_redacted")
+            for i, record, count in records:
+                if count is not None:
+                    self.report.count(count)
                 self.slots.add_face(faces.frame_index, record)
-                if record.failed is None:  # drawn when the track's face is first synthesized, not before
-                    self._identity_for(track_id, faces.frame_index, faces.points[i : i + 1])
+                if count == "unconfirmed_faces_redacted":
+                    continue
                 M = similarity_from_points(torch.from_numpy(faces.points[i : i + 1]).to(self.device),
                                            self.template)[0]
                 with self.report.timer("smooth"):
-                    self._take_M(self.smooth_M.push(track_id, faces.frame_index, M))
+                    self._take_M(self.smooth_M.push(record.track_id, faces.frame_index, M))
             if self.plan.cover_untracked and slot.raw is not None:
-                for record in untracked_faces(slot.raw, faces.boxes):
-                    self.slots.add_face(faces.frame_index, record)
+                for untracked in untracked_faces(slot.raw, faces.boxes):
+                    self.slots.add_face(faces.frame_index, untracked)
             slot.tracked = True
         self._map_pending()
 
-    def _identity_for(self, track_id: int, frame_index: int, points: np.ndarray) -> None:
-        if track_id in self.identities:
+    def _records(self, faces: TrackedFaces) -> tuple[set[int], list[tuple[int, FaceRecord, str | None]]]:
+        """A frame's chosen faces: the tracks present (confirmed ones) and per face (its row,
+        its record, the report count of why it is redacted or None)."""
+        chosen = self.select(faces)
+        # deidentify: a face of a track seen in fewer than min_hits frames is redacted
+        assert faces.confirmed is not None
+        unconfirmed = {i for i in chosen if self.plan.redact_unconfirmed and not bool(faces.confirmed[i])}
+        present = {int(faces.track_ids[i]) for i in chosen if i not in unconfirmed}
+        records: list[tuple[int, FaceRecord, str | None]] = []
+        for i in chosen:
+            record = FaceRecord(int(faces.track_ids[i]), faces.boxes[i].copy(), faces.points[i].copy())
+            count = None
+            if i in unconfirmed:
+                record.failed = f"track seen in fewer than tracker.min_hits={self.plan.config.tracker.min_hits} frames"
+                count = "unconfirmed_faces_redacted"
+            elif self.plan.keep_small_faces and too_small(record.box, self.plan.small_face):
+                record.failed = f"face smaller than detector.min_face_size={self.plan.small_face:g} px"
+                count = "small_faces_redacted"
+            elif too_small(record.box, self.plan.synthetic_min_face):
+                record.failed = (f"face smaller than deidentify.synthetic_min_face="
+                                 f"{self.plan.synthetic_min_face:g} px")
+                count = "small_faces_redacted"
+            records.append((i, record, count))
+        return present, records
+
+    def _identities_for(self, first: dict[int, tuple[int, np.ndarray]]) -> None:
+        """The identities of new tracks (track -> (frame index, five points float [5,2]) of its
+        first synthesized face), from the policy in one batch (:meth:`IdentityPolicy.identities_for`):
+        their first faces embedded in one call, their candidates drawn together."""
+        if not first:
             return
+        tracks = list(first)
+
+        def originals() -> torch.Tensor:
+            rows = sorted({fi for fi, _p in first.values()})
+            frames = torch.stack([self.slots[fi].frame for fi in rows])
+            index = torch.tensor([rows.index(first[t][0]) for t in tracks], dtype=torch.long, device=self.device)
+            points = torch.from_numpy(np.stack([first[t][1] for t in tracks])).to(self.device)
+            return self.pack.identity.embed(frames, index, points)
+
         with self.report.timer("identity"):
-            identity = self.policy.identity_for(track_id, lambda: self._embed_faces(frame_index, points)[0])
-        self.identities[track_id] = identity
-        track = self.report.tracks[track_id]
-        track.identity = self.policy.describe(identity)
-        track.identity_failed = track.identity is not None and identity.failed is not None
+            identities = self.policy.identities_for(tracks, originals)
+        for track_id, identity in zip(tracks, identities, strict=True):
+            self.identities[track_id] = identity
+            track = self.report.tracks[track_id]
+            track.identity = self.policy.describe(identity)
+            track.identity_failed = track.identity is not None and identity.failed is not None
 
     def _redraw(self, track_id: int) -> torch.Tensor | None:
         """The ladder's redraw rung: the track's next identity (from the policy, which returns a

@@ -4,6 +4,9 @@
   operating point on it and the same-context allowance; :func:`checkers_for` makes them per
   model from the calibration (:data:`reenact.faces.privacy_thresholds.OPERATING_POINTS`);
   :func:`run_recognisers` names the models a run has (dlib's descriptor always among them).
+* :func:`embed_jobs`: every chip a round of the check needs (originals, same-context
+  baselines, outputs; every checker's chip) in one forward per recogniser, in slices of at
+  most :data:`CHECK_BATCH` chips.
 * :func:`passes`: **the check rule**, the one place a face's similarities are compared with
   the checkers' limits (used by the ladder, :mod:`reenact.pipeline.privacy.guard`): a face
   passes when each checker sees it below the operating point, or, where the face's context
@@ -28,9 +31,15 @@ import numpy as np
 import torch
 
 from reenact.errors import ShapeError
-from reenact.faces import cosine_similarity
-from reenact.faces.identity import DlibFaceEncoder, IdentityEncoder
-from reenact.faces.privacy_thresholds import CHIPS, Chip, embed_with_chip, operating_point
+from reenact.faces import cosine_similarity, similarity_from_points, warp_to_crop
+from reenact.faces.identity import DlibFaceEncoder, IdentityEncoder, OnnxArcFaceEncoder
+from reenact.faces.privacy_thresholds import (
+    CHIPS,
+    Chip,
+    chip_template,
+    embed_with_chip,
+    operating_point,
+)
 from reenact.pipeline.identity import IdentityPolicy, TrackIdentity
 from reenact.pipeline.report import RunReport
 from reenact.pipeline.slots import FaceRecord, FrameSlot
@@ -69,6 +78,88 @@ class Checker:
     def describe(self) -> dict[str, object]:
         return {"model": self.encoder.name, "chip": self.chip, "operating_point": self.threshold,
                 "source": self.source, "false_match_rate": self.false_match_rate, "allowance": self.allowance}
+
+
+    def crops(self, images: torch.Tensor, index: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        """This checker's chips of faces, as :meth:`embed` cuts them before the recogniser runs
+        (only for recognisers that cut their own chips with their template: :func:`template_chips`).
+
+        Conventions: images uint8 [T,H,W,3]; index long [F]; points float [F,5,2] pixels of
+        ``images``; returns float [F,3,S,S] in [-1,1] (S: the recogniser's ``crop_size``).
+        """
+        template = chip_template(self.encoder, self.chip).to(images.device)
+        M = similarity_from_points(points.float().to(images.device), template)
+        return warp_to_crop(images, torch.as_tensor(index), M, self.encoder.crop_size)
+
+
+#: most chips :func:`embed_jobs` cuts and embeds at once (dlib's are float [3,150,150], 270 KB
+#: each: 16 hold 4.3 MB; dlib itself runs 8 per forward, padding only the last slice's rest)
+CHECK_BATCH = 16
+
+
+@dataclass(frozen=True)
+class ChipJob:
+    """Faces to embed: rows ``index`` (long [F]) of ``images`` (uint8 [T,H,W,3]: frames, the
+    composited output or the baseline's windows) at ``points`` (float [F,5,2], their pixels)."""
+
+    images: torch.Tensor
+    index: torch.Tensor
+    points: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.index.shape[0])
+
+
+def template_chips(encoder: IdentityEncoder) -> bool:
+    """Whether ``encoder.embed`` is ``embed_aligned`` of the chips cut with its own template
+    (dlib's descriptor and the ArcFace family): then its tight chips are batched with the loose
+    ones; any other recogniser's tight chips go through its own ``embed``."""
+    return isinstance(encoder, (DlibFaceEncoder, OnnxArcFaceEncoder))
+
+
+def embed_jobs(checkers: list[Checker], jobs: list[ChipJob]) -> list[dict[str, torch.Tensor]]:
+    """Per job, each checker's embeddings of its faces (by :attr:`Checker.name`, float [F,D]),
+    as :meth:`Checker.embed` gives them; every chip of every job and checker of one recogniser
+    goes through one ``embed_aligned`` call per :data:`CHECK_BATCH` chips, so a round of the
+    privacy check runs one forward per recogniser, not one per checker and kind of chip.
+    """
+    out: list[dict[str, torch.Tensor]] = [{} for _j in jobs]
+    by_encoder: dict[int, list[tuple[Checker, int]]] = {}
+    for c in checkers:
+        for k, job in enumerate(jobs):
+            if c.chip == "tight" and not template_chips(c.encoder):
+                out[k][c.name] = c.embed(job.images, job.index, job.points)  # its own cut
+            else:
+                by_encoder.setdefault(id(c.encoder), []).append((c, k))
+    for pieces in by_encoder.values():
+        encoder = pieces[0][0].encoder
+        parts: dict[tuple[str, int], list[torch.Tensor]] = {(c.name, k): [] for c, k in pieces}
+        # every (checker, job) piece's rows, cut into slices of at most CHECK_BATCH chips
+        slices: list[list[tuple[Checker, int, slice]]] = [[]]
+        room = CHECK_BATCH
+        for c, k in pieces:
+            start, stop = 0, len(jobs[k])
+            while start < stop:
+                if room == 0:
+                    slices.append([])
+                    room = CHECK_BATCH
+                take = min(room, stop - start)
+                slices[-1].append((c, k, slice(start, start + take)))
+                start, room = start + take, room - take
+        for part in slices:
+            if not part:
+                continue
+            crops = torch.cat([c.crops(jobs[k].images, jobs[k].index[s], jobs[k].points[s]) for c, k, s in part])
+            codes = encoder.embed_aligned(crops)
+            at = 0
+            for c, k, s in part:
+                n = s.stop - s.start
+                parts[(c.name, k)].append(codes[at : at + n])
+                at += n
+        for c, k in pieces:
+            got = parts[(c.name, k)]
+            out[k][c.name] = torch.cat(got) if got else torch.zeros((0, encoder.dim), device=jobs[k].images.device)
+    return out
 
 
 def checkers_for(encoders: list[IdentityEncoder], override: float | None = None) -> list[Checker]:

@@ -55,6 +55,13 @@ and the later ones carry its check once it passed (a face whose anchor failed is
 its own). A track's original is embedded once per :data:`ORIGINAL_REFRESH_FRAMES` frames,
 across chunks and within one.
 
+**Batching** (the check is priced per chip batch, not per checker and kind of chip). A round
+of the ladder embeds every chip it needs (the originals not cached yet, their same-context
+baselines and the output faces, each checker's chip) in one forward per recogniser
+(:func:`~reenact.pipeline.privacy.checkers.embed_jobs`, at most
+:data:`~reenact.pipeline.privacy.checkers.CHECK_BATCH` chips at once); the faces of the chunk
+that fail climb together and are checked in the next round's one forward.
+
 Conventions: frames uint8 ``[T,H,W,3]`` RGB; boxes float ``[N,4]`` (x1, y1, x2, y2) and
 points ``[N,5,2]`` frame pixels; embeddings float ``[F,D]`` unit rows.
 """
@@ -74,7 +81,15 @@ from reenact.errors import ShapeError
 from reenact.faces import FaceDetections
 from reenact.faces.boxes import box_iou
 from reenact.pipeline.baseline import flat_windows
-from reenact.pipeline.privacy.checkers import Checker, checkable, headroom, margins, passes
+from reenact.pipeline.privacy.checkers import (
+    Checker,
+    ChipJob,
+    checkable,
+    embed_jobs,
+    headroom,
+    margins,
+    passes,
+)
 from reenact.pipeline.report import RunReport
 from reenact.pipeline.slots import FaceRecord
 
@@ -367,7 +382,8 @@ class PrivacyGuard:
         to_embed = [f for f in pending if f.rung != last]
         for k, face in enumerate(to_embed):
             face.orig = k
-        originals = self._originals(frames, to_embed, frame_indices) if to_embed else {}
+        # the originals (and baselines) not cached yet are embedded with the first round's outputs
+        originals: dict[str, torch.Tensor] | None = None if to_embed else {}
         while pending:
             at_rung: dict[int, list[_Face]] = {}
             for face in pending:
@@ -383,8 +399,14 @@ class PrivacyGuard:
                     self._done(face, frame_indices, passed=True)
             if not to_check:
                 break
-            sims = self._similarities(out, to_check, originals)
+            if originals is None:
+                originals, sims = self._first_round(frames, out, to_embed, to_check, frame_indices)
+            else:
+                sims = self._similarities(out, to_check, originals)
             for face, row in zip(to_check, sims, strict=True):
+                if face.rung == last:  # its original could not be embedded (_first_round): fail closed
+                    pending.append(face)
+                    continue
                 if row is None:
                     face.error = "the output face could not be checked"
                     face.rung = len(self.ladder) - 1
@@ -428,7 +450,16 @@ class PrivacyGuard:
 
     def _originals(self, frames: torch.Tensor, faces: list[_Face], frame_indices: list[int]) -> dict[str, torch.Tensor]:
         """Each checker's embeddings of the original faces, one row per face in ``faces``; each
-        face's same-context baselines go into its ``baselines``.
+        face's same-context baselines go into its ``baselines`` (:meth:`_need_originals`; the
+        ladder embeds them with its first round's outputs instead, :meth:`_first_round`)."""
+        need, where = self._need_originals(faces, frame_indices)
+        fresh = self._embed(frames, need) if need else {}
+        fresh_base = self._baselines(frames, need, fresh) if need else []
+        return self._take_originals(faces, need, where, fresh, fresh_base, frame_indices)
+
+    def _need_originals(self, faces: list[_Face], frame_indices: list[int]) -> tuple[list[_Face], dict[int, int]]:
+        """Which of ``faces`` need their original embedded (``need``), and for each face not
+        cached the row of ``need`` it uses (by ``id(face)``).
 
         A person's identity does not change within a track, so a track's original (and its
         baseline) is embedded again only every :data:`ORIGINAL_REFRESH_FRAMES` frames (the pose
@@ -450,8 +481,13 @@ class PrivacyGuard:
             where[id(face)] = len(need)
             fresh_at[track] = (index, len(need))
             need.append(face)
-        fresh = self._embed(frames, need) if need else {}
-        fresh_base = self._baselines(frames, need, fresh) if need else []
+        return need, where
+
+    def _take_originals(self, faces: list[_Face], need: list[_Face], where: dict[int, int],
+                        fresh: dict[str, torch.Tensor], fresh_base: list[dict[str, float]],
+                        frame_indices: list[int]) -> dict[str, torch.Tensor]:
+        """The originals of ``faces`` (one row each) from the cache and the ones just embedded
+        (``fresh``, ``fresh_base``: rows of ``need``), which go into the cache."""
         rows: dict[str, list[torch.Tensor]] = {c.name: [] for c in self.checkers}
         for face in faces:
             track = face.record.track_id
@@ -469,26 +505,84 @@ class PrivacyGuard:
                 rows[name].append(code)
         return {name: torch.stack(v) for name, v in rows.items()}
 
+    def _first_round(self, frames: torch.Tensor, out: torch.Tensor, faces: list[_Face], to_check: list[_Face],
+                     frame_indices: list[int]) -> tuple[dict[str, torch.Tensor], list[dict[str, float] | None]]:
+        """The ladder's first round in one forward per recogniser (:func:`embed_jobs`): the
+        originals of ``faces`` that are not cached, their same-context baselines and the output
+        faces ``to_check``; returns the originals of ``faces`` (as :meth:`_originals`) and the
+        similarities of ``to_check`` (as :meth:`_similarities`).
+
+        When that forward raises, each part is embedded on its own, as :meth:`_originals` and
+        :meth:`_similarities` do (fail closed: a face whose original cannot be embedded ends
+        on ``solid``).
+        """
+        need, where = self._need_originals(faces, frame_indices)
+        try:
+            with self.report.timer("privacy"):
+                jobs = [self._job(out, to_check)] + ([self._job(frames, need)] if need else [])
+                windows = self._windows(frames, need) if need else None
+                if windows is not None:
+                    jobs.append(windows)
+                embedded = embed_jobs(self.checkers, jobs)
+                fresh = embedded[1] if need else {}
+                fresh_base = (self._baseline_rows(embedded[2], fresh, len(need)) if windows is not None
+                              else [{} for _f in need])
+        except Exception as exc:  # noqa: BLE001 - each part again on its own, failing closed per face
+            log.warning("privacy check: one forward for the round failed (%s); its parts are embedded apart", exc)
+            originals = self._originals(frames, faces, frame_indices)
+            checked = [f for f in to_check if f.rung != len(self.ladder) - 1]
+            rows = iter(self._similarities(out, checked, originals) if checked else [])
+            return originals, [None if f.rung == len(self.ladder) - 1 else next(rows) for f in to_check]
+        originals = self._take_originals(faces, need, where, fresh, fresh_base, frame_indices)
+        return originals, self._rows(embedded[0], to_check, originals)  # (no face failed: the forward ran)
+
+    @staticmethod
+    def _job(images: torch.Tensor, faces: list[_Face]) -> ChipJob:
+        """The chips of ``faces`` (their rows and points) in ``images`` (frames or the output)."""
+        index = torch.tensor([f.row for f in faces], dtype=torch.long, device=images.device)
+        points = (torch.from_numpy(np.stack([f.record.points for f in faces])).float() if faces
+                  else torch.zeros((0, 5, 2)))
+        return ChipJob(images, index, points.to(images.device))
+
+    def _windows(self, frames: torch.Tensor, faces: list[_Face]) -> ChipJob | None:
+        """The same-context baselines' chips: each face's window of its original frame with the
+        face filled flat (:func:`~reenact.pipeline.baseline.flat_windows`); None when they
+        cannot be made (the faces are then judged at the operating point alone)."""
+        try:
+            index = torch.tensor([f.row for f in faces], dtype=torch.long, device=frames.device)
+            boxes = torch.from_numpy(np.stack([f.record.box for f in faces])).float()
+            points = torch.from_numpy(np.stack([f.record.points for f in faces])).float()
+            windows, local = flat_windows(frames, index, boxes, points.to(frames.device))
+        except Exception as exc:  # noqa: BLE001 - no baseline: the operating point alone decides
+            log.warning("privacy check: the same-context baseline could not be made (%s); the faces are "
+                        "judged at the operating point alone", exc)
+            return None
+        return ChipJob(windows, torch.arange(len(faces), device=frames.device), local)
+
+    def _baseline_rows(self, windows: dict[str, torch.Tensor], originals: dict[str, torch.Tensor],
+                       n: int) -> list[dict[str, float]]:
+        """Per face, each checker's similarity of its baseline (``windows``' embeddings) to its
+        original (``originals``, the same rows); NaN similarities are left out."""
+        sims = {c.name: (F.normalize(windows[c.name], dim=1)
+                         * F.normalize(originals[c.name].to(windows[c.name].device), dim=1)).sum(dim=1).tolist()
+                for c in self.checkers}
+        return [{name: float(v[k]) for name, v in sims.items() if np.isfinite(v[k])} for k in range(n)]
+
     def _baselines(self, frames: torch.Tensor, faces: list[_Face],
                    originals: dict[str, torch.Tensor]) -> list[dict[str, float]]:
         """Per face, each checker's similarity of its same-context baseline (the original frame
         with the face filled flat) to its original. A baseline that cannot be made leaves the
         face with none: it is then judged at the operating point alone (the stricter rule)."""
+        windows = self._windows(frames, faces)
+        if windows is None:
+            return [{} for _f in faces]
         try:
-            index = torch.tensor([f.row for f in faces], dtype=torch.long, device=frames.device)
-            boxes = torch.from_numpy(np.stack([f.record.box for f in faces])).float()
-            points = torch.from_numpy(np.stack([f.record.points for f in faces])).float()
             with self.report.timer("privacy"):
-                windows, local = flat_windows(frames, index, boxes, points.to(frames.device))
-                window_index = torch.arange(len(faces), device=frames.device)
-                sims = {c.name: (F.normalize(c.embed(windows, window_index, local), dim=1)
-                                 * F.normalize(originals[c.name].to(windows.device), dim=1)).sum(dim=1).tolist()
-                        for c in self.checkers}
+                return self._baseline_rows(embed_jobs(self.checkers, [windows])[0], originals, len(faces))
         except Exception as exc:  # noqa: BLE001 - no baseline: the operating point alone decides
             log.warning("privacy check: the same-context baseline could not be embedded (%s); the faces are "
                         "judged at the operating point alone", exc)
             return [{} for _f in faces]
-        return [{name: float(v[k]) for name, v in sims.items() if np.isfinite(v[k])} for k in range(len(faces))]
 
     def _cached(self, track: int, frame_index: int) -> bool:
         entry = self.original_cache.get(track)
@@ -500,7 +594,7 @@ class PrivacyGuard:
             index = torch.tensor([f.row for f in faces], dtype=torch.long, device=frames.device)
             points = torch.from_numpy(np.stack([f.record.points for f in faces])).float().to(frames.device)
             with self.report.timer("privacy"):
-                return {c.name: c.embed(frames, index, points) for c in self.checkers}
+                return embed_jobs(self.checkers, [ChipJob(frames, index, points)])[0]
         except Exception as exc:  # noqa: BLE001 - fail closed: whatever went wrong, the faces are redacted
             log.warning("privacy check: original faces could not be embedded (%s); they are redacted", exc)
             return self._embed_one_by_one(frames, faces)
@@ -524,20 +618,26 @@ class PrivacyGuard:
     def _similarities(self, out: torch.Tensor, faces: list[_Face],
                       originals: dict[str, torch.Tensor]) -> list[dict[str, float] | None]:
         """Per face, each checker's similarity of the output face to its original (None: the
-        check raised or gave no number)."""
-        index = torch.tensor([f.row for f in faces], dtype=torch.long, device=out.device)
-        points = torch.from_numpy(np.stack([f.record.points for f in faces])).float().to(out.device)
+        check raised or gave no number); every checker's chips in one forward per recogniser."""
         try:
             with self.report.timer("privacy"):
-                sims = {}
-                for c in self.checkers:
-                    emb = c.embed(out, index, points)
-                    ref = originals[c.name][[f.orig for f in faces]].to(emb.device)
-                    # each face with its own original: the diagonal, never the [F,F] matrix's first row
-                    sims[c.name] = F.cosine_similarity(emb.float(), ref.float(), dim=1).tolist()
+                embedded = embed_jobs(self.checkers, [self._job(out, faces)])[0]
         except Exception as exc:  # noqa: BLE001 - fail closed: the faces are redacted
             log.warning("privacy check failed (%s); the faces are redacted", exc)
             return [None] * len(faces)
+        return self._rows(embedded, faces, originals)
+
+    def _rows(self, embedded: dict[str, torch.Tensor], faces: list[_Face],
+              originals: dict[str, torch.Tensor]) -> list[dict[str, float] | None]:
+        """Per face, each checker's cosine of its output's embedding (``embedded``, a row per
+        face) with its own original (row ``face.orig`` of ``originals``); None where one is not
+        a number."""
+        sims = {}
+        for c in self.checkers:
+            emb = embedded[c.name]
+            ref = originals[c.name][[f.orig for f in faces]].to(emb.device)
+            # each face with its own original: the diagonal, never the [F,F] matrix's first row
+            sims[c.name] = F.cosine_similarity(emb.float(), ref.float(), dim=1).tolist()
         rows: list[dict[str, float] | None] = []
         for k in range(len(faces)):
             row = {name: float(v[k]) for name, v in sims.items()}
