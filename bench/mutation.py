@@ -88,6 +88,8 @@ EQUIVALENT: dict[str, str] = {
         "the similarity of one pair is one number: [-1] is [0]",
     "offline_dlib: @functools.lru_cache(maxsize=1)  [1 -> 2]":
         "offline_dlib takes no arguments: the cache never holds more than one entry",
+    "embed_jobs: encoder = pieces[0][0].encoder  [0 -> -1] #2":
+        "the pieces are grouped by encoder: the last piece's checker has the first one's encoder",
     'ladder_for: def ladder_for(method: str, head_redaction: str = "blur", redraws: int = 1) '
     '-> tuple[str, ...]:  [1 -> 2]':
         "ladder_for only asks whether redraws > 0 (how many is PrivacyGuard's redraws, set by the caller)",

@@ -115,6 +115,21 @@ def test_faces_that_climb_are_checked_again_together(monkeypatch: pytest.MonkeyP
     assert int(out[:, top + 4 : bottom - 4, left + 4 : right - 4].max()) == 0  # filled black
 
 
+def test_a_job_without_faces_gets_empty_codes_and_no_forward() -> None:
+    """A round where one job has no faces (a chunk whose faces are all carried): that job gets
+    [0, D] codes for every checker, the other job its rows, and no forward runs for nothing."""
+    enc = CountingDlib()
+    checkers = [Checker(enc, "tight", 2.0, "test"), Checker(enc, "loose", 2.0, "test")]
+    frames = video(2)
+    points = torch.from_numpy(np.stack([FACES[0][1]] * 2))
+    empty = ChipJob(frames, torch.zeros(0, dtype=torch.long), torch.zeros((0, 5, 2)))
+    got = embed_jobs(checkers, [empty, ChipJob(frames, torch.arange(2), points)])
+    assert enc.forwards == [4]
+    for name in ("dlib-resnet/tight", "dlib-resnet/loose"):
+        assert got[0][name].shape == (0, 128) and got[1][name].shape == (2, 128)
+    assert embed_jobs(checkers, [empty])[0]["dlib-resnet/tight"].shape == (0, 128) and enc.forwards == [4]
+
+
 def test_a_slice_holds_at_most_check_batch_chips() -> None:
     """Many faces: the chips go through in slices of CHECK_BATCH, only the last one short."""
     enc = CountingDlib()
