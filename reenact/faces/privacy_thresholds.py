@@ -71,15 +71,27 @@ def chip_template(encoder: IdentityEncoder, chip: Chip) -> torch.Tensor:
     return (template - centre) * LOOSE_SCALE + centre
 
 
+def chip_crops(
+    encoder: IdentityEncoder, frames: torch.Tensor, frame_index: torch.Tensor, points: torch.Tensor, chip: Chip
+) -> torch.Tensor:
+    """The chips of faces cut from ``frames`` with ``encoder``'s tight or loose template, ready
+    for ``encoder.embed_aligned``.
+
+    Conventions:
+        frames uint8 [T,H,W,3]; frame_index long [F]; points float [F,5,2] frame pixels;
+        returns float [F,3,S,S] in [-1,1] (S: the encoder's ``crop_size``)
+    """
+    M = similarity_from_points(points.float().to(frames.device), chip_template(encoder, chip).to(frames.device))
+    return warp_to_crop(frames, torch.as_tensor(frame_index), M, encoder.crop_size)
+
+
 def embed_with_chip(
     encoder: IdentityEncoder, frames: torch.Tensor, frame_index: torch.Tensor, points: torch.Tensor, chip: Chip
 ) -> torch.Tensor:
     """Embed faces cut from ``frames`` with the tight or the loose chip (see module docstring)."""
     if chip == "tight":
         return encoder.embed(frames, frame_index, points)
-    M = similarity_from_points(points.float().to(frames.device), chip_template(encoder, chip).to(frames.device))
-    crops = warp_to_crop(frames, torch.as_tensor(frame_index), M, encoder.crop_size)
-    return encoder.embed_aligned(crops)
+    return encoder.embed_aligned(chip_crops(encoder, frames, frame_index, points, chip))
 
 
 #: Per identity model and chip, measured by ``bench/calibrate_privacy.py --gap 10`` (545

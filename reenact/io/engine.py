@@ -133,34 +133,25 @@ class _Run:
                 self.stage = stage
         self.stop.set()
 
-    def put(self, q: ByteQueue, item: Any, closed: threading.Event | None = None) -> None:
+    def _poll(self, attempt: Callable[[], Any], waiting: type[Exception], closed: threading.Event | None) -> Any:
+        """``attempt()`` (a queue call with a ``_POLL`` timeout that raises ``waiting`` when it
+        times out) again until it returns; :class:`_Stopped` once the run stops or ``closed`` is set."""
         while True:
             if self.stop.is_set() or (closed is not None and closed.is_set()):
                 raise _Stopped
             try:
-                q.put(item, timeout=_POLL)
-                return
-            except queue.Full:
+                return attempt()
+            except waiting:
                 continue
+
+    def put(self, q: ByteQueue, item: Any, closed: threading.Event | None = None) -> None:
+        self._poll(lambda: q.put(item, timeout=_POLL), queue.Full, closed)
 
     def wait_room(self, q: ByteQueue, size: int, closed: threading.Event | None = None) -> None:
-        while True:
-            if self.stop.is_set() or (closed is not None and closed.is_set()):
-                raise _Stopped
-            try:
-                q.wait_room(size, timeout=_POLL)
-                return
-            except queue.Full:
-                continue
+        self._poll(lambda: q.wait_room(size, timeout=_POLL), queue.Full, closed)
 
     def get(self, q: ByteQueue) -> Any:
-        while True:
-            if self.stop.is_set():
-                raise _Stopped
-            try:
-                return q.get(timeout=_POLL)
-            except queue.Empty:
-                continue
+        return self._poll(lambda: q.get(timeout=_POLL), queue.Empty, None)
 
 
 def run_stream(

@@ -31,12 +31,12 @@ import numpy as np
 import torch
 
 from reenact.errors import ShapeError
-from reenact.faces import cosine_similarity, similarity_from_points, warp_to_crop
+from reenact.faces import cosine_similarity
 from reenact.faces.identity import DlibFaceEncoder, IdentityEncoder, OnnxArcFaceEncoder
 from reenact.faces.privacy_thresholds import (
     CHIPS,
     Chip,
-    chip_template,
+    chip_crops,
     embed_with_chip,
     operating_point,
 )
@@ -79,7 +79,6 @@ class Checker:
         return {"model": self.encoder.name, "chip": self.chip, "operating_point": self.threshold,
                 "source": self.source, "false_match_rate": self.false_match_rate, "allowance": self.allowance}
 
-
     def crops(self, images: torch.Tensor, index: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
         """This checker's chips of faces, as :meth:`embed` cuts them before the recogniser runs
         (only for recognisers that cut their own chips with their template: :func:`template_chips`).
@@ -87,9 +86,7 @@ class Checker:
         Conventions: images uint8 [T,H,W,3]; index long [F]; points float [F,5,2] pixels of
         ``images``; returns float [F,3,S,S] in [-1,1] (S: the recogniser's ``crop_size``).
         """
-        template = chip_template(self.encoder, self.chip).to(images.device)
-        M = similarity_from_points(points.float().to(images.device), template)
-        return warp_to_crop(images, torch.as_tensor(index), M, self.encoder.crop_size)
+        return chip_crops(self.encoder, images, index, points, self.chip)
 
 
 #: most chips :func:`embed_jobs` cuts and embeds at once (dlib's are float [3,150,150], 270 KB
