@@ -105,7 +105,7 @@ def variants() -> dict[str, Variant]:
 
     out: dict[str, Variant] = {"control": control}
     for method in ("blur", "pix"):
-        for floor in (0, 112, 144, 176):
+        for floor in (0, 112, 144, 176, 192, 224, 256):
             out[f"{method}_{floor}"] = fixed("blur" if method == "blur" else "pixelate", floor)
     for grow in (1.2, 1.4):
         out[f"blur_144_g{round(grow * 10)}"] = fixed("blur", 144, grow)

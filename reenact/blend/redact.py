@@ -16,14 +16,14 @@ Redactions (:func:`redact_faces_`):
   its 112-150 px chip, so the original it compares with is itself soft and what it uses
   (the coarse layout of a dim, compressed face) survives a blur of 0.2 of the face's width.
   So a small face is blurred as far, in pixels, as a :data:`SMALL_FACE`-wide one (sigma
-  0.2 x 144 = 28.8 px: 0.36 of an 80 px face's width). Computed on the region downscaled to
+  0.2 x 192 = 38.4 px: 0.48 of an 80 px face's width). Computed on the region downscaled to
   :data:`BLUR_WORK_SIGMA` px per sigma and enlarged again (cost per face independent of its
   size: a crowd of faces stays cheap).
 * ``pixelate``: blocks of 1/:data:`PIXELATE_CELLS` of the region's strength width (a small
   face gets fewer, larger blocks), aligned to the head box.
 * ``solid``: the region filled with a flat colour (:data:`SOLID_LEVEL`).
 * ``flat``: the region filled with its own mean colour (the face gone, the light kept: what
-  the privacy check's same-context baseline embeds).
+  the privacy check's same-context baseline embeds), taken from ``source`` where given.
 
 ``shape="ellipse"`` applies them inside the region with a feathered edge (the mask is 1 on
 the whole ellipse and falls to 0 over :data:`FEATHER` of its minor semi-axis outside it);
@@ -76,16 +76,18 @@ CONSISTENT = 0.5
 #: of 4, and the picture outside the faces keeps 38.6 dB instead of 32.2 (fewer head boxes)
 BLUR_SIGMA = 0.2
 #: a face whose region is narrower than this (px) is redacted as strongly, in pixels, as a
-#: face this wide (:func:`strength_width`). Measured by ``bench/redact_size.py`` (the fixture
-#: MobileFace at 0.1 % false matches judging each SCRFD face of 4 frames of friends, crowd and
-#: hamilton against its original; the black head box is the floor): faces of 80-112 px
-#: regions (22) were linked 8 times with the blur at their own width, 8 with the strength of a
-#: 112 px face, 4 with 144 px (the floor: 4), 2 with 176; 48-80 px (16): 2 at their own width,
-#: 1 from 112 px on (floor 1); faces from 112 px on gained nothing from a larger width.
-#: Pixelation at 144: 2 of 22 against 4 at their own width. The labelled photos downscaled
-#: to 48-160 px regions link at no width with either rule (clean, bright photos: what links
-#: in the clips is dim, compressed video), so the bound comes from the clips.
-SMALL_FACE = 144
+#: face this wide (:func:`strength_width`). Measured by ``bench/redact_size.py --no-photos
+#: --clips friends crowd hamilton`` (the fixture MobileFace at 0.1 % false matches judging
+#: each SCRFD face of 4 frames against its original, regions of this round's
+#: :func:`face_regions`; the black head box is the floor), share linked per region width:
+#: 80-112 px (19 faces): 0.26 at their own width, 0.05 with the strength of a 144 px face,
+#: 0 from 176 px (floor 0.21); 112-144 px (7): 0.29 up to 176 px, 0 from 192 px (floor 0.14);
+#: 48-80 px (17): 0.12 from 144 px on (floor 0.06: dlib's check sees those); faces from 144 px
+#: on gain nothing from a larger width. Pixelation at 192: 0 of 26 faces of 80-144 px. The
+#: labelled photos downscaled to 48-160 px regions link at no width with either rule (clean,
+#: bright photos: what links in the clips is dim, compressed video), so the bound comes from
+#: the clips.
+SMALL_FACE = 192
 #: the downscaled work image has this many pixels per sigma (3 sigma fit a 7-tap kernel)
 BLUR_WORK_SIGMA = 2.0
 #: pixelation: blocks per region width
@@ -266,13 +268,22 @@ def _check_frame(frame: torch.Tensor) -> None:
                          f"{tuple(getattr(frame, 'shape', ()))}")
 
 
-def redact_faces_(frame: torch.Tensor, regions: torch.Tensor, method: str, shape: str = "ellipse") -> None:
+def redact_faces_(frame: torch.Tensor, regions: torch.Tensor, method: str, shape: str = "ellipse",
+                  source: torch.Tensor | None = None) -> None:
     """Redact each region of ``frame`` in place (module docstring); only the pixels of each
     region's window (its head box, plus the feather for ``ellipse``) are read and written.
+    ``source``: the frame ``flat`` takes each region's mean colour from (default ``frame``
+    itself; the privacy ladder passes the original, so its fill is the same-context baseline
+    whatever was pasted on the face before).
 
-    Conventions: frame uint8 [H,W,3]; regions float [N,5] (from :func:`face_regions`).
+    Conventions: frame uint8 [H,W,3]; regions float [N,5] (from :func:`face_regions`); source
+    uint8 [H,W,3] or None.
     """
     _check_frame(frame)
+    if source is not None:
+        _check_frame(source)
+        if source.shape != frame.shape:
+            raise ShapeError(f"source {tuple(source.shape)} must match frame {tuple(frame.shape)}")
     check_shape(regions, ["N", 5], "regions", what="(cx, cy, semi_across, semi_along, tilt)")
     if method not in METHODS:
         raise ShapeError(f"unknown redaction {method!r}; use one of {', '.join(METHODS)}")
@@ -287,11 +298,11 @@ def redact_faces_(frame: torch.Tensor, regions: torch.Tensor, method: str, shape
     for region, (left, top, right, bottom) in zip(regions, windows, strict=True):
         if right - left < 1 or bottom - top < 1:
             continue
-        _redact_window_(frame, region, (left, top, right, bottom), method, shape)
+        _redact_window_(frame, region, (left, top, right, bottom), method, shape, source)
 
 
 def _redact_window_(frame: torch.Tensor, region: torch.Tensor, window: tuple[int, int, int, int],
-                    method: str, shape: str) -> None:
+                    method: str, shape: str, source: torch.Tensor | None = None) -> None:
     left, top, right, bottom = window
     view = frame[top:bottom, left:right]
     face_width = strength_width(2.0 * float(region[2]))
@@ -306,7 +317,8 @@ def _redact_window_(frame: torch.Tensor, region: torch.Tensor, window: tuple[int
         redacted = pixelate_patch(patch, face_width / PIXELATE_CELLS)
     elif method == "flat":
         weights = torch.ones_like(patch[0]) if mask is None else mask
-        mean = (patch * weights).sum(dim=(1, 2)) / weights.sum().clamp_min(1e-6)
+        colours = patch if source is None else source[top:bottom, left:right].permute(2, 0, 1).float()
+        mean = (colours * weights).sum(dim=(1, 2)) / weights.sum().clamp_min(1e-6)
         redacted = mean[:, None, None].expand_as(patch).clone()
     else:
         redacted = torch.full_like(patch, float(SOLID_LEVEL))

@@ -147,8 +147,8 @@ def _residual_detail(scale: float, step_px: int | None = None) -> float:
 def test_blur_strength_grows_with_the_face() -> None:
     """Above SMALL_FACE the same face at twice the size is blurred twice as far: what is left
     of its detail, measured at the face's own scale, is the same."""
-    assert 24 * 7 >= R.SMALL_FACE
-    one, two = _residual_detail(7), _residual_detail(14)
+    assert 24 * 8 >= R.SMALL_FACE
+    one, two = _residual_detail(8), _residual_detail(16)
     assert abs(one - two) < 0.35 * max(one, two)
 
 
@@ -165,12 +165,13 @@ def test_small_faces_are_blurred_as_far_in_pixels_as_one_at_the_limit() -> None:
 
 def test_pixelate_blocks_follow_the_face_size() -> None:
     frame = _textured(300, 300)
-    reg = torch.tensor([[150.0, 150.0, 70.0, 90.0, 0.0]])
+    reg = torch.tensor([[150.0, 150.0, 110.0, 130.0, 0.0]])  # wider than SMALL_FACE: blocks of its own width
+    assert 2 * 110 >= R.SMALL_FACE
     out = R.redact_faces(frame, reg, "pixelate", "box")
     left, top, right, bottom = R.head_boxes(reg, 300, 300)[0].tolist()
     row = out[150, left:right].int()
     changes = int((row[1:] != row[:-1]).any(dim=1).sum())
-    expected = (right - left) / (2 * 70 / R.PIXELATE_CELLS)
+    expected = (right - left) / (2 * 110 / R.PIXELATE_CELLS)
     assert abs(changes + 1 - expected) <= 1.5
 
 
@@ -203,3 +204,19 @@ def test_no_faces_and_faces_outside_the_frame_are_fine() -> None:
     edge = torch.tensor([[2.0, 2.0, 30.0, 40.0, 0.3]])  # a face cut by the frame's corner
     out = R.redact_faces(frame, edge, "blur")
     assert not torch.equal(out[:10, :10], frame[:10, :10])
+
+
+def test_flat_takes_its_colour_from_the_source_frame() -> None:
+    """The privacy ladder's fill paints the original's mean colour, not that of what an earlier
+    rung pasted on the face: it is then the same-context baseline itself."""
+    original = torch.full((240, 200, 3), 90, dtype=torch.uint8)
+    pasted = original.clone()
+    pasted[60:180, 50:150] = 250  # a rendered face over the region
+    reg = R.face_regions(BOX, UPRIGHT)
+    out = pasted.clone()
+    R.redact_faces_(out, reg, "flat", source=original)
+    cx, cy = (int(v) for v in reg[0, :2])
+    assert out[cy, cx].tolist() == [90, 90, 90]
+    assert R.redact_faces(pasted, reg, "flat")[cy, cx, 0] > 150  # without a source: its own mean
+    with pytest.raises(ShapeError, match="source"):
+        R.redact_faces_(out, reg, "flat", source=original[:100])

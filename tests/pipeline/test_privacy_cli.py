@@ -32,7 +32,7 @@ def test_blur_run_default_report_and_audit_file(tmp_path: Path) -> None:
     report = json.loads(text)
     assert {"privacy", "tracks", "counts", "config", "input", "output"} <= set(report)
     assert report["models"]["generator"] is None  # the fast path loads no generator
-    assert report["privacy"]["ladder"] == ["blur", "head_blur", "fill", "solid"]
+    assert report["privacy"]["ladder"] == ["blur", "fill", "head_blur", "solid"]
     assert {c["chip"] for c in report["privacy"]["checkers"]} == {"tight", "loose"}
     assert report["counts"]["faces_blurred"] > 0 and report["counts"]["faces_replaced"] == 0
     for track in report["tracks"].values():

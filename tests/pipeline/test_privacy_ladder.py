@@ -20,9 +20,11 @@ import reenact.pipeline.privacy.guard as guard_module
 from reenact.blend import redact
 from reenact.blend.redact import FEATHER, face_regions, head_boxes
 from reenact.errors import ShapeError
+from reenact.faces.privacy_thresholds import OPERATING_POINTS
 from reenact.pipeline.privacy import (
     Checker,
     PrivacyGuard,
+    headroom,
     ladder_for,
     passes,
 )
@@ -121,13 +123,13 @@ def head(box: np.ndarray, points: np.ndarray | None = POINTS, grow: float = 1.0)
 
 
 def test_ladders_redact_the_face_shape_before_the_head_and_end_with_solid() -> None:
-    assert SYNTHETIC == ("synthetic", "redraw", "grown_mask", "blur", "head_blur", "fill", "solid")
-    assert ladder_for("blur") == ("blur", "head_blur", "fill", "solid")
-    assert ladder_for("blur", "pixelate") == ("blur", "head_pixelate", "head_blur", "fill", "solid")
-    assert ladder_for("pixelate") == ("pixelate", "head_pixelate", "head_blur", "fill", "solid")
+    assert SYNTHETIC == ("synthetic", "redraw", "grown_mask", "blur", "fill", "head_blur", "solid")
+    assert ladder_for("blur") == ("blur", "fill", "head_blur", "solid")
+    assert ladder_for("blur", "pixelate") == ("blur", "fill", "head_pixelate", "head_blur", "solid")
+    assert ladder_for("pixelate") == ("pixelate", "fill", "head_pixelate", "head_blur", "solid")
     assert ladder_for("solid") == ("solid",)
-    assert ladder_for("synthetic", "pixelate", redraws=0) == ("synthetic", "grown_mask", "blur", "head_pixelate",
-                                                              "fill", "solid")
+    assert ladder_for("synthetic", "pixelate", redraws=0) == ("synthetic", "grown_mask", "blur", "fill",
+                                                              "head_pixelate", "solid")
     assert ladder_for("synthetic") == SYNTHETIC  # by default: one redraw, then the face's shape blurred
 
 
@@ -141,11 +143,11 @@ def test_face_passing_tight_but_failing_loose_is_redacted() -> None:
 
     g, report = guard(SYNTHETIC, checkers("tight", "loose"), render=FakeRender())
     result = g.apply(frames, out, [(0, record())], [0])
-    assert report.tracks[0].rungs == {"solid": 1}
-    # what is written (solid) passes: the failed checks on the way there are not the output's
-    assert report.tracks[0].failed_checks == 0 and report.tracks[0].max_similarity == {}
-    left, top, right, bottom = head(BOX)
-    assert int(result[0, top:bottom, left:right].max()) == 0  # the whole head box is filled
+    # the loose chip sees only context (uniform): the face ends on its baseline, the fill
+    assert report.tracks[0].rungs == {"fill": 1}
+    # what is written (fill) passes: the failed checks on the way there are not the output's
+    assert report.tracks[0].failed_checks == 0
+    assert int(result[0, CY, CX, 0]) == 0  # the swapped face is gone: the region's own colour
 
 
 @pytest.mark.parametrize(("rung", "render", "redraw_code"), [
@@ -170,17 +172,18 @@ def test_each_rung_is_reached_and_counted(rung: str, render: FakeRender, redraw_
         assert report.counts["faces_blurred"] == 1
 
 
-def test_nothing_passing_ends_on_solid_and_the_track_stays_there() -> None:
+def test_a_face_only_its_context_links_ends_on_fill_and_the_track_stays_there() -> None:
     frames = frame_with_face(background=0, centre=0)  # nothing changes the one pixel it sees
     render = FakeRender(redraw=0, grown=0)
     g, report = guard(SYNTHETIC, checkers("tight"), render=render, redraw=lambda _t: torch.ones(2))
     result = g.apply(frames, frames.clone(), [(0, record())], [0])
-    assert report.tracks[0].rungs == {"solid": 1}
+    # every rung fails; the fill is the context alone, which links: it passes by construction
+    assert report.tracks[0].rungs == {"fill": 1}
     assert render.calls == ["redraw", "grown_mask"]  # one redraw (redraws=1), then the grown mask
     assert int(result[0, CY, CX, 0]) == 0 and int(result[0, CY, CX].sum()) == 0
     # the next frame of the track starts on the rung the track reached: no flicker back
     g.apply(frames, frames.clone(), [(0, record())], [1])
-    assert report.tracks[0].rungs == {"solid": 2}
+    assert report.tracks[0].rungs == {"fill": 2}
     assert render.calls == ["redraw", "grown_mask"]
 
 
@@ -195,7 +198,7 @@ def test_redraws_are_bounded_per_track() -> None:
     g, report = guard(SYNTHETIC, checkers("tight"), render=FakeRender(redraw=0, grown=0), redraw=redraw, redraws=3)
     g.apply(frames, frames.clone(), [(0, record())], [0])
     assert len(draws) == 3
-    assert report.tracks[0].rungs == {"solid": 1}
+    assert report.tracks[0].rungs == {"fill": 1}
 
 
 def test_blend_refused_faces_are_redacted_not_left() -> None:
@@ -268,11 +271,11 @@ def test_face_that_every_blur_leaves_linked_is_filled_with_its_own_colour_not_so
     assert torch.equal(result[:, outside], frames[:, outside])  # never wider than the head
 
 
-def test_blur_that_still_matches_escalates_to_solid() -> None:
+def test_blur_that_still_matches_where_context_alone_matches_ends_on_fill() -> None:
     frames = frame_with_face(background=0, centre=0)  # uniform: a blur changes nothing it sees
     g, report = guard(ladder_for("blur"), checkers("tight", "loose"))
     result = g.apply(frames, frames.clone(), [(0, record(failed="redacted by --method blur"))], [0])
-    assert report.tracks[0].rungs == {"solid": 1}
+    assert report.tracks[0].rungs == {"fill": 1}, "the baseline itself, not the black head box"
     assert int(result[0, CY, CX].sum()) == 0
 
 
@@ -308,7 +311,6 @@ class Named:
 
 
 def test_checkers_for_each_model_once_at_its_operating_point_or_the_override() -> None:
-    from reenact.faces.privacy_thresholds import OPERATING_POINTS
     from reenact.pipeline.privacy import checkers_for
 
     models = [Named("dlib-resnet"), Named("dlib-resnet"), Named("arcface-onnx")]
@@ -365,7 +367,7 @@ def test_guard_refuses_ladders_that_could_leave_a_face() -> None:
     with pytest.raises(ShapeError, match="mosaic"):
         ladder_for("mosaic")
     g, report = guard(ladder_for("blur"), checkers("tight"))
-    assert report.privacy is not None and report.privacy["ladder"] == ["blur", "head_blur", "fill", "solid"]
+    assert report.privacy is not None and report.privacy["ladder"] == ["blur", "fill", "head_blur", "solid"]
     frames = frame_with_face()
     with pytest.raises(ShapeError):
         g.apply(frames, frames[:, :32].clone(), [], [0])
@@ -448,7 +450,7 @@ def test_untracked_originals_are_never_reused() -> None:
     second = frame_with_face(background=0, centre=0)
     g.apply(second, second.clone(), [(0, FaceRecord(-1, BOX.copy(), POINTS.copy(), failed="untracked"))], [1])
     assert _originals_embedded(enc, second) == 1
-    assert report.untracked_rungs == {"pixelate": 1, "solid": 1}
+    assert report.untracked_rungs == {"pixelate": 1, "fill": 1}
 
 
 def test_an_original_that_embeds_to_nan_fails_closed() -> None:
@@ -569,6 +571,20 @@ def test_the_check_rule_at_the_operating_point_and_against_the_baseline() -> Non
     assert passes({c.name: 0.71}, [c], {c.name: 0.7})
     assert not passes({c.name: 0.72}, [c], {c.name: 0.7})
     assert not passes({c.name: 0.6}, [c], {c.name: float("nan")})  # no usable baseline: the operating point
+    # the calibrated recognisers allow nothing above the baseline: below it, or not private
+    for point in (p for chips in OPERATING_POINTS.values() for p in chips.values()):
+        assert point.allowance == 0.0
+    strict = Checker(enc, "tight", 0.5, "test")  # type: ignore[arg-type]
+    assert not passes({strict.name: 0.7005}, [strict], {strict.name: 0.7})
+    assert passes({strict.name: 0.6995}, [strict], {strict.name: 0.7})
+    # the fill (the baseline itself) passes by construction where context alone links, and is
+    # measured against the operating point where it does not
+    assert passes({strict.name: 0.71}, [strict], {strict.name: 0.7}, is_baseline=True)
+    assert headroom({strict.name: 0.71}, [strict], {strict.name: 0.7}, is_baseline=True) == math.inf
+    assert not passes({strict.name: 0.55}, [strict], {strict.name: 0.45}, is_baseline=True)
+    assert passes({strict.name: 0.46}, [strict], {strict.name: 0.45}, is_baseline=True)
+    assert headroom({strict.name: 0.46}, [strict], {strict.name: 0.45}, is_baseline=True) == pytest.approx(0.04)
+    assert not passes({strict.name: 0.6}, [strict], {strict.name: float("nan")}, is_baseline=True)
 
 
 def test_a_face_whose_context_alone_links_passes_when_no_more_similar_than_that() -> None:
@@ -616,7 +632,7 @@ def test_the_guard_leaves_the_report_to_its_caller() -> None:
     report = RunReport("s")
     g = PrivacyGuard(checkers("tight"), ladder_for("blur"), report)
     assert report.privacy is None, "building a guard writes nothing into the report"
-    assert g.describe()["ladder"] == ["blur", "head_blur", "fill", "solid"] and len(g.describe()["checkers"]) == 1  # type: ignore[arg-type]
+    assert g.describe()["ladder"] == ["blur", "fill", "head_blur", "solid"] and len(g.describe()["checkers"]) == 1  # type: ignore[arg-type]
 
 
 def test_the_report_keeps_every_draw_of_a_track() -> None:
@@ -634,11 +650,11 @@ def test_the_report_keeps_every_draw_of_a_track() -> None:
 
 def test_each_face_of_a_batch_is_compared_with_its_own_original() -> None:
     """Two tracks checked in one call: one whose blur changes what the recogniser sees, one
-    (a uniform frame) whose blur changes nothing. The second must fail and end solid, whatever
-    the first one's output looks like."""
+    (a uniform frame) whose blur changes nothing. The second must fail its blur and end on
+    fill (its context alone), whatever the first one's output looks like."""
     frames = torch.cat([frame_with_face(background=255, centre=0), frame_with_face(background=0, centre=0)])
     g, report = guard(ladder_for("blur"), checkers("tight"))
     faces = [(0, record(0, failed="redacted by --method blur")), (1, record(1, failed="redacted by --method blur"))]
     g.apply(frames, frames.clone(), faces, [0, 0])
     assert report.tracks[0].rungs == {"blur": 1}
-    assert report.tracks[1].rungs == {"solid": 1}
+    assert report.tracks[1].rungs == {"fill": 1}

@@ -132,11 +132,11 @@ def test_a_track_moved_to_another_rung_is_measured_at_once_on_it() -> None:
     g, report = guard(ladder_for("blur"), [Checker(enc, "tight", 0.5, "test")])  # type: ignore[arg-type]
     g.apply(frame(), frame(), [(0, face())], [0])
     g.apply(frame(), frame(), [(0, face())], [1])
-    g.track_rung[0] = 1  # the track's rung moved on (head_blur) by a rule outside the check
+    g.track_rung[0] = 1  # the track's rung moved on (fill) by a rule outside the check
     g.apply(frame(), frame(), [(0, face())], [2])
     g.apply(frame(), frame(), [(0, face())], [3])
     assert measured_frames(report) == [0, 2]
-    assert [e[1] for e in report.tracks[0].privacy_frames] == ["blur", "blur", "head_blur", "head_blur"]
+    assert [e[1] for e in report.tracks[0].privacy_frames] == ["blur", "blur", "fill", "fill"]
 
 
 @pytest.mark.parametrize("chunk", [1, 6])
@@ -164,19 +164,20 @@ def test_synthetic_faces_are_measured_on_every_frame() -> None:
 def test_a_blur_that_weakens_mid_track_is_measured_at_once_and_escalated(
         chunk: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """The hazard of carrying a check: the face holds still, its redaction stops working. From
-    frame 5 on (marked) the face-shaped blur leaves the face as it was (the head-box blur still works)."""
+    frame 5 on (marked) the face-shaped blur leaves the face as it was (the fill still works)."""
 
-    def weakening(frame_: torch.Tensor, regions: torch.Tensor, method: str, shape: str = "ellipse") -> None:
+    def weakening(frame_: torch.Tensor, regions: torch.Tensor, method: str, shape: str = "ellipse",
+                  source: torch.Tensor | None = None) -> None:
         if method == "blur" and shape == "ellipse" and int(frame_[0, 0, 0]) == 1:
             return
-        redact.redact_faces_(frame_, regions, method, shape)
+        redact.redact_faces_(frame_, regions, method, shape, source)
 
     monkeypatch.setattr(guard_module, "redact_faces_", weakening)
     frames, records = [frame()] * 5 + [frame(mark=1)] * 7, [face() for _ in range(12)]
     _g, report, out, _enc = run(records, frames, chunk)
     sims = similarity(torch.cat(frames), out, records)
     assert max(sims) < 0.5, f"a face was written as it was: {sims}"
-    assert report.tracks[0].rungs == {"blur": 5, "head_blur": 7}
+    assert report.tracks[0].rungs == {"blur": 5, "fill": 7}
     assert 5 in measured_frames(report) and report.tracks[0].failed_checks == 0
 
 

@@ -11,7 +11,11 @@
   the checkers' limits (used by the ladder, :mod:`reenact.pipeline.privacy.guard`): a face
   passes when each checker sees it below the operating point, or, where the face's context
   alone (its original frame with the face filled flat: the *baseline*) already reaches that
-  point, no more than the allowance above that baseline.
+  point, below that baseline (plus the checker's allowance: 0 for every calibrated one, see
+  :class:`~reenact.faces.privacy_thresholds.OperatingPoint`). There the recogniser cannot tell
+  a redacted face from its context, so only a face no more similar than the context alone is
+  known to add nothing to it; the ``fill`` rung, which *is* the baseline, passes by
+  construction.
 * :func:`check_identities` and :func:`count_faces`: runs without the ladder (reenact): the
   similarity of each replaced face to what its policy compares it with is reported, and every
   face counted; nothing is redacted.
@@ -194,22 +198,39 @@ def run_recognisers(identity: IdentityEncoder, recogniser: IdentityEncoder | Non
     return models
 
 
+def _clears(c: Checker, sim: float, baseline: float | None, is_baseline: bool) -> bool:
+    """One checker's verdict (the rule, module docstring): below its limit, or, for a face that
+    *is* its own baseline (the ``fill`` rung), context alone reaches the operating point."""
+    if sim < c.limit(baseline):
+        return True
+    return is_baseline and baseline is not None and math.isfinite(baseline) and baseline >= c.threshold
+
+
 def passes(similarities: dict[str, float], checkers: list[Checker],
-           baselines: dict[str, float] | None = None) -> bool:
+           baselines: dict[str, float] | None = None, is_baseline: bool = False) -> bool:
     """The check rule (module docstring): every checker sees the face below its limit
     (``similarities`` and ``baselines``: by :attr:`Checker.name`; no baseline: the operating
-    point alone)."""
+    point alone). ``is_baseline``: the face is its same-context baseline itself (the ``fill``
+    rung: the face-shaped region filled with its mean colour, exactly what the baseline
+    embeds), so where context alone reaches a checker's operating point it passes that checker
+    by construction: no redaction can be less similar than the context it leaves, and the
+    similarity measured on the composited frame differs from the baseline's only by the other
+    faces' redactions in the chip."""
     base = baselines or {}
-    return all(similarities[c.name] < c.limit(base.get(c.name)) for c in checkers)
+    return all(_clears(c, similarities[c.name], base.get(c.name), is_baseline) for c in checkers)
 
 
 def headroom(similarities: dict[str, float], checkers: list[Checker],
-             baselines: dict[str, float] | None = None) -> float:
+             baselines: dict[str, float] | None = None, is_baseline: bool = False) -> float:
     """How far below its limit (:meth:`Checker.limit`, as :func:`passes` applies it) the face
     is on the checker where it comes closest: positive when it passes. The re-check rule of
-    :mod:`reenact.pipeline.privacy.guard` carries a check only from a face with enough of it."""
+    :mod:`reenact.pipeline.privacy.guard` carries a check only from a face with enough of it.
+    A checker a baseline face (``is_baseline``) passes by construction leaves it unbounded
+    headroom (its output is the baseline, however the similarity moves)."""
     base = baselines or {}
-    return min(c.limit(base.get(c.name)) - similarities[c.name] for c in checkers)
+    rooms = [math.inf if is_baseline and _clears(c, math.inf, base.get(c.name), True)
+             else c.limit(base.get(c.name)) - similarities[c.name] for c in checkers]
+    return min(rooms)
 
 
 def margins(similarities: dict[str, float], checkers: list[Checker],

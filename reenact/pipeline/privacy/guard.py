@@ -14,11 +14,14 @@ rung):
 ``synthetic`` (the rendered synthetic identity) -> ``redraw`` (another synthetic identity, at
 most ``deidentify.redraws`` per track) -> ``grown_mask`` (the face pasted with a mask grown to
 forehead and jaw) -> ``blur`` (the face-shaped region blurred: forehead to chin, ears,
-hairline; :mod:`reenact.blend.redact`) -> ``head_blur`` / ``head_pixelate`` (the head box, the
-region's bounds, never wider than the head; ``deidentify.head_redaction``) -> ``fill`` (the
-face-shaped region filled with its own mean colour: the face gone, its context and light kept,
-which is the check's same-context baseline itself, so it passes wherever the baseline rule
-can) -> ``solid`` (the head box filled black: the last rung, which leaves nothing to check).
+hairline; :mod:`reenact.blend.redact`) -> ``fill`` (the face-shaped region filled with its
+own mean colour: the face gone, its context and light kept; it is the check's same-context
+baseline itself, so where context alone reaches a checker's operating point it passes by
+construction, and elsewhere its similarity is the baseline's, below that point) ->
+``head_blur`` / ``head_pixelate`` (the head box, the region's bounds, never wider than the
+head; ``deidentify.head_redaction``: reached only where ``fill`` fails, a baseline at the
+operating point's edge) -> ``solid`` (the head box filled black: the last rung, which leaves
+nothing to check).
 ``--method blur`` starts on ``blur``, ``--method pixelate`` on ``pixelate`` (the face-shaped
 region pixelated), ``--method solid`` on ``solid``. Faces that could not be synthesized (no
 identity, refused by the blender, outside the frame, too small, untracked) start on the first
@@ -112,8 +115,8 @@ def untracked_faces(raw: FaceDetections, tracked_boxes: np.ndarray) -> list[Face
 
 
 SYNTHETIC_RUNGS = ("synthetic", "redraw", "grown_mask")
-#: the redaction rungs: face-shaped first, then the head box, then the face-shaped region filled
-#: with its own mean colour, then the head box filled black
+#: the redaction rungs: face-shaped first (redacted, then filled with its own mean colour), then
+#: the head box, then the head box filled black
 REDACTION_RUNGS = ("blur", "pixelate", "head_blur", "head_pixelate", "fill", "solid")
 
 Render = Callable[[torch.Tensor, torch.Tensor, list[tuple[int, FaceRecord]], list[torch.Tensor | None], bool],
@@ -130,13 +133,13 @@ def ladder_for(method: str, head_redaction: str = "blur", redraws: int = 1) -> t
     """The rungs of ``method`` (module docstring): synthetic climbs redraw and grown mask first;
     every ladder redacts the face's shape before the head box, and ends with solid."""
     head = f"head_{head_redaction}"
-    last = ("fill", "solid")  # the baseline itself, then black: solid only where no check can be made
+    # the baseline itself (face-shaped), then the head box, then black: solid only where no check can be made
     if method == "synthetic":
-        return ("synthetic",) + (("redraw",) if redraws > 0 else ()) + ("grown_mask", "blur", head, *last)
+        return ("synthetic",) + (("redraw",) if redraws > 0 else ()) + ("grown_mask", "blur", "fill", head, "solid")
     if method == "blur":
-        return ("blur", head, *last) if head == "head_blur" else ("blur", head, "head_blur", *last)
+        return ("blur", "fill", head, "solid") if head == "head_blur" else ("blur", "fill", head, "head_blur", "solid")
     if method == "pixelate":
-        return ("pixelate", "head_pixelate", "head_blur", *last)
+        return ("pixelate", "fill", "head_pixelate", "head_blur", "solid")
     if method == "solid":
         return ("solid",)
     raise ShapeError(f"unknown deidentify method {method!r}")
@@ -346,7 +349,7 @@ class PrivacyGuard:
             return None
         box = np.asarray(face.record.box, np.float32).copy()
         return _Check(frame_indices[face.row], face.rung, box, np.asarray(face.record.points, np.float32).copy(),
-                      headroom(face.similarities, self.checkers, face.baselines),
+                      headroom(face.similarities, self.checkers, face.baselines, self._is_baseline(face)),
                       change(frames, out, face.row, box))
 
     def _carry(self, frames: torch.Tensor, out: torch.Tensor, faces: list[_Face], frame_indices: list[int]
@@ -413,7 +416,7 @@ class PrivacyGuard:
                     pending.append(face)
                     continue
                 face.similarities = row
-                if passes(row, self.checkers, face.baselines):
+                if passes(row, self.checkers, face.baselines, self._is_baseline(face)):
                     self._done(face, frame_indices, passed=True)
                 else:
                     face.rung = self._next_rung(face)
@@ -429,6 +432,10 @@ class PrivacyGuard:
             else:
                 self.last_check.pop(track, None)
         return out
+
+    def _is_baseline(self, face: _Face) -> bool:
+        """Whether the face's rung is its same-context baseline itself (``fill``)."""
+        return self.ladder[face.rung] == "fill"
 
     @staticmethod
     def _flatten(groups: dict[int, list[_Face]]) -> list[_Face]:
@@ -656,7 +663,8 @@ class PrivacyGuard:
             pts = np.asarray(face.record.points, np.float32)
             # faces without five usable points: the region from the box alone
             region = face_regions(box, torch.from_numpy(pts)[None] if pts.shape == (5, 2) else None)
-            redact_faces_(out[face.row], region, method, shape)
+            # fill: the original's mean colour (the baseline), whatever the face's earlier rungs pasted
+            redact_faces_(out[face.row], region, method, shape, frames[face.row] if rung == "fill" else None)
         return out
 
     def _render(self, rung: str, frames: torch.Tensor, out: torch.Tensor, group: list[_Face]) -> torch.Tensor:
