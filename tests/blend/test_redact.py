@@ -220,3 +220,41 @@ def test_flat_takes_its_colour_from_the_source_frame() -> None:
     assert R.redact_faces(pasted, reg, "flat")[cy, cx, 0] > 150  # without a source: its own mean
     with pytest.raises(ShapeError, match="source"):
         R.redact_faces_(out, reg, "flat", source=original[:100])
+
+
+def test_redact_in_place_checks_its_inputs() -> None:
+    reg = R.face_regions(BOX, UPRIGHT)
+    frame = _textured()
+    with pytest.raises(ShapeError, match="uint8"):
+        R.redact_faces_(frame.float(), reg, "blur")
+    with pytest.raises(ShapeError, match="regions"):
+        R.redact_faces_(frame, reg[:, :4], "blur")
+    with pytest.raises(ShapeError, match="uint8"):
+        R.redact_faces_(frame, reg, "flat", source=frame.float())
+
+
+def test_the_feathered_edge_is_redacted_on_both_axes() -> None:
+    """The feather reaches past the ellipse (FEATHER of its smaller semi-axis): the window
+    redacted is grown on both axes, so the band just outside the ellipse changes too."""
+    frame = _textured(240, 240)
+    cx, cy, a, b = 120.0, 120.0, 40.0, 50.0
+    out = R.redact_faces(frame, torch.tensor([[cx, cy, a, b, 0.0]]), "solid")
+    band = R.FEATHER * min(a, b)
+    assert band > 4
+    for x, y in ((cx + a + band / 3, cy), (cx - a - band / 3, cy), (cx, cy + b + band / 3), (cx, cy - b - band / 3)):
+        assert not torch.equal(out[int(y), int(x)], frame[int(y), int(x)]), (x, y)
+    assert torch.equal(out[int(cy), int(cx + a + band + 2)], frame[int(cy), int(cx + a + band + 2)])
+
+
+def test_regions_past_the_frame_edge_are_redacted_where_they_reach_in() -> None:
+    """A region wholly outside the frame changes nothing (and raises nothing); one whose head
+    box reaches a single pixel into the frame redacts that column (or row)."""
+    frame = _textured(100, 100)
+    for method in R.METHODS:
+        for shape in R.SHAPES:
+            for reg in ([[-60.0, 50.0, 20.0, 25.0, 0.0]], [[50.0, 160.0, 20.0, 25.0, 0.0]]):
+                assert torch.equal(R.redact_faces(frame, torch.tensor(reg), method, shape), frame)
+    left_edge = R.redact_faces(frame, torch.tensor([[-20.5, 50.0, 20.0, 25.0, 0.0]]), "solid", "box")
+    assert int(left_edge[40:60, 0].max()) == 0 and torch.equal(left_edge[:, 1:], frame[:, 1:])
+    top_edge = R.redact_faces(frame, torch.tensor([[50.0, -25.5, 20.0, 25.0, 0.0]]), "solid", "box")
+    assert int(top_edge[0, 40:60].max()) == 0 and torch.equal(top_edge[1:], frame[1:])

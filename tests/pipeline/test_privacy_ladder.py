@@ -585,6 +585,7 @@ def test_the_check_rule_at_the_operating_point_and_against_the_baseline() -> Non
     assert passes({strict.name: 0.46}, [strict], {strict.name: 0.45}, is_baseline=True)
     assert headroom({strict.name: 0.46}, [strict], {strict.name: 0.45}, is_baseline=True) == pytest.approx(0.04)
     assert not passes({strict.name: 0.6}, [strict], {strict.name: float("nan")}, is_baseline=True)
+    assert passes({strict.name: 0.51}, [strict], {strict.name: 0.5}, is_baseline=True)  # context at the point links
 
 
 def test_a_face_whose_context_alone_links_passes_when_no_more_similar_than_that() -> None:
