@@ -24,6 +24,13 @@ processes share them (``--workers N``, Ray tasks on a node, the app's one worker
 share. The decoder's ``io`` threads are the one excess: they work in short bursts ahead of
 compute and sleep on a full queue, and a pool cannot have fewer than one thread.
 
+Detection in a thread of its own, one chunk ahead of the tracking and the privacy check
+(onnxruntime and torch both let go of the GIL), was measured and left out: on the 2-core
+machine CenterFace and the dlib check run concurrently take as long as in turn (20 full
+passes and 8 six-chip forwards: 1.28-1.33 s together against 1.21-1.23 s one after the
+other), and ``deidentify --method blur`` on 60 frames of the 512x512 clip was no faster
+(issue 28).
+
 :meth:`ThreadBudget.apply` puts a budget in force: the environment variables that OpenMP,
 MKL, OpenBLAS and numba read when they load (so call it before ``import torch``), torch's
 own counts when torch is loaded, and the budget that :func:`current` returns to the

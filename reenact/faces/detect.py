@@ -72,7 +72,10 @@ class DetectorSettings:
     ``True``: it keeps the largest activations it has seen for the session's life (about 86
     MiB more at the peak of ``deidentify`` on the 512x512 fixture clip). Measured in one run,
     512x512 frames in chunks of 16, 2 busy cores: shrunk 0.083-0.085 s a frame, kept
-    0.075-0.079 s, no arena 0.101-0.114 s. ``threads``: onnxruntime's threads for the
+    0.075-0.079 s, no arena 0.101-0.114 s. Again (issue 28), the cadence's passes over 60
+    frames of that clip in chunks of 10: kept 1.22 s, shrunk 1.44 s (the first full pass after
+    a shrink grows it back); ``deidentify --method blur`` peaks 20-30 MiB higher kept, 1004
+    against 983 MiB on 60 frames of the 1080p crowd clip (the goal is 1024), so it stays off. ``threads``: onnxruntime's threads for the
     detector; ``None`` (the default): half the CPU cores
     (:func:`reenact.faces.onnx_session.default_threads`, where it is measured).
 

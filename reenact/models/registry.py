@@ -33,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from reenact.config import from_dict
+from reenact.config import from_dict, safe_load
 from reenact.errors import (
     ChecksumError,
     ConfigError,
@@ -173,7 +173,7 @@ def get_pack(name: str) -> Pack:
         known = ", ".join(list_packs()) if packs_dir().is_dir() else "none"
         raise ConfigError(f"unknown model pack {name!r} (no {path}); known packs: {known}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
     if not isinstance(data, dict):

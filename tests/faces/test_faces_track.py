@@ -9,7 +9,7 @@ import torch
 from reenact.errors import ConfigError, ShapeError
 from reenact.faces.detect import FaceDetections
 from reenact.faces.identity import cosine_similarity
-from reenact.faces.track import FaceTracker, TrackerSettings, track_video
+from reenact.faces.track import FaceTracker, TrackerSettings, frame_histograms, track_video
 from reenact.temporal import PointSmoothing
 
 NO_SMOOTHING = PointSmoothing(method="none")
@@ -274,3 +274,22 @@ def test_a_face_detected_once_is_released_unconfirmed_never_dropped() -> None:
     out = track_video(frames, detections=dets, settings=TrackerSettings(min_hits=2))
     assert [len(f) for f in out[:4]] == [1, 1, 1, 1] and all(bool(f.confirmed[0]) for f in out[:4])
     assert [bool(f.interpolated[0]) for f in out[:4]] == [False, True, True, False]
+
+
+@pytest.mark.parametrize("shape", [(3, 64, 100, 3), (2, 90, 481, 3), (1, 1080, 1920, 3)])
+def test_frame_histograms_count_every_sampled_pixel_in_its_colour_bin(shape) -> None:
+    """The scene-cut histograms: each sampled pixel (every ``W // 160``-th row and column) in
+    the bin of the top three bits of its R, G, B; rows sum to one; float32 bit for bit what
+    counting them one by one gives."""
+    frames = torch.randint(0, 256, shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    hist = frame_histograms(frames)
+    step = max(1, shape[2] // 160)
+    for t in range(shape[0]):
+        small = frames[t, ::step, ::step].numpy().astype(np.int64) // 32
+        bins = (small[..., 0] * 64 + small[..., 1] * 8 + small[..., 2]).ravel()
+        expect = np.bincount(bins, minlength=512).astype(np.float32) / np.float32(bins.size)
+        assert hist.dtype == torch.float32 and hist.shape == (shape[0], 512)
+        assert np.array_equal(hist[t].numpy(), expect)
+    assert torch.allclose(hist.sum(dim=1), torch.ones(shape[0]))
+    flat = torch.full((1, 40, 40, 3), 200, dtype=torch.uint8)  # one colour: all in bin 6*64+6*8+6
+    assert frame_histograms(flat)[0, 438] == 1.0

@@ -333,6 +333,16 @@ def test_bad_pack_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
         registry.get_pack("b")
     with pytest.raises(ConfigError, match="unknown model pack 'zzz'"):
         registry.get_pack("zzz")
+    (tmp_path / "c.yaml").write_text("name: c\ncomponents: {g: [unclosed\n")
+    with pytest.raises(ConfigError, match="c.yaml is not valid YAML"):
+        registry.get_pack("c")
+    # a safe loader (libyaml's where PyYAML has it): a Python tag is refused, never run
+    marker = tmp_path / "ran"
+    (tmp_path / "d.yaml").write_text(
+        f"name: d\ncomponents: !!python/object/apply:os.mkdir ['{marker}']\n")
+    with pytest.raises(ConfigError, match="d.yaml is not valid YAML"):
+        registry.get_pack("d")
+    assert not marker.exists()
 
 
 def test_cli_models_commands(
