@@ -95,7 +95,8 @@ EQUIVALENT: dict[str, str] = {
         "above 255 for the clamp to catch",
     'redact_faces_: check_shape(regions, ["N", 5], "regions", what="(cx, cy, semi_across, semi_along, tilt)")  '
     "[call statement deleted]":
-        "head_boxes, called next with the same regions, checks the same shape with the same message",
+        "head_boxes, called next with the same regions, checks the same shape with the same message (for "
+        "tensors; a regions argument that is no tensor at all fails there with another exception)",
     "redact_faces_: for region, (left, top, right, bottom) in zip(regions, windows, strict=True):  [True -> False]":
         "the windows are computed from the regions' rows: the lengths always agree",
     "check_identities: sim = float(cosine_similarity(code[None], ref[None].to(code.device)).reshape(-1)[0])  "

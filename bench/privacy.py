@@ -397,7 +397,7 @@ def main() -> int:
                 if tool != "solid":
                     goals.append(_goal(f"solid_share_{tool}_{name}", solid if solid is not None else 1.0, "<=",
                                        SOLID_SHARE))
-                    fill = rung_share(report, "fill")  # the face-shaped mean-colour fill before solid
+                    fill = rung_share(report, "fill")  # the face-shaped mean-colour fill (after the blur, before the head box)
                     goals.append(f"info fill_share_{tool}_{name}: {0.0 if fill is None else fill:.4f}")
                 goals.append(_goal(f"untouched_faces_{tool}_{name}", untouched / faces if faces else 0.0, "<=", 0.0))
             for line in goals[printed:]:  # each clip's verdicts as soon as it is judged

@@ -27,7 +27,7 @@ Redactions (:func:`redact_faces_`):
 
 ``shape="ellipse"`` applies them inside the region with a feathered edge (the mask is 1 on
 the whole ellipse and falls to 0 over :data:`FEATHER` of its minor semi-axis outside it);
-``shape="box"`` applies them to the whole head box (the ladder's last resorts).
+``shape="box"`` applies them to the whole head box (the ladder's rungs after the face-shaped fill).
 
 Conventions: frames uint8 ``[H,W,3]`` RGB; boxes float ``[N,4]`` (x1, y1, x2, y2) and points
 float ``[N,5,2]`` (x, y) frame pixels, ArcFace order (left eye, right eye, nose, left and

@@ -254,7 +254,7 @@ def frame_histograms(frames: torch.Tensor) -> torch.Tensor:
     The bins are counted in integers (the top three bits of each channel, shifted on the
     uint8 pixels, one ``bincount`` over every frame's bins): 2.8x faster than widening the
     pixels to int64 and adding float ones (12.7 -> 4.5 ms for ten 512x512 frames, one
-    thread), with the same float32 result bit for bit (``tests/faces/test_track.py``).
+    thread), with the same float32 result bit for bit (``tests/faces/test_faces_track.py``).
 
     Conventions:
         frames uint8 [T,H,W,3]; returns float32 [T,512] on the frames' device, rows sum to 1

@@ -53,5 +53,7 @@ def flat_windows(frames: torch.Tensor, index: torch.Tensor, boxes: torch.Tensor,
     for k in range(n):
         x0, y0, x1, y1 = int(left[k]), int(top[k]), int(right[k]), int(bottom[k])
         out[k, : y1 - y0, : x1 - x0] = frames[int(index[k]), y0:y1, x0:x1]
-        redact_faces_(out[k], regions[k : k + 1], "flat")
+        # the face's own window only: the zero padding beyond it (a face at the frame's right or
+        # bottom edge, batched with a larger window) is not part of its frame's region mean
+        redact_faces_(out[k, : y1 - y0, : x1 - x0], regions[k : k + 1], "flat")
     return out, local_points.to(points.device)

@@ -256,7 +256,8 @@ class SyntheticIdentities:
 
 class ClassicRedaction:
     """Deidentify with ``--method blur|pixelate|solid``: no identity is drawn; every tracked
-    face (and every untracked detection) goes to the privacy ladder's box rung."""
+    face (and every untracked detection) starts on the privacy ladder's first redaction rung
+    (the face-shaped blur or pixelation, or ``face_solid``)."""
 
     similarity_key = "similarity_to_original"
 

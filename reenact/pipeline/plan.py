@@ -154,7 +154,7 @@ class RunPlan:
     drop_under: float
     #: faces under this side are redacted (keep_small_faces) instead of replaced
     small_face: float
-    #: (synthetic, fail-closed) faces under this side start on the head-box rung (0: never)
+    #: (synthetic, fail-closed) faces under this side start on the first redaction rung, the face-shaped blur (0: never)
     synthetic_min_face: float
     #: the threshold photos (identity, reference) are detected at: the set one, else the detector's default
     photo_threshold: float

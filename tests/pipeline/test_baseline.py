@@ -63,3 +63,19 @@ def test_a_chip_of_the_window_is_the_chip_of_the_whole_frame_with_the_face_gone(
     a = embed_with_chip(Chipper(), windows, torch.tensor([0]), local, "loose")  # type: ignore[arg-type]
     b = embed_with_chip(Chipper(), whole, torch.tensor([0]), points, "loose")  # type: ignore[arg-type]
     assert torch.allclose(a, b, atol=1e-4)
+
+
+def test_a_face_at_the_frame_edge_is_filled_with_its_frames_colour_not_the_padding() -> None:
+    """A face at the right edge, batched with a larger window: its window is padded with zeros
+    beyond the frame, and its fill takes the mean of the frame's pixels only (what the guard's
+    fill rung writes there), not of the padding."""
+    frames = torch.full((1, 200, 240, 3), 200, dtype=torch.uint8)
+    boxes = torch.tensor([[20.0, 20.0, 120.0, 140.0], [212.0, 80.0, 238.0, 112.0]])
+    points = torch.tensor([[[50.0, 60.0], [90.0, 60.0], [70.0, 80.0], [55.0, 100.0], [85.0, 100.0]],
+                           [[218.0, 90.0], [232.0, 90.0], [225.0, 97.0], [220.0, 104.0], [230.0, 104.0]]])
+    windows, local = flat_windows(frames, torch.tensor([0, 0]), boxes, points)
+    region = face_regions(boxes[1:], points[1:])
+    written = redact_faces(frames[0], region, "flat")
+    assert int(written[96, 225, 0]) == 200  # the frame is uniform: so is its fill
+    cx, cy = (int(v) for v in local[1].mean(dim=0))
+    assert int(windows[1, cy, cx, 0]) == 200

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+import reenact.pipeline.privacy.checkers as checkers_module
 import reenact.pipeline.privacy.guard as guard_module
 from reenact.blend import redact
 from reenact.blend.redact import FEATHER, face_regions, head_boxes
@@ -251,10 +252,10 @@ def test_classic_methods_change_the_face_and_keep_the_frame(method: str) -> None
         assert torch.equal(result[:, y, x], frames[:, y, x])
 
 
-def test_face_that_every_blur_leaves_linked_is_filled_with_its_own_colour_not_solid(
+def test_face_that_the_blur_leaves_linked_is_filled_with_its_own_colour_not_solid(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A dark face on a bright frame, wider than any blur reaches: the blurs leave its centre
+    """A dark face on a bright frame, wider than the blur reaches: the blur leaves its centre
     dark (linked); the face-shaped fill (the region's mean colour: the same-context baseline)
     changes it, so the face ends on ``fill``, not black, and nothing past the head is touched."""
     monkeypatch.setattr(redact, "SMALL_FACE", 0)  # blur at this 30 px face's own strength
@@ -586,6 +587,11 @@ def test_the_check_rule_at_the_operating_point_and_against_the_baseline() -> Non
     assert headroom({strict.name: 0.46}, [strict], {strict.name: 0.45}, is_baseline=True) == pytest.approx(0.04)
     assert not passes({strict.name: 0.6}, [strict], {strict.name: float("nan")}, is_baseline=True)
     assert passes({strict.name: 0.51}, [strict], {strict.name: 0.5}, is_baseline=True)  # context at the point links
+    # ... within FILL_TOLERANCE of its baseline: a fill further off is measured like any rung
+    tol = checkers_module.FILL_TOLERANCE
+    assert passes({strict.name: 0.7 + tol}, [strict], {strict.name: 0.7}, is_baseline=True)
+    assert not passes({strict.name: 0.7 + tol + 1e-3}, [strict], {strict.name: 0.7}, is_baseline=True)
+    assert headroom({strict.name: 0.7 + tol + 1e-3}, [strict], {strict.name: 0.7}, is_baseline=True) < 0
 
 
 def test_a_face_whose_context_alone_links_passes_when_no_more_similar_than_that() -> None:
@@ -659,3 +665,43 @@ def test_each_face_of_a_batch_is_compared_with_its_own_original() -> None:
     g.apply(frames, frames.clone(), faces, [0, 0])
     assert report.tracks[0].rungs == {"blur": 1}
     assert report.tracks[1].rungs == {"fill": 1}
+
+
+def test_a_fill_without_a_baseline_climbs_through_the_head_box_to_solid(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No same-context baseline can be made: the fill is judged at the operating point alone,
+    and a face it leaves linked (a uniform frame: nothing changes what the fake sees) goes on
+    to the head-box blur, then to the black head box."""
+    def no_windows(*_args, **_kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise RuntimeError("no window")
+
+    monkeypatch.setattr(guard_module, "flat_windows", no_windows)
+    shapes: list[tuple[str, str]] = []
+
+    def logged(frame_, regions, method, shape="ellipse", source=None):  # noqa: ANN001, ANN202
+        shapes.append((method, shape))
+        redact.redact_faces_(frame_, regions, method, shape, source)
+
+    monkeypatch.setattr(guard_module, "redact_faces_", logged)
+    frames = frame_with_face(background=0, centre=0)
+    g, report = guard(ladder_for("blur"), checkers("tight"))
+    g.apply(frames, frames.clone(), [(0, record(failed="redacted by --method blur"))], [0])
+    assert report.tracks[0].rungs == {"solid": 1}
+    assert shapes == [("blur", "ellipse"), ("flat", "ellipse"), ("blur", "box"), ("solid", "box")]
+
+
+def test_a_black_oval_that_keeps_the_face_linked_gets_the_black_head_box() -> None:
+    """--method solid: a dark face on a bright frame stays as dark under the black oval (the
+    one pixel the fake sees does not change) while its context alone (the region's bright
+    mean) does not link: the face goes on to the black head box."""
+    frames = frame_with_face(background=255, centre=0)
+    g, report = guard(ladder_for("solid"), checkers("tight"))
+    out = g.apply(frames, frames.clone(), [(0, record(failed="redacted by --method solid"))], [0])
+    assert report.tracks[0].rungs == {"solid": 1}
+    left, top, right, bottom = head(BOX)
+    assert int(out[0, top:bottom, left:right].max()) == 0
+    # a face the black oval does change passes on it, and keeps the head box's corners
+    frames = frame_with_face(background=255, centre=128)
+    g, report = guard(ladder_for("solid"), checkers("tight"))
+    out = g.apply(frames, frames.clone(), [(0, record(failed="redacted by --method solid"))], [0])
+    assert report.tracks[0].rungs == {"face_solid": 1}
+    assert int(out[0, CY, CX].max()) == 0 and torch.equal(out[0, top, left], frames[0, top, left])

@@ -19,8 +19,9 @@ own mean colour: the face gone, its context and light kept; it is the check's sa
 baseline itself, so where context alone reaches a checker's operating point it passes by
 construction, and elsewhere its similarity is the baseline's, below that point) ->
 ``head_blur`` / ``head_pixelate`` (the head box, the region's bounds, never wider than the
-head; ``deidentify.head_redaction``: reached only where ``fill`` fails, a baseline at the
-operating point's edge) -> ``solid`` (the head box filled black: the last rung, which leaves
+head; ``deidentify.head_redaction``: reached where ``fill`` fails: no usable baseline, a
+baseline at the operating point's edge, or a fill measured more than
+:data:`~reenact.pipeline.privacy.checkers.FILL_TOLERANCE` above it) -> ``solid`` (the head box filled black: the last rung, which leaves
 nothing to check).
 ``--method blur`` starts on ``blur``, ``--method pixelate`` on ``pixelate`` (the face-shaped
 region pixelated), ``--method solid`` on ``face_solid`` (the face-shaped region filled black,
@@ -119,7 +120,7 @@ def untracked_faces(raw: FaceDetections, tracked_boxes: np.ndarray) -> list[Face
 SYNTHETIC_RUNGS = ("synthetic", "redraw", "grown_mask")
 #: the redaction rungs: face-shaped first (redacted, then filled with its own mean colour), then
 #: the head box, then the head box filled black
-REDACTION_RUNGS = ("blur", "pixelate", "face_solid", "head_blur", "head_pixelate", "fill", "solid")
+REDACTION_RUNGS = ("blur", "pixelate", "face_solid", "fill", "head_blur", "head_pixelate", "solid")
 
 Render = Callable[[torch.Tensor, torch.Tensor, list[tuple[int, FaceRecord]], list[torch.Tensor | None], bool],
                   torch.Tensor]
@@ -694,5 +695,8 @@ class PrivacyGuard:
         # solid is not checked (nothing is left to recognise): what the face-frame reports is the
         # written output's check, so the failed check that led there is not kept
         sims = {} if rung == "solid" else face.similarities
+        reason = face.error or record.failed
+        if reason is None and rung == "fill" and sims and not passes(sims, self.checkers, face.baselines):
+            reason = "fill: the face's context alone links, and this is no more than that context"
         self.report.add_privacy(record.track_id, frame_indices[face.row], rung, sims, passed and face.error is None,
-                                face.error or record.failed, margins(sims, self.checkers, face.baselines) if sims else {})
+                                reason, margins(sims, self.checkers, face.baselines) if sims else {})
