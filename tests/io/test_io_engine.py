@@ -200,18 +200,22 @@ def test_ctrl_c_leaves_no_partial_output(tmp_path: Path) -> None:
     src = write_video(tmp_path / "in.mp4", frames=40, audio=True)
     out = tmp_path / "out.mp4"
     out.write_bytes(b"previous result")
-    started = threading.Event()
+    started, pressed = threading.Event(), threading.Event()
 
     def slow(chunks: Iterator[FrameChunk]) -> Iterator[FrameChunk]:
         for c in chunks:
             started.set()
             time.sleep(0.05)
             yield c
+        # the stream never ends before Ctrl-C is pressed, however late a loaded machine runs the presser
+        pressed.wait(20)
+        time.sleep(1.0)
 
     def press_ctrl_c() -> None:
         started.wait(10)
         time.sleep(0.2)
         _thread.interrupt_main()  # the same KeyboardInterrupt a terminal's Ctrl-C raises
+        pressed.set()
 
     presser = threading.Thread(target=press_ctrl_c)
     presser.start()
