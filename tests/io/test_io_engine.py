@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import _thread
 import itertools
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -217,12 +218,18 @@ def test_ctrl_c_leaves_no_partial_output(tmp_path: Path) -> None:
         _thread.interrupt_main()  # the same KeyboardInterrupt a terminal's Ctrl-C raises
         pressed.set()
 
+    # Ctrl-C as a terminal delivers it to a plain Python process, whatever handler an earlier
+    # test's library (a Ray driver, a server) left on SIGINT in this test process
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     presser = threading.Thread(target=press_ctrl_c)
     presser.start()
-    with pytest.raises(KeyboardInterrupt):
-        with open_video(src, chunk_size=2) as r, VideoWriter(out, r.info, source=src, overwrite=True) as w:
-            run_stream(r, slow, w)
-    presser.join()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with open_video(src, chunk_size=2) as r, VideoWriter(out, r.info, source=src, overwrite=True) as w:
+                run_stream(r, slow, w)
+    finally:
+        presser.join()
+        signal.signal(signal.SIGINT, previous)
     assert out.read_bytes() == b"previous result"
     assert leftovers(tmp_path) == []
     left = [t for t in threading.enumerate() if t not in before and t.is_alive()]
