@@ -118,8 +118,13 @@ def test_run_writes_beside_nothing_the_user_owns_and_queues_a_second_run(allowed
     with client(allowed, max_waiting=1) as c:
         video = c.post("/api/path", json={"path": str(source)}, headers=H).json()
         first = c.post("/api/jobs", json={"input": video["id"]}, headers=H).json()
+        # the queue's thread takes the first run off the waiting list (bounded: a loaded machine
+        # may start it late, and with max_waiting=1 a second run sent before then is refused)
+        deadline = time.time() + 30
+        while c.get(f"/api/jobs/{first['id']}").json()["state"] == "queued" and time.time() < deadline:
+            time.sleep(0.05)
         second = c.post("/api/jobs", json={"input": video["id"]}, headers=H).json()
-        assert second["ahead"] >= 1
+        assert second["ahead"] >= 1, second
         third = c.post("/api/jobs", json={"input": video["id"]}, headers=H)
         if c.get(f"/api/jobs/{second['id']}").json()["state"] == "queued":
             assert third.status_code == 429 and "already waiting" in third.json()["error"]
