@@ -19,7 +19,7 @@ Conventions: identity codes are float ``[D]`` unit vectors.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -121,19 +121,20 @@ class SyntheticIdentities:
     face is below ``threshold``; after ``max_draws`` the track has no identity (``failed``).
 
     The tracks that start together (:meth:`identities_for`) are drawn in rounds: every track's
-    next candidate in one call of ``candidates`` (seeds -> codes float [N,D]; by default
-    ``candidate`` per seed), then the tracks whose candidate was too close draw again. A
+    next candidate in one call of ``candidates`` (seeds -> one code float [D] per seed, a list
+    or a [N,D] tensor; by default ``candidate`` per seed; a lone track, and a redraw, is a round
+    of one), then the tracks whose candidate was too close draw again. A
     track's seeds depend on the track alone, so it gets the identity it would get alone.
     """
 
     similarity_key = "similarity_to_original"
 
     def __init__(self, candidate: Callable[[int], torch.Tensor], threshold: float, seed: int, max_draws: int,
-                 candidates: Callable[[list[int]], torch.Tensor] | None = None) -> None:
+                 candidates: Callable[[list[int]], Iterable[torch.Tensor]] | None = None) -> None:
         if max_draws < 1:
             raise ConfigError(f"deidentify.max_draws must be >= 1, got {max_draws}")
         self.candidate, self.threshold, self.seed, self.max_draws = candidate, threshold, seed, max_draws
-        self.candidates = candidates or (lambda seeds: torch.stack([candidate(s) for s in seeds]))
+        self.candidates = candidates or (lambda seeds: [candidate(s) for s in seeds])
         #: the identity each track has now (a person seen again keeps theirs: :meth:`same_person`)
         self.identities: dict[int, TrackIdentity] = {}
 
@@ -153,32 +154,43 @@ class SyntheticIdentities:
             assert faces.shape[0] == len(track_ids), (tuple(faces.shape), len(track_ids))
             face_of = {t: faces[track_ids.index(t)] for t in new}
             # 1. draw for every track that no identity known before these tracks fits
-            fresh = self._draw_rounds({t: face_of[t] for t in new if self.same_person(face_of[t]) is None})
+            drawn = self._draw_rounds({t: face_of[t] for t in new if self.same_person(face_of[t]) is None})
+            fresh = {t: self._identity(face_of[t], d) for t, d in drawn.items()}
             # 2. in order: a person seen before (or earlier among these) keeps theirs, else the draw
             for t in new:
                 kept = self.same_person(face_of[t])
                 self.identities[t] = kept or fresh.get(t) or self.draw(t, face_of[t])
         return [self.identities[t] for t in track_ids]
 
-    def _draw_rounds(self, originals: dict[int, torch.Tensor]) -> dict[int, TrackIdentity]:
-        """Each track's identity as :meth:`draw` finds it, with every track's next candidate of a
-        round in one call of ``candidates``."""
-        attempt = dict.fromkeys(originals, 0)
-        out: dict[int, TrackIdentity] = {}
+    def _draw_rounds(self, originals: dict[int, torch.Tensor], start: dict[int, int] | None = None
+                     ) -> dict[int, tuple[int, torch.Tensor | None, float | None]]:
+        """Per track, its candidates ``start`` (default 0), ``start + 1``, ... until one is below
+        ``threshold`` to its original, at most ``max_draws``: (draws so far, code, similarity),
+        code None when none was. Every track's next candidate of a round comes from one call of
+        ``candidates``; a track's seeds depend on the track alone."""
+        first = start or {}
+        attempt = {t: first.get(t, 0) for t in originals}
+        out: dict[int, tuple[int, torch.Tensor | None, float | None]] = {}
         while attempt:
             tracks = list(attempt)
             codes = self.candidates([self._seed(t, attempt[t]) for t in tracks])
             for t, code in zip(tracks, codes, strict=True):
                 sim = _similarity(code, originals[t])
                 if sim < self.threshold:
-                    out[t] = TrackIdentity(code=code, original=originals[t], draws=attempt.pop(t) + 1,
-                                           similarity_to_original=sim)
-                elif attempt[t] + 1 >= self.max_draws:
-                    del attempt[t]
-                    out[t] = self._failed(originals[t])
+                    out[t] = (attempt.pop(t) + 1, code, sim)
+                elif attempt[t] + 1 >= first.get(t, 0) + self.max_draws:
+                    out[t] = (attempt.pop(t) + 1, None, None)
                 else:
                     attempt[t] += 1
         return out
+
+    def _identity(self, original: torch.Tensor, drawn: tuple[int, torch.Tensor | None, float | None]
+                  ) -> TrackIdentity:
+        """A new track's identity from its draws (:meth:`_draw_rounds`)."""
+        draws, code, sim = drawn
+        if code is None:
+            return self._failed(original)
+        return TrackIdentity(code=code, original=original, draws=draws, similarity_to_original=sim)
 
     def _seed(self, track_id: int, attempt: int) -> int:
         return (self.seed * 1_000_003 + track_id * 10_007 + attempt) % 2**63
@@ -204,24 +216,9 @@ class SyntheticIdentities:
             return None
         return TrackIdentity(code=best.code, original=original, draws=0, similarity_to_original=to_original)
 
-    def _candidates(self, track_id: int, original: torch.Tensor, start: int) -> tuple[int, torch.Tensor | None,
-                                                                                      float | None]:
-        """Draw the track's candidates ``start``, ``start + 1``, ... until one is below
-        ``threshold`` to ``original``, at most ``max_draws``: (draws so far, code, similarity),
-        code None when none was."""
-        for attempt in range(start, start + self.max_draws):
-            code = self.candidate(self._seed(track_id, attempt))
-            sim = _similarity(code, original)
-            if sim < self.threshold:
-                return attempt + 1, code, sim
-        return start + self.max_draws, None, None
-
     def draw(self, track_id: int, original: torch.Tensor) -> TrackIdentity:
         """Draw candidates for ``track_id`` until one is far enough from ``original``."""
-        draws, code, sim = self._candidates(track_id, original, 0)
-        if code is None:
-            return self._failed(original)
-        return TrackIdentity(code=code, original=original, draws=draws, similarity_to_original=sim)
+        return self._identity(original, self._draw_rounds({track_id: original})[track_id])
 
     def redraw(self, track_id: int, identity: TrackIdentity) -> tuple[TrackIdentity, torch.Tensor | None]:
         """The next candidates in the track's seeded sequence, kept when below ``threshold`` to
@@ -229,7 +226,7 @@ class SyntheticIdentities:
         with the draws counted). The result is also the identity a person seen again gets."""
         if identity.original is None:
             return identity, None
-        draws, code, sim = self._candidates(track_id, identity.original, identity.draws)
+        draws, code, sim = self._draw_rounds({track_id: identity.original}, {track_id: identity.draws})[track_id]
         new = replace(identity, draws=draws) if code is None else replace(
             identity, draws=draws, code=code, similarity_to_original=sim)
         self.identities[track_id] = new

@@ -559,10 +559,9 @@ class PrivacyGuard:
         face filled flat (:func:`~reenact.pipeline.baseline.flat_windows`); None when they
         cannot be made (the faces are then judged at the operating point alone)."""
         try:
-            index = torch.tensor([f.row for f in faces], dtype=torch.long, device=frames.device)
+            faces_job = self._job(frames, faces)
             boxes = torch.from_numpy(np.stack([f.record.box for f in faces])).float()
-            points = torch.from_numpy(np.stack([f.record.points for f in faces])).float()
-            windows, local = flat_windows(frames, index, boxes, points.to(frames.device))
+            windows, local = flat_windows(frames, faces_job.index, boxes, faces_job.points)
         except Exception as exc:  # noqa: BLE001 - no baseline: the operating point alone decides
             log.warning("privacy check: the same-context baseline could not be made (%s); the faces are "
                         "judged at the operating point alone", exc)
@@ -601,10 +600,8 @@ class PrivacyGuard:
     def _embed(self, frames: torch.Tensor, faces: list[_Face]) -> dict[str, torch.Tensor]:
         """Each checker's embeddings of the original faces (None when that fails: fail closed)."""
         try:
-            index = torch.tensor([f.row for f in faces], dtype=torch.long, device=frames.device)
-            points = torch.from_numpy(np.stack([f.record.points for f in faces])).float().to(frames.device)
             with self.report.timer("privacy"):
-                return embed_jobs(self.checkers, [ChipJob(frames, index, points)])[0]
+                return embed_jobs(self.checkers, [self._job(frames, faces)])[0]
         except Exception as exc:  # noqa: BLE001 - fail closed: whatever went wrong, the faces are redacted
             log.warning("privacy check: original faces could not be embedded (%s); they are redacted", exc)
             return self._embed_one_by_one(frames, faces)
