@@ -75,6 +75,7 @@ DEFAULT_TARGETS = (
 )
 DEFAULT_TESTS = ("-m privacy tests/pipeline/test_pipeline_privacy.py tests/pipeline/test_privacy_ladder.py "
                  "tests/pipeline/test_privacy_recheck.py tests/pipeline/test_privacy_batch.py "
+                 "tests/pipeline/test_identity_batch.py "
                  "tests/faces/test_cadence.py tests/blend/test_redact.py tests/pipeline/test_baseline.py")
 GOAL = 0.9
 

@@ -170,6 +170,7 @@ class SyntheticIdentities:
         ``candidates``; a track's seeds depend on the track alone."""
         first = start or {}
         attempt = {t: first.get(t, 0) for t in originals}
+        end = {t: a + self.max_draws for t, a in attempt.items()}  # one past each track's last draw
         out: dict[int, tuple[int, torch.Tensor | None, float | None]] = {}
         while attempt:
             tracks = list(attempt)
@@ -178,7 +179,7 @@ class SyntheticIdentities:
                 sim = _similarity(code, originals[t])
                 if sim < self.threshold:
                     out[t] = (attempt.pop(t) + 1, code, sim)
-                elif attempt[t] + 1 >= first.get(t, 0) + self.max_draws:
+                elif attempt[t] + 1 >= end[t]:
                     out[t] = (attempt.pop(t) + 1, None, None)
                 else:
                     attempt[t] += 1

@@ -20,6 +20,8 @@ from reenact.io.images import read_image
 from reenact.pipeline import FaceReplacer, PipelineConfig, cached_pack, plan_run
 from reenact.pipeline.identity import GeneratorCandidates, SyntheticIdentities
 
+pytestmark = pytest.mark.privacy  # bench/mutation.py runs these per mutant
+
 D = 4
 
 
