@@ -238,7 +238,7 @@ def test_the_feathered_edge_is_redacted_on_both_axes() -> None:
     redacted is grown on both axes, so the band just outside the ellipse changes too."""
     frame = _textured(240, 240)
     cx, cy, a, b = 120.0, 120.0, 40.0, 50.0
-    out = R.redact_faces(frame, torch.tensor([[cx, cy, a, b, 0.0]]), "solid")
+    out = R.redact_faces(frame, torch.tensor([[cx, cy, a, b, 0.0]]), "pixelate")
     band = R.FEATHER * min(a, b)
     assert band > 4
     for x, y in ((cx + a + band / 3, cy), (cx - a - band / 3, cy), (cx, cy + b + band / 3), (cx, cy - b - band / 3)):
@@ -258,3 +258,20 @@ def test_regions_past_the_frame_edge_are_redacted_where_they_reach_in() -> None:
     assert int(left_edge[40:60, 0].max()) == 0 and torch.equal(left_edge[:, 1:], frame[:, 1:])
     top_edge = R.redact_faces(frame, torch.tensor([[50.0, -25.5, 20.0, 25.0, 0.0]]), "solid", "box")
     assert int(top_edge[0, 40:60].max()) == 0 and torch.equal(top_edge[1:], frame[1:])
+
+
+def test_a_black_oval_has_a_thin_edge_and_keeps_the_picture_past_it() -> None:
+    """``solid`` needs no blend into the picture: its edge is SOLID_FEATHER of the smaller
+    semi-axis, and what lies past it (inside the blur's wider feather) is kept as it was."""
+    frame = _textured(240, 240)
+    cx, cy, a, b = 120.0, 120.0, 40.0, 50.0
+    out = R.redact_faces(frame, torch.tensor([[cx, cy, a, b, 0.0]]), "solid")
+    assert R.SOLID_FEATHER < R.FEATHER
+    assert int(out[int(cy), int(cx + a - 1)].max()) == 0 and int(out[int(cy - b + 1), int(cx)].max()) == 0
+    edge = R.SOLID_FEATHER * min(a, b)
+    for x, y in ((cx + a + edge + 1, cy), (cx - a - edge - 2, cy), (cx, cy + b + edge + 1), (cx, cy - b - edge - 2)):
+        assert torch.equal(out[int(y), int(x)], frame[int(y), int(x)]), (x, y)
+    blurred = R.redact_faces(frame, torch.tensor([[cx, cy, a, b, 0.0]]), "blur")
+    x = int(cx + a + edge + 1)
+    assert not torch.equal(blurred[int(cy), x], frame[int(cy), x])  # the blur's feather reaches there
+

@@ -35,6 +35,8 @@ from reenact.pipeline.slots import FaceRecord
 pytestmark = pytest.mark.privacy  # bench/mutation.py runs these per mutant
 
 H = W = 64
+
+
 BOX = np.array([20.0, 20.0, 44.0, 44.0], np.float32)
 POINTS = np.array([[27, 28], [37, 28], [32, 33], [28, 38], [36, 38]], np.float32)  # centroid (32, 33)
 CX, CY = 32, 33
@@ -687,6 +689,34 @@ def test_a_fill_without_a_baseline_climbs_through_the_head_box_to_solid(monkeypa
     g.apply(frames, frames.clone(), [(0, record(failed="redacted by --method blur"))], [0])
     assert report.tracks[0].rungs == {"solid": 1}
     assert shapes == [("blur", "ellipse"), ("flat", "ellipse"), ("blur", "box"), ("solid", "box")]
+
+
+def test_a_black_oval_where_only_the_context_links_stays_an_oval(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--method solid: where the face's context alone links (a dark face on a dark frame: the
+    flat baseline is as close to the original as the face), the black oval leaves nothing of
+    the face, so it passes by construction, as the fill does: no black head box, whose corners
+    would black out the picture around the head. Only on faces at least BLACK_OVAL_MIN_WIDTH
+    wide: this 24 px face's oval is measured like any rung, and climbs."""
+    frames = frame_with_face(background=0, centre=0)
+    frames[..., 1] = 200
+    g, report = guard(ladder_for("solid"), checkers("tight"))
+    g.apply(frames, frames.clone(), [(0, record(failed="redacted by --method solid"))], [0])
+    assert report.tracks[0].rungs == {"solid": 1}
+    width = 2.0 * float(face_regions(torch.from_numpy(BOX)[None], torch.from_numpy(POINTS)[None])[0, 2])
+    monkeypatch.setattr(guard_module, "BLACK_OVAL_MIN_WIDTH", width)  # as wide as the minimum: by construction
+    frames[..., 1] = 200  # green the fake does not see: shows which pixels the redaction blacked
+    g, report = guard(ladder_for("solid"), checkers("tight"))
+    out = g.apply(frames, frames.clone(), [(0, record(failed="redacted by --method solid"))], [0])
+    assert report.tracks[0].rungs == {"face_solid": 1}
+    left, top, right, bottom = head(BOX)
+    assert int(out[0, CY, CX].max()) == 0 and torch.equal(out[0, top, left], frames[0, top, left])
+    # a black oval measured further above that baseline than the tolerance does climb: the
+    # region's mean red (about 50) links; the black centre is closer to the original still
+    monkeypatch.setattr(guard_module, "BLACK_OVAL_MIN_WIDTH", 0)
+    frames = frame_with_face(background=50, centre=0)
+    g, report = guard(ladder_for("solid"), checkers("tight"))
+    g.apply(frames, frames.clone(), [(0, record(failed="redacted by --method solid"))], [0])
+    assert report.tracks[0].rungs == {"solid": 1}
 
 
 def test_a_black_oval_that_keeps_the_face_linked_gets_the_black_head_box() -> None:

@@ -209,8 +209,8 @@ FILL_TOLERANCE = 0.015
 
 
 def _by_construction(c: Checker, sim: float, baseline: float | None) -> bool:
-    """A fill face (the baseline itself) whose context alone reaches ``c``'s operating point,
-    measured within :data:`FILL_TOLERANCE` of that baseline."""
+    """A fill (or black-filled) face, the baseline itself, whose context alone reaches ``c``'s
+    operating point, measured within :data:`FILL_TOLERANCE` of that baseline."""
     return (baseline is not None and math.isfinite(baseline) and baseline >= c.threshold
             and sim <= baseline + FILL_TOLERANCE)
 
@@ -227,7 +227,7 @@ def passes(similarities: dict[str, float], checkers: list[Checker],
     (``similarities`` and ``baselines``: by :attr:`Checker.name`; no baseline: the operating
     point alone). ``is_baseline``: the face is its same-context baseline itself (the ``fill``
     rung: the face-shaped region filled with the original's mean colour, what the baseline
-    embeds), so where context alone reaches a checker's operating point it passes that checker
+    embeds; or ``face_solid``, the region black, which keeps even less of the face), so where context alone reaches a checker's operating point it passes that checker
     by construction (no redaction can be less similar than the context it leaves), provided
     its measured similarity is within :data:`FILL_TOLERANCE` of that baseline."""
     base = baselines or {}

