@@ -7,6 +7,8 @@ import functools
 import json
 import logging
 import shlex
+import sys
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +26,7 @@ from reenact.threads import current as thread_budget
 
 if TYPE_CHECKING:
     from reenact.batch import FolderPlan
+    from reenact.faces.early import EarlyDetections, EarlySchedule
     from reenact.pipeline import PipelineConfig, RunPlan
     from reenact.summary import Summary
 
@@ -142,7 +145,9 @@ def run(args: argparse.Namespace, mode: Mode) -> int:
     if url_folder.wants_urls(args):  # a folder in object storage (reenact.storage)
         return url_folder.run(args, mode)
     source, output = precheck(args, mode)  # refused before anything loads torch
-    # The pipeline imports torch: loaded here, after the cheap checks, not when the CLI starts.
+    # The pipeline imports torch: loaded here, after the cheap checks, not when the CLI starts;
+    # a file's first frames are detected meanwhile
+    early = detect_while_importing(args, mode, source)
     from reenact.pipeline.plan import plan_run
     from reenact.pipeline.run import check_files, check_photo_faces
 
@@ -166,7 +171,80 @@ def run(args: argparse.Namespace, mode: Mode) -> int:
     remove_leftovers([job.output for job in folder.jobs] if folder is not None else [output])
     if folder is not None:
         return _run_folder(args, plan, folder)
-    return _run_file(args, plan, source, output)
+    return _run_file(args, plan, source, output, early)
+
+
+#: The detection settings of a run with the defaults, for the detection made while torch
+#: loads (:func:`early_schedule`): the mode's score threshold, full-pass cadence and
+#: smallest face kept (``plan_run``'s tables: SCORE_THRESHOLDS, FULL_EVERY, ``drop_under``),
+#: the detector's load threshold (DETECTOR_LOAD_THRESHOLD), the tracker's shot-cut threshold
+#: and the reader's chunk bounds. Their sources import torch, so they are repeated here;
+#: ``tests/cli/test_early_detection.py`` checks them against ``plan_run``. A stale value
+#: costs only time: a run uses an early answer only from its own detector's model and settings.
+EARLY_DEFAULTS: dict[str, dict[str, float]] = {
+    "deidentify": {"threshold": 0.2, "full_every": 4, "drop_under": 0.0},
+    "reenact": {"threshold": 0.5, "full_every": 1, "drop_under": 20.0},
+}
+EARLY_LOAD_THRESHOLD = 0.2
+EARLY_CUT_THRESHOLD = 0.12
+EARLY_CHUNK = (16, 8 * 1024 * 1024)
+
+#: The interpreter's thread switch interval while the main thread detects and the import
+#: thread imports (seconds; Python's default is 0.005). Each time the detecting thread gives
+#: up the GIL (onnxruntime, the decoder, numpy) it waits up to the interval for it back from
+#: the importing thread. Measured on 2 cores (decode and detect 60 frames of the 512x512
+#: clip while importing the pipeline): 0.005 s 2.87-3.05 s, 0.0002 s 2.56-2.59 s, one after
+#: the other 3.51-3.68 s.
+EARLY_SWITCH_INTERVAL = 0.0002
+
+
+def early_schedule(args: argparse.Namespace, mode: Mode) -> EarlySchedule | None:
+    """The detection a run of ``args`` is expected to make, known before its settings can be read
+    (they import torch): the defaults (:data:`EARLY_DEFAULTS`), or None when a flag or a
+    settings file may change the detector, its thresholds or its cadence."""
+    if (args.config is not None or args.set or args.detector_model or args.detector_threshold is not None
+            or args.pack not in (None, "tiny") or args.faces_backend == "insightface"):
+        return None
+    from reenact.faces.detect import DetectorSettings
+    from reenact.faces.early import EarlySchedule
+
+    values = EARLY_DEFAULTS[mode]
+    detector = DetectorSettings(score_threshold=EARLY_LOAD_THRESHOLD, min_face_size=0.0)  # as the pack loads it
+    return EarlySchedule(detector, values["threshold"], values["drop_under"], int(values["full_every"]),
+                         EARLY_CUT_THRESHOLD, *EARLY_CHUNK)
+
+
+def detect_while_importing(args: argparse.Namespace, mode: Mode, source: Path) -> EarlyDetections | None:
+    """Import the pipeline (torch) in a thread while this one decodes and detects the first frames
+    of ``source`` (:mod:`reenact.faces.early`); returns what it detected, or None (a folder,
+    ``--dry-run``, flags that change the detection). Measured: see issue 28's note in
+    ``docs``... the import thread's own errors are met again by the caller's import."""
+    schedule = early_schedule(args, mode) if source.is_file() and not args.dry_run else None
+    if schedule is None:
+        return None
+    from reenact.faces.early import EarlyDetections
+
+    loader = threading.Thread(target=_import_pipeline, name="reenact-import", daemon=True)
+    loader.start()
+    early = EarlyDetections(schedule)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(EARLY_SWITCH_INTERVAL)
+    try:
+        early.run(source, until=lambda: not loader.is_alive())
+    finally:
+        sys.setswitchinterval(interval)
+    loader.join()
+    return early
+
+
+def _import_pipeline() -> None:
+    """What a run imports (torch, the models, the pipeline); an error is left to the main
+    thread, whose own import of the same module raises it again."""
+    try:
+        import reenact.models.pack_status  # noqa: F401
+        import reenact.pipeline.run  # noqa: F401
+    except Exception:  # noqa: S110 - raised again, with the run's error handling, by the main thread's import
+        pass
 
 
 def remove_leftovers(outputs: list[Path]) -> None:
@@ -243,7 +321,8 @@ def _plan(mode: Mode, config: PipelineConfig, source: Path, output: Path, identi
     return plan
 
 
-def _run_file(args: argparse.Namespace, plan: RunPlan, source: Path, output: Path) -> int:
+def _run_file(args: argparse.Namespace, plan: RunPlan, source: Path, output: Path,
+              early: EarlyDetections | None = None) -> int:
     from tqdm import tqdm
 
     from reenact.cli.console import held_warnings
@@ -257,7 +336,7 @@ def _run_file(args: argparse.Namespace, plan: RunPlan, source: Path, output: Pat
             bar.update(done - bar.n)
 
         try:
-            report = run_video(plan, source, output, overwrite=args.overwrite, progress=progress)
+            report = run_video(plan, source, output, overwrite=args.overwrite, progress=progress, early=early)
         finally:
             bar.close()
     if args.json:

@@ -41,6 +41,7 @@ from reenact.batch import Job, source_fingerprint
 from reenact.config import to_dict
 from reenact.errors import NoFaceError, OutputExistsError
 from reenact.faces import identity_from_photo
+from reenact.faces.early import EarlyDetections
 from reenact.io import (
     FrameChunk,
     VideoInfo,
@@ -241,8 +242,11 @@ def run_video(
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
     packs: PackCache | None = None,
+    early: EarlyDetections | None = None,
 ) -> dict[str, Any]:
-    """:func:`process_video` for a plan made by :func:`plan_run` (the CLI makes it once)."""
+    """:func:`process_video` for a plan made by :func:`plan_run` (the CLI makes it once).
+    ``early``: frames detected before the pipeline was imported (:mod:`reenact.faces.early`),
+    used where the run's detector is the one that detected them."""
     started = time.perf_counter()
     source, output = Path(source), Path(output)
     config = plan.config
@@ -251,6 +255,8 @@ def run_video(
     assert info is not None
     # 2. models, photos (each embedded once), identity policy, face selection
     pack = cached_pack(plan, packs)
+    if early is not None:
+        pack = dataclasses.replace(pack, detector=early.serve(pack.detector))
     plan = plan.bind(pack)
     photos = photo_codes(plan, pack)
     warnings = [*photos.warnings, *plan.warnings]
