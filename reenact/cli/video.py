@@ -23,6 +23,7 @@ from reenact.config import Mode, to_dict
 from reenact.errors import InputError
 from reenact.storage import is_url
 from reenact.threads import current as thread_budget
+from reenact.threads import idle_cores
 
 if TYPE_CHECKING:
     from reenact.batch import FolderPlan
@@ -216,11 +217,21 @@ def early_schedule(args: argparse.Namespace, mode: Mode) -> EarlySchedule | None
 
 def detect_while_importing(args: argparse.Namespace, mode: Mode, source: Path) -> EarlyDetections | None:
     """Import the pipeline (torch) in a thread while this one decodes and detects the first frames
-    of ``source`` (:mod:`reenact.faces.early`); returns what it detected, or None (a folder,
-    ``--dry-run``, flags that change the detection). Measured: see issue 28's note in
-    ``docs``... the import thread's own errors are met again by the caller's import."""
+    of ``source`` (:mod:`reenact.faces.early`); returns what it detected, or None: a folder,
+    ``--dry-run``, flags that may change the detection (:func:`early_schedule`), a thread
+    budget of one thread, or no idle core (:func:`reenact.threads.idle_cores`: with every core
+    taken, the two threads only slow each other down). The import thread's errors are left to
+    the caller's own import of the pipeline, which raises them again.
+
+    Measured (issue 28), ``deidentify --method blur``, 60 frames of the 512x512 clip, 2 cores:
+    with other work running (load 2.4-3.2) 0.5-1.4 s slower than without (the import took
+    3.1-4.4 s instead of about 2: both threads want the GIL and the cores), hence the idle-core
+    rule; decoding and detecting the 60 frames alone while importing, on a quieter machine
+    (load 1.4-1.7), 2.56-2.59 s against 3.51-3.68 s one after the other.
+    """
     schedule = early_schedule(args, mode) if source.is_file() and not args.dry_run else None
-    if schedule is None:
+    # a second thread only where the budget has a second thread and a core is free for it
+    if schedule is None or thread_budget().share < 2 or idle_cores() < 1:
         return None
     from reenact.faces.early import EarlyDetections
 

@@ -14,7 +14,9 @@ a frame detected early is answered from what was kept, **only where the run's de
 the one used early** (the same model file and settings: the early guess is checked, never
 trusted) and only for the same pixels at the same scale. Everything else (a guess that was
 wrong, a frame the cadence passes differently, a photo) is detected as before. So the
-output is the same with or without it; only the time moves, into the import's wait.
+output is the same with or without it; only the time moves, into the import's wait. A run
+whose pack would make the same detector takes the one made early (:attr:`EarlyDetections.detector`:
+one onnxruntime session, opened once).
 
 This module imports nothing that loads torch (``tests/faces/test_early.py`` checks it).
 """
@@ -144,6 +146,8 @@ class EarlyDetections:
     def __init__(self, schedule: EarlySchedule) -> None:
         self.schedule = schedule
         self.frames = 0
+        #: the detector used early (None until :meth:`run` has detected a frame): a run may take it
+        self.detector: CenterFaceDetector | None = None
         self._model: tuple[Path, DetectorSettings] | None = None
         self._found: dict[tuple[bytes, float], FaceDetections] = {}
 
@@ -184,6 +188,7 @@ class EarlyDetections:
                 return
         self._model = (recorder.detector.model_path, recorder.detector.settings)
         self._found = recorder.found
+        self.detector = recorder.detector
 
     def serve(self, detector: FaceDetector) -> FaceDetector:
         """``detector`` (a run's, maybe a :class:`ThresholdedDetector`) answering the frames detected
