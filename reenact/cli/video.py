@@ -7,8 +7,6 @@ import functools
 import json
 import logging
 import shlex
-import sys
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -148,7 +146,15 @@ def run(args: argparse.Namespace, mode: Mode) -> int:
     source, output = precheck(args, mode)  # refused before anything loads torch
     # The pipeline imports torch: loaded here, after the cheap checks, not when the CLI starts;
     # a file's first frames are detected meanwhile
-    early = detect_while_importing(args, mode, source)
+    early = start_early_detection(args, mode, source)
+    try:
+        return _run(args, mode, source, output, early)
+    finally:
+        if early is not None:
+            early.stop()  # done already where the run took its detections; an error or a --dry-run stops it here
+
+
+def _run(args: argparse.Namespace, mode: Mode, source: Path, output: Path, early: EarlyDetections | None) -> int:
     from reenact.pipeline.plan import plan_run
     from reenact.pipeline.run import check_files, check_photo_faces
 
@@ -190,10 +196,10 @@ EARLY_LOAD_THRESHOLD = 0.2
 EARLY_CUT_THRESHOLD = 0.12
 EARLY_CHUNK = (16, 8 * 1024 * 1024)
 
-#: The interpreter's thread switch interval while the main thread detects and the import
-#: thread imports (seconds; Python's default is 0.005). Each time the detecting thread gives
-#: up the GIL (onnxruntime, the decoder, numpy) it waits up to the interval for it back from
-#: the importing thread. Measured on 2 cores (decode and detect 60 frames of the 512x512
+#: The interpreter's thread switch interval while one thread detects and the main thread
+#: imports (seconds; Python's default is 0.005), for the run. Each time the detecting thread
+#: gives up the GIL (onnxruntime, the decoder, numpy) it waits up to the interval for it back
+#: from the importing thread. Measured on 2 cores (decode and detect 60 frames of the 512x512
 #: clip while importing the pipeline): 0.005 s 2.87-3.05 s, 0.0002 s 2.56-2.59 s, one after
 #: the other 3.51-3.68 s.
 EARLY_SWITCH_INTERVAL = 0.0002
@@ -215,13 +221,14 @@ def early_schedule(args: argparse.Namespace, mode: Mode) -> EarlySchedule | None
                          EARLY_CUT_THRESHOLD, *EARLY_CHUNK)
 
 
-def detect_while_importing(args: argparse.Namespace, mode: Mode, source: Path) -> EarlyDetections | None:
-    """Import the pipeline (torch) in a thread while this one decodes and detects the first frames
-    of ``source`` (:mod:`reenact.faces.early`); returns what it detected, or None: a folder,
+def start_early_detection(args: argparse.Namespace, mode: Mode, source: Path) -> EarlyDetections | None:
+    """Start decoding and detecting the first frames of ``source`` in a thread of their own
+    (:mod:`reenact.faces.early`) while this one imports the pipeline (torch); the run takes what
+    it found (:func:`reenact.pipeline.run.run_video`). None, and no thread: a folder,
     ``--dry-run``, flags that may change the detection (:func:`early_schedule`), a thread
     budget of one thread, or no idle core (:func:`reenact.threads.idle_cores`: with every core
-    taken, the two threads only slow each other down). The import thread's errors are left to
-    the caller's own import of the pipeline, which raises them again.
+    taken, the two threads only slow each other down). The thread is a daemon that never
+    raises: Ctrl-C, a stop signal or an error in this thread end the run as before.
 
     Measured (issue 28), ``deidentify --method blur``, 60 frames of the 512x512 clip, 2 cores:
     with other work running (load 2.4-3.2) 0.5-1.4 s slower than without (the import took
@@ -235,27 +242,7 @@ def detect_while_importing(args: argparse.Namespace, mode: Mode, source: Path) -
         return None
     from reenact.faces.early import EarlyDetections
 
-    loader = threading.Thread(target=_import_pipeline, name="reenact-import", daemon=True)
-    loader.start()
-    early = EarlyDetections(schedule)
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(EARLY_SWITCH_INTERVAL)
-    try:
-        early.run(source, until=lambda: not loader.is_alive())
-    finally:
-        sys.setswitchinterval(interval)
-    loader.join()
-    return early
-
-
-def _import_pipeline() -> None:
-    """What a run imports (torch, the models, the pipeline); an error is left to the main
-    thread, whose own import of the same module raises it again."""
-    try:
-        import reenact.models.pack_status  # noqa: F401
-        import reenact.pipeline.run  # noqa: F401
-    except Exception:  # noqa: S110 - raised again, with the run's error handling, by the main thread's import
-        pass
+    return EarlyDetections(schedule).start(source, switch_interval=EARLY_SWITCH_INTERVAL)
 
 
 def remove_leftovers(outputs: list[Path]) -> None:

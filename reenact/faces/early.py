@@ -2,8 +2,8 @@
 
 Most of a short run's start-up is ``import torch`` (1.5-2.7 s on the 2-core machine), and
 the CenterFace detector needs none of it: onnxruntime, PyAV, OpenCV and numpy run it. So
-the CLI imports the pipeline in a thread and, meanwhile, :class:`EarlyDetections` decodes
-the video's first frames and runs the detection cadence
+while the CLI imports the pipeline, :class:`EarlyDetections` decodes, in a thread of its
+own, the video's first frames and runs the detection cadence
 (:class:`reenact.faces.cadence.DetectionCadence`) over them as the run is expected to
 (:class:`EarlySchedule`: the defaults, guessed before the settings can be read, since
 they live in modules that import torch). The detector's answers are kept, keyed by the
@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,12 +90,18 @@ def frame_key(frame: torch.Tensor | np.ndarray) -> bytes:
     return hashlib.blake2b(np.ascontiguousarray(array).data, digest_size=16).digest()
 
 
-class _Recorder:
-    """A detector that keeps what it found in single frames: (frame key, scale) -> faces."""
+class _Stop(Exception):
+    """Raised by :class:`_Recorder` when the early pass is told to stop (between two frames)."""
 
-    def __init__(self, detector: CenterFaceDetector) -> None:
+
+class _Recorder:
+    """A detector that keeps what it found in single frames: (frame key, scale) -> faces; it
+    stops the pass (:class:`_Stop`) before a frame once ``until()`` is true."""
+
+    def __init__(self, detector: CenterFaceDetector, until: Callable[[], bool]) -> None:
         self.detector = detector
         self.name = detector.name
+        self.until = until
         self.found: dict[tuple[bytes, float], FaceDetections] = {}
 
     def input_scale(self, height: int, width: int) -> float:
@@ -101,6 +109,8 @@ class _Recorder:
 
     def detect(self, frames: torch.Tensor | np.ndarray, scale: float = 1.0,
                release: bool = True) -> list[FaceDetections]:
+        if self.until():
+            raise _Stop
         out = self.detector.detect(frames, scale, release)
         if len(out) == 1:
             self.found[(frame_key(frames[0]), scale)] = out[0]
@@ -139,8 +149,10 @@ class _Served:
 class EarlyDetections:
     """Frames of one video detected before the run's pipeline exists (module docstring).
 
-    :meth:`run` decodes and detects in the calling thread; :meth:`serve` hands what it found
-    to the run's detector. ``frames``: how many were detected early.
+    :meth:`run` decodes and detects in the calling thread; :meth:`start` does it in a thread of
+    its own (a daemon: a process that ends, Ctrl-C or an error, never waits for it), until
+    :meth:`stop`. :meth:`serve` stops it and hands what it found to the run's detector.
+    ``frames``: how many frames were detected early.
     """
 
     def __init__(self, schedule: EarlySchedule) -> None:
@@ -150,19 +162,46 @@ class EarlyDetections:
         self.detector: CenterFaceDetector | None = None
         self._model: tuple[Path, DetectorSettings] | None = None
         self._found: dict[tuple[bytes, float], FaceDetections] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._interval: float | None = None
+
+    def start(self, path: str | Path, max_frames: int = MAX_EARLY_FRAMES,
+              switch_interval: float | None = None) -> EarlyDetections:
+        """:meth:`run` in a daemon thread, until :meth:`stop`; returns self. ``switch_interval``:
+        the interpreter's thread switch interval (``sys.setswitchinterval``) while the thread
+        runs, the previous one back at :meth:`stop` (the CLI's, measured there)."""
+        if switch_interval is not None:
+            self._interval = sys.getswitchinterval()
+            sys.setswitchinterval(switch_interval)
+        self._thread = threading.Thread(target=self.run, args=(path, self._stop.is_set, max_frames),
+                                        name="reenact-early-detect", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop the thread of :meth:`start` before its next frame and wait for it (idempotent)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._interval is not None:
+            sys.setswitchinterval(self._interval)
+            self._interval = None
 
     def run(self, path: str | Path, until: Callable[[], bool], max_frames: int = MAX_EARLY_FRAMES) -> None:
-        """Decode ``path`` from its start and detect chunk after chunk until ``until()`` is true
-        (checked before each chunk), the video ends or ``max_frames`` are done.
+        """Decode ``path`` from its start and detect frame after frame until ``until()`` is true
+        (checked before each frame), the video ends or ``max_frames`` are done.
 
         Never raises for the video or the model (a file the run will refuse, a decoder or
         model error): it stops, keeps what it found, and the run meets the problem itself
-        with its own error. A KeyboardInterrupt (Ctrl-C, a stop signal) passes through.
+        with its own error.
         """
         import av
 
+        recorder: _Recorder | None = None
         try:
-            recorder = _Recorder(CenterFaceDetector(None, self.schedule.detector))
+            recorder = _Recorder(CenterFaceDetector(None, self.schedule.detector), until)
             cadence = self.schedule.cadence(recorder)
             with av.open(str(path)) as container:
                 stream = container.streams.video[0]
@@ -182,10 +221,13 @@ class EarlyDetections:
                     if chunk:
                         cadence.detect(np.stack(chunk))
                         self.frames += len(chunk)
+        except _Stop:
+            pass
         except Exception as exc:  # the run itself reports what is wrong with the file or model
             log.debug("early detection stopped after %d frames: %s: %s", self.frames, type(exc).__name__, exc)
-            if self.frames == 0:
-                return
+        if recorder is None or not recorder.found:
+            return
+        self.frames = len(recorder.found)
         self._model = (recorder.detector.model_path, recorder.detector.settings)
         self._found = recorder.found
         self.detector = recorder.detector
@@ -193,7 +235,9 @@ class EarlyDetections:
     def serve(self, detector: FaceDetector) -> FaceDetector:
         """``detector`` (a run's, maybe a :class:`ThresholdedDetector`) answering the frames detected
         early from what was kept, when its model is the one used early (the same file, the same
-        settings); otherwise ``detector`` itself, and what was kept is let go."""
+        settings); otherwise ``detector`` itself, and what was kept is let go. Stops the
+        thread of :meth:`start` first."""
+        self.stop()
         found, self._found = self._found, {}
         return self._wrap(detector, found)
 
