@@ -23,6 +23,7 @@ This module imports nothing that loads torch (``tests/faces/test_early.py`` chec
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import sys
@@ -34,6 +35,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from reenact.allocator import release_free_memory
 from reenact.faces.cadence import DetectionCadence
 from reenact.faces.detect import (
     CenterFaceDetector,
@@ -185,6 +187,9 @@ class EarlyDetections:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+            # what the thread freed in its own heap back to the system (measured, d0 blur: peak 875-895
+            # MiB without, 853-861 with; 834-844 with no early pass)
+            release_free_memory()
         if self._interval is not None:
             sys.setswitchinterval(self._interval)
             self._interval = None
@@ -227,6 +232,8 @@ class EarlyDetections:
             log.debug("early detection stopped after %d frames: %s: %s", self.frames, type(exc).__name__, exc)
         if recorder is None or not recorder.found:
             return
+        with contextlib.suppress(Exception):  # stopped inside a chunk: its working memory is not held on
+            recorder.detector.release()
         self.frames = len(recorder.found)
         self._model = (recorder.detector.model_path, recorder.detector.settings)
         self._found = recorder.found
