@@ -230,11 +230,12 @@ def start_early_detection(args: argparse.Namespace, mode: Mode, source: Path) ->
     taken, the two threads only slow each other down). The thread is a daemon that never
     raises: Ctrl-C, a stop signal or an error in this thread end the run as before.
 
-    Measured (issue 28), ``deidentify --method blur``, 60 frames of the 512x512 clip, 2 cores:
-    with other work running (load 2.4-3.2) 0.5-1.4 s slower than without (the import took
-    3.1-4.4 s instead of about 2: both threads want the GIL and the cores), hence the idle-core
-    rule; decoding and detecting the 60 frames alone while importing, on a quieter machine
-    (load 1.4-1.7), 2.56-2.59 s against 3.51-3.68 s one after the other.
+    Measured (issue 28), ``deidentify --method blur``, 60 frames of the 512x512 clip, 2 cores,
+    interleaved with the main branch and deface (6 rounds, load 1.5-2.2): 5.28-6.21 s (median
+    5.4) against 5.68-7.25 s (6.1) without, deface 5.43-6.48 s (5.9); 37-45 of the 60 frames are
+    detected early, and the import takes 0.7-1.0 s longer (both threads want the GIL). With
+    every core taken by other work (load 2.4-3.2, before the idle-core rule) it was 0.5-1.4 s
+    slower than without, the import 3.1-4.4 s instead of about 2, hence that rule.
     """
     schedule = early_schedule(args, mode) if source.is_file() and not args.dry_run else None
     # a second thread only where the budget has a second thread and a core is free for it

@@ -22,7 +22,6 @@ as well, as everywhere.
 from __future__ import annotations
 
 import logging
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
@@ -266,13 +265,6 @@ def checked_frames(frames: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarr
     if isinstance(frames, np.ndarray):
         return check_frame_array(frames)
     return check_frames(frames)
-
-
-def is_tensor(value: object) -> bool:
-    """Whether ``value`` is a torch tensor (False, and torch left unloaded, when torch is not
-    imported yet: nothing can be a tensor then)."""
-    torch = sys.modules.get("torch")
-    return torch is not None and isinstance(value, torch.Tensor)
 
 
 def _cpu_array(frames: torch.Tensor | np.ndarray) -> np.ndarray:
