@@ -57,3 +57,20 @@ def limit_heap_growth(threshold: int = MMAP_THRESHOLD_BYTES) -> bool:
         return False
     os.environ["MALLOC_MMAP_THRESHOLD_"] = str(int(threshold))  # for the workers (spawned) and other children
     return True
+
+
+def release_free_memory() -> bool:
+    """Hand the C allocator's free memory back to the system now (glibc ``malloc_trim(0)``: the
+    free pages of every thread's heap). For a thread that ends after allocating much (the early
+    detection's, :mod:`reenact.faces.early`): its heap is its own, and what it freed there stays
+    resident otherwise. Returns whether anything was released (false off glibc)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        libc.gnu_get_libc_version  # noqa: B018 (glibc only)
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return False
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return bool(trim(0))

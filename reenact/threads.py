@@ -118,6 +118,31 @@ def usable_cores() -> int:
     return max(1, cores)
 
 
+def idle_cores(loadavg: Path = Path("/proc/loadavg"), samples: int = 3, pause: float = 0.002) -> int:
+    """Cores of this machine that nothing runs on right now, besides the calling thread: the
+    online cores less the runnable tasks (the kernel's count of running and ready threads in
+    ``/proc/loadavg``, the calling one included), the least of ``samples`` reads ``pause``
+    seconds apart (a passing task does not count). 0 where the count cannot be read.
+
+    For work that only pays off on a core nobody else wants (a second thread at start-up,
+    :func:`reenact.cli.video.detect_while_importing`): other processes' threads, such as the
+    busy bench's CPU hogs, leave none.
+    """
+    import time
+
+    least: int | None = None
+    for i in range(max(1, samples)):
+        if i:
+            time.sleep(pause)
+        try:
+            running = int(loadavg.read_text().split()[3].split("/")[0])
+        except (OSError, ValueError, IndexError):
+            return 0
+        free = (os.cpu_count() or 1) - running
+        least = free if least is None else min(least, free)
+    return max(0, least or 0)
+
+
 def threads_from_env(environ: dict[str, str] | None = None) -> int | None:
     """``REENACT_THREADS`` as a positive integer, ``None`` when unset or empty."""
     value = (os.environ if environ is None else environ).get(ENV_THREADS, "").strip()

@@ -27,17 +27,24 @@ full pass on every frame.
 
 Light-pass detections carry their ``scale`` (:attr:`FaceDetections.scale`); the tracker
 takes appearance (identity embeddings) only from full passes.
+
+Frames may be torch tensors or numpy arrays; numpy frames never load torch (the cadence runs
+before torch is imported in :mod:`reenact.faces.early`).
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 from reenact.errors import ConfigError
 from reenact.faces.boxes import box_iou
-from reenact.faces.detect import FaceDetections, FaceDetector, check_frames
-from reenact.faces.track import frame_histograms, shot_cuts
+from reenact.faces.detect import FaceDetections, FaceDetector, checked_frames
+from reenact.faces.shots import frame_histograms, shot_cuts
+
+if TYPE_CHECKING:
+    import torch
 
 FOUND_IOU = 0.25
 """Overlap (IoU) with a light-pass box at which a face of the previous frame counts as found again."""
@@ -63,7 +70,7 @@ class DetectionCadence:
         self._full_next = True  # the first frame, and the frame after a light pass lost a face
         self._since_full: int  # frames since the last full pass: set by the first frame's
         self._prev: FaceDetections  # the last frame's faces: set by the first frame
-        self._prev_hist: torch.Tensor | None = None
+        self._prev_hist: torch.Tensor | np.ndarray | None = None
         self.full_frames = 0
         self.light_frames = 0
         self.held_faces = 0
@@ -79,12 +86,24 @@ class DetectionCadence:
                 "or raise tracker.max_gap"
             )
 
-    def _cuts(self, frames: torch.Tensor) -> list[bool]:
+    def _cuts(self, frames: torch.Tensor | np.ndarray) -> list[bool]:
         """Which frames start a shot (the tracker's rule; the video's first frame does not).
-        Conventions: frames uint8 [T,H,W,3]; returns T booleans."""
-        hist = frame_histograms(frames)
-        cuts = shot_cuts(hist, self._prev_hist, self.cut_threshold).tolist()
-        self._prev_hist = hist[-1].clone()
+        Conventions: frames uint8 [T,H,W,3] (tensor or numpy); returns T booleans."""
+        before = self._prev_hist
+        if isinstance(frames, np.ndarray):
+            hist = frame_histograms(frames)
+            if before is not None and not isinstance(before, np.ndarray):
+                before = before.cpu().numpy()
+            cuts = shot_cuts(hist, before, self.cut_threshold).tolist()
+            self._prev_hist = hist[-1].copy()
+            return cuts
+        import torch
+
+        hist_t = frame_histograms(frames)
+        if isinstance(before, np.ndarray):
+            before = torch.from_numpy(before).to(hist_t.device)
+        cuts = shot_cuts(hist_t, before, self.cut_threshold).tolist()
+        self._prev_hist = hist_t[-1].clone()
         return cuts
 
     def detect(self, frames: torch.Tensor | np.ndarray) -> list[FaceDetections]:
@@ -93,7 +112,7 @@ class DetectionCadence:
         Conventions: frames uint8 [T,H,W,3] RGB (consecutive, after the previous call's);
         returns one FaceDetections per frame, in order.
         """
-        frames = check_frames(frames)
+        frames = checked_frames(frames)
         cuts = self._cuts(frames)
         # frame pixels of the smallest face the light pass is trusted with
         smallest = self.light_min_face / (self.detector.input_scale(frames.shape[1], frames.shape[2]) * self.light_scale)

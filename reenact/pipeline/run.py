@@ -40,7 +40,8 @@ import yaml
 from reenact.batch import Job, source_fingerprint
 from reenact.config import to_dict
 from reenact.errors import NoFaceError, OutputExistsError
-from reenact.faces import identity_from_photo
+from reenact.faces import FaceDetector, identity_from_photo
+from reenact.faces.early import EarlyDetections
 from reenact.io import (
     FrameChunk,
     VideoInfo,
@@ -72,10 +73,12 @@ class PackCache:
         self._packs: dict[tuple[Any, ...], LoadedPack] = {}
         self.loads = 0
 
-    def get(self, plan: RunPlan) -> LoadedPack:
+    def get(self, plan: RunPlan, detector: FaceDetector | None = None) -> LoadedPack:
         """The pack for ``plan`` on its device; its detector applies the plan's photo threshold
         (the video's is applied by :class:`FaceReplacer`). A classic redaction loads only the
-        face models (detector, identity), no generator or mapper."""
+        face models (detector, identity), no generator or mapper. ``detector``: one made
+        already, taken by a faces-only pack that would make the same
+        (:func:`reenact.packs._face_models`)."""
         config, device, faces_only = plan.config, plan.device, plan.classic
         need_mapper = config.mapper == "trained"
         # every face size: deidentify redacts faces too small to replace (FaceReplacer applies the limit)
@@ -87,7 +90,7 @@ class PackCache:
                 torch.manual_seed(config.seed)
                 if faces_only:
                     detector, identity, threshold = pack_face_models(
-                        config.models, registry.get_pack(config.models.pack), detector_settings)
+                        config.models, registry.get_pack(config.models.pack), detector_settings, detector)
                     self._packs[key] = LoadedPack(
                         name=config.models.pack, detector=detector, identity=identity, generator=None,  # type: ignore[arg-type]
                         attribute_encoder=None, mapper=None, trained=True, match_threshold=threshold, device=device)
@@ -103,10 +106,10 @@ class PackCache:
 _PROCESS_PACKS = PackCache()
 
 
-def cached_pack(plan: RunPlan, cache: PackCache | None = None) -> LoadedPack:
+def cached_pack(plan: RunPlan, cache: PackCache | None = None, detector: FaceDetector | None = None) -> LoadedPack:
     """The pack for ``plan`` from ``cache`` (default: one cache per process, so API calls and
-    folder runs in one process share loaded models)."""
-    return (cache or _PROCESS_PACKS).get(plan)
+    folder runs in one process share loaded models); ``detector``: see :meth:`PackCache.get`."""
+    return (cache or _PROCESS_PACKS).get(plan, detector)
 
 
 def faces_only_models(pack: LoadedPack) -> dict[str, Any]:
@@ -241,8 +244,11 @@ def run_video(
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
     packs: PackCache | None = None,
+    early: EarlyDetections | None = None,
 ) -> dict[str, Any]:
-    """:func:`process_video` for a plan made by :func:`plan_run` (the CLI makes it once)."""
+    """:func:`process_video` for a plan made by :func:`plan_run` (the CLI makes it once).
+    ``early``: frames detected before the pipeline was imported (:mod:`reenact.faces.early`),
+    used where the run's detector is the one that detected them."""
     started = time.perf_counter()
     source, output = Path(source), Path(output)
     config = plan.config
@@ -250,7 +256,9 @@ def run_video(
     info = check_files(plan, source, output, overwrite)
     assert info is not None
     # 2. models, photos (each embedded once), identity policy, face selection
-    pack = cached_pack(plan, packs)
+    pack = cached_pack(plan, packs, early.detector if early is not None else None)
+    if early is not None:
+        pack = dataclasses.replace(pack, detector=early.serve(pack.detector))
     plan = plan.bind(pack)
     photos = photo_codes(plan, pack)
     warnings = [*photos.warnings, *plan.warnings]

@@ -26,6 +26,7 @@ from reenact.faces import (
     warp_to_crop,
 )
 from reenact.faces.cadence import DetectionCadence
+from reenact.faces.detect import ThresholdedDetector
 from reenact.faces.track import FaceTracker, TrackedFaces, distinct_faces
 from reenact.io import FrameChunk
 from reenact.packs import LoadedPack
@@ -46,35 +47,6 @@ from reenact.pipeline.report import RunReport
 from reenact.pipeline.selection import FaceSelection
 from reenact.pipeline.slots import FaceRecord, FrameSlot, FrameSlots
 from reenact.temporal import AlignmentSmoother, TrackSmoother
-
-
-class ThresholdedDetector:
-    """A detector whose faces below ``score_threshold`` (or with a box side under
-    ``min_face_size`` pixels) are dropped after detection.
-
-    The model stays loaded once whatever the threshold (greedy NMS keeps a face only against
-    higher-scored ones, so thresholding after it gives the faces thresholding before would).
-    Wrapping a ThresholdedDetector wraps the model it wraps (the new limits replace the old).
-    """
-
-    def __init__(self, detector: FaceDetector, score_threshold: float, min_face_size: float = 0.0) -> None:
-        inner: FaceDetector = detector.detector if isinstance(detector, ThresholdedDetector) else detector
-        self.detector: FaceDetector = inner
-        self.score_threshold, self.min_face_size = score_threshold, min_face_size
-        self.name = inner.name
-
-    def input_scale(self, height: int, width: int) -> float:
-        return self.detector.input_scale(height, width)
-
-    def detect(self, frames: torch.Tensor | np.ndarray, scale: float = 1.0,
-               release: bool = True) -> list[FaceDetections]:
-        """Conventions: frames uint8 [T,H,W,3]; one FaceDetections per frame (``scale`` and
-        ``release``: as :meth:`FaceDetector.detect`)."""
-        out = []
-        for d in self.detector.detect(frames, scale, release):
-            sides = (d.boxes[:, 2:] - d.boxes[:, :2]).min(axis=1) if len(d) else np.zeros((0,), np.float32)
-            out.append(d.select((d.scores >= self.score_threshold) & (sides >= self.min_face_size)))
-        return out
 
 
 def too_small(box: np.ndarray, min_face_size: float) -> bool:

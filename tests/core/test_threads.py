@@ -14,7 +14,13 @@ from pathlib import Path
 import pytest
 
 from reenact.errors import ConfigError
-from reenact.threads import ThreadBudget, _cgroup_quota_cores, threads_from_env, usable_cores
+from reenact.threads import (
+    ThreadBudget,
+    _cgroup_quota_cores,
+    idle_cores,
+    threads_from_env,
+    usable_cores,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "samples" / "astronaut_clip.mp4"
@@ -175,3 +181,14 @@ def test_a_ray_task_runs_with_the_cpus_ray_gave_it(tmp_path: Path) -> None:
     d = results[0].details
     assert d["budget"]["share"] == 1  # one CPU per task: as many tasks as cores run at once
     assert d["torch_threads"] == d["onnx_intra"] == d["encoder_threads"] == 1
+
+
+def test_idle_cores_are_the_cores_no_runnable_task_holds(tmp_path: Path) -> None:
+    loadavg = tmp_path / "loadavg"
+    cores = os.cpu_count() or 1
+    loadavg.write_text("0.52 0.41 0.30 1/118 4242\n")  # the calling thread alone
+    assert idle_cores(loadavg, samples=2, pause=0.0) == cores - 1
+    loadavg.write_text(f"3.10 2.90 2.40 {cores + 2}/121 4242\n")  # every core taken (the busy bench's hogs)
+    assert idle_cores(loadavg, samples=2, pause=0.0) == 0
+    loadavg.write_text("garbage\n")
+    assert idle_cores(loadavg) == 0  # unknown: no core counted free

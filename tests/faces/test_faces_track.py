@@ -293,3 +293,21 @@ def test_frame_histograms_count_every_sampled_pixel_in_its_colour_bin(shape) -> 
     assert torch.allclose(hist.sum(dim=1), torch.ones(shape[0]))
     flat = torch.full((1, 40, 40, 3), 200, dtype=torch.uint8)  # one colour: all in bin 6*64+6*8+6
     assert frame_histograms(flat)[0, 438] == 1.0
+    # numpy frames (the cadence before torch loads, reenact.faces.early): the same float32 values
+    as_numpy = frame_histograms(frames.numpy())
+    assert isinstance(as_numpy, np.ndarray) and as_numpy.dtype == np.float32
+    assert np.array_equal(as_numpy, hist.numpy())
+
+
+def test_shot_cuts_of_numpy_and_torch_histograms_agree() -> None:
+    """A cut (two flat colours) and no cut (noise on one colour) found the same way either kind."""
+    from reenact.faces.track import shot_cuts
+
+    frames = np.full((4, 48, 64, 3), 40, np.uint8)
+    frames[2:] = 220  # frame 2 starts a shot
+    frames[1, :4, :4] = 255  # a little change that is no cut
+    hist = frame_histograms(frames)
+    before = frame_histograms(frames[:1])[0]
+    assert shot_cuts(hist, None, 0.12).tolist() == [False, False, True, False]
+    assert shot_cuts(hist, before, 0.12).tolist() == shot_cuts(torch.from_numpy(hist), torch.from_numpy(before),
+                                                                  0.12).tolist()
