@@ -125,8 +125,9 @@ def idle_cores(loadavg: Path = Path("/proc/loadavg"), samples: int = 3, pause: f
     seconds apart (a passing task does not count). 0 where the count cannot be read.
 
     For work that only pays off on a core nobody else wants (a second thread at start-up,
-    :func:`reenact.cli.video.detect_while_importing`): other processes' threads, such as the
-    busy bench's CPU hogs, leave none.
+    :func:`reenact.cli.video.start_early_detection`): other processes' threads, such as the
+    busy bench's CPU hogs, leave none. The cores are the process's usable ones
+    (:func:`usable_cores`: its affinity and cgroup quota); the runnable count is the host's.
     """
     import time
 
@@ -138,7 +139,7 @@ def idle_cores(loadavg: Path = Path("/proc/loadavg"), samples: int = 3, pause: f
             running = int(loadavg.read_text().split()[3].split("/")[0])
         except (OSError, ValueError, IndexError):
             return 0
-        free = (os.cpu_count() or 1) - running
+        free = usable_cores() - running
         least = free if least is None else min(least, free)
     return max(0, least or 0)
 

@@ -16,7 +16,10 @@ trusted) and only for the same pixels at the same scale. Everything else (a gues
 wrong, a frame the cadence passes differently, a photo) is detected as before. So the
 output is the same with or without it; only the time moves, into the import's wait. A run
 whose pack would make the same detector takes the one made early (:attr:`EarlyDetections.detector`:
-one onnxruntime session, opened once).
+one onnxruntime session, opened once) where the early pass has ended when the pack is built
+(a clip the import covers whole); otherwise the pass goes on detecting while the run plans
+and loads, and the run opens its own session. Only frames in CPU memory are answered (a
+run's frames on a GPU are resized there, by torch, not by OpenCV as early).
 
 This module imports nothing that loads torch (``tests/faces/test_early.py`` checks it).
 """
@@ -88,8 +91,10 @@ class EarlySchedule:
 def frame_key(frame: torch.Tensor | np.ndarray) -> bytes:
     """A digest of one frame's pixels (uint8 [H,W,3], tensor or numpy): what identifies a frame
     detected early (16 bytes of BLAKE2b; about 1 ms for a 512x512 frame)."""
-    array = frame if isinstance(frame, np.ndarray) else frame.cpu().numpy()
-    return hashlib.blake2b(np.ascontiguousarray(array).data, digest_size=16).digest()
+    array = np.ascontiguousarray(frame if isinstance(frame, np.ndarray) else frame.cpu().numpy())
+    digest = hashlib.blake2b(array.data, digest_size=16)
+    digest.update(repr((array.shape, array.dtype.str)).encode())  # same bytes, other shape: another frame
+    return digest.digest()
 
 
 class _Stop(Exception):
@@ -122,7 +127,15 @@ class _Recorder:
 class _Served:
     """A run's detector answering single frames detected early from the kept faces; every other
     call goes to the detector itself. While faces are kept, each call to the detector releases
-    its working memory (``release``): a kept frame's call never does it in its place."""
+    its working memory (``release``): a kept frame's call never does it in its place.
+
+    Only frames in CPU memory are answered: the early pass resized on the CPU (OpenCV), and a
+    detector given frames on a GPU resizes them there (torch), so its answers differ slightly.
+    The kept faces are let go after ``2 * len(found) + LOOKUP_SLACK`` single-frame lookups
+    (a run whose cadence differs from the early one's does not hash every frame to the end)."""
+
+    #: lookups beyond twice the kept frames before the kept faces are let go
+    LOOKUP_SLACK = 32
 
     def __init__(self, detector: FaceDetector, found: dict[tuple[bytes, float], FaceDetections]) -> None:
         self.detector = detector
@@ -130,6 +143,7 @@ class _Served:
         self.found = found
         self.hits = 0
         self.misses = 0
+        self.lookups_left = 2 * len(found) + self.LOOKUP_SLACK
 
     def input_scale(self, height: int, width: int) -> float:
         return self.detector.input_scale(height, width)
@@ -137,9 +151,13 @@ class _Served:
     def detect(self, frames: torch.Tensor | np.ndarray, scale: float = 1.0,
                release: bool = True) -> list[FaceDetections]:
         """Conventions: as :meth:`FaceDetector.detect`."""
+        on_gpu = not isinstance(frames, np.ndarray) and getattr(frames.device, "type", "cpu") != "cpu"
+        if self.found and (self.lookups_left <= 0 or on_gpu):
+            self.found = {}  # another cadence, or frames on a GPU: the early answers are not the run's
         if not self.found:
             return self.detector.detect(frames, scale, release)
         if len(frames) == 1:
+            self.lookups_left -= 1
             kept = self.found.pop((frame_key(frames[0]), scale), None)
             if kept is not None:
                 self.hits += 1

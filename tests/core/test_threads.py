@@ -185,7 +185,7 @@ def test_a_ray_task_runs_with_the_cpus_ray_gave_it(tmp_path: Path) -> None:
 
 def test_idle_cores_are_the_cores_no_runnable_task_holds(tmp_path: Path) -> None:
     loadavg = tmp_path / "loadavg"
-    cores = os.cpu_count() or 1
+    cores = usable_cores()  # the process's own cores (affinity, cgroup quota), not the host's
     loadavg.write_text("0.52 0.41 0.30 1/118 4242\n")  # the calling thread alone
     assert idle_cores(loadavg, samples=2, pause=0.0) == cores - 1
     loadavg.write_text(f"3.10 2.90 2.40 {cores + 2}/121 4242\n")  # every core taken (the busy bench's hogs)

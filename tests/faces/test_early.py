@@ -57,6 +57,45 @@ def test_served_detector_answers_kept_frames_as_it_would_detect_them(clip: Path)
     assert len(inner.detect(other)) == 1
 
 
+def test_served_answers_only_cpu_frames_of_the_same_shape_and_for_a_bounded_number_of_lookups(
+        clip: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A GPU run resizes its frames with torch, not OpenCV as the early pass did: its frames are
+    detected, and the kept faces let go. The same bytes in another shape are another frame. A
+    run whose cadence never asks for the kept frames stops looking them up."""
+    import torch
+
+    early = EarlyDetections(SCHEDULE)
+    early.run(clip, until=lambda: False, max_frames=1)
+    frames = read_frames(clip)
+    served = early.serve(CenterFaceDetector(None, LOADED))
+    kept = len(served.found)  # type: ignore[attr-defined]
+    assert kept > 0
+    reshaped = np.ascontiguousarray(frames[:1].reshape(1, frames.shape[1] // 2, frames.shape[2] * 2, 3))
+    served.detect(reshaped)
+    assert served.hits == 0 and len(served.found) == kept  # type: ignore[attr-defined]
+
+    class OnGpu(torch.Tensor):  # a CPU tensor that says it is on a GPU
+        @property
+        def device(self) -> torch.device:  # type: ignore[override]
+            return torch.device("cuda", 0)
+
+    calls = []
+    monkeypatch.setattr(served.detector, "detect", lambda f, s=1.0, r=True: calls.append(f) or [])  # type: ignore[attr-defined]
+    served.detect(torch.from_numpy(frames[:1]).as_subclass(OnGpu))
+    assert served.hits == 0 and served.found == {} and len(calls) == 1  # type: ignore[attr-defined]
+
+    early2 = EarlyDetections(SCHEDULE)
+    early2.run(clip, until=lambda: False, max_frames=1)
+    bounded = early2.serve(CenterFaceDetector(None, LOADED))
+    left = bounded.lookups_left  # type: ignore[attr-defined]
+    monkeypatch.setattr(bounded.detector, "detect", lambda f, s=1.0, r=True: [])  # type: ignore[attr-defined]
+    for _ in range(left):
+        bounded.detect(reshaped)
+    assert bounded.found  # type: ignore[attr-defined]
+    bounded.detect(reshaped)
+    assert bounded.found == {}  # type: ignore[attr-defined]
+
+
 def test_another_detector_gets_nothing_from_the_early_pass(clip: Path) -> None:
     early = EarlyDetections(SCHEDULE)
     early.run(clip, until=lambda: False, max_frames=5)
@@ -70,9 +109,14 @@ def test_early_detection_stops_when_told_and_on_unreadable_files(clip: Path, tmp
     early = EarlyDetections(SCHEDULE)
     early.run(clip, until=lambda: next(answers))
     assert early.frames == 3  # asked to stop before the fourth frame
-    threaded = EarlyDetections(SCHEDULE).start(clip)
+    threaded = EarlyDetections(SCHEDULE).start(clip, max_frames=5)
+    thread = threaded._thread
+    assert thread is not None
+    thread.join(timeout=60)  # the first chunk (10 frames) detected
     served = threaded.serve(CenterFaceDetector(None, LOADED))  # stops the thread first, then serves
-    assert threaded.frames >= 0 and (threaded.frames == 0 or getattr(served, "hits", None) == 0)
+    assert not thread.is_alive()
+    first = read_frames(clip)[:1]
+    assert threaded.frames == 10 and len(served.detect(first)) == 1 and served.hits == 1  # type: ignore[attr-defined]
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(clip.read_bytes()[:3000])
     broken = EarlyDetections(SCHEDULE)
@@ -84,15 +128,21 @@ def test_early_detection_stops_when_told_and_on_unreadable_files(clip: Path, tmp
 def test_deidentify_output_is_the_same_with_and_without_early_detection(clip: Path, tmp_path: Path) -> None:
     """The CLI with the early pass (default flags) against the same run with a flag that turns it
     off but changes nothing else (--set with the default value): same frames, same report."""
-    outputs = {}
-    # the early pass whatever the machine's load (it runs only with an idle core)
-    script = ("import reenact.cli.video as v; v.idle_cores = lambda: 1; "
+    outputs, hits = {}, {}
+    # the early pass whatever the machine's load (it runs only with an idle core), and how many
+    # frames the run's detector took from it (printed at exit)
+    script = ("import atexit, sys, reenact.cli.video as v, reenact.faces.early as e; v.idle_cores = lambda: 1; "
+              "served = []; init = e._Served.__init__; "
+              "e._Served.__init__ = lambda self, *a: (served.append(self), init(self, *a))[1]; "
+              "atexit.register(lambda: print('HITS', sum(s.hits for s in served), file=sys.stderr)); "
               "from reenact.cli import deidentify_script; deidentify_script()")
     for name, extra in (("early", []), ("plain", ["--set", "detector.nms_iou=0.4"])):
         out = tmp_path / f"{name}.mp4"
-        subprocess.run([sys.executable, "-c", script, str(clip), "--method", "blur", "-o", str(out), "--quiet", *extra],
-                       check=True, cwd=REPO, capture_output=True)
+        done = subprocess.run([sys.executable, "-c", script, str(clip), "--method", "blur", "-o", str(out), "--quiet",
+                               "--threads", "2", *extra], check=True, cwd=REPO, capture_output=True, text=True)
+        hits[name] = int(done.stderr.split("HITS")[-1].split()[0])
         report = json.loads(out.with_name(out.name + ".report.json").read_text())
         outputs[name] = (read_frames(out), {k: report[k] for k in ("counts", "tracks", "privacy", "frames")})
+    assert hits["early"] > 0 and hits["plain"] == 0  # the early pass did answer frames
     assert np.array_equal(outputs["early"][0], outputs["plain"][0])
     assert outputs["early"][1] == outputs["plain"][1]
