@@ -131,7 +131,7 @@ def idle_cores(loadavg: Path = Path("/proc/loadavg"), samples: int = 3, pause: f
     """
     import time
 
-    least: int | None = None
+    cores, most_running = usable_cores(), 0
     for i in range(max(1, samples)):
         if i:
             time.sleep(pause)
@@ -139,9 +139,8 @@ def idle_cores(loadavg: Path = Path("/proc/loadavg"), samples: int = 3, pause: f
             running = int(loadavg.read_text().split()[3].split("/")[0])
         except (OSError, ValueError, IndexError):
             return 0
-        free = usable_cores() - running
-        least = free if least is None else min(least, free)
-    return max(0, least or 0)
+        most_running = max(most_running, running)
+    return max(0, cores - most_running)
 
 
 def threads_from_env(environ: dict[str, str] | None = None) -> int | None:
